@@ -1,0 +1,1 @@
+"""The streamedge command line."""

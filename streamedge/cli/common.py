@@ -1,0 +1,45 @@
+"""Options and helpers that several subcommands share: Kafka connection, topics, state folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from streamedge.cli.options import option
+from streamedge.errors import ConfigError
+from streamedge.kafka.settings import KafkaSettings
+from streamedge.kafka.topics import TopicLayout
+
+__all__ = ["add_kafka_options", "add_state_dir_option", "kafka_settings", "topic_layout"]
+
+
+def add_kafka_options(parser: argparse.ArgumentParser) -> None:
+    """``--bootstrap-servers`` and ``--topic-prefix``; security settings come from env/config only."""
+    option(parser, "--bootstrap-servers", default="127.0.0.1:9092", env="STREAMEDGE_KAFKA_BOOTSTRAP_SERVERS",
+           help="Kafka bootstrap servers, comma-separated (TLS/SASL: STREAMEDGE_KAFKA_* env or [kafka] in config)")
+    option(parser, "--topic-prefix", default="streamedge.", help="prefix of every topic name")
+
+
+def kafka_settings(args: argparse.Namespace) -> KafkaSettings:
+    """KafkaSettings from the flags, the ``[kafka]`` config table and ``STREAMEDGE_KAFKA_*`` env vars."""
+    table: dict[str, Any] = dict(getattr(args, "config_data", {}).get("kafka", {}))
+    table["bootstrap_servers"] = args.bootstrap_servers
+    try:
+        return KafkaSettings(**table)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'kafka'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid Kafka settings: {problems}") from exc
+
+
+def topic_layout(args: argparse.Namespace) -> TopicLayout:
+    """The topic layout named by ``--topic-prefix``."""
+    return TopicLayout(prefix=args.topic_prefix)
+
+
+def add_state_dir_option(parser: argparse.ArgumentParser) -> None:
+    """``--state-dir``: where the local broker keeps jars, data and logs."""
+    option(parser, "--state-dir", type=Path, default=Path(".streamedge/kafka"),
+           help="local broker state folder (jars, data, logs, pid)")

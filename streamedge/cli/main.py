@@ -1,0 +1,83 @@
+"""The ``streamedge`` command: one entry point, a subcommand per area.
+
+Each area registers its subcommands from a light ``cli`` module (no TensorFlow, Faust or
+interpreter import at module level) and imports its heavy parts only when its command runs,
+so ``streamedge edge ...`` works on an edge-only install. Errors print as one line on stderr
+with a non-zero exit, never a traceback (set ``STREAMEDGE_DEBUG=1`` for one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from streamedge import __version__
+from streamedge.cli.options import apply_env_and_config, load_config, option
+from streamedge.errors import StreamedgeError
+
+__all__ = ["build_parser", "main"]
+
+# Every area's light CLI module; each exposes register(subparsers).
+_AREAS: tuple[str, ...] = (
+    "streamedge.cli.kafka_cmd",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser, every area registered."""
+    parser = argparse.ArgumentParser(
+        prog="streamedge",
+        description="Streaming time-series inference from Kafka to edge devices.",
+    )
+    parser.add_argument("--version", action="version", version=f"streamedge {__version__}")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="TOML config file with flag values and a [kafka] table [env: STREAMEDGE_CONFIG]")
+    option(parser, "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in _AREAS:
+        importlib.import_module(module).register(subparsers)
+    return parser
+
+
+def _config_path(argv: Sequence[str]) -> Path | None:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path, default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.config is not None:
+        return Path(known.config)
+    from_env = os.environ.get("STREAMEDGE_CONFIG")
+    return Path(from_env) if from_env else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 error, 2 usage, 130 interrupted)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("STREAMEDGE_DEBUG") == "1"
+    try:
+        config = load_config(_config_path(args_list))
+        parser = build_parser()
+        apply_env_and_config(parser, config)
+        args = parser.parse_args(args_list)
+        args.config_data = config
+        logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # Client libraries log every connection at INFO; keep their warnings only.
+        for noisy in ("kafka", "aiokafka"):
+            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+        code: int = args.handler(args)
+        return code
+    except KeyboardInterrupt:
+        return 130
+    except (StreamedgeError, ImportError, OSError, ValueError) as exc:
+        if debug:
+            raise
+        print(f"streamedge: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""The model manifest: the JSON document beside every exported ``.tflite`` file.
+
+Trainer, stream processor and edge agent read and write it only through this module.
+A model folder holds ``model.tflite`` (the name is ``manifest.model_file``) and
+``manifest.json``. The manifest pins the model file by sha256 and is itself signed
+(Ed25519, see :mod:`streamedge.contracts.signing`), so a verified manifest vouches for the model.
+
+Shapes use ``-1`` for the batch dimension: a forecaster takes ``(-1, window, n_features)``
+float32 and returns ``(-1, horizon * n_features)``; a classifier returns ``(-1, n_classes)``
+probabilities. ``normalisation`` holds per-feature ``mean`` and ``std`` learned on training
+data only; runners feed normalised windows and callers de-normalise forecasts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, get_args
+
+from streamedge.errors import ManifestError, VerificationError
+
+__all__ = [
+    "MANIFEST_FILE",
+    "Quantization",
+    "Task",
+    "ModelManifest",
+    "file_sha256",
+    "read_manifest",
+    "verify_model_file",
+    "write_manifest",
+]
+
+MANIFEST_FILE: Final = "manifest.json"
+SCHEMA_VERSION: Final = 1
+Task = Literal["forecast", "classify"]
+Quantization = Literal["float32", "float16", "dynamic", "int8"]
+_TASKS: Final = get_args(Task)
+_QUANTIZATIONS: Final = get_args(Quantization)
+_DTYPES: Final = ("float32", "int8", "uint8")
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    """Everything a consumer must know to run, trust and monitor one model version.
+
+    Attributes:
+        name: model family name, e.g. ``"airline-lstm"``.
+        version: positive integer, increasing per name.
+        task: ``"forecast"`` or ``"classify"``.
+        input_shape: ``[-1, window, n_features]``.
+        input_dtype: dtype of the model's input tensor (``"int8"`` for full-int8 models; the
+            runner quantises float32 windows itself).
+        output_shape: ``[-1, horizon * n_features]`` or ``[-1, n_classes]``.
+        window: input window length in readings.
+        horizon: forecast steps (0 for classifiers).
+        features: feature names, one per channel.
+        normalisation: ``{"mean": [...], "std": [...]}``, one entry per feature.
+        class_labels: classifier labels in output order (empty for forecasters).
+        quantization: how the ``.tflite`` was converted.
+        model_file: file name of the model beside the manifest.
+        sha256: hex sha256 of the model file.
+        metrics: evaluation figures, Keras and TFLite side by side (free-form JSON object).
+        reference_stats: training-data statistics for drift checks (free-form JSON object).
+        validation_error: forecast error on the validation split (e.g. ``{"mae": ..,
+            "residual_std": ..}``, original units) used to set anomaly bands.
+        runtimes: per edge runtime, ``"ok"`` or the load error, so no device discovers it.
+        hyperparameters: the frozen training config, as saved by the trainer.
+        created_at: ISO-8601 UTC time of export.
+        signature: base64 Ed25519 signature of :meth:`signing_payload`, or ``None``.
+    """
+
+    name: str
+    version: int
+    task: Task
+    input_shape: list[int]
+    input_dtype: str
+    output_shape: list[int]
+    window: int
+    horizon: int
+    features: list[str]
+    normalisation: dict[str, list[float]]
+    quantization: Quantization
+    model_file: str
+    sha256: str
+    class_labels: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reference_stats: dict[str, Any] = field(default_factory=dict)
+    validation_error: dict[str, float] = field(default_factory=dict)
+    runtimes: dict[str, str] = field(default_factory=dict)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+    signature: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def n_features(self) -> int:
+        """Number of input channels."""
+        return len(self.features)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> bytes:
+        """Pretty JSON with sorted keys, as written to ``manifest.json``."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True).encode() + b"\n"
+
+    def signing_payload(self) -> bytes:
+        """Canonical bytes that the signature covers: every field except ``signature``."""
+        body = self.to_dict()
+        body.pop("signature")
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+    def replace(self, **changes: Any) -> ModelManifest:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModelManifest:
+        """Build from parsed JSON; raises :class:`ManifestError` naming what is wrong."""
+        if not isinstance(data, dict):
+            raise ManifestError(f"manifest must be a JSON object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(data.keys() - names)
+        if unknown:
+            raise ManifestError(f"manifest has unknown field(s): {', '.join(unknown)}")
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING}
+        missing = sorted(required - data.keys())
+        if missing:
+            raise ManifestError(f"manifest lacks field(s): {', '.join(missing)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ManifestError(f"manifest is malformed: {exc}") from exc
+
+
+def _validate(m: ModelManifest) -> None:
+    _require(isinstance(m.name, str) and bool(m.name), f"name must be a non-empty string, got {m.name!r}")
+    _require(_is_int(m.version) and m.version >= 1, f"version must be a positive integer, got {m.version!r}")
+    _require(m.task in _TASKS, f"task must be one of {_TASKS}, got {m.task!r}")
+    _require(m.quantization in _QUANTIZATIONS, f"quantization must be one of {_QUANTIZATIONS}, got {m.quantization!r}")
+    _require(m.input_dtype in _DTYPES, f"input_dtype must be one of {_DTYPES}, got {m.input_dtype!r}")
+    _require(_is_int(m.window) and m.window >= 1, f"window must be a positive integer, got {m.window!r}")
+    _require(_is_int(m.horizon) and m.horizon >= 0, f"horizon must be a non-negative integer, got {m.horizon!r}")
+    _require(isinstance(m.features, list) and len(m.features) >= 1 and all(isinstance(f, str) for f in m.features),
+             "features must be a non-empty list of names")
+    expected_in = [-1, m.window, len(m.features)]
+    _require(m.input_shape == expected_in, f"input_shape {m.input_shape} does not match [-1, window, n_features] = {expected_in}")
+    _require(isinstance(m.output_shape, list) and len(m.output_shape) == 2 and m.output_shape[0] == -1
+             and _is_int(m.output_shape[1]) and m.output_shape[1] >= 1, f"output_shape must be [-1, n], got {m.output_shape}")
+    if m.task == "forecast":
+        _require(m.horizon >= 1, "a forecaster needs horizon >= 1")
+        _require(m.output_shape[1] == m.horizon * len(m.features),
+                 f"output_shape {m.output_shape} does not match [-1, horizon * n_features]")
+    else:
+        _require(len(m.class_labels) >= 2, "a classifier needs at least two class_labels")
+        _require(m.output_shape[1] == len(m.class_labels),
+                 f"output_shape {m.output_shape} does not match [-1, n_classes={len(m.class_labels)}]")
+    _require(isinstance(m.normalisation, dict) and set(m.normalisation) == {"mean", "std"},
+             "normalisation must hold exactly 'mean' and 'std'")
+    for key in ("mean", "std"):
+        stats = m.normalisation[key]
+        _require(isinstance(stats, list) and len(stats) == len(m.features)
+                 and all(_is_number(v) and math.isfinite(v) for v in stats),
+                 f"normalisation.{key} must hold one finite number per feature")
+    _require(all(v > 0 for v in m.normalisation["std"]), "normalisation.std must be positive")
+    _require(isinstance(m.model_file, str) and m.model_file and "/" not in m.model_file and m.model_file not in (".", ".."),
+             f"model_file must be a plain file name, got {m.model_file!r}")
+    _require(isinstance(m.sha256, str) and len(m.sha256) == 64 and all(c in "0123456789abcdef" for c in m.sha256),
+             "sha256 must be 64 lowercase hex digits")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ManifestError(message)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(manifest: ModelManifest, folder: Path) -> Path:
+    """Write ``manifest.json`` into ``folder`` atomically (temp file, then rename)."""
+    target = folder / MANIFEST_FILE
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_bytes(manifest.to_json())
+    tmp.replace(target)
+    return target
+
+
+def read_manifest(folder: Path) -> ModelManifest:
+    """Read and validate ``folder/manifest.json``; raises :class:`ManifestError` with the reason."""
+    path = folder / MANIFEST_FILE
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise ManifestError(f"no manifest at {path}") from exc
+    except ValueError as exc:
+        raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
+    return ModelManifest.from_dict(data)
+
+
+def verify_model_file(manifest: ModelManifest, folder: Path) -> Path:
+    """Check that the model file beside the manifest exists and matches ``manifest.sha256``.
+
+    Returns:
+        The model file's path.
+
+    Raises:
+        VerificationError: the file is missing or its sha256 differs.
+    """
+    path = folder / manifest.model_file
+    if not path.is_file():
+        raise VerificationError(f"model file {path} is missing")
+    actual = file_sha256(path)
+    if actual != manifest.sha256:
+        raise VerificationError(f"sha256 of {path} is {actual[:16]}..., manifest says {manifest.sha256[:16]}...")
+    return path

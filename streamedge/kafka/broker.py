@@ -1,0 +1,277 @@
+"""A real single-node Apache Kafka broker (KRaft, broker + controller) on 127.0.0.1.
+
+Started from pinned jars (``pom.xml`` beside this module, fetched once with Maven into
+``<state_dir>/libs``) for development, tests and the demo. Listens on loopback only.
+State folder layout::
+
+    <state_dir>/libs/          broker jars (cached; refetched when the pom changes)
+    <state_dir>/data/          KRaft log dirs (formatted on first start)
+    <state_dir>/server.properties, log4j.properties
+    <state_dir>/broker.log     broker stdout/stderr
+    <state_dir>/broker.pid
+
+``up`` is idempotent (a running broker is left alone; a stale pid file is recovered) and
+returns only once the broker answers a Metadata request, not merely when the port opens.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from streamedge.errors import StreamedgeError
+
+__all__ = ["BrokerError", "BrokerStatus", "LocalBroker"]
+
+_POM = "pom.xml"
+_METADATA_API_KEY = 3
+
+
+class BrokerError(StreamedgeError, RuntimeError):
+    """The local broker could not be fetched, started or stopped."""
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """What ``status`` found: ``running`` means the broker answered a Metadata request."""
+
+    running: bool
+    pid: int | None
+    bootstrap: str
+    detail: str
+
+
+def _metadata_brokers(host: str, port: int, timeout: float) -> int:
+    """Send a Metadata v0 request and return how many brokers the cluster reports."""
+    client_id = b"streamedge-probe"
+    body = struct.pack(">hhih", _METADATA_API_KEY, 0, 1, len(client_id)) + client_id + struct.pack(">i", 0)
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(struct.pack(">i", len(body)) + body)
+        size = struct.unpack(">i", _recv_exact(sock, 4))[0]
+        response = _recv_exact(sock, size)
+    correlation_id, n_brokers = struct.unpack(">ii", response[:8])
+    if correlation_id != 1:
+        raise BrokerError(f"unexpected correlation id {correlation_id} from {host}:{port}")
+    return int(n_brokers)
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            raise ConnectionError("connection closed mid-response")
+        chunks.extend(chunk)
+    return bytes(chunks)
+
+
+class LocalBroker:
+    """Manage one local broker under ``state_dir``.
+
+    Args:
+        state_dir: folder for jars, data, logs and the pid file.
+        port: client listener port on 127.0.0.1.
+        controller_port: KRaft controller listener port on 127.0.0.1.
+        heap_mb: JVM max heap; 512 MiB is plenty for tests and the demo.
+    """
+
+    def __init__(self, state_dir: Path, port: int = 9092, controller_port: int = 9093, heap_mb: int = 512) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.port = port
+        self.controller_port = controller_port
+        self.heap_mb = heap_mb
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def _pid_file(self) -> Path:
+        return self.state_dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "broker.log"
+
+    def _read_pid(self) -> int | None:
+        try:
+            pid = int(self._pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        return pid
+
+    def _answers(self, timeout: float = 2.0) -> bool:
+        try:
+            return _metadata_brokers("127.0.0.1", self.port, timeout) >= 1
+        except (OSError, struct.error, BrokerError):
+            return False
+
+    def status(self) -> BrokerStatus:
+        """Whether the broker runs and answers metadata."""
+        pid = self._read_pid()
+        if pid is None:
+            return BrokerStatus(False, None, self.bootstrap, "not running")
+        if self._answers():
+            return BrokerStatus(True, pid, self.bootstrap, f"running (pid {pid}) on {self.bootstrap}")
+        return BrokerStatus(False, pid, self.bootstrap, f"process {pid} alive but not answering on {self.bootstrap}")
+
+    def fetch_jars(self) -> Path:
+        """Fetch the pinned jars with Maven unless cached for this exact pom; returns the libs folder."""
+        libs = self.state_dir / "libs"
+        pom = resources.files("streamedge.kafka").joinpath(_POM).read_bytes()
+        digest = hashlib.sha256(pom).hexdigest()
+        marker = libs / ".pom-sha256"
+        if marker.is_file() and marker.read_text() == digest:
+            return libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError("Maven (mvn) is needed once to fetch the Kafka jars: install maven and Java 17")
+        if libs.exists():
+            shutil.rmtree(libs)
+        libs.mkdir(parents=True)
+        pom_path = self.state_dir / _POM
+        pom_path.write_bytes(pom)
+        result = subprocess.run(
+            [mvn, "-q", "-B", "-f", str(pom_path), "dependency:copy-dependencies",
+             f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise BrokerError(f"Maven could not fetch the Kafka jars: {(result.stdout + result.stderr).strip()[-500:]}")
+        marker.write_text(digest)
+        return libs
+
+    def _write_config(self) -> Path:
+        data = self.state_dir / "data"
+        properties = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(data),
+            "num.partitions": "3",
+            # One node: internal topics cannot have more replicas than brokers.
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            # Tests and the demo start consumer groups often; do not wait 3 s for more members.
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "true",
+            "log.retention.hours": "24",
+        }
+        config = self.state_dir / "server.properties"
+        config.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+        (self.state_dir / "log4j.properties").write_text(
+            "log4j.rootLogger=INFO, stdout\n"
+            "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
+            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
+            "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
+            "log4j.logger.kafka=INFO\nlog4j.logger.org.apache.kafka=INFO\n"
+        )
+        return config
+
+    def _java(self, libs: Path, *args: str) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise BrokerError("Java 17 (java) is needed to run the Kafka broker")
+        return [java, f"-Xmx{self.heap_mb}m", f"-Xms{min(256, self.heap_mb)}m",
+                f"-Dlog4j.configuration=file:{self.state_dir / 'log4j.properties'}",
+                "-cp", f"{libs}/*", *args]
+
+    def _format(self, libs: Path, config: Path) -> None:
+        if (self.state_dir / "data" / "meta.properties").is_file():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise BrokerError(f"formatting KRaft storage failed: {(result.stdout + result.stderr).strip()[-500:]}")
+
+    def up(self, timeout: float = 60.0) -> BrokerStatus:
+        """Start the broker (no-op when it already answers) and wait until it serves metadata."""
+        current = self.status()
+        if current.running:
+            return current
+        if current.pid is not None:
+            self._terminate(current.pid)
+        self._pid_file.unlink(missing_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self._answers(timeout=0.5):
+            raise BrokerError(f"port {self.port} already serves another Kafka broker not managed from {self.state_dir}")
+        libs = self.fetch_jars()
+        config = self._write_config()
+        self._format(libs, config)
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                self._java(libs, "kafka.Kafka", str(config)),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        self._pid_file.write_text(str(process.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                self._pid_file.unlink(missing_ok=True)
+                raise BrokerError(f"broker exited with {process.returncode}; see {self.log_file}")
+            if self._answers(timeout=1.0):
+                return self.status()
+            time.sleep(0.25)
+        self._terminate(process.pid)
+        self._pid_file.unlink(missing_ok=True)
+        raise BrokerError(f"broker did not answer metadata within {timeout:.0f} s; see {self.log_file}")
+
+    def down(self, timeout: float = 30.0) -> bool:
+        """Stop the broker (SIGTERM, then SIGKILL after ``timeout``); returns whether one ran."""
+        pid = self._read_pid()
+        was_running = pid is not None
+        if pid is not None:
+            self._terminate(pid, timeout)
+        self._pid_file.unlink(missing_ok=True)
+        return was_running
+
+    @staticmethod
+    def _terminate(pid: int, timeout: float = 30.0) -> None:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                finished, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                finished = 0
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    return
+            if finished == pid:
+                return
+            time.sleep(0.2)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return

@@ -1,0 +1,107 @@
+"""The topic layout: names, partitions and cleanup policies, created by one command.
+
+Partitions are the unit of parallelism: a consumer group can use at most as many workers as
+the readings topic has partitions, so readings and results default to 6. Model updates are a
+compacted topic keyed by model name, so a new subscriber reads the latest version of each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from streamedge.kafka.settings import KafkaSettings
+
+__all__ = ["TopicLayout", "TopicSpec", "create_topics"]
+
+_WEEK_MS: Final = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: name, partition count and topic-level configs."""
+
+    name: str
+    partitions: int
+    configs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class TopicLayout:
+    """Topic names under one prefix (``streamedge.`` by default; tests use a unique one)."""
+
+    prefix: str = "streamedge."
+    partitions: int = 6
+
+    @property
+    def readings(self) -> str:
+        return f"{self.prefix}readings"
+
+    @property
+    def forecasts(self) -> str:
+        return f"{self.prefix}forecasts"
+
+    @property
+    def anomalies(self) -> str:
+        return f"{self.prefix}anomalies"
+
+    @property
+    def classifications(self) -> str:
+        return f"{self.prefix}classifications"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}dead-letters"
+
+    @property
+    def model_updates(self) -> str:
+        return f"{self.prefix}model-updates"
+
+    @property
+    def retrain_requests(self) -> str:
+        return f"{self.prefix}retrain-requests"
+
+    @property
+    def edge_results(self) -> str:
+        return f"{self.prefix}edge-results"
+
+    @property
+    def edge_telemetry(self) -> str:
+        return f"{self.prefix}edge-telemetry"
+
+    def specs(self) -> list[TopicSpec]:
+        """Every topic of the layout with its partitions and configs."""
+        week = {"cleanup.policy": "delete", "retention.ms": str(_WEEK_MS)}
+        month = {"cleanup.policy": "delete", "retention.ms": str(4 * _WEEK_MS)}
+        compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+        n = self.partitions
+        return [
+            TopicSpec(self.readings, n, week),
+            TopicSpec(self.forecasts, n, week),
+            TopicSpec(self.anomalies, n, month),
+            TopicSpec(self.classifications, n, week),
+            TopicSpec(self.dead_letters, max(1, n // 2), month),
+            TopicSpec(self.model_updates, 1, compacted),
+            TopicSpec(self.retrain_requests, 1, month),
+            TopicSpec(self.edge_results, n, week),
+            TopicSpec(self.edge_telemetry, max(1, n // 2), week),
+        ]
+
+
+def create_topics(settings: KafkaSettings, layout: TopicLayout, replication_factor: int = 1) -> list[str]:
+    """Create the layout's missing topics; returns the names created (existing ones are kept)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(**settings.kafka_python_config())
+    try:
+        existing = set(admin.list_topics())
+        new = [
+            NewTopic(spec.name, spec.partitions, replication_factor, topic_configs=spec.configs)
+            for spec in layout.specs()
+            if spec.name not in existing
+        ]
+        if new:
+            admin.create_topics(new)
+        return [topic.name for topic in new]
+    finally:
+        admin.close()
