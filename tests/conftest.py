@@ -17,6 +17,7 @@ import pytest
 from streamedge.kafka.broker import LocalBroker
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout, create_topics
+from tests.model_factory import TinyModels, build_tiny_models
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_PORT = 39092
@@ -49,3 +50,9 @@ def make_topics(kafka_settings: KafkaSettings) -> Callable[..., TopicLayout]:
         return layout
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    """Signed tiny forecaster and classifier folders (float32 TFLite) and their key pair."""
+    return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))

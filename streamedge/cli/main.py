@@ -25,6 +25,8 @@ __all__ = ["build_parser", "main"]
 # Every area's light CLI module; each exposes register(subparsers).
 _AREAS: tuple[str, ...] = (
     "streamedge.cli.kafka_cmd",
+    "streamedge.cli.models_cmd",
+    "benchmarks.cli",
 )
 
 

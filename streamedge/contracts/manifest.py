@@ -172,7 +172,7 @@ def _validate(m: ModelManifest) -> None:
                  and all(_is_number(v) and math.isfinite(v) for v in stats),
                  f"normalisation.{key} must hold one finite number per feature")
     _require(all(v > 0 for v in m.normalisation["std"]), "normalisation.std must be positive")
-    _require(isinstance(m.model_file, str) and m.model_file and "/" not in m.model_file and m.model_file not in (".", ".."),
+    _require(isinstance(m.model_file, str) and bool(m.model_file) and "/" not in m.model_file and m.model_file not in (".", ".."),
              f"model_file must be a plain file name, got {m.model_file!r}")
     _require(isinstance(m.sha256, str) and len(m.sha256) == 64 and all(c in "0123456789abcdef" for c in m.sha256),
              "sha256 must be 64 lowercase hex digits")

@@ -161,7 +161,8 @@ class TFLiteRunner:
 
     def run_one(self, window: npt.ArrayLike) -> FloatArray:
         """Run one window ``(window, n_features)``; returns ``(n_outputs,)`` float32."""
-        return self.run(np.asarray(window, dtype=np.float32)[np.newaxis])[0]
+        result: FloatArray = self.run(np.asarray(window, dtype=np.float32)[np.newaxis])[0]
+        return result
 
     def _quantize(self, batch: FloatArray) -> npt.NDArray[Any]:
         if self._in_quant is None:
@@ -169,7 +170,8 @@ class TFLiteRunner:
         scale, zero_point = self._in_quant
         info = np.iinfo(self._input["dtype"])
         quantized = np.round(batch / scale) + zero_point
-        return np.clip(quantized, info.min, info.max).astype(self._input["dtype"])
+        clipped: npt.NDArray[Any] = np.clip(quantized, info.min, info.max).astype(self._input["dtype"])
+        return clipped
 
     def _dequantize(self, output: npt.NDArray[Any]) -> FloatArray:
         if self._out_quant is None:

@@ -1,0 +1,170 @@
+"""``streamedge models ...``: the model registry (add, list, show, promote, rollback, verify, keygen)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from streamedge.cli.common import add_kafka_options, kafka_settings, topic_layout
+from streamedge.cli.options import option
+
+__all__ = ["register"]
+
+
+def _registry_option(parser: argparse.ArgumentParser) -> None:
+    option(parser, "--registry", type=Path, default=Path(".streamedge/registry"), help="model registry folder")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``models`` command group."""
+    parser = subparsers.add_parser("models", help="versioned, signed model registry")
+    commands = parser.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+
+    keygen = commands.add_parser("keygen", help="create an Ed25519 signing key pair")
+    option(keygen, "--signing-key", type=Path, required=True, help="private key to write (PEM, mode 0600)")
+    option(keygen, "--public-key", type=Path, required=True, help="public key to write (PEM)")
+    keygen.set_defaults(handler=_keygen)
+
+    add = commands.add_parser("add", help="store an exported model folder as the next version, signed")
+    add.add_argument("source", type=Path, help="folder with manifest.json and the model file (a trainer's --out)")
+    _registry_option(add)
+    option(add, "--signing-key", type=Path, required=True, help="Ed25519 private key (PEM)")
+    add.set_defaults(handler=_add)
+
+    listing = commands.add_parser("list", help="model names, versions and the active one")
+    _registry_option(listing)
+    listing.set_defaults(handler=_list)
+
+    show = commands.add_parser("show", help="print one version's manifest")
+    show.add_argument("name")
+    show.add_argument("--version", type=int, default=None, help="version (default: active, else latest)")
+    _registry_option(show)
+    show.set_defaults(handler=_show)
+
+    verify = commands.add_parser("verify", help="check manifest, signature and sha256; exit 1 with the reason")
+    verify.add_argument("name")
+    verify.add_argument("--version", type=int, default=None, help="version (default: every version)")
+    _registry_option(verify)
+    option(verify, "--public-key", type=Path, required=True, help="trusted Ed25519 public key (PEM)")
+    verify.set_defaults(handler=_verify)
+
+    for name, handler, text in (
+        ("promote", _promote, "make a version active and publish it to the model-updates topic"),
+        ("rollback", _rollback, "return to the previously promoted version and publish it"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("name")
+        if name == "promote":
+            sub.add_argument("version", type=int)
+        _registry_option(sub)
+        option(sub, "--public-key", type=Path, required=True, help="trusted Ed25519 public key (PEM)")
+        option(sub, "--no-publish", action="store_true", help="update the registry only, publish nothing")
+        add_kafka_options(sub)
+        sub.set_defaults(handler=handler)
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from streamedge.registry import ModelRegistry
+
+    return ModelRegistry(args.registry)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from streamedge.contracts.signing import generate_keypair
+
+    generate_keypair(args.signing_key, args.public_key)
+    print(f"wrote {args.signing_key} (keep secret) and {args.public_key} (give to workers and devices)")
+    return 0
+
+
+def _add(args: argparse.Namespace) -> int:
+    from streamedge.contracts.signing import load_private_key
+
+    manifest = _registry(args).add(args.source, load_private_key(args.signing_key))
+    print(f"added {manifest.name} v{manifest.version} ({manifest.quantization}, sha256 {manifest.sha256[:12]})")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    names = registry.names()
+    if not names:
+        print(f"no models in {args.registry}")
+    for name in names:
+        active = registry.active_version(name)
+        versions = ", ".join(f"{v}*" if v == active else str(v) for v in registry.versions(name))
+        print(f"{name}: {versions}   (* active)")
+    return 0
+
+
+def _pick_version(registry: Any, name: str, version: int | None) -> int:
+    if version is not None:
+        return version
+    active = registry.active_version(name)
+    if active is not None:
+        return int(active)
+    versions = registry.versions(name)
+    if not versions:
+        from streamedge.registry import RegistryError
+
+        raise RegistryError(f"no model named {name!r} in {registry.root}")
+    return int(versions[-1])
+
+
+def _show(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    manifest = registry.manifest(args.name, _pick_version(registry, args.name, args.version))
+    print(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from streamedge.contracts.signing import load_public_key
+    from streamedge.errors import StreamedgeError
+
+    registry = _registry(args)
+    key = load_public_key(args.public_key)
+    versions = [args.version] if args.version is not None else registry.versions(args.name)
+    if not versions:
+        print(f"streamedge: error: no model named {args.name!r} in {args.registry}")
+        return 1
+    failed = 0
+    for version in versions:
+        try:
+            registry.verify(args.name, version, key)
+            print(f"{args.name} v{version}: ok")
+        except StreamedgeError as exc:
+            failed += 1
+            print(f"{args.name} v{version}: FAILED: {exc}")
+    return 1 if failed else 0
+
+
+def _publish(args: argparse.Namespace, update: Any) -> None:
+    from streamedge.kafka.model_updates import publish_model_update
+
+    _registry(args).verify(update.name, update.version, _load_key(args))
+    if args.no_publish:
+        print(f"{update.name} v{update.version} is active (not published)")
+        return
+    publish_model_update(kafka_settings(args), topic_layout(args), update)
+    print(f"{update.name} v{update.version} is active; published to {topic_layout(args).model_updates}")
+
+
+def _promote(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    registry.verify(args.name, args.version, _load_key(args))
+    _publish(args, registry.promote(args.name, args.version))
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    _publish(args, _registry(args).rollback(args.name))
+    return 0
+
+
+def _load_key(args: argparse.Namespace) -> Any:
+    from streamedge.contracts.signing import load_public_key
+
+    return load_public_key(args.public_key)
