@@ -1,0 +1,51 @@
+"""Prometheus metrics of one edge agent, registered on the registry it is given.
+
+Names (all prefixed ``streamedge_edge_``), label values from small fixed sets:
+
+- ``readings_total{outcome}``: readings by outcome (``accepted`` or a rejection reason).
+- ``results_total{task}``, ``anomalies_total``: results committed to the buffer.
+- ``inference_latency_seconds``: histogram of one window's inference (normalise, run, de-normalise).
+- ``buffer_depth_rows``, ``buffer_bytes``, ``buffer_oldest_age_seconds``: the store-and-forward buffer.
+- ``buffer_dropped_total{reason}``: rows dropped by the bounds (``size`` or ``age``).
+- ``forwarded_total``: rows the broker acknowledged.
+- ``broker_reachable``: 1 while the last forward succeeded.
+- ``last_sync_timestamp_seconds``: when the broker last acknowledged a forward.
+- ``model_version{model}``: the active version (0 when none).
+- ``model_updates_total{outcome}``: updates applied or refused, by reason.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["EdgeMetrics"]
+
+# Single-window inference of small models takes 5 µs to a few ms on a Pi-class CPU.
+_LATENCY_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 1.0)
+
+
+class EdgeMetrics:
+    """The agent's metrics on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        p = "streamedge_edge_"
+        self.registry = registry
+        self.readings = Counter(f"{p}readings", "Readings by outcome", ["outcome"], registry=registry)
+        self.results = Counter(f"{p}results", "Results committed to the buffer", ["task"], registry=registry)
+        self.anomalies = Counter(f"{p}anomalies", "Readings flagged as anomalies", registry=registry)
+        self.latency = Histogram(f"{p}inference_latency_seconds", "Inference time of one window",
+                                 buckets=_LATENCY_BUCKETS, registry=registry)
+        self.buffer_depth = Gauge(f"{p}buffer_depth_rows", "Rows waiting in the buffer", registry=registry)
+        self.buffer_bytes = Gauge(f"{p}buffer_bytes", "Payload bytes waiting in the buffer", registry=registry)
+        self.buffer_age = Gauge(f"{p}buffer_oldest_age_seconds", "Age of the oldest buffered row", registry=registry)
+        self.dropped = Counter(f"{p}buffer_dropped", "Rows dropped by the buffer bounds", ["reason"],
+                               registry=registry)
+        self.forwarded = Counter(f"{p}forwarded", "Rows acknowledged by the broker", registry=registry)
+        self.reachable = Gauge(f"{p}broker_reachable", "1 while the broker acknowledges forwards", registry=registry)
+        self.last_sync = Gauge(f"{p}last_sync_timestamp_seconds", "Last successful forward (unix s)",
+                               registry=registry)
+        self.model_version = Gauge(f"{p}model_version", "Active model version (0: none)", ["model"],
+                                   registry=registry)
+        self.updates = Counter(f"{p}model_updates", "Model updates by outcome", ["outcome"], registry=registry)
+        for reason in ("size", "age"):
+            self.dropped.labels(reason=reason)

@@ -1,0 +1,61 @@
+"""The edge agent's settings: one frozen pydantic-settings class, env prefix ``STREAMEDGE_EDGE_``.
+
+Kafka connection settings (TLS, SASL) are not repeated here: they come from
+:class:`streamedge.kafka.settings.KafkaSettings` (``STREAMEDGE_KAFKA_*``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["EdgeSettings", "SourceKind"]
+
+SourceKind = Literal["simulator", "file", "stdin", "kafka"]
+
+
+class EdgeSettings(BaseSettings):
+    """Everything one edge agent needs besides the Kafka connection.
+
+    Sizes are bytes, durations seconds, rates readings per second.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STREAMEDGE_EDGE_", frozen=True, extra="forbid")
+
+    device_id: str = Field("edge-1", pattern=r"^[A-Za-z0-9._:\-]{1,128}$",
+                           description="this device's id, carried by every result and heartbeat")
+    model_dir: Path = Field(Path("models"), description="local model folder: <model_dir>/<name>/<version>/ + current")
+    model_name: str = Field("", description="model to serve (empty: the only name in model_dir)")
+    public_key: Path | None = Field(None, description="trusted Ed25519 public key (PEM); models are verified with it")
+    source: SourceKind = Field("simulator", description="where readings come from: simulator, file, stdin or kafka")
+    source_path: Path | None = Field(None, description="CSV or JSONL file for source=file")
+    rate: float = Field(0.0, ge=0.0, description="replay/simulator rate in readings/s (0: as fast as possible)")
+    source_topic: str = Field("", description="Kafka topic for source=kafka (default: the readings topic)")
+    simulator_keys: int = Field(2, ge=1, le=1000, description="simulated streams")
+    simulator_readings: int = Field(0, ge=0, description="simulated readings in all, 0 for endless")
+    n_features: int = Field(0, ge=0, description="features per reading the source sends (0: learn from the model)")
+    buffer_path: Path = Field(Path("edge-buffer.sqlite"), description="SQLite (WAL) store-and-forward buffer")
+    buffer_max_bytes: int = Field(64 * 1024 * 1024, ge=4096, description="buffer bound; oldest rows dropped beyond")
+    buffer_max_age_s: float = Field(7 * 24 * 3600.0, gt=0, description="rows older than this are dropped")
+    buffer_fsync: bool = Field(True, description="fsync each commit (survives power loss, not only SIGKILL)")
+    batch_size: int = Field(64, ge=1, le=10_000, description="readings per loop iteration and per buffer commit")
+    queue_size: int = Field(1024, ge=1, description="readings a source may hold ahead of inference (backpressure)")
+    max_keys: int = Field(10_000, ge=1, description="windows kept in memory; least recently seen evicted beyond")
+    stride: int = Field(1, ge=1, description="emit a result every N readings per key")
+    anomaly_sigmas: float = Field(4.0, gt=0, description="anomaly band half-width in validation residual std")
+    heartbeat_interval_s: float = Field(30.0, gt=0, description="telemetry heartbeat period")
+    metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus port on metrics_host (0: disabled)")
+    metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds")
+    model_updates: bool = Field(True, description="follow the model-updates topic")
+    kafka_timeout_s: float = Field(5.0, gt=0, description="bound on any one Kafka call; a dead broker never blocks")
+    drain_timeout_s: float = Field(10.0, ge=0, description="when the source ends, time to forward the buffer")
+    log_format: Literal["json", "text"] = Field("json", description="structured JSON logs or plain text")
+
+    @model_validator(mode="after")
+    def _check_source(self) -> EdgeSettings:
+        if self.source == "file" and self.source_path is None:
+            raise ValueError("source=file needs source_path")
+        return self
