@@ -26,7 +26,9 @@ __all__ = ["build_parser", "main"]
 _AREAS: tuple[str, ...] = (
     "streamedge.cli.kafka_cmd",
     "streamedge.cli.models_cmd",
+    "services.cli",
     "edge.cli",
+    "training.cli",
 )
 
 

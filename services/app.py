@@ -1,0 +1,202 @@
+"""The Faust app: readings in, micro-batched inference, results and dead letters out, /metrics.
+
+At-least-once: the agent reads micro-batches with ``stream.take_events(batch_size,
+within=batch_wait_s)``; Faust acks a batch's events (making their offsets committable) only
+when the loop body returns, and the body returns only after the broker acknowledged every
+message the batch produced. A crash before that replays the batch; results carry idempotency
+keys so consumers drop the duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from services.errors import ModelRejectedError
+from services.metrics import StreamMetrics
+from services.models import ModelSet, latest_version_dir, load_model
+from services.processor import Processor
+from services.rebuild import replay_before
+from services.records import Output, Source
+from services.settings import StreamSettings
+from services.updates import ModelFollower, catch_up
+from streamedge.contracts.signing import load_public_key
+from streamedge.errors import ConfigError
+from streamedge.kafka.settings import KafkaSettings
+from streamedge.kafka.topics import TopicLayout
+
+__all__ = ["StreamWorker"]
+
+_log = logging.getLogger(__name__)
+# How often the agent checks the error/drift monitors, seconds.
+_MONITOR_EVERY_S = 5.0
+
+
+class StreamWorker:
+    """Builds the processor, loads and follows models, and wires the Faust app.
+
+    Args:
+        settings: worker settings.
+        kafka: Kafka client settings.
+        registry: Prometheus registry served on ``/metrics`` (a fresh one by default).
+    """
+
+    def __init__(self, settings: StreamSettings, kafka: KafkaSettings,
+                 registry: CollectorRegistry | None = None) -> None:
+        if settings.public_key is None:
+            raise ConfigError("the stream worker needs the trusted public key: set STREAMEDGE_STREAM_PUBLIC_KEY")
+        if not settings.routes:
+            raise ConfigError("no routes: set STREAMEDGE_STREAM_ROUTES, e.g. '{\"vibration\": [\"pump-lstm\"]}'")
+        self.settings = settings
+        self.kafka = kafka
+        self.layout = TopicLayout(prefix=settings.topic_prefix)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = StreamMetrics(self.registry)
+        self.public_key = load_public_key(settings.public_key)
+        self.models = ModelSet()
+        self._load_local()
+        self.processor = Processor(settings, self.models, self.metrics)
+        self.follower = ModelFollower(self.processor, settings.model_dir, self.public_key, settings.runtime)
+        self._update_offsets: dict[int, int] | None = None
+        self._rebuilt: set[int] = set()
+        self._last_monitor = 0.0
+        self._topics = {name: getattr(self.layout, name) for name in
+                        ("forecasts", "anomalies", "classifications", "dead_letters", "retrain_requests")}
+
+    def _load_local(self) -> None:
+        for name in self.settings.model_names():
+            folder = latest_version_dir(self.settings.model_dir, name)
+            if folder is None:
+                continue
+            try:
+                model = load_model(folder, self.public_key, self.settings.runtime)
+                self.models.swap(model)
+            except ModelRejectedError as exc:
+                _log.error("local %s not loaded: %s", folder, exc)
+
+    def prepare(self) -> None:
+        """Apply the model-updates topic as it is now, then insist every routed model is loaded.
+
+        Raises:
+            ConfigError: a routed model is neither installed locally nor announced.
+        """
+        if self.settings.follow_updates:
+            self._update_offsets = catch_up(self.follower, self.kafka, self.layout.model_updates)
+        missing = [name for name in self.settings.model_names() if name not in self.models]
+        if missing:
+            raise ConfigError(f"routed model(s) not available in {self.settings.model_dir} nor on "
+                              f"{self.layout.model_updates}: {', '.join(missing)}")
+        self.processor.store.resize(self.models.max_window())
+        for name, model in self.models.items():
+            self.metrics.model_loaded(name, model.version)
+
+    def create_app(self) -> Any:
+        """The Faust app with the readings agent, the model follower task and ``/metrics``."""
+        import faust
+
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        app = faust.App(
+            s.app_id,
+            broker=self.kafka.faust_broker_url(),
+            broker_credentials=self.kafka.faust_credentials(),
+            store="memory://",
+            datadir=str(Path(s.data_dir) / s.app_id),
+            web_enabled=True,
+            web_bind=s.web_host,
+            web_port=s.web_port,
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=s.commit_interval_s,
+            producer_acks=-1,
+            autodiscover=False,
+        )
+        readings = app.topic(self.layout.readings, key_serializer="raw", value_serializer="raw")
+
+        async def process_readings(stream: Any) -> None:
+            async for events in stream.take_events(s.batch_size, within=s.batch_wait_s):
+                await self._handle(app, events)
+
+        app.agent(readings, name="readings")(process_readings)
+
+        async def follow_models() -> None:
+            if s.follow_updates:
+                await self.follower.follow(self.kafka, self.layout.model_updates, self._update_offsets)
+
+        app.task(follow_models)
+
+        async def metrics_page(web: Any, request: Any) -> Any:
+            return web.bytes(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+        app.page("/metrics")(metrics_page)
+
+        async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            revoked = args[0] if args else kwargs.get("revoked", ())
+            for tp in revoked:
+                if tp.topic == self.layout.readings:
+                    dropped = self.processor.store.drop_partition(tp.partition)
+                    self.metrics.keys_dropped.labels("revoked").inc(dropped)
+                    self._rebuilt.discard(tp.partition)
+
+        app.on_partitions_revoked.connect(on_revoked)
+        return app
+
+    async def _rebuild(self, partition: int, upto: int, first_ts: float) -> None:
+        count = 0
+        async for chunk in replay_before(self.kafka, self.layout.readings, partition, upto,
+                                         first_ts - self.settings.idle_ttl_s, self.settings.rebuild_max_messages):
+            self.processor.process(chunk, emit=False)
+            count += len(chunk)
+        self.metrics.rebuilt_readings.inc(count)
+        self._rebuilt.add(partition)
+        _log.info("partition %d: rebuilt windows from %d readings before offset %d", partition, count, upto)
+
+    async def _handle(self, app: Any, events: list[Any]) -> None:
+        batch: list[tuple[bytes | None, Source]] = []
+        for event in events:
+            message = event.message
+            batch.append((message.value, Source(message.topic, message.partition, message.offset,
+                                                message.timestamp, message.key)))
+        for payload_source in batch:
+            source = payload_source[1]
+            if source.partition not in self._rebuilt:
+                await self._rebuild(source.partition, source.offset, source.timestamp)
+        outputs = self.processor.process(batch)
+        now = time.time()
+        if now - self._last_monitor >= _MONITOR_EVERY_S:
+            self._last_monitor = now
+            outputs.extend(self.processor.retrain_requests())
+        await self._produce(app, outputs)
+        self._record(app, batch, outputs)
+
+    async def _produce(self, app: Any, outputs: list[Output]) -> None:
+        pending = []
+        for output in outputs:
+            pending.append(await app.producer.send(self._topics[output.topic], output.key, output.value,
+                                                   None, None, None))
+        if pending:
+            await asyncio.gather(*pending)
+
+    def _record(self, app: Any, batch: list[tuple[bytes | None, Source]], outputs: list[Output]) -> None:
+        done = time.time()
+        counts: dict[str, int] = {}
+        observe = self.metrics.end_to_end_seconds.observe
+        for output in outputs:
+            counts[output.topic] = counts.get(output.topic, 0) + 1
+            if output.event_ts is not None:
+                observe(max(0.0, done - output.event_ts))
+        for kind, n in counts.items():
+            self.metrics.results.labels(kind).inc(n)
+        last: dict[int, int] = {}
+        for _, source in batch:
+            last[source.partition] = source.offset
+        from faust.types import TP
+
+        for partition, offset in last.items():
+            highwater = app.consumer.highwater(TP(self.layout.readings, partition))
+            if highwater is not None:
+                self.metrics.consumer_lag.labels(str(partition)).set(max(0, highwater - offset - 1))

@@ -1,0 +1,28 @@
+"""Entry point for the plain Faust CLI: ``faust -A services.faust_app worker -l info``.
+
+Importing this module does nothing; the ``app`` attribute is built on first access (PEP 562)
+from ``STREAMEDGE_STREAM_*`` and ``STREAMEDGE_KAFKA_*`` env vars.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["app"]
+
+# Declared for type checkers and ``__all__``; the value comes from ``__getattr__`` on first access.
+app: Any
+
+
+def __getattr__(name: str) -> Any:
+    if name != "app":
+        raise AttributeError(name)
+    from services.app import StreamWorker
+    from services.settings import StreamSettings
+    from streamedge.kafka.settings import KafkaSettings
+
+    worker = StreamWorker(StreamSettings(), KafkaSettings())
+    worker.prepare()
+    built = worker.create_app()
+    globals()["app"] = built
+    return built

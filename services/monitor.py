@@ -1,0 +1,101 @@
+"""Rolling forecast error and input drift per model; decides when to ask for a retrain.
+
+Rules (thresholds in :class:`~services.settings.StreamSettings`):
+
+- **error**: rolling one-step MAE over the last ``mae_window`` scored readings exceeds
+  ``mae_factor * validation mae`` (from the manifest), once at least ``mae_window`` readings scored;
+- **drift**: for any feature, ``|rolling mean - reference mean| / reference std`` over the last
+  ``drift_window`` inputs exceeds ``drift_z`` (reference from the manifest's ``reference_stats``,
+  else its normalisation statistics).
+
+A request is emitted at most once per ``retrain_min_interval_s`` per model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamedge.contracts.manifest import ModelManifest
+
+__all__ = ["ModelMonitor"]
+
+
+@dataclass
+class ModelMonitor:
+    """Error and drift tracker of one model (any version; reset when the version changes)."""
+
+    manifest: ModelManifest
+    mae_window: int
+    drift_window: int
+    mae_factor: float
+    drift_z: float
+    min_interval_s: float
+    _errors: deque[float] = field(init=False)
+    _inputs: deque[tuple[float, ...]] = field(init=False)
+    _error_sum: float = field(init=False, default=0.0)
+    _last_request: float = field(init=False, default=float("-inf"))
+
+    def __post_init__(self) -> None:
+        self._errors = deque(maxlen=self.mae_window)
+        self._inputs = deque(maxlen=self.drift_window)
+
+    def add_error(self, abs_error: float) -> None:
+        """One scored reading's mean absolute one-step error (original units)."""
+        if len(self._errors) == self._errors.maxlen:
+            self._error_sum -= self._errors[0]
+        self._errors.append(abs_error)
+        self._error_sum += abs_error
+
+    def add_input(self, values: tuple[float, ...]) -> None:
+        """One reading's values as fed to the model."""
+        self._inputs.append(values)
+
+    @property
+    def mae(self) -> float | None:
+        """Rolling MAE, or None before the first scored reading."""
+        return self._error_sum / len(self._errors) if self._errors else None
+
+    def drift_z_score(self) -> float | None:
+        """Largest per-feature drift z score, or None until ``drift_window`` inputs are seen."""
+        if len(self._inputs) < self.drift_window:
+            return None
+        ref = self.manifest.reference_stats
+        mean = np.asarray(ref.get("mean", self.manifest.normalisation["mean"]), dtype=np.float64)
+        std = np.asarray(ref.get("std", self.manifest.normalisation["std"]), dtype=np.float64)
+        rolling: npt.NDArray[np.float64] = np.asarray(self._inputs, dtype=np.float64).mean(axis=0)
+        if rolling.shape != mean.shape:
+            return None
+        return float(np.max(np.abs(rolling - mean) / np.maximum(std, 1e-12)))
+
+    def check(self, now: float) -> dict[str, Any] | None:
+        """A retrain request body if a rule fires and the rate limit allows, else None."""
+        if now - self._last_request < self.min_interval_s:
+            return None
+        trigger: str | None = None
+        detail: dict[str, Any] = {}
+        baseline = self.manifest.validation_error.get("mae")
+        mae = self.mae
+        if mae is not None and baseline and len(self._errors) >= self.mae_window and mae > self.mae_factor * baseline:
+            trigger = "error"
+            detail = {"rolling_mae": mae, "validation_mae": baseline, "factor": self.mae_factor}
+        else:
+            z = self.drift_z_score()
+            if z is not None and z > self.drift_z:
+                trigger = "drift"
+                detail = {"drift_z": z, "threshold": self.drift_z}
+        if trigger is None:
+            return None
+        self._last_request = now
+        return {"model": self.manifest.name, "version": self.manifest.version, "trigger": trigger,
+                "requested_at": now, **detail}
+
+    @staticmethod
+    def encode(request: dict[str, Any]) -> bytes:
+        """A retrain request as the JSON value published on the retrain-requests topic."""
+        return json.dumps(request, separators=(",", ":")).encode()

@@ -1,0 +1,168 @@
+"""Per-key sliding windows with ordering checks, idle expiry and a key cap (pure, no Kafka).
+
+State choice (see docs/stream.md): windows live in memory and are *rebuilt from the readings
+topic itself* when a partition is assigned (:mod:`services.rebuild`), instead of a Faust table
+with a changelog topic. A changelog costs one extra produce per reading and, under at-least-once,
+holds updates from readings whose offsets were never committed, so a replay after a crash
+would see its own readings as duplicates. Rebuilding from the source topic up to the committed
+offset gives exactly the state the replayed readings expect.
+
+Memory is bounded: a key holds at most ``capacity`` readings (the longest model window), keys
+unseen for ``idle_ttl_s`` (Kafka message time, so a rebuild expires the same keys) are dropped,
+and beyond ``max_keys`` the least recently seen key is dropped.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from streamedge.contracts.reading import Reading
+
+__all__ = ["KeyState", "OrderRejection", "PendingForecast", "WindowStore"]
+
+OrderRejection = Literal["duplicate", "out_of_order"]
+
+
+@dataclass
+class PendingForecast:
+    """The one-step-ahead forecast made at reading ``seq``, waiting for reading ``seq + 1``.
+
+    Attributes:
+        seq: sequence number of the last reading in the forecast's input window.
+        model: model name.
+        version: model version.
+        values: ``(n_features,)`` float64, the first forecast step in original units.
+    """
+
+    seq: int
+    model: str
+    version: int
+    values: npt.NDArray[np.float64]
+
+
+@dataclass
+class KeyState:
+    """One key's recent readings: ``values`` rows are readings, oldest first."""
+
+    values: deque[tuple[float, ...]]
+    last_seq: int
+    last_ts: float
+    last_seen: float
+    pending: dict[str, PendingForecast] = field(default_factory=dict)
+    n_features: int = field(default=0)
+
+    def window(self, length: int) -> npt.NDArray[np.float32] | None:
+        """The last ``length`` readings as ``(length, n_features)`` float32, or None if fewer."""
+        if len(self.values) < length:
+            return None
+        rows = list(self.values)[-length:]
+        return np.asarray(rows, dtype=np.float32)
+
+
+class WindowStore:
+    """Windows of every key of one worker, bounded in length, age and count.
+
+    Args:
+        capacity: readings kept per key (the longest window of any model).
+        idle_ttl_s: seconds (message time) after which an unseen key is dropped.
+        max_keys: most keys; the least recently seen is dropped beyond it.
+    """
+
+    def __init__(self, capacity: int, idle_ttl_s: float, max_keys: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"window capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.idle_ttl_s = idle_ttl_s
+        self.max_keys = max_keys
+        self._keys: OrderedDict[str, KeyState] = OrderedDict()
+        self._partition_keys: dict[int, set[str]] = {}
+        self._now = 0.0
+        self.expired_idle = 0
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, key: str) -> KeyState | None:
+        """The state of ``key``, or None."""
+        return self._keys.get(key)
+
+    def recent(self) -> Iterator[KeyState]:
+        """Key states, most recently seen first."""
+        return reversed(list(self._keys.values()))
+
+    def resize(self, capacity: int) -> None:
+        """Change the readings kept per key (a new model version with a longer window)."""
+        if capacity == self.capacity:
+            return
+        self.capacity = capacity
+        for state in self._keys.values():
+            state.values = deque(state.values, maxlen=capacity)
+
+    def accept(self, reading: Reading, seen_at: float, partition: int = 0) -> KeyState | OrderRejection:
+        """Append ``reading`` to its key's window, or say why it cannot be appended.
+
+        A reading must be strictly newer than the key's last one in both ``seq`` and ``ts``:
+        an equal seq or ts is a ``duplicate``, a smaller one ``out_of_order``. A rejected
+        reading leaves the state untouched.
+
+        Args:
+            reading: a validated reading.
+            seen_at: the Kafka message timestamp, seconds (drives idle expiry).
+            partition: the source partition (so a revoked partition's keys can be dropped).
+        """
+        self._now = max(self._now, seen_at)
+        state = self._keys.get(reading.key)
+        if state is not None:
+            if reading.seq == state.last_seq or reading.ts == state.last_ts:
+                return "duplicate"
+            if reading.seq < state.last_seq or reading.ts < state.last_ts:
+                return "out_of_order"
+            if len(reading.values) != state.n_features:
+                # A key that changes its feature count starts a fresh window.
+                state.values.clear()
+                state.pending.clear()
+            state.values.append(reading.values)
+            state.last_seq, state.last_ts, state.last_seen = reading.seq, reading.ts, seen_at
+            state.n_features = len(reading.values)
+            self._keys.move_to_end(reading.key)
+            return state
+        state = KeyState(deque([reading.values], maxlen=self.capacity), reading.seq, reading.ts, seen_at,
+                         n_features=len(reading.values))
+        self._keys[reading.key] = state
+        self._partition_keys.setdefault(partition, set()).add(reading.key)
+        while len(self._keys) > self.max_keys:
+            self._drop(next(iter(self._keys)))
+            self.evicted += 1
+        return state
+
+    def expire(self) -> int:
+        """Drop keys idle for longer than ``idle_ttl_s``; returns how many were dropped."""
+        horizon = self._now - self.idle_ttl_s
+        dropped = 0
+        while self._keys:
+            key, state = next(iter(self._keys.items()))
+            if state.last_seen >= horizon:
+                break
+            self._drop(key)
+            dropped += 1
+        self.expired_idle += dropped
+        return dropped
+
+    def drop_partition(self, partition: int) -> int:
+        """Forget every key that came from ``partition`` (revoked); returns how many."""
+        keys = self._partition_keys.pop(partition, set())
+        for key in keys:
+            self._keys.pop(key, None)
+        return len(keys)
+
+    def _drop(self, key: str) -> None:
+        self._keys.pop(key, None)
+        for keys in self._partition_keys.values():
+            keys.discard(key)
