@@ -1,0 +1,128 @@
+"""``streamedge train classifier|forecaster``: fit, evaluate and export a model folder.
+
+Light module: TensorFlow is imported only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from streamedge.cli.options import option
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train`` command group."""
+    parser = subparsers.add_parser("train", help="train a model, export TFLite variants, write a report")
+    commands = parser.add_subparsers(dest="train_command", metavar="MODEL", required=True)
+
+    clf = commands.add_parser("classifier", help="1-D CNN (FCN) classifier on UCR/UEA .ts files",
+                              description="Train an FCN classifier; the test file is used once, at the end.")
+    option(clf, "--train", type=Path, required=True, env="STREAMEDGE_TRAIN_TRAIN", help="training .ts file")
+    option(clf, "--test", type=Path, required=True, env="STREAMEDGE_TRAIN_TEST", help="test .ts file")
+    _common(clf)
+    clf.set_defaults(handler=_classifier)
+
+    fc = commands.add_parser("forecaster", help="LSTM forecaster on a CSV/TSV table",
+                             description="Train an LSTM forecaster; the last HORIZON points of every series "
+                                         "are the test set, everything before is training and validation.")
+    option(fc, "--data", type=Path, required=True, env="STREAMEDGE_TRAIN_DATA", help="CSV/TSV file")
+    option(fc, "--column", default=None, env="STREAMEDGE_TRAIN_COLUMN",
+           help="feature column(s), comma-separated; default every numeric column")
+    option(fc, "--id-column", default=None, env="STREAMEDGE_TRAIN_ID_COLUMN",
+           help="series id column (long format: one global model across the series)")
+    option(fc, "--horizon", type=int, required=True, env="STREAMEDGE_TRAIN_HORIZON", help="forecast steps")
+    option(fc, "--season", type=int, required=True, env="STREAMEDGE_TRAIN_SEASON",
+           help="season length in readings (1 if none)")
+    option(fc, "--window", type=int, default=None, env="STREAMEDGE_TRAIN_WINDOW",
+           help="input window; default max(3 * season, 2 * horizon, 8)")
+    option(fc, "--units", type=int, default=None, env="STREAMEDGE_TRAIN_UNITS", help="LSTM units (default 32)")
+    _common(fc)
+    fc.set_defaults(handler=_forecaster)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    option(parser, "--out", type=Path, required=True, env="STREAMEDGE_TRAIN_OUT", help="output folder")
+    option(parser, "--epochs", type=int, default=None, env="STREAMEDGE_TRAIN_EPOCHS",
+           help="maximum epochs (default 300; early stopping usually ends sooner)")
+    option(parser, "--seed", type=int, default=0, env="STREAMEDGE_TRAIN_SEED", help="random seed")
+    option(parser, "--name", default=None, env="STREAMEDGE_TRAIN_NAME",
+           help="model name (default: <data file>-fcn / -lstm)")
+    option(parser, "--no-progress", action="store_true", env="STREAMEDGE_TRAIN_NO_PROGRESS",
+           help="hide progress bars")
+    option(parser, "--register", type=Path, default=None, env="STREAMEDGE_TRAIN_REGISTER",
+           help="model registry folder: add the result as a new signed version")
+    option(parser, "--signing-key", type=Path, default=None, env="STREAMEDGE_TRAIN_SIGNING_KEY",
+           help="Ed25519 private key (PEM) used with --register")
+
+
+def _quiet_tensorflow() -> None:
+    # TensorFlow's C++ INFO/WARNING lines would bury the progress bars and the summary.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def _classifier(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from training.classify import train_classifier
+    from training.config import ClassifierConfig
+
+    if args.register is not None and args.signing_key is None:
+        raise ValueError("--register needs --signing-key")
+    config = ClassifierConfig(**_overrides(args, ("epochs", "seed")))
+    metrics = train_classifier(args.train, args.test, args.out, config, name=args.name,
+                               progress=not args.no_progress)
+    _summary(metrics, ("accuracy", "f1_macro"), args.out)
+    return _maybe_register(args)
+
+
+def _forecaster(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from training.config import ForecasterConfig
+    from training.forecast import default_window, train_forecaster
+
+    if args.register is not None and args.signing_key is None:
+        raise ValueError("--register needs --signing-key")
+    window = args.window if args.window is not None else default_window(args.season, args.horizon)
+    config = ForecasterConfig(window=window, horizon=args.horizon, season=args.season,
+                              **_overrides(args, ("epochs", "seed", "units")))
+    columns = [c.strip() for c in args.column.split(",") if c.strip()] if args.column else None
+    metrics = train_forecaster(args.data, args.out, config, columns=columns, id_column=args.id_column,
+                               name=args.name, progress=not args.no_progress)
+    _summary(metrics, ("mae", "rmse", "mape", "mase"), args.out)
+    return _maybe_register(args)
+
+
+def _summary(metrics: dict[str, Any], keys: tuple[str, ...], out: Path) -> None:
+    def row(label: str, values: dict[str, Any]) -> str:
+        cells = "  ".join(f"{k}={values[k]:.4g}" for k in keys if isinstance(values.get(k), int | float))
+        extra = ""
+        if "size_bytes" in values:
+            extra = f"  size={values['size_bytes']}B  p50={values['latency_ms_p50']:.4f}ms  {values['parity']}"
+        return f"  {label:<22}{cells}{extra}"
+
+    print(f"keras latency p50 {metrics['keras']['latency_ms_p50']:.4f} ms (tf.function)")
+    print(row("keras", metrics["keras"]))
+    for variant, values in metrics["tflite"].items():
+        print(row(f"tflite {variant}", values))
+    for name, values in metrics.get("baselines", {}).items():
+        print(row(f"baseline {name}", values))
+    print(f"selected variant: {metrics['selected_variant']}; wrote {out} (report: {out / 'report' / 'index.html'})")
+
+
+def _maybe_register(args: argparse.Namespace) -> int:
+    if args.register is None:
+        return 0
+    from streamedge.contracts.signing import load_private_key
+    from streamedge.registry import ModelRegistry
+
+    manifest = ModelRegistry(args.register).add(args.out, load_private_key(args.signing_key))
+    print(f"registered {manifest.name} version {manifest.version} in {args.register}")
+    return 0

@@ -1,0 +1,100 @@
+"""Frozen hyperparameters for both model families, saved beside every exported model."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ClassifierConfig", "ForecasterConfig"]
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """FCN-style 1-D CNN classifier (Wang et al. 2017; Fawaz et al. 2019).
+
+    Attributes:
+        filters: filters per conv block.
+        kernels: kernel size per conv block (same length as ``filters``).
+        epochs: maximum epochs; early stopping on validation loss usually ends sooner.
+        batch_size: mini-batch size (FCN used 16).
+        learning_rate: Adam learning rate; halved on validation-loss plateaus.
+        patience: epochs without validation-loss improvement before stopping.
+        min_epochs: epochs before early stopping starts watching (validation loss on a few
+            series is noisy early on).
+        val_fraction: stratified share of the training series held out for early stopping.
+        seed: seeds Python, numpy and TensorFlow for repeatable runs.
+    """
+
+    filters: tuple[int, ...] = (128, 256, 128)
+    kernels: tuple[int, ...] = (8, 5, 3)
+    epochs: int = 300
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    patience: int = 50
+    min_epochs: int = 50
+    val_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.filters) != len(self.kernels) or not self.filters:
+            raise ValueError(f"filters {self.filters} and kernels {self.kernels} need the same non-zero length")
+        _positive(self, ("epochs", "batch_size", "patience"))
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class ForecasterConfig:
+    """LSTM forecaster that learns a correction to the seasonal-naive forecast.
+
+    The network sees the last ``window - season`` readings and their seasonal differences
+    (``x[t] - x[t - season]``); its dense head adds ``horizon * n_features`` corrections to the
+    seasonal-naive forecast taken from the input window. All of this is inside the model, so
+    the exported TFLite file maps a normalised window to a normalised forecast.
+
+    Attributes:
+        window: input readings per window; must exceed ``season``.
+        horizon: forecast steps.
+        season: season length in readings (1 = no seasonality: naive = last value).
+        units: LSTM units.
+        epochs: maximum epochs.
+        batch_size: mini-batch size.
+        learning_rate: Adam learning rate.
+        patience: early-stopping patience in epochs.
+        val_fraction: share of each series' latest training windows held out for early stopping.
+        seed: seeds Python, numpy and TensorFlow.
+    """
+
+    window: int = 36
+    horizon: int = 12
+    season: int = 12
+    units: int = 32
+    epochs: int = 300
+    batch_size: int = 16
+    learning_rate: float = 3e-3
+    patience: int = 40
+    val_fraction: float = 0.15
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self, ("window", "horizon", "season", "units", "epochs", "batch_size", "patience"))
+        if self.season >= self.window:
+            raise ValueError(f"window ({self.window}) must be longer than season ({self.season})")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy."""
+        return dataclasses.asdict(self)
+
+
+def _positive(config: object, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
