@@ -112,6 +112,8 @@ class StreamWorker:
             web_port=s.web_port,
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=s.commit_interval_s,
+            broker_session_timeout=s.session_timeout_s,
+            broker_heartbeat_interval=s.session_timeout_s / 5,
             producer_acks=-1,
             autodiscover=False,
         )

@@ -37,6 +37,8 @@ class StreamSettings(BaseSettings):
         rebuild_max_messages: most readings re-read per partition to rebuild windows on assignment.
         web_host, web_port: the worker's HTTP server (``/metrics``).
         commit_interval_s: Faust offset commit interval, seconds.
+        session_timeout_s: consumer group session timeout, seconds: how soon a killed worker's
+            partitions move to the others (Faust's default is 60).
         mae_window: readings in the rolling forecast MAE.
         drift_window: readings in the rolling input mean used for drift.
         drift_z: input drift when ``|rolling mean - reference mean| / reference std`` exceeds it.
@@ -66,6 +68,7 @@ class StreamSettings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
     commit_interval_s: float = Field(default=1.0, gt=0)
+    session_timeout_s: float = Field(default=10.0, ge=6)
     mae_window: int = Field(default=500, ge=1)
     drift_window: int = Field(default=1000, ge=10)
     drift_z: float = Field(default=3.0, gt=0)

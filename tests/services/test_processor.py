@@ -1,0 +1,152 @@
+"""The micro-batch pipeline without Kafka: validation, windows, inference, anomalies, monitors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from services.errors import ModelRejectedError
+from services.models import load_model
+from services.processor import Processor
+from services.records import Output, Source, parse_dead_letter
+from streamedge.contracts.runner import TFLiteRunner
+from streamedge.contracts.signing import load_public_key
+from tests.model_factory import TINY_WINDOW, TinyModels
+from tests.services.helpers import reading, sine
+
+
+def _batch(payloads: list[bytes | None], start: int = 0) -> list[tuple[bytes | None, Source]]:
+    return [(p, Source("r", 0, start + i, 1.7e9 + start + i, b"k")) for i, p in enumerate(payloads)]
+
+
+def _by_topic(outputs: list[Output], topic: str) -> list[dict[str, object]]:
+    return [json.loads(o.value) for o in outputs if o.topic == topic]
+
+
+def test_forecasts_and_classes_match_the_runner_offline(make_processor: Callable[..., Processor],
+                                                       tiny_models: TinyModels) -> None:
+    processor = make_processor()
+    payloads = [reading(f"d{d}", seq) for seq in range(20) for d in range(3)]
+    outputs = processor.process(_batch(payloads))
+    forecasts = _by_topic(outputs, "forecasts")
+    classes = _by_topic(outputs, "classifications")
+    assert len(forecasts) == len(classes) == 3 * (20 - TINY_WINDOW + 1)
+    key = load_public_key(tiny_models.public_key)
+    forecaster = load_model(tiny_models.forecaster, key)
+    runner = TFLiteRunner(tiny_models.forecaster / "model.tflite")
+    for record in forecasts:
+        seq = int(record["seq"])  # type: ignore[call-overload]
+        window = np.array([[sine(s)] for s in range(seq - TINY_WINDOW + 1, seq + 1)], dtype=np.float32)
+        expected = runner.run_one((window - forecaster.mean) / forecaster.std) * forecaster.std + forecaster.mean
+        np.testing.assert_allclose(np.ravel(record["forecast"]), expected, rtol=1e-5, atol=1e-5)
+        assert record["model"] == {"name": "tiny-forecaster", "version": 1}
+        assert record["idempotency_key"] == f"forecast:tiny-forecaster:{record['key']}:{seq}"
+        assert set(record["source"]) == {"topic", "partition", "offset"}  # type: ignore[arg-type]
+    assert {c["label"] for c in classes} <= {"calm", "shaky"}
+    # One invoke per model for the whole batch of 39 windows.
+    registry = processor.metrics.batch_size._metrics[("tiny-forecaster",)]
+    assert registry._sum.get() == len(forecasts) and processor.metrics.inference_seconds.labels(
+        "tiny-forecaster")._sum.get() > 0
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (b"\xff\xfe", "not_utf8"),
+    (b"{not json", "bad_json"),
+    (b'{"device_id": "d", "stream": "s", "ts": 1.7e9, "value": NaN, "seq": 1}', "non_finite"),
+    (b'{"device_id": "d", "stream": "s", "ts": 1.7e9, "seq": 1}', "missing_field"),
+    (reading("d", 1, stream="unrouted"), "unknown_stream"),
+    (reading("d", 1, value=[1.0, 2.0]), "wrong_feature_count"),
+    (None, "not_object"),
+])
+def test_each_bad_input_goes_to_the_dead_letter_topic(make_processor: Callable[..., Processor], payload: bytes | None,
+                                                      reason: str) -> None:
+    processor = make_processor()
+    outputs = processor.process(_batch([payload]))
+    assert [o.topic for o in outputs] == ["dead_letters"]
+    record, key, original = parse_dead_letter(outputs[0].value)
+    assert record["reason"] == reason and original == payload and key == b"k"
+    assert record["source"] == {"topic": "r", "partition": 0, "offset": 0}
+    assert processor.metrics.dead_letters.labels(reason)._value.get() == 1
+
+
+def test_duplicates_out_of_order_and_unknown_devices_are_dead_lettered(
+        make_processor: Callable[..., Processor]) -> None:
+    processor = make_processor(devices=["d*"])
+    payloads = [reading("d1", 5), reading("d1", 5), reading("d1", 4), reading("d1", 6, ts=1.7e9 + 5),
+                reading("intruder", 1), reading("d1", 6)]
+    outputs = processor.process(_batch(payloads))
+    reasons = [parse_dead_letter(o.value)[0]["reason"] for o in outputs if o.topic == "dead_letters"]
+    assert reasons == ["duplicate", "out_of_order", "duplicate", "unknown_device"]
+    state = processor.store.get("d1/s")
+    assert state is not None and state.last_seq == 6 and len(state.values) == 2
+
+
+def test_anomaly_when_residual_exceeds_k_residual_std(make_processor: Callable[..., Processor]) -> None:
+    processor = make_processor(anomaly_k=4.0)
+    normal = processor.process(_batch([reading("d", s) for s in range(30)]))
+    assert _by_topic(normal, "anomalies") == []
+    spike = processor.process(_batch([reading("d", 30, value=sine(30) + 50.0)], start=30))
+    anomalies = _by_topic(spike, "anomalies")
+    assert len(anomalies) == 1
+    event = anomalies[0]
+    assert event["seq"] == 30 and event["forecast_seq"] == 29
+    assert abs(float(event["residual"][0])) > float(event["threshold"])  # type: ignore[index, arg-type]
+    model = processor.models.get("tiny-forecaster")
+    assert model is not None and event["threshold"] == pytest.approx(4.0 * model.residual_std())
+    assert processor.metrics.anomalies.labels("tiny-forecaster")._value.get() == 1
+    assert processor.metrics.forecast_mae.labels("tiny-forecaster")._value.get() > 0
+
+
+def test_classification_stride_and_seq_gap(make_processor: Callable[..., Processor]) -> None:
+    processor = make_processor(classify_stride=4)
+    outputs = processor.process(_batch([reading("d", s) for s in range(24)]))
+    assert [c["seq"] for c in _by_topic(outputs, "classifications")] == [8, 12, 16, 20]
+    # A gap in seq: the pending forecast was for the lost reading, so nothing is scored.
+    gap = processor.process(_batch([reading("d", 40, value=500.0)], start=24))
+    assert _by_topic(gap, "anomalies") == []
+
+
+def test_rebuild_mode_restores_state_without_output(make_processor: Callable[..., Processor]) -> None:
+    live, rebuilt = make_processor(), make_processor()
+    history = [reading("d", s) for s in range(12)]
+    live.process(_batch(history))
+    assert rebuilt.process(_batch(history), emit=False) == []
+    assert rebuilt.metrics.readings._value.get() == 0
+    nxt = _batch([reading("d", 12, value=sine(12) + 40.0)], start=12)
+
+    def _strip(outputs: list[Output]) -> list[dict[str, object]]:
+        records = [json.loads(o.value) for o in outputs]
+        for record in records:
+            record.pop("produced_at")
+        return records
+
+    expected = _strip(live.process(nxt))
+    assert [r["type"] for r in expected] == ["anomaly", "forecast", "classification"]
+    assert _strip(rebuilt.process(nxt)) == expected
+
+
+def test_retrain_request_on_drift_is_rate_limited(make_processor: Callable[..., Processor]) -> None:
+    processor = make_processor(drift_window=50, drift_z=3.0, retrain_min_interval_s=3600)
+    processor.process(_batch([reading("d", s, value=1000.0 + s) for s in range(60)]))
+    first = processor.retrain_requests()
+    assert len(first) >= 1
+    request = json.loads(first[0].value)
+    assert request["trigger"] == "drift" and request["drift_z"] > 3.0
+    assert processor.retrain_requests() == []
+
+
+def test_install_rejects_a_broken_model_and_keeps_the_old(make_processor: Callable[..., Processor],
+                                                         tiny_models: TinyModels, tmp_path: object) -> None:
+    processor = make_processor()
+    processor.process(_batch([reading("d", s) for s in range(10)]))
+    key = load_public_key(tiny_models.public_key)
+    classifier = load_model(tiny_models.classifier, key)
+    renamed = type(classifier)(classifier.manifest.replace(name="tiny-forecaster"), classifier.runner,
+                               classifier.mean, classifier.std)
+    with pytest.raises(ModelRejectedError, match="changes task"):
+        processor.install(renamed)
+    active = processor.models.get("tiny-forecaster")
+    assert active is not None and active.manifest.task == "forecast"
