@@ -1,0 +1,128 @@
+"""At-least-once under SIGKILL, and hot model reload mid-stream, against the real broker."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from streamedge.contracts.manifest import read_manifest, write_manifest
+from streamedge.contracts.signing import load_private_key
+from streamedge.kafka.model_updates import publish_model_update
+from streamedge.kafka.settings import KafkaSettings
+from streamedge.kafka.topics import TopicLayout
+from streamedge.registry import ModelRegistry
+from tests.model_factory import TINY_WINDOW, TinyModels
+from tests.services.helpers import WorkerProcess, consume_until, produce, reading
+
+
+def _paced(kafka: KafkaSettings, topic: str, keys: int, seqs: int, seconds: float) -> threading.Thread:
+    """Produce ``keys * seqs`` readings in a background thread, spread over ``seconds``."""
+    chunks = 20
+
+    def _run() -> None:
+        per_chunk = seqs // chunks
+        for chunk in range(chunks):
+            produce(kafka, topic, ((f"k{k}/s".encode(), reading(f"k{k}", seq))
+                                   for seq in range(chunk * per_chunk, (chunk + 1) * per_chunk) for k in range(keys)))
+            time.sleep(seconds / chunks)
+
+    thread = threading.Thread(target=_run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _forecast_keys(kafka: KafkaSettings, layout: TopicLayout, expected: int, timeout: float = 120) -> list[dict[str, object]]:
+    found = consume_until(kafka, [layout.forecasts],
+                          lambda ms: len({json.loads(m.value)["idempotency_key"] for m in ms}) >= expected, timeout)
+    return [json.loads(m.value) for m in found]
+
+
+def test_sigkill_mid_stream_loses_no_reading(kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout],
+                                            start_worker: Callable[..., WorkerProcess],
+                                            record_property: Callable[[str, object], None]) -> None:
+    layout = make_topics(3)
+    keys, seqs = 40, 100
+    app_id = f"app-{layout.prefix}"
+    first = start_worker(layout, app_id)
+    producer = _paced(kafka_settings, layout.readings, keys, seqs, seconds=8.0)
+    deadline = time.monotonic() + 60
+    while first.metric("streamedge_stream_results_total", 'kind="forecasts"') < 600:
+        assert time.monotonic() < deadline, "worker produced too few forecasts before the kill"
+        time.sleep(0.2)
+    consumed_before_kill = first.metric("streamedge_stream_readings_consumed_total")
+    first.kill()
+    assert producer.is_alive(), "the stream ended before the kill; the test proves nothing"
+    second = start_worker(layout, app_id)
+    producer.join(timeout=60)
+
+    expected = keys * (seqs - TINY_WINDOW + 1)
+    forecasts = _forecast_keys(kafka_settings, layout, expected)
+    counts = Counter(str(f["idempotency_key"]) for f in forecasts)
+    wanted = {f"forecast:tiny-forecaster:k{k}/s:{s}" for k in range(keys) for s in range(TINY_WINDOW - 1, seqs)}
+    assert set(counts) == wanted, f"lost: {sorted(wanted - set(counts))[:10]}"
+    duplicates = sum(n - 1 for n in counts.values())
+    record_property("readings", keys * seqs)
+    record_property("consumed_before_kill", consumed_before_kill)
+    record_property("duplicate_forecasts", duplicates)
+    print(f"{keys * seqs} readings, killed after {consumed_before_kill:.0f} consumed, 0 lost, "
+          f"{duplicates} duplicate forecasts (dropped by idempotency key)")
+    # The restarted worker rebuilt windows from the readings before its committed offsets.
+    assert second.metric("streamedge_stream_state_rebuild_readings_total") > 0
+    assert second.metric("streamedge_stream_dead_letters_total", 'reason="duplicate"') == 0
+
+
+def _tamper(folder: Path) -> None:
+    model = folder / read_manifest(folder).model_file
+    model.write_bytes(model.read_bytes() + b"tampered")
+
+
+def test_model_update_mid_stream_and_corrupt_update_rejected(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout],
+        start_worker: Callable[..., WorkerProcess], tiny_models: TinyModels, tmp_path: Path) -> None:
+    layout = make_topics(3)
+    registry = ModelRegistry(tmp_path / "registry")
+    key = load_private_key(tiny_models.signing_key)
+    for _ in range(3):
+        registry.add(tiny_models.forecaster, key)
+    worker = start_worker(layout, f"app-{layout.prefix}")
+    keys, seqs = 5, 200
+    producer = _paced(kafka_settings, layout.readings, keys, seqs, seconds=8.0)
+    time.sleep(2.0)
+    publish_model_update(kafka_settings, layout, registry.promote("tiny-forecaster", 2))
+    deadline = time.monotonic() + 30
+    while worker.metric("streamedge_stream_model_version", 'model="tiny-forecaster"') != 2:
+        assert time.monotonic() < deadline, worker.log.read_text()[-2000:]
+        time.sleep(0.2)
+    _tamper(registry.path("tiny-forecaster", 3))
+    publish_model_update(kafka_settings, layout, registry.promote("tiny-forecaster", 3))
+    while worker.metric("streamedge_stream_model_reloads_total", 'model="tiny-forecaster",outcome="rejected"') < 1:
+        assert time.monotonic() < deadline, worker.log.read_text()[-2000:]
+        time.sleep(0.2)
+    producer.join(timeout=60)
+
+    forecasts = _forecast_keys(kafka_settings, layout, keys * (seqs - TINY_WINDOW + 1))
+    assert len({f["idempotency_key"] for f in forecasts}) == keys * (seqs - TINY_WINDOW + 1)
+    versions = [f["model"]["version"] for f in sorted(forecasts, key=lambda f: f["produced_at"])]  # type: ignore[index]
+    assert versions[0] == 1 and versions[-1] == 2 and 3 not in versions
+    assert worker.metric("streamedge_stream_model_version", 'model="tiny-forecaster"') == 2
+    assert worker.proc is not None and worker.proc.poll() is None
+    assert "sha256" in worker.log.read_text()
+
+
+def test_worker_refuses_to_start_without_its_models(kafka_settings: KafkaSettings,
+                                                   make_topics: Callable[..., TopicLayout], tiny_models: TinyModels,
+                                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from streamedge.cli.main import main
+
+    layout = make_topics(1)
+    code = main(["stream", "worker", "--bootstrap-servers", kafka_settings.bootstrap_servers, "--topic-prefix",
+                 layout.prefix, "--model-dir", str(tmp_path / "empty"), "--public-key", str(tiny_models.public_key),
+                 "--routes", '{"s": ["tiny-forecaster"]}'])
+    assert code == 1
+    assert "tiny-forecaster" in capsys.readouterr().err
