@@ -26,6 +26,8 @@ from training.windowing import Normaliser, make_windows, split_series
 __all__ = ["MAX_MAE_GROWTH", "default_window", "train_forecaster"]
 
 _REPRESENTATIVE: Final = 200
+# Int8 calibration margin beyond the history's range, as a share of that range.
+_HEADROOM: Final = 0.25
 # The parity gate: a TFLite variant's MAE may exceed the Keras MAE by at most 5 %.
 MAX_MAE_GROWTH: Final = 0.05
 
@@ -53,6 +55,19 @@ def _windows(
                         f"use a shorter --window (now {config.window}) or more data")
     flat = [np.concatenate(a) for a in (xs_train, ys_train, xs_val, ys_val)]
     return flat[0], flat[1].reshape(len(flat[1]), -1), flat[2], flat[3].reshape(len(flat[3]), -1)
+
+
+def _representative(windows: npt.NDArray[np.float32], seed: int) -> npt.NDArray[np.float32]:
+    """Int8 calibration windows: history windows plus copies shifted up and down.
+
+    Trending series leave the training range at test time (the newest readings are the
+    highest); calibrating on history alone would clip the int8 input and output ranges there.
+    The shifted copies give ``_HEADROOM`` of the history's range as margin on both sides.
+    """
+    rng = np.random.default_rng(seed)
+    picked = windows[rng.permutation(len(windows))[: _REPRESENTATIVE // 3]]
+    margin = _HEADROOM * float(windows.max() - windows.min())
+    return np.concatenate([picked, picked + margin, picked - margin]).astype(np.float32)
 
 
 def train_forecaster(
@@ -123,8 +138,7 @@ def train_forecaster(
             return f"MAE grows {growth:.1f}% over Keras (> {MAX_MAE_GROWTH * 100:.0f}%)"
         return ""
 
-    rng = np.random.default_rng(config.seed)
-    representative = x_train[rng.permutation(len(x_train))[:_REPRESENTATIVE]]
+    representative = _representative(np.concatenate([x_train, x_val]), config.seed)
     results, outputs, keras_ms = export_variants(model, out / "variants", representative, x_test, score, gate,
                                                  progress)
     for r in results:

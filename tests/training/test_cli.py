@@ -1,0 +1,48 @@
+"""``streamedge train ...`` end to end on tiny settings, through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from streamedge.cli.main import main
+from streamedge.contracts.manifest import read_manifest
+from tests.training.conftest import write_seasonal_csv, write_ts
+
+
+def test_train_forecaster_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_seasonal_csv(tmp_path / "plant.csv")
+    out = tmp_path / "fc"
+    code = main(["train", "forecaster", "--data", str(data), "--column", "load", "--horizon", "4", "--season", "8",
+                 "--window", "16", "--epochs", "3", "--units", "8", "--seed", "1", "--out", str(out), "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "selected variant:" in printed and "baseline seasonal_naive" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "forecast"
+    manifest = read_manifest(out)
+    assert manifest.name == "plant-lstm"
+    assert manifest.features == ["load"]
+    assert manifest.input_shape == [-1, 16, 1] and manifest.output_shape == [-1, 4]
+    assert manifest.hyperparameters["seed"] == 1
+
+
+def test_train_classifier_cli_reports_bad_data_as_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train = write_ts(tmp_path / "x_TRAIN.ts", per_class=2)
+    test = write_ts(tmp_path / "x_TEST.ts", per_class=2)
+    code = main(["train", "classifier", "--train", str(train), "--test", str(test), "--out", str(tmp_path / "o")])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("streamedge: error: too few training series per class")
+    assert "\n" not in err
+
+
+def test_train_help_lists_the_contract_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "forecaster", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--data", "--column", "--id-column", "--horizon", "--season", "--out", "--window", "--epochs",
+                 "--seed", "STREAMEDGE_TRAIN_EPOCHS"):
+        assert flag in text
