@@ -67,7 +67,8 @@ def _representative(windows: npt.NDArray[np.float32], seed: int) -> npt.NDArray[
     rng = np.random.default_rng(seed)
     picked = windows[rng.permutation(len(windows))[: _REPRESENTATIVE // 3]]
     margin = _HEADROOM * float(windows.max() - windows.min())
-    return np.concatenate([picked, picked + margin, picked - margin]).astype(np.float32)
+    calibration: npt.NDArray[np.float32] = np.concatenate([picked, picked + margin, picked - margin]).astype(np.float32)
+    return calibration
 
 
 def train_forecaster(
