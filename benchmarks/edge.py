@@ -9,7 +9,7 @@ What it measures (figures go to ``--out`` as JSON):
   through ``tf.function`` (and eager ``model(x)`` / ``predict``, fewer runs) in this process.
 - ``process``: the edge agent (verify, load, window, infer, commit to the SQLite buffer) vs a
   process serving the same LSTM forecaster with TensorFlow: cold start (process start to first
-  inference) and peak RSS (each child's own ``getrusage`` max RSS), median of ``--process-runs``.
+  inference) and peak RSS (each child's own ``VmHWM``), median of ``--process-runs``.
 - ``install``: bytes on disk of the ``edge`` extra's distributions (the closure of its
   requirements, summed from each installed distribution's RECORD), beside the ``train`` extra.
 
@@ -343,6 +343,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _peak_rss_kib() -> int:
+    """This process's peak resident set in KiB.
+
+    ``VmHWM`` is reset by ``exec``; ``getrusage``'s ``ru_maxrss`` is not (a child forked from
+    this TensorFlow-heavy benchmark would inherit its peak), so it is only the fallback.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def _child_main(argv: list[str]) -> None:
     kind, rest = argv[0], argv[1:]
     if kind == "latency":
@@ -353,8 +367,7 @@ def _child_main(argv: list[str]) -> None:
         report = _child_serve_tf(rest[0], rest[1], int(rest[2]), float(rest[3]), float(rest[4]))
     else:
         raise SystemExit(f"unknown benchmark child {kind!r}")
-    # The child's own peak resident set (Linux reports KiB), whatever it imported or allocated.
-    report["maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    report["maxrss_kib"] = _peak_rss_kib()
     print(json.dumps(report))
 
 
