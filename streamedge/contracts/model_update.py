@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlparse
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from streamedge.contracts.manifest import MANIFEST_FILE, ModelManifest, read_manifest
-from streamedge.contracts.signing import verify_model_dir
+from streamedge.contracts.signing import verify_manifest_signature, verify_model_dir
 from streamedge.errors import ManifestError, VerificationError
 
 __all__ = ["ModelUpdate", "UpdateAction", "fetch_model", "parse_model_update"]
@@ -97,7 +97,8 @@ def _source_folder(uri: str) -> Path:
 def fetch_model(update: ModelUpdate, dest_dir: Path, public_key: Ed25519PublicKey) -> Path:
     """Copy, verify and install the announced model under ``dest_dir/<name>/<version>/``.
 
-    An already installed copy is re-verified and reused. Nothing partial is ever left at the
+    The announced manifest's signature is checked before anything is copied. An already
+    installed copy is re-verified and reused. Nothing partial is ever left at the
     final path: the copy lands in a temporary sibling folder and is renamed only once verified.
 
     Returns:
@@ -106,6 +107,7 @@ def fetch_model(update: ModelUpdate, dest_dir: Path, public_key: Ed25519PublicKe
     Raises:
         VerificationError, SignatureError, ManifestError: with the reason; the destination is untouched.
     """
+    verify_manifest_signature(update.manifest, public_key)
     final = dest_dir / update.name / str(update.version)
     if final.is_dir():
         verify_model_dir(final, public_key)

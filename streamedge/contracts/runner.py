@@ -29,10 +29,11 @@ __all__ = ["RUNTIMES", "Runtime", "TFLiteRunner", "available_runtimes", "load_in
 
 Runtime = Literal["ai_edge_litert", "tflite_runtime", "tensorflow"]
 RUNTIMES: Final[tuple[Runtime, ...]] = get_args(Runtime)
-_MODULES: Final[dict[str, str]] = {
-    "ai_edge_litert": "ai_edge_litert.interpreter",
-    "tflite_runtime": "tflite_runtime.interpreter",
-    "tensorflow": "tensorflow.lite",
+# runtime -> (module to import, attribute path of its Interpreter class)
+_MODULES: Final[dict[str, tuple[str, str]]] = {
+    "ai_edge_litert": ("ai_edge_litert.interpreter", "Interpreter"),
+    "tflite_runtime": ("tflite_runtime.interpreter", "Interpreter"),
+    "tensorflow": ("tensorflow", "lite.Interpreter"),
 }
 FloatArray = npt.NDArray[np.float32]
 
@@ -41,14 +42,17 @@ def load_interpreter_class(runtime: Runtime) -> Callable[..., Any]:
     """Import one runtime's ``Interpreter`` class; ImportError carries the install hint."""
     if runtime not in _MODULES:
         raise ValueError(f"unknown TFLite runtime {runtime!r}; choose one of {RUNTIMES}")
+    module_name, attribute = _MODULES[runtime]
     try:
-        module = importlib.import_module(_MODULES[runtime])
+        found: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise ImportError(
             f"TFLite runtime {runtime!r} is not installed: pip install '.[edge]' "
             "(ai-edge-litert) or '.[tflite]' (tflite-runtime 2.14)"
         ) from exc
-    interpreter: Callable[..., Any] = module.Interpreter
+    for part in attribute.split("."):
+        found = getattr(found, part)
+    interpreter: Callable[..., Any] = found
     return interpreter
 
 
@@ -56,7 +60,7 @@ def available_runtimes() -> list[Runtime]:
     """Runtimes importable in this environment, in preference order (TensorFlow last)."""
     found: list[Runtime] = []
     for runtime in RUNTIMES:
-        if importlib.util.find_spec(_MODULES[runtime].split(".")[0]) is not None:
+        if importlib.util.find_spec(_MODULES[runtime][0].split(".")[0]) is not None:
             found.append(runtime)
     return found
 
