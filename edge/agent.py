@@ -329,5 +329,8 @@ class EdgeAgent:
             if self.watcher is not None:
                 self.watcher.stop()
             drained = self.forwarder.stop(self.settings.drain_timeout_s if exhausted else 0.0)
+            stats = self.outbox.stats()
             self.outbox.close()
+            _LOG.info("stopped (%s): %d rows left in the buffer for the next start", "source ended" if exhausted
+                      else "stop requested", stats.depth, extra={"buffer_depth": stats.depth, "drained": drained})
         return drained

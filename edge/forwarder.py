@@ -53,7 +53,7 @@ class Forwarder:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edge-forwarder", daemon=True)
-        self.reachable = False
+        self.reachable: bool | None = None  # unknown until the first forward attempt
 
     def start(self) -> None:
         """Start the sender thread."""

@@ -39,3 +39,8 @@ def configure_logging(fmt: str, level: str | int = "INFO") -> None:
     )
     for handler in root.handlers:
         handler.setFormatter(formatter)
+    # kafka-python logs every failed reconnect at ERROR: offline for a day, that fills a device's
+    # disk. The forwarder logs each reachable/unreachable transition once and exports the state
+    # as a metric instead; DEBUG shows the client's own lines again.
+    if root.level > logging.DEBUG:
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
