@@ -26,6 +26,7 @@ __all__ = ["build_parser", "main"]
 _AREAS: tuple[str, ...] = (
     "streamedge.cli.kafka_cmd",
     "streamedge.cli.models_cmd",
+    "benchmarks.cli",
     "services.cli",
     "edge.cli",
     "training.cli",
