@@ -37,13 +37,13 @@ class PendingForecast:
         seq: sequence number of the last reading in the forecast's input window.
         model: model name.
         version: model version.
-        values: ``(n_features,)`` float64, the first forecast step in original units.
+        values: the first forecast step, one float per feature, original units.
     """
 
     seq: int
     model: str
     version: int
-    values: npt.NDArray[np.float64]
+    values: tuple[float, ...]
 
 
 @dataclass

@@ -1,0 +1,52 @@
+"""The framework ceiling: a Faust agent that decodes, re-encodes and produces each reading, no model.
+
+Same consumption and delivery contract as the real worker (micro-batches via ``take_events``,
+results acknowledged by the broker before the batch's offsets become committable), so the
+comparison isolates what the models, windows and scoring cost. Run as
+``python -m benchmarks.stream_passthrough BOOTSTRAP PREFIX APP_ID BATCH WAIT_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+__all__ = ["main"]
+
+
+def main(argv: list[str]) -> int:
+    """Start the pass-through worker (runs until SIGTERM)."""
+    import faust
+
+    from streamedge.contracts.reading import Reading, parse_reading
+    from streamedge.kafka.settings import KafkaSettings
+    from streamedge.kafka.topics import TopicLayout
+
+    bootstrap, prefix, app_id, batch, wait = argv[0], argv[1], argv[2], int(argv[3]), float(argv[4])
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    layout = TopicLayout(prefix=prefix)
+    app = faust.App(app_id, broker=kafka.faust_broker_url(), broker_credentials=kafka.faust_credentials(),
+                    store="memory://", web_enabled=False, consumer_auto_offset_reset="earliest",
+                    autodiscover=False, producer_acks=-1, datadir=f".streamedge/bench/{app_id}")
+    readings = app.topic(layout.readings, key_serializer="raw", value_serializer="raw")
+
+    async def passthrough(stream: Any) -> None:
+        async for events in stream.take_events(batch, within=wait):
+            pending = []
+            for event in events:
+                parsed = parse_reading(event.message.value)
+                if isinstance(parsed, Reading):
+                    value = parsed.to_json()
+                    pending.append(await app.producer.send(layout.forecasts, event.message.key, value,
+                                                           None, None, None))
+            if pending:
+                await asyncio.gather(*pending)
+
+    app.agent(readings, name="passthrough")(passthrough)
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
