@@ -15,7 +15,7 @@ from training.config import ClassifierConfig
 from training.data import LabelledData, load_ts
 from training.errors import DataError
 from training.metrics import classification_metrics
-from training.models import build_classifier, fit, seed_everything
+from training.models import best_epoch, build_classifier, fit, seed_everything
 from training.report import plot_confusion, plot_learning_curves, write_index
 from training.windowing import Normaliser
 
@@ -102,9 +102,9 @@ def train_classifier(
     y_all = train.label_indices(class_labels)
     y_test = test.label_indices(class_labels)
     train_idx, val_idx = stratified_split(y_all, config.val_fraction, config.seed)
-    normaliser = Normaliser.fit(train.x[train_idx])
-    x_train, x_val = normaliser.transform(train.x[train_idx]), normaliser.transform(train.x[val_idx])
-    x_test = normaliser.transform(test.x)
+    normaliser = Normaliser.fit(train.x)
+    x_all = normaliser.transform(train.x)
+    x_train, x_val, x_test = x_all[train_idx], x_all[val_idx], normaliser.transform(test.x)
     out.mkdir(parents=True, exist_ok=True)
     length, channels = train.x.shape[1], train.x.shape[2]
     features = [f"channel_{c}" for c in range(channels)] if channels > 1 else ["value"]
@@ -112,7 +112,16 @@ def train_classifier(
     seed_everything(config.seed)
     model = build_classifier(length, channels, len(class_labels), config)
     history = fit(model, (x_train, y_all[train_idx]), (x_val, y_all[val_idx]), config.epochs,
-                  min(config.batch_size, len(train_idx)), config.patience, progress, reduce_lr=True, min_epochs=config.min_epochs)
+                  min(config.batch_size, len(train_idx)), config.patience, progress, reduce_lr=True,
+                  min_epochs=config.min_epochs)
+    chosen_epochs = best_epoch(history, config.min_epochs)
+    if config.refit:
+        # Early stopping chose the epoch count; the final model learns from every training series.
+        seed_everything(config.seed)
+        model = build_classifier(length, channels, len(class_labels), config)
+        refit_history = fit(model, (x_all, y_all), None, chosen_epochs, config.batch_size, config.patience,
+                            progress, reduce_lr=True)
+        history = {**history, **{f"refit_{k}": v for k, v in refit_history.items()}}
     model.save(out / "model.keras")
     n_classes = len(class_labels)
 
@@ -126,7 +135,7 @@ def train_classifier(
         return f"accuracy drops {drop:.2f} points (> {MAX_ACCURACY_DROP})" if drop > MAX_ACCURACY_DROP else ""
 
     rng = np.random.default_rng(config.seed)
-    representative = x_train[rng.permutation(len(x_train))[:_REPRESENTATIVE]]
+    representative = x_all[rng.permutation(len(x_all))[:_REPRESENTATIVE]]
     results, _, keras_ms = export_variants(model, out / "variants", representative, x_test, score, gate, progress)
     for r in results:
         if not r.passed:
@@ -137,6 +146,7 @@ def train_classifier(
         extra_metrics={
             "history": history,
             "epochs_run": len(history["loss"]),
+            "best_epoch": chosen_epochs,
             "data": {"train": train.report.to_dict(), "test": test.report.to_dict(),
                      "n_train": len(train_idx), "n_validation": len(val_idx), "n_test": len(y_test)},
             "class_labels": class_labels,
@@ -144,7 +154,7 @@ def train_classifier(
         manifest_fields={
             "input_shape": [-1, length, channels], "output_shape": [-1, n_classes], "window": length, "horizon": 0,
             "features": features, "normalisation": normaliser.to_manifest(), "class_labels": class_labels,
-            "reference_stats": reference_stats(train.x[train_idx], features),
+            "reference_stats": reference_stats(train.x, features),
             "hyperparameters": {"model": "fcn", **config.to_dict()},
         },
     )

@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from training.config import ClassifierConfig, ForecasterConfig
 
-__all__ = ["build_classifier", "build_forecaster", "fit", "seed_everything"]
+__all__ = ["best_epoch", "build_classifier", "build_forecaster", "fit", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -81,7 +81,7 @@ def build_forecaster(n_features: int, config: ForecasterConfig) -> Any:
 def fit(
     model: Any,
     train: tuple[npt.NDArray[Any], npt.NDArray[Any]],
-    val: tuple[npt.NDArray[Any], npt.NDArray[Any]],
+    val: tuple[npt.NDArray[Any], npt.NDArray[Any]] | None,
     epochs: int,
     batch_size: int,
     patience: int,
@@ -92,7 +92,8 @@ def fit(
     """Fit with early stopping on validation loss (best weights restored); returns the history.
 
     Early stopping only watches epochs after ``min_epochs``; ``reduce_lr`` halves the learning
-    rate on validation-loss plateaus (as FCN does).
+    rate on loss plateaus (as FCN does). With ``val=None`` the model trains for exactly
+    ``epochs`` epochs (the refit on all training data) and plateaus are judged on training loss.
     """
     import keras
     from tqdm.auto import tqdm
@@ -105,13 +106,13 @@ def fit(
             if logs:
                 bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k in ("loss", "val_loss")})
 
-    callbacks: list[Any] = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True,
-                                      start_from_epoch=min(min_epochs, max(0, epochs - 1))),
-        _Progress(),
-    ]
+    monitor = "val_loss" if val is not None else "loss"
+    callbacks: list[Any] = [_Progress()]
+    if val is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True,
+                                                       start_from_epoch=min(min_epochs, max(0, epochs - 1))))
     if reduce_lr:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5,
                                                            patience=max(5, patience // 3), min_lr=1e-5))
     try:
         history = model.fit(train[0], train[1], validation_data=val, epochs=epochs, batch_size=batch_size,
@@ -119,3 +120,10 @@ def fit(
     finally:
         bar.close()
     return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def best_epoch(history: dict[str, list[float]], min_epochs: int = 0) -> int:
+    """1-based epoch with the lowest validation loss at or after ``min_epochs`` (what early stopping kept)."""
+    losses = history["val_loss"]
+    start = min(min_epochs, len(losses) - 1)
+    return start + int(np.argmin(losses[start:])) + 1

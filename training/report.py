@@ -31,6 +31,8 @@ def plot_learning_curves(history: dict[str, list[float]], path: Path) -> Path:
         ax.plot(history[key], label=f"train {key}")
         if f"val_{key}" in history:
             ax.plot(history[f"val_{key}"], label=f"validation {key}")
+        if f"refit_{key}" in history:
+            ax.plot(history[f"refit_{key}"], label=f"refit on all training data, {key}", linestyle="--")
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.legend()
