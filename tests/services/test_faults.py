@@ -8,10 +8,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from streamedge.contracts.manifest import read_manifest, write_manifest
+from streamedge.contracts.manifest import read_manifest
 from streamedge.contracts.signing import load_private_key
 from streamedge.kafka.model_updates import publish_model_update
 from streamedge.kafka.settings import KafkaSettings
@@ -37,7 +38,7 @@ def _paced(kafka: KafkaSettings, topic: str, keys: int, seqs: int, seconds: floa
     return thread
 
 
-def _forecast_keys(kafka: KafkaSettings, layout: TopicLayout, expected: int, timeout: float = 120) -> list[dict[str, object]]:
+def _forecast_keys(kafka: KafkaSettings, layout: TopicLayout, expected: int, timeout: float = 120) -> list[dict[str, Any]]:
     found = consume_until(kafka, [layout.forecasts],
                           lambda ms: len({json.loads(m.value)["idempotency_key"] for m in ms}) >= expected, timeout)
     return [json.loads(m.value) for m in found]
@@ -108,7 +109,7 @@ def test_model_update_mid_stream_and_corrupt_update_rejected(
 
     forecasts = _forecast_keys(kafka_settings, layout, keys * (seqs - TINY_WINDOW + 1))
     assert len({f["idempotency_key"] for f in forecasts}) == keys * (seqs - TINY_WINDOW + 1)
-    versions = [f["model"]["version"] for f in sorted(forecasts, key=lambda f: f["produced_at"])]  # type: ignore[index]
+    versions = [f["model"]["version"] for f in sorted(forecasts, key=lambda f: f["produced_at"])]
     assert versions[0] == 1 and versions[-1] == 2 and 3 not in versions
     assert worker.metric("streamedge_stream_model_version", 'model="tiny-forecaster"') == 2
     assert worker.proc is not None and worker.proc.poll() is None
