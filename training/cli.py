@@ -10,7 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from streamedge.cli.common import add_kafka_options, kafka_settings
 from streamedge.cli.options import option
+from streamedge.errors import ConfigError
 
 __all__ = ["register"]
 
@@ -30,7 +32,14 @@ def register(subparsers: Any) -> None:
     fc = commands.add_parser("forecaster", help="LSTM forecaster on a CSV/TSV table",
                              description="Train an LSTM forecaster; the last HORIZON points of every series "
                                          "are the test set, everything before is training and validation.")
-    option(fc, "--data", type=Path, required=True, env="STREAMEDGE_TRAIN_DATA", help="CSV/TSV file")
+    # Not required=True: argparse would ignore a value that came from the env var or config file.
+    source = fc.add_mutually_exclusive_group()
+    option(source, "--data", type=Path, default=None, env="STREAMEDGE_TRAIN_DATA", help="CSV/TSV file")
+    option(source, "--from-topic", default=None, env="STREAMEDGE_TRAIN_FROM_TOPIC",
+           help="replay history from this Kafka readings topic instead (one series per device/stream key)")
+    option(fc, "--keys", default=None, env="STREAMEDGE_TRAIN_KEYS",
+           help="with --from-topic: only these device/stream keys, comma-separated")
+    add_kafka_options(fc)
     option(fc, "--column", default=None, env="STREAMEDGE_TRAIN_COLUMN",
            help="feature column(s), comma-separated; default every numeric column")
     option(fc, "--id-column", default=None, env="STREAMEDGE_TRAIN_ID_COLUMN",
@@ -90,14 +99,27 @@ def _forecaster(args: argparse.Namespace) -> int:
 
     if args.register is not None and args.signing_key is None:
         raise ValueError("--register needs --signing-key")
+    if (args.data is None) == (args.from_topic is None):
+        raise ConfigError("give exactly one of --data FILE or --from-topic TOPIC")
     window = args.window if args.window is not None else default_window(args.season, args.horizon)
     config = ForecasterConfig(window=window, horizon=args.horizon, season=args.season,
                               **_overrides(args, ("epochs", "seed", "units")))
-    columns = [c.strip() for c in args.column.split(",") if c.strip()] if args.column else None
-    metrics = train_forecaster(args.data, args.out, config, columns=columns, id_column=args.id_column,
+    columns = _split(args.column)
+    data: Any = args.data
+    if args.from_topic is not None:
+        from training.kafka_source import replay_topic
+
+        data = replay_topic(kafka_settings(args), args.from_topic, keys=_split(args.keys))
+        print(f"replayed {sum(len(s) for s in data.series)} readings of {len(data.series)} series from "
+              f"{args.from_topic}")
+    metrics = train_forecaster(data, args.out, config, columns=columns, id_column=args.id_column,
                                name=args.name, progress=not args.no_progress)
     _summary(metrics, ("mae", "rmse", "mape", "mase"), args.out)
     return _maybe_register(args)
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
 def _summary(metrics: dict[str, Any], keys: tuple[str, ...], out: Path) -> None:

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from training.artifacts import export_variants, reference_stats, write_output
 from training.config import ForecasterConfig
-from training.data import load_table
+from training.data import SeriesData, load_table
 from training.errors import DataError
 from training.metrics import forecast_metrics, seasonal_naive_forecast, seasonal_naive_scale
 from training.models import build_forecaster, fit, seed_everything
@@ -72,7 +72,7 @@ def _representative(windows: npt.NDArray[np.float32], seed: int) -> npt.NDArray[
 
 
 def train_forecaster(
-    data_path: Path,
+    data_path: Path | SeriesData,
     out: Path,
     config: ForecasterConfig,
     columns: list[str] | None = None,
@@ -83,12 +83,13 @@ def train_forecaster(
     """Load, train, test once on the last ``horizon`` points of each series, export every variant.
 
     Args:
-        data_path: CSV/TSV file (wide, or long with ``id_column``).
+        data_path: CSV/TSV file (wide, or long with ``id_column``), or already loaded series
+            (e.g. from :func:`training.kafka_source.replay_topic`).
         out: output folder.
         config: hyperparameters (window, horizon, season, ...).
         columns: feature columns; default every numeric column.
         id_column: series id column for long format (one global model across series).
-        name: model name; default ``<file stem>-lstm``.
+        name: model name; default ``<file stem>-lstm`` (``forecaster`` for loaded series).
         progress: show progress bars.
 
     Returns:
@@ -97,7 +98,8 @@ def train_forecaster(
     Raises:
         DataError: unreadable data, or a series shorter than ``window + 2 * horizon``.
     """
-    data = load_table(data_path, columns, id_column)
+    data = data_path if isinstance(data_path, SeriesData) else load_table(data_path, columns, id_column)
+    stem = "forecaster" if isinstance(data_path, SeriesData) else Path(data_path).stem
     w, h, season = config.window, config.horizon, config.season
     splits = [split_series(s, h, w, f"series {sid!r}") for s, sid in zip(data.series, data.ids, strict=True)]
     histories = [hist for hist, _ in splits]
@@ -146,7 +148,7 @@ def train_forecaster(
         if not r.passed:
             print(f"parity gate: variant {r.variant} refused: {r.reason}")
     manifest, metrics = write_output(
-        out, name=name or f"{Path(data_path).stem}-lstm", task="forecast", results=results,
+        out, name=name or f"{stem}-lstm", task="forecast", results=results,
         keras_metrics=keras_metrics, keras_ms=keras_ms,
         extra_metrics={
             "baselines": {"seasonal_naive": baseline},
