@@ -9,17 +9,26 @@ import pytest
 
 from streamedge.cli.main import main
 from streamedge.contracts.manifest import read_manifest
+from streamedge.contracts.signing import generate_keypair, load_public_key
+from streamedge.registry import ModelRegistry
 from tests.training.conftest import write_seasonal_csv, write_ts
 
 
 def test_train_forecaster_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_seasonal_csv(tmp_path / "plant.csv")
     out = tmp_path / "fc"
+    private, public = tmp_path / "key.pem", tmp_path / "key.pub"
+    generate_keypair(private, public)
+    registry = tmp_path / "registry"
     code = main(["train", "forecaster", "--data", str(data), "--column", "load", "--horizon", "4", "--season", "8",
-                 "--window", "16", "--epochs", "3", "--units", "8", "--seed", "1", "--out", str(out), "--no-progress"])
+                 "--window", "16", "--epochs", "3", "--units", "8", "--seed", "1", "--out", str(out), "--no-progress",
+                 "--register", str(registry), "--signing-key", str(private)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "selected variant:" in printed and "baseline seasonal_naive" in printed
+    assert "registered plant-lstm version 1" in printed
+    stored = ModelRegistry(registry).verify("plant-lstm", 1, load_public_key(public))
+    assert stored.sha256 == read_manifest(out).sha256
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == "forecast"
     manifest = read_manifest(out)
