@@ -25,11 +25,12 @@ __all__ = ["build_parser", "main"]
 # Every area's light CLI module; each exposes register(subparsers).
 _AREAS: tuple[str, ...] = (
     "streamedge.cli.kafka_cmd",
+    "training.cli",
     "streamedge.cli.models_cmd",
-    "benchmarks.cli",
     "services.cli",
     "edge.cli",
-    "training.cli",
+    "benchmarks.cli",
+    "streamedge.cli.demo_cmd",
 )
 
 
