@@ -1,10 +1,11 @@
 # Two commands on a fresh machine: `make demo` (the main job) and `make test` (everything CI runs).
-# Needs Python 3.11+, Java 17 and Maven (for the pinned Kafka broker jars).
+# Needs Python 3.11+, and on Debian/Ubuntu installs Java 17, Maven and Prometheus when run as root
+# (deploy/local/install-system-deps.sh prints the exact command otherwise).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo kafka-up kafka-down clean
+.PHONY: install system-deps test lint demo bench kafka-up kafka-down clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,16 +16,23 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+system-deps:
+	bash deploy/local/install-system-deps.sh
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The tests start the real local Kafka broker they need themselves (tests/conftest.py).
-test: lint
+# The tests start the real local Kafka broker (and Prometheus) they need themselves.
+test: system-deps lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
-demo: install
+demo: system-deps install
 	$(BIN)/streamedge demo
+
+bench: install
+	$(BIN)/streamedge bench edge --out runs/bench/edge.json
+	$(BIN)/streamedge bench stream --out runs/bench/stream.json
 
 kafka-up: install
 	$(BIN)/streamedge kafka up
