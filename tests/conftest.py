@@ -1,8 +1,8 @@
 """Shared fixtures: one real local Kafka broker per test run, fresh topics per test.
 
-The broker runs on 127.0.0.1:39092 (controller 39093) from ``.streamedge/test-kafka`` so it
-never touches a developer's own broker on 9092. It is stopped at the end of the run unless it
-was already running or ``STREAMEDGE_TEST_KEEP_BROKER=1``.
+The broker runs on 127.0.0.1:39092 (controller 39093; ``STREAMEDGE_TEST_KAFKA_PORT`` moves both)
+from ``.streamedge/test-kafka``, so it never touches a developer's own broker on 9092. It is stopped
+at the end of the run unless it was already running or ``STREAMEDGE_TEST_KEEP_BROKER=1``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from streamedge.kafka.topics import TopicLayout, create_topics
 from tests.model_factory import TinyModels, build_tiny_models
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_PORT = 39092
 
 
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[LocalBroker]:
     """The real local broker, started once for the whole run."""
-    broker = LocalBroker(REPO / ".streamedge" / "test-kafka", port=TEST_PORT, controller_port=TEST_PORT + 1)
+    port = int(os.environ.get("STREAMEDGE_TEST_KAFKA_PORT", "39092"))
+    broker = LocalBroker(REPO / ".streamedge" / "test-kafka", port=port, controller_port=port + 1)
     was_running = broker.status().running
     broker.up(timeout=120)
     yield broker
