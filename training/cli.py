@@ -52,6 +52,57 @@ def register(subparsers: Any) -> None:
     option(fc, "--units", type=int, default=None, env="STREAMEDGE_TRAIN_UNITS", help="LSTM units (default 32)")
     _common(fc)
     fc.set_defaults(handler=_forecaster)
+    _register_study(commands)
+
+
+def _register_study(commands: Any) -> None:
+    study = commands.add_parser(
+        "lstm-conversions", help="measure the ways to convert a trained LSTM forecaster to TFLite",
+        description="Convert a trained forecaster unrolled (shipped), as a fixed-batch WHILE loop, with the "
+                    "default converter and with SELECT_TF_OPS; report size, runtime loads, latency, parity.")
+    option(study, "--model-dir", type=Path, required=True, env="STREAMEDGE_TRAIN_MODEL_DIR",
+           help="output folder of 'streamedge train forecaster'")
+    option(study, "--data", type=Path, required=True, env="STREAMEDGE_TRAIN_DATA", help="CSV/TSV it was trained on")
+    option(study, "--column", default=None, env="STREAMEDGE_TRAIN_COLUMN", help="feature column(s), comma-separated")
+    option(study, "--id-column", default=None, env="STREAMEDGE_TRAIN_ID_COLUMN", help="series id column")
+    option(study, "--json", type=Path, default=None, env="STREAMEDGE_TRAIN_JSON", help="also write the figures here")
+    study.set_defaults(handler=_lstm_conversions)
+
+
+def _lstm_conversions(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    import dataclasses
+    import json
+
+    import keras
+    import numpy as np
+
+    from streamedge.contracts.manifest import read_manifest
+    from training.config import ForecasterConfig
+    from training.data import load_table
+    from training.lstm_conversions import compare_conversions
+    from training.windowing import make_windows
+
+    manifest = read_manifest(args.model_dir)
+    names = {f.name for f in dataclasses.fields(ForecasterConfig)}
+    config = ForecasterConfig(**{k: v for k, v in manifest.hyperparameters.items() if k in names})
+    data = load_table(args.data, _split(args.column), args.id_column)
+    mean, std = np.array(manifest.normalisation["mean"]), np.array(manifest.normalisation["std"])
+    windows = np.concatenate([make_windows((s - mean) / std, config.window, 0)[0] for s in data.series])[-200:]
+    model = keras.saving.load_model(args.model_dir / "model.keras")
+    results = compare_conversions(model, config, len(manifest.features), windows.astype(np.float32),
+                                  args.model_dir / "conversions")
+    for name, entry in results.items():
+        if not entry["converted"]:
+            print(f"  {name:<18} conversion failed: {entry['error']}")
+            continue
+        loads = ", ".join(f"{k}: {v[:60]}" for k, v in entry["runtimes"].items())
+        speed = entry.get("latency_ms_p50")
+        print(f"  {name:<18} size={entry['size_bytes']}B  p50={speed if speed is None else round(speed, 4)}ms  "
+              f"max|diff|={entry.get('max_abs_diff', entry.get('run_error'))}  [{loads}]")
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

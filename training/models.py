@@ -50,23 +50,25 @@ def build_classifier(length: int, n_channels: int, n_classes: int, config: Class
     return model
 
 
-def build_forecaster(n_features: int, config: ForecasterConfig) -> Any:
+def build_forecaster(n_features: int, config: ForecasterConfig, unroll: bool = True,
+                     batch_size: int | None = None) -> Any:
     """Unrolled LSTM that corrects the seasonal-naive forecast.
 
     ``LSTM(unroll=True)`` converts to builtin TFLite ops with a dynamic batch (Keras 3's
     while-loop LSTM needs Flex ops). Input ``(batch, window, n_features)``, output
-    ``(batch, horizon * n_features)``, both normalised.
+    ``(batch, horizon * n_features)``, both normalised. ``unroll=False`` and a fixed
+    ``batch_size`` exist only for :mod:`training.lstm_conversions`, which compares the ways out.
     """
     import keras
     from keras import layers
 
     window, season, horizon = config.window, config.season, config.horizon
-    inputs = keras.Input((window, n_features), name="window")
+    inputs = keras.Input((window, n_features), batch_size=batch_size, name="window")
     recent = layers.Cropping1D((season, 0))(inputs)
     lagged = layers.Cropping1D((0, season))(inputs)
     seasonal_diff = layers.Subtract()([recent, lagged])
     features = layers.Concatenate(axis=-1)([recent, seasonal_diff])
-    hidden = layers.LSTM(config.units, unroll=True)(features)
+    hidden = layers.LSTM(config.units, unroll=unroll)(features)
     correction = layers.Dense(horizon * n_features, name="correction")(hidden)
     last_season = layers.Cropping1D((window - season, 0))(inputs)
     repeats = -(-horizon // season)

@@ -118,3 +118,22 @@ def test_report_has_plots_and_page(trained: tuple[str, Path, dict[str, Any], np.
     page = (out / "report" / "index.html").read_text()
     assert all(name in page for name in pngs)
     assert all(png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for png in (out / "report").glob("*.png"))
+
+
+@pytest.mark.parametrize("trained", ["forecast"], indirect=True)
+def test_lstm_conversion_routes_are_measured(trained: tuple[str, Path, dict[str, Any], np.ndarray]) -> None:
+    _, out, _, raw = trained
+    import keras
+
+    from training.lstm_conversions import compare_conversions
+
+    manifest = read_manifest(out)
+    config = ForecasterConfig(**{k: v for k, v in manifest.hyperparameters.items() if k != "model"})
+    windows = ((raw - np.array(manifest.normalisation["mean"])) / np.array(manifest.normalisation["std"]))
+    model = keras.saving.load_model(out / "model.keras")
+    results = compare_conversions(model, config, manifest.n_features, windows.astype(np.float32), out / "conv")
+    assert results["unrolled"]["runtimes"] == {"tflite_runtime": "ok", "ai_edge_litert": "ok"}
+    assert results["unrolled"]["max_abs_diff"] < 1e-4
+    assert results["while_fixed_batch"]["max_abs_diff"] < 1e-4
+    assert not results["while_dynamic"]["converted"]
+    assert all(status != "ok" for status in results["select_tf_ops"]["runtimes"].values())
