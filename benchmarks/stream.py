@@ -111,7 +111,8 @@ class _Bench:
             time.sleep(0.005)
         return sent
 
-    def collect(self, topic: str, expected: int, timeout: float, since: float = 0.0) -> list[tuple[float, dict[str, Any]]]:
+    def collect(self, topic: str, expected: int, timeout: float, since: float = 0.0,
+                proc: subprocess.Popen[bytes] | None = None) -> list[tuple[float, dict[str, Any]]]:
         """``(result timestamp s, record)`` of results created at/after ``since``, until ``expected`` or timeout."""
         from kafka import KafkaConsumer
 
@@ -121,6 +122,8 @@ class _Bench:
         deadline = time.monotonic() + timeout
         try:
             while len(found) < expected and time.monotonic() < deadline:
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(f"the worker under test exited with {proc.returncode}; see its log")
                 for records in consumer.poll(timeout_ms=500).values():
                     for m in records:
                         if m.timestamp / 1000 >= since:
@@ -134,7 +137,7 @@ class _Bench:
         """Drain the backlog (throughput), then a half-rate run (latency), for one contender."""
         proc = start(layout)
         try:
-            results = self.collect(layout.forecasts, expected, timeout=600)
+            results = self.collect(layout.forecasts, expected, timeout=600, proc=proc)
             stamps = sorted(t for t, _ in results)
             span = stamps[-1] - stamps[0] if len(stamps) > 1 else math.nan
             throughput = (len(stamps) - 1) / span if span and span > 0 else math.nan
@@ -143,7 +146,7 @@ class _Bench:
             since = time.time()
             seconds = self.args.latency_seconds
             sent = self.paced(layout, keys, per_key, rate, seconds)
-            late = self.collect(layout.forecasts, sent, timeout=seconds * 4 + 30, since=since)
+            late = self.collect(layout.forecasts, sent, timeout=seconds * 4 + 30, since=since, proc=proc)
             latencies = [(t - rec["ts"]) * 1000 for t, rec in late if rec["ts"] >= since]
             out = {"throughput_per_s": round(throughput, 1), "p50_ms": round(_percentile(latencies, 0.5), 2),
                    "p99_ms": round(_percentile(latencies, 0.99), 2), "rss_mb": round(max(rss_backlog,
@@ -227,9 +230,9 @@ def run(args: argparse.Namespace) -> int:
 
         return _start
 
-    def passthrough(layout: Any) -> subprocess.Popen[bytes]:
+    def passthrough(layout: Any, mode: str = "plain") -> subprocess.Popen[bytes]:
         cmd = [python, "-m", "benchmarks.stream_passthrough", bench.kafka.bootstrap_servers, layout.prefix,
-               f"{layout.prefix}app", str(batch_sizes[-1]), str(args.batch_wait)]
+               f"{layout.prefix}app", str(batch_sizes[-1]), str(args.batch_wait), mode]
         # No readiness signal: the throughput clock starts at its first result anyway.
         return subprocess.Popen(cmd, env=env, cwd=_REPO, stdout=(logs / "passthrough.log").open("ab"),
                                 stderr=subprocess.STDOUT)
@@ -244,6 +247,10 @@ def run(args: argparse.Namespace) -> int:
     layout = bench.layout()
     bench.fill(layout, keys, per_key)
     report["passthrough"] = bench.measure("passthrough", layout, passthrough, keys * per_key, keys, per_key)
+    layout = bench.layout()
+    bench.fill(layout, keys, per_key)
+    report["passthrough_with_changelog_table"] = bench.measure(
+        "passthrough + changelog table", layout, lambda lay: passthrough(lay, "table"), keys * per_key, keys, per_key)
 
     tradeoff = []
     for batch in batch_sizes:

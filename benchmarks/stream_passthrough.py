@@ -3,7 +3,11 @@
 Same consumption and delivery contract as the real worker (micro-batches via ``take_events``,
 results acknowledged by the broker before the batch's offsets become committable), so the
 comparison isolates what the models, windows and scoring cost. Run as
-``python -m benchmarks.stream_passthrough BOOTSTRAP PREFIX APP_ID BATCH WAIT_S``.
+``python -m benchmarks.stream_passthrough BOOTSTRAP PREFIX APP_ID BATCH WAIT_S [table]``.
+
+With ``table`` the agent also writes each reading into a Faust table (memory store, changelog
+topic), the state option the worker did not take: the difference prices one changelog write per
+reading.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ def main(argv: list[str]) -> int:
                     store="memory://", web_enabled=False, consumer_auto_offset_reset="earliest",
                     autodiscover=False, producer_acks=-1, datadir=f".streamedge/bench/{app_id}")
     readings = app.topic(layout.readings, key_serializer="raw", value_serializer="raw")
+    with_table = len(argv) > 5 and argv[5] == "table"
+    table = app.Table("windows", default=list, partitions=layout.partitions, key_type=str,
+                      value_type=list, use_partitioner=True) if with_table else None
 
     async def passthrough(stream: Any) -> None:
         async for events in stream.take_events(batch, within=wait):
@@ -37,6 +44,10 @@ def main(argv: list[str]) -> int:
             for event in events:
                 parsed = parse_reading(event.message.value)
                 if isinstance(parsed, Reading):
+                    if table is not None:
+                        window = table[parsed.key][-7:]
+                        window.append(list(parsed.values))
+                        table[parsed.key] = window
                     value = parsed.to_json()
                     pending.append(await app.producer.send(layout.forecasts, event.message.key, value,
                                                            None, None, None))
