@@ -141,6 +141,7 @@ class Processor:
         now = self.clock()
         outputs: list[Output] = []
         jobs: list[_Job] = []
+        evicted = self.store.evicted
         for payload, source in batch:
             admitted = self._admit(payload, source)
             if isinstance(admitted, _Job):
@@ -158,6 +159,7 @@ class Processor:
         expired = self.store.expire()
         if emit:
             self.metrics.keys_dropped.labels("idle").inc(expired)
+            self.metrics.keys_dropped.labels("capacity").inc(self.store.evicted - evicted)
             self.metrics.active_keys.set(len(self.store))
         return outputs
 
