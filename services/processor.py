@@ -35,6 +35,7 @@ from services.records import Output, Source, dead_letter, result
 from services.settings import StreamSettings
 from services.windows import KeyState, PendingForecast, WindowStore
 from streamedge.contracts.reading import Reading, Rejection, parse_reading
+from streamedge.errors import StreamedgeError
 
 __all__ = ["Processor"]
 
@@ -45,8 +46,10 @@ class _Job:
     source: Source
     state: KeyState
     models: list[str]
+    payload: bytes | None
     windows: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
     outputs: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
+    failures: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 class Processor:
@@ -124,7 +127,7 @@ class Processor:
         state = self.store.accept(parsed, source.timestamp, source.partition)
         if isinstance(state, str):
             return state, f"seq {parsed.seq} ts {parsed.ts} after seq {self._last(parsed.key)}"
-        return _Job(parsed, source, state, names)
+        return _Job(parsed, source, state, names, payload)
 
     def _last(self, key: str) -> str:
         state = self.store.get(key)
@@ -185,15 +188,31 @@ class Processor:
                 continue
             batch = np.stack([job.windows[name] for job in picked])
             start = time.perf_counter()
-            out = model.predict(batch)
+            try:
+                out = model.predict(batch)
+            except (StreamedgeError, ValueError, RuntimeError) as exc:
+                # A model that cannot run these windows must not stop the stream: the readings
+                # stay in their windows and go to the dead-letter topic with the reason.
+                for job in picked:
+                    job.failures[name] = ("inference_error", f"{name} v{model.version}: {exc}"[:300])
+                continue
             if emit:
                 self.metrics.inference_seconds.labels(name).observe(time.perf_counter() - start)
                 self.metrics.batch_size.labels(name).observe(len(picked))
-            for job, row in zip(picked, out, strict=True):
-                job.outputs[name] = row
+            finite = np.isfinite(out.reshape(len(out), -1)).all(axis=1)
+            for job, row, ok in zip(picked, out, finite, strict=True):
+                if ok:
+                    job.outputs[name] = row
+                else:
+                    job.failures[name] = ("non_finite_output", f"{name} v{model.version} gave NaN or infinity")
 
     def _emit(self, job: _Job, now: float, outputs: list[Output], emit: bool) -> None:
         reading, key = job.reading, job.reading.key.encode()
+        if job.failures and emit:
+            reason, detail = next(iter(job.failures.values()))
+            self.metrics.dead_letters.labels(reason).inc()
+            outputs.append(Output("dead_letters", job.source.key,
+                                  dead_letter(job.payload, job.source, reason, detail, now)))
         for name in job.models:
             model = self.models.get(name)
             if model is None:

@@ -151,3 +151,13 @@ def test_install_rejects_a_broken_model_and_keeps_the_old(make_processor: Callab
         processor.install(renamed)
     active = processor.models.get("tiny-forecaster")
     assert active is not None and active.manifest.task == "forecast"
+
+
+def test_non_finite_model_output_is_dead_lettered(make_processor: Callable[..., Processor]) -> None:
+    processor = make_processor()
+    huge = [reading("d", s, value=1e308 if s == 7 else sine(s)) for s in range(8)]
+    outputs = processor.process(_batch(huge))
+    letters = [parse_dead_letter(o.value) for o in outputs if o.topic == "dead_letters"]
+    assert [record["reason"] for record, _, _ in letters] == ["non_finite_output"]
+    assert letters[0][2] == huge[7]
+    assert _by_topic(outputs, "forecasts") == []
