@@ -144,6 +144,10 @@ def _empty_or_invalid(prometheus: PrometheusServer, queries: list[tuple[str, str
     return problems
 
 
+def _alert_states(prometheus: PrometheusServer) -> dict[str, str]:
+    return {alert["labels"]["alertname"]: alert["state"] for alert in prometheus.api("alerts")["alerts"]}
+
+
 def test_every_panel_has_data_and_every_alert_rule_evaluates(
         running_stack: tuple[PrometheusServer, _Readings]) -> None:
     prometheus, readings = running_stack
@@ -175,9 +179,13 @@ def test_every_panel_has_data_and_every_alert_rule_evaluates(
 
     # The data really drives the rules: a third of the messages are malformed or unrouted (DLQ share
     # far above 5%), and the worker's retrain requests (trigger=error) mark the MAE above its band.
-    active = {alert["labels"]["alertname"]: alert["state"] for alert in prometheus.api("alerts")["alerts"]}
-    assert active.get("DeadLetterRateHigh") == "pending", active
-    assert active.get("ForecastErrorAboveValidationBand") == "firing", active
+    wanted = {"DeadLetterRateHigh": "pending", "ForecastErrorAboveValidationBand": "firing"}
+    deadline = time.monotonic() + 30
+    active = _alert_states(prometheus)
+    while any(active.get(name) != state for name, state in wanted.items()) and time.monotonic() < deadline:
+        time.sleep(1.0)
+        active = _alert_states(prometheus)
+    assert {name: active.get(name) for name in wanted} == wanted, active
     reasons = {series["metric"]["reason"] for series in
                prometheus.query("streamedge_stream_dead_letters_total")["data"]["result"]}
     assert {"bad_json", "missing_field", "unknown_stream"} <= reasons
