@@ -129,6 +129,17 @@ def _k8s_docs() -> list[tuple[Path, dict[str, Any]]]:
     return [(path, doc) for path in sorted((DEPLOY / "k8s").rglob("*.yaml")) for doc in load_yaml_docs(path)]
 
 
+def _kafka_secret() -> dict[str, Any]:
+    """The Secret kustomization.yaml generates, from the example credentials file."""
+    kustomization = load_yaml_docs(DEPLOY / "k8s" / "kustomization.yaml")[0]
+    (generator,) = kustomization["secretGenerator"]
+    assert generator["envs"] == ["kafka-credentials.env"] and generator["options"]["disableNameSuffixHash"]
+    assert "kafka-credentials.env" in (DEPLOY / "k8s" / ".gitignore").read_text().split()
+    return {"apiVersion": "v1", "kind": "Secret", "type": generator["type"],
+            "metadata": {"name": generator["name"], "namespace": kustomization["namespace"]},
+            "stringData": _env_file(DEPLOY / "k8s" / "kafka-credentials.env.example")}
+
+
 def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
     spec = doc.get("spec", {})
     template = spec.get("jobTemplate", {}).get("spec", spec).get("template")
@@ -137,6 +148,7 @@ def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_k8s_manifests_validate_against_the_kubernetes_schemas() -> None:
     docs = _k8s_docs()
+    docs.append((DEPLOY / "k8s" / "kustomization.yaml", _kafka_secret()))
     kinds = {doc["kind"] for _, doc in docs}
     assert {"Namespace", "ConfigMap", "Secret", "Deployment", "Service", "PodDisruptionBudget",
             "HorizontalPodAutoscaler", "Job", "ScaledObject", "Kafka"} <= kinds
@@ -175,7 +187,7 @@ def test_k8s_worker_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
     assert keda["maxReplicaCount"] == hpa["maxReplicas"] and keda["scaleTargetRef"]["name"] == "stream-worker"
 
     config = docs[("ConfigMap", "streamedge-config")]["data"]
-    secret = docs[("Secret", "streamedge-kafka")]["stringData"]
+    secret = _kafka_secret()["stringData"]
     (container,) = worker["spec"]["template"]["spec"]["containers"]
     refs = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
     assert refs == {"streamedge-config", "streamedge-kafka"}
