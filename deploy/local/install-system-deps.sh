@@ -75,4 +75,4 @@ apt-get update -qq
 # The package's postinst would start a prometheus service; containers usually forbid it (policy-rc.d),
 # and the tests start their own server on a free port anyway.
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-exec "$0" --check
+exec bash "$0" --check
