@@ -196,6 +196,7 @@ def test_k8s_worker_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not any("PASSWORD" in key for key in config)
     assert stream.app_id == keda["triggers"][0]["metadata"]["consumerGroup"]
     assert f"{stream.topic_prefix}readings" == keda["triggers"][0]["metadata"]["topic"]
+    assert stream.web_host == "0.0.0.0"  # probes and Prometheus reach the pod IP, not loopback
     annotations = worker["spec"]["template"]["metadata"]["annotations"]
     assert int(annotations["prometheus.io/port"]) == stream.web_port == container["ports"][0]["containerPort"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
