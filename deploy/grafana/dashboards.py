@@ -170,7 +170,8 @@ def _panel(index: int, panel: Panel, x: int, y: int) -> dict[str, Any]:
         "gridPos": {"x": x, "y": y, "w": panel.width, "h": 8},
         "fieldConfig": {"defaults": defaults, "overrides": []},
         "targets": [{"refId": chr(ord("A") + i), "datasource": _DATASOURCE, "expr": expr, "legendFormat": legend,
-                     "instant": panel.kind != "timeseries", "range": panel.kind == "timeseries"}
+                     "instant": panel.kind != "timeseries", "range": panel.kind == "timeseries",
+                     "format": "table" if panel.kind == "table" else "time_series"}
                     for i, (expr, legend) in enumerate(panel.targets)],
     }
     if panel.description:
