@@ -36,6 +36,7 @@ from tests.services.helpers import WorkerProcess, free_port, install, reading, s
 
 _ROUTES = {"s": ["tiny-forecaster", "tiny-classifier"]}
 _DEVICES = 5
+_EDGE_DEVICE = "edge-e2e"
 _MALFORMED = (b"{oops", b'{"device_id":"d0","stream":"s","ts":1.7e9,"value":1.0}')
 
 
@@ -51,7 +52,9 @@ def _scrape_config(worker_port: int, edge_port: int, prometheus_port: int) -> di
         job["scrape_interval"] = "1s"
         (static,) = job["static_configs"]
         static["targets"] = [f"127.0.0.1:{ports[name]}"]
+    # The device label names the agent's device id (one agent per target).
     assert jobs["streamedge-edge"]["static_configs"][0]["labels"]["device"]
+    jobs["streamedge-edge"]["static_configs"][0]["labels"]["device"] = _EDGE_DEVICE
     return config
 
 
@@ -110,7 +113,7 @@ def running_stack(kafka_settings: KafkaSettings, make_topics: Callable[..., Topi
                            drift_window=10, retrain_min_interval_s=0, batch_wait_s=0.02)
     edge_models = tmp_path / "edge-models"
     ModelStore(edge_models, load_public_key(tiny_models.public_key)).install(tiny_models.forecaster)
-    edge = EdgeProcess(["--device-id", "edge-e2e", "--model-dir", str(edge_models),
+    edge = EdgeProcess(["--device-id", _EDGE_DEVICE, "--model-dir", str(edge_models),
                         "--public-key", str(tiny_models.public_key), "--source", "simulator", "--rate", "50",
                         "--buffer-path", str(tmp_path / "edge.sqlite"), "--model-updates", "false",
                         "--heartbeat-interval-s", "1", "--kafka-timeout-s", "2", "--log-format", "text",
@@ -142,6 +145,13 @@ def _empty_or_invalid(prometheus: PrometheusServer, queries: list[tuple[str, str
         elif not body["data"]["result"]:
             problems.append(f"{dashboard} / {title}: {expr}: empty")
     return problems
+
+
+def _edge_instance(prometheus: PrometheusServer) -> str:
+    """The edge agent's ``instance`` label (its scrape target)."""
+    (target,) = [t for t in prometheus.api("targets")["activeTargets"] if t["labels"]["job"] == "streamedge-edge"]
+    instance: str = target["labels"]["instance"]
+    return instance
 
 
 def _alert_states(prometheus: PrometheusServer) -> dict[str, str]:
@@ -177,7 +187,7 @@ def test_every_panel_has_data_and_every_alert_rule_evaluates(
     assert {rule["name"] for rule in loaded} == {rule["alert"] for rule in rules}
     assert [r["name"] for r in loaded if r["health"] != "ok"] == [], [r.get("lastError") for r in loaded]
 
-    # The data really drives the rules: a third of the messages are malformed or unrouted (DLQ share
+    # The data really drives the rules: 2 of every 7 messages are malformed or unrouted (DLQ share
     # far above 5%), and the worker's retrain requests (trigger=error) mark the MAE above its band.
     wanted = {"DeadLetterRateHigh": "pending", "ForecastErrorAboveValidationBand": "firing"}
     deadline = time.monotonic() + 30
@@ -189,3 +199,10 @@ def test_every_panel_has_data_and_every_alert_rule_evaluates(
     reasons = {series["metric"]["reason"] for series in
                prometheus.query("streamedge_stream_dead_letters_total")["data"]["result"]}
     assert {"bad_json", "missing_field", "unknown_stream"} <= reasons
+    edge = {query: [(r["metric"], float(r["value"][1])) for r in prometheus.query(query)["data"]["result"]]
+            for query in ("streamedge_edge_broker_reachable", "streamedge_edge_model_version")}
+    assert edge["streamedge_edge_broker_reachable"] == [(
+        {"__name__": "streamedge_edge_broker_reachable", "device": _EDGE_DEVICE, "instance": _edge_instance(prometheus),
+         "job": "streamedge-edge"}, 1.0)]
+    assert [(m["device"], m["model"], v) for m, v in edge["streamedge_edge_model_version"]] == [
+        (_EDGE_DEVICE, "tiny-forecaster", 1.0)]
