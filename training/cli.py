@@ -179,7 +179,7 @@ def _summary(metrics: dict[str, Any], keys: tuple[str, ...], out: Path) -> None:
         extra = ""
         if "size_bytes" in values:
             extra = f"  size={values['size_bytes']}B  p50={values['latency_ms_p50']:.4f}ms  {values['parity']}"
-        return f"  {label:<22}{cells}{extra}"
+        return f"  {label:<25}{cells}{extra}"
 
     print(f"keras latency p50 {metrics['keras']['latency_ms_p50']:.4f} ms (tf.function)")
     print(row("keras", metrics["keras"]))
