@@ -252,6 +252,7 @@ class KafkaSource:
     def __init__(self, kafka_config: dict[str, Any], topic: str, group_id: str, timeout_s: float = 5.0) -> None:
         from kafka import KafkaConsumer
 
+        self._timeout_s = timeout_s
         self._consumer = KafkaConsumer(
             topic, group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             bootstrap_timeout_ms=int(timeout_s * 1000), request_timeout_ms=int(max(timeout_s, 5.0) * 2000),
@@ -263,16 +264,20 @@ class KafkaSource:
         return [record.value for records in batches.values() for record in records]
 
     def commit(self) -> None:
-        from kafka.errors import KafkaError
+        """Commit the offsets read so far, asynchronously: a slow coordinator never stalls inference.
 
-        try:
-            self._consumer.commit()
-        except KafkaError as exc:
-            # At-least-once: uncommitted readings are read again; results carry idempotency keys.
-            _LOG.warning("kafka offset commit failed: %s", exc)
+        At-least-once: offsets whose commit fails are read again after a restart, and results
+        carry ``(device_id, key, source_seq)`` so the repeats can be recognised.
+        """
+        self._consumer.commit_async(callback=_log_commit_failure)
 
     def close(self) -> None:
-        self._consumer.close(autocommit=False)
+        self._consumer.close(autocommit=False, timeout_ms=int(self._timeout_s * 1000))
+
+
+def _log_commit_failure(offsets: Any, response: Any) -> None:
+    if isinstance(response, Exception):
+        _LOG.warning("kafka offset commit failed: %s", response)
 
 
 def open_source(settings: EdgeSettings, kafka_config: dict[str, Any], readings_topic: str,

@@ -92,7 +92,7 @@ class UpdateWatcher:
             except (KafkaError, OSError) as exc:
                 _LOG.debug("model-updates consumer failed, retrying: %s", exc)
                 if consumer is not None:
-                    consumer.close()
+                    consumer.close(timeout_ms=int(self._timeout_s * 1000))
                 consumer = None
                 self._stop.wait(2.0)
                 continue
@@ -100,7 +100,7 @@ class UpdateWatcher:
                 for record in records:
                     self._handle(record.key, record.value)
         if consumer is not None:
-            consumer.close()
+            consumer.close(timeout_ms=int(self._timeout_s * 1000))
 
     def _handle(self, key: bytes | None, value: bytes | None) -> None:
         if key is not None and key != self._name.encode():

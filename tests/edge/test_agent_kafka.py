@@ -44,3 +44,36 @@ def test_results_and_heartbeats_arrive(make_topics: Callable[..., TopicLayout], 
     heartbeat = [b for b in beats if b["type"] == "heartbeat"][-1]
     assert heartbeat["device_id"] == "dev-1" and heartbeat["version"] == 1
     assert heartbeat["latency"]["count"] >= 0 and "buffer_depth" in heartbeat
+
+
+def test_kafka_source_reads_the_readings_topic(make_topics: Callable[..., TopicLayout], kafka_settings: KafkaSettings,
+                                               make_agent: Callable[..., object]) -> None:
+    import threading
+    import time
+
+    from kafka import KafkaProducer
+
+    from edge.sources import KafkaSource
+
+    layout = make_topics()
+    producer = KafkaProducer(**kafka_settings.kafka_python_config())
+    for payload in sine_readings(60, device="k", stream="x"):
+        producer.send(layout.readings, key=b"k/x", value=payload)
+    producer.send(layout.readings, key=b"k/x", value=b'{"oops": 1}')
+    producer.flush(timeout=10)
+    producer.close()
+    source = KafkaSource(kafka_settings.kafka_python_config(), layout.readings, group_id="edge-test-k")
+    agent = make_agent(source, kafka_settings, layout)
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)  # type: ignore[attr-defined]
+    thread.start()
+    registry = agent.metrics.registry  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while (registry.get_sample_value("streamedge_edge_results_total", {"task": "forecast"}) or 0) < 60 - 7:
+        assert time.monotonic() < deadline, "the agent did not consume the readings topic"
+        time.sleep(0.1)
+    stop.set()
+    thread.join(timeout=30)
+    assert registry.get_sample_value("streamedge_edge_readings_total", {"outcome": "missing_field"}) == 1
+    results = consume_all(kafka_settings, layout.edge_results, expect=60 - TINY_WINDOW + 1)
+    assert sorted(r["source_seq"] for r in results) == list(range(TINY_WINDOW - 1, 60))

@@ -42,7 +42,7 @@ def test_bad_updates_are_refused_and_a_good_one_swaps(
     agent = make_agent(source, kafka_settings, layout, model_updates=True)
     registry = agent.metrics.registry
     stop = threading.Event()
-    thread = threading.Thread(target=agent.run, args=(stop,))
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
     thread.start()
     try:
         src, key = tiny_models.forecaster, tiny_models.signing_key

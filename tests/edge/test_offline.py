@@ -72,7 +72,7 @@ def test_outage_buffers_then_forwards_everything_in_order(
         agent = make_agent(IteratorSource(file_payloads(source_file, rate=100.0), 32), settings, layout,
                            drain_timeout_s=90.0, kafka_timeout_s=1.0)
         outcome: dict[str, bool] = {}
-        thread = threading.Thread(target=lambda: outcome.setdefault("drained", agent.run()))
+        thread = threading.Thread(target=lambda: outcome.setdefault("drained", agent.run()), daemon=True)
         thread.start()
         registry = agent.metrics.registry
         _wait(lambda: (registry.get_sample_value("streamedge_edge_forwarded_total") or 0) >= 20, 30, "first sends")
