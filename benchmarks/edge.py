@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=2000, help="single-window inferences per latency figure")
     parser.add_argument("--process-runs", type=int, default=3, help="child processes per cold-start/RSS figure")
     parser.add_argument("--readings", type=int, default=3000, help="readings each serving process handles")
+    parser.add_argument("--no-fresh-venv", action="store_true",
+                        help="skip installing the edge extra into a fresh venv (needs the package index)")
     parser.add_argument("--work-dir", type=Path, default=None, help="keep models and files here (default: temp)")
 
 
@@ -270,6 +272,32 @@ def _install_sizes() -> dict[str, Any]:
     return out
 
 
+def _tree_bytes(root: Path) -> int:
+    return sum((Path(d) / f).stat().st_size for d, _, files in os.walk(root) for f in files
+               if not (Path(d) / f).is_symlink())
+
+
+def _fresh_venv_size(work: Path) -> dict[str, Any]:
+    """Install the ``edge`` extra's pinned requirements into a fresh venv; bytes added to site-packages."""
+    import tomllib
+
+    project = tomllib.loads((_REPO / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["edge"]
+    venv = work / "fresh-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    baseline = _tree_bytes(site)
+    started = time.monotonic()
+    done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *requirements],
+                          capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip()[-500:]}
+    added = _tree_bytes(site) - baseline
+    return {"bytes": added, "mib": round(added / 2**20, 1), "requirements": requirements,
+            "install_s": round(time.monotonic() - started, 1),
+            "method": "pip install of the pinned edge requirements into a fresh venv; site-packages growth"}
+
+
 # ---- the benchmark ------------------------------------------------------------------------------------
 
 def _process_figures(work: Path, built: dict[str, Any], runs: int, readings: int) -> dict[str, Any]:
@@ -318,7 +346,10 @@ def run(args: argparse.Namespace) -> int:
             }
         print("cold start and peak RSS ...", file=sys.stderr)
         process = _process_figures(work, built, args.process_runs, args.readings)
-    install = _install_sizes()
+        install = _install_sizes()
+        if not args.no_fresh_venv:
+            print("installing the edge extra into a fresh venv ...", file=sys.stderr)
+            install["edge_fresh_venv"] = _fresh_venv_size(work)
     edge_p50 = {rt: latency["cnn"]["tflite"]["int8"][rt].get("p50_us") for rt in runtimes}
     best_rt = min((rt for rt in runtimes if edge_p50[rt]), key=lambda rt: edge_p50[rt] or 0.0)
     keras_p50 = latency["cnn"]["keras"]["tf_function"]["p50_us"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ class KeyState:
     next_step: FloatArray | None = None
     forecast_version: int | None = None
     last_seq: int = -1
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class WindowStore:
