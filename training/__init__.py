@@ -6,6 +6,17 @@ importing this package is cheap.
 
 from __future__ import annotations
 
+from training.classify import train_classifier
+from training.config import ClassifierConfig, ForecasterConfig
 from training.errors import DataError, ExportError, TrainingError
+from training.forecast import train_forecaster
 
-__all__ = ["DataError", "ExportError", "TrainingError"]
+__all__ = [
+    "ClassifierConfig",
+    "DataError",
+    "ExportError",
+    "ForecasterConfig",
+    "TrainingError",
+    "train_classifier",
+    "train_forecaster",
+]

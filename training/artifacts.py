@@ -36,7 +36,7 @@ from training.export import (
     select_variant,
 )
 
-__all__ = ["export_variants", "reference_stats", "write_output"]
+__all__ = ["export_variants", "in_process_runtime", "reference_stats", "write_output"]
 
 MODEL_FILE = "model.tflite"
 _QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -76,7 +76,8 @@ def reference_stats(values: npt.ArrayLike, features: list[str]) -> dict[str, Any
     return {"n": int(flat.shape[0]), "features": stats}
 
 
-def _in_process_runtime() -> str:
+def in_process_runtime() -> str:
+    """The TFLite runtime used inside the trainer: ai-edge-litert if installed, else TensorFlow's."""
     # ai-edge-litert is what edge devices run and it coexists with TensorFlow in one process.
     runtimes = available_runtimes()
     return "ai_edge_litert" if "ai_edge_litert" in runtimes else "tensorflow"
@@ -106,7 +107,7 @@ def export_variants(
         ``(results, outputs by variant, keras single-window latency ms)``.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    runtime = _in_process_runtime()
+    runtime = in_process_runtime()
     keras_ms = keras_latency_ms(model, test_x[0])
     results: list[VariantResult] = []
     outputs: dict[str, npt.NDArray[np.float32]] = {}
@@ -169,7 +170,7 @@ def write_output(
     selected, why = select_variant(results)
     chosen = next(r for r in results if r.variant == selected)
     shutil.copyfile(chosen.path, out / MODEL_FILE)
-    probe = TFLiteRunner(out / MODEL_FILE, runtime=_in_process_runtime())  # type: ignore[arg-type]
+    probe = TFLiteRunner(out / MODEL_FILE, runtime=in_process_runtime())  # type: ignore[arg-type]
     metrics: dict[str, Any] = {
         "task": task,
         "keras": {**keras_metrics, "latency_ms_p50": keras_ms},

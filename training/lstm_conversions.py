@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamedge.contracts.runner import TFLiteRunner
+from training.artifacts import in_process_runtime
 from training.config import ForecasterConfig
 from training.export import check_runtimes, convert, runner_latency_ms
 from training.models import build_forecaster
@@ -79,7 +80,7 @@ def compare_conversions(
         entry: dict[str, Any] = {"converted": True, "size_bytes": len(data), "runtimes": statuses,
                                  "latency_ms_p50_by_runtime": runtime_ms}
         try:
-            runner = TFLiteRunner(path, runtime="tensorflow")
+            runner = TFLiteRunner(path, runtime=in_process_runtime())  # type: ignore[arg-type]
             got = runner.run(windows)
             entry["max_abs_diff"] = float(np.max(np.abs(got - expected)))
             entry["latency_ms_p50"] = runner_latency_ms(runner, windows[0])

@@ -104,7 +104,7 @@ def test_every_variant_matches_keras(trained: tuple[str, Path, dict[str, Any], n
     windows = ((raw - mean) / std).astype(np.float32)
     expected = np.asarray(keras.saving.load_model(out / "model.keras").predict(windows, verbose=0))
     for variant in VARIANTS:
-        got = TFLiteRunner(out / "variants" / f"{variant}.tflite", runtime="tensorflow").run(windows)
+        got = TFLiteRunner(out / "variants" / f"{variant}.tflite", runtime="ai_edge_litert").run(windows)
         tolerance = _INT8_TOLERANCE if variant == "int8" else (0.05 if variant != "float32" else 1e-4)
         np.testing.assert_allclose(got, expected, atol=tolerance, err_msg=variant)
     assert metrics["tflite"]["float32"][("accuracy" if task == "classify" else "mae")] == pytest.approx(
@@ -137,3 +137,13 @@ def test_lstm_conversion_routes_are_measured(trained: tuple[str, Path, dict[str,
     assert results["while_fixed_batch"]["max_abs_diff"] < 1e-4
     assert not results["while_dynamic"]["converted"]
     assert all(status != "ok" for status in results["select_tf_ops"]["runtimes"].values())
+
+
+def test_same_seed_repeats_the_run(trained: tuple[str, Path, dict[str, Any], np.ndarray], tmp_path: Path) -> None:
+    task, _, metrics, _ = trained
+    again, _ = FAMILIES[task](tmp_path)
+    assert again["history"] == metrics["history"]
+    def scores(result: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in result["keras"].items() if k != "latency_ms_p50"}
+
+    assert scores(again) == scores(metrics)
