@@ -64,6 +64,9 @@ class StreamWorker:
         self.follower = ModelFollower(self.processor, settings.model_dir, self.public_key, settings.runtime)
         self._update_offsets: dict[int, int] | None = None
         self._rebuilt: set[int] = set()
+        self._assigned: set[int] = set()
+        # Highest offset per partition whose results were produced (or that a rebuild covered).
+        self._done: dict[int, int] = {}
         self._last_monitor = 0.0
         self._topics = {name: getattr(self.layout, name) for name in
                         ("forecasts", "anomalies", "classifications", "dead_letters", "retrain_requests")}
@@ -137,15 +140,28 @@ class StreamWorker:
         app.page("/metrics")(metrics_page)
 
         async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-            revoked = args[0] if args else kwargs.get("revoked", ())
-            for tp in revoked:
-                if tp.topic == self.layout.readings:
-                    dropped = self.processor.store.drop_partition(tp.partition)
-                    self.metrics.keys_dropped.labels("revoked").inc(dropped)
-                    self._rebuilt.discard(tp.partition)
+            self._forget(args[0] if args else kwargs.get("revoked", ()), owned=False)
+
+        async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            self._forget(args[0] if args else kwargs.get("assigned", ()), owned=True)
 
         app.on_partitions_revoked.connect(on_revoked)
+        app.on_partitions_assigned.connect(on_assigned)
         return app
+
+    def _forget(self, tps: Any, owned: bool) -> None:
+        """Drop the state of ``tps`` (revoked, or assigned anew: rebuilt at its first event)."""
+        for tp in tps:
+            if tp.topic != self.layout.readings:
+                continue
+            dropped = self.processor.store.drop_partition(tp.partition)
+            self.metrics.keys_dropped.labels("revoked").inc(dropped)
+            self._rebuilt.discard(tp.partition)
+            self._done.pop(tp.partition, None)
+            if owned:
+                self._assigned.add(tp.partition)
+            else:
+                self._assigned.discard(tp.partition)
 
     async def _rebuild(self, partition: int, upto: int, first_ts: float) -> None:
         count = 0
@@ -155,24 +171,38 @@ class StreamWorker:
             count += len(chunk)
         self.metrics.rebuilt_readings.inc(count)
         self._rebuilt.add(partition)
+        self._done[partition] = upto - 1
         _log.info("partition %d: rebuilt windows from %d readings before offset %d", partition, count, upto)
 
     async def _handle(self, app: Any, events: list[Any]) -> None:
         batch: list[tuple[bytes | None, Source]] = []
         for event in events:
             message = event.message
+            if message.partition not in self._assigned:
+                # Buffered before a rebalance took the partition away: its new owner replays it
+                # from the committed offset, with state rebuilt to match.
+                continue
             batch.append((message.value, Source(message.topic, message.partition, message.offset,
                                                 message.timestamp, message.key)))
         for payload_source in batch:
             source = payload_source[1]
             if source.partition not in self._rebuilt:
                 await self._rebuild(source.partition, source.offset, source.timestamp)
+        # Offsets at or below what this worker already answered come back after a rebalance
+        # re-seek: they update state (a no-op when it holds them) but produce nothing again.
+        replayed = [item for item in batch if item[1].offset <= self._done.get(item[1].partition, -1)]
+        if replayed:
+            batch = [item for item in batch if item[1].offset > self._done.get(item[1].partition, -1)]
+            self.processor.process(replayed, emit=False)
+            self.metrics.redelivered.inc(len(replayed))
         outputs = self.processor.process(batch)
         now = time.time()
         if now - self._last_monitor >= _MONITOR_EVERY_S:
             self._last_monitor = now
             outputs.extend(self.processor.retrain_requests())
         await self._produce(app, outputs)
+        for _, source in batch:
+            self._done[source.partition] = source.offset
         self._record(app, batch, outputs)
 
     async def _produce(self, app: Any, outputs: list[Output]) -> None:

@@ -55,6 +55,8 @@ class StreamMetrics:
         self.keys_dropped = Counter(f"{p}_keys_dropped", "Keys dropped from state", ["cause"], registry=registry)
         self.rebuilt_readings = Counter(f"{p}_state_rebuild_readings", "Readings re-read to rebuild windows",
                                         registry=registry)
+        self.redelivered = Counter(f"{p}_redelivered", "Readings delivered again after a rebalance, already "
+                                   "answered: state only, no result", registry=registry)
         self.consumer_lag = Gauge(f"{p}_consumer_lag_messages", "Readings behind the partition's high watermark",
                                   ["partition"], registry=registry)
         for kind in ("forecasts", "anomalies", "classifications", "dead_letters", "retrain_requests"):

@@ -27,10 +27,11 @@ def _paced(kafka: KafkaSettings, topic: str, keys: int, seqs: int, seconds: floa
     chunks = 20
 
     def _run() -> None:
-        per_chunk = seqs // chunks
+        per_chunk = -(-seqs // chunks)
         for chunk in range(chunks):
             produce(kafka, topic, ((f"k{k}/s".encode(), reading(f"k{k}", seq))
-                                   for seq in range(chunk * per_chunk, (chunk + 1) * per_chunk) for k in range(keys)))
+                                   for seq in range(chunk * per_chunk, min(seqs, (chunk + 1) * per_chunk))
+                                   for k in range(keys)))
             time.sleep(seconds / chunks)
 
     thread = threading.Thread(target=_run, daemon=True)
@@ -127,3 +128,27 @@ def test_worker_refuses_to_start_without_its_models(kafka_settings: KafkaSetting
                  "--routes", '{"s": ["tiny-forecaster"]}'])
     assert code == 1
     assert "tiny-forecaster" in capsys.readouterr().err
+
+
+def test_rebalance_between_live_workers_loses_nothing_and_dead_letters_nothing(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout],
+        start_worker: Callable[..., WorkerProcess]) -> None:
+    layout = make_topics(3)
+    keys, seqs = 30, 150
+    app_id = f"app-{layout.prefix}"
+    first = start_worker(layout, app_id)
+    producer = _paced(kafka_settings, layout.readings, keys, seqs, seconds=10.0)
+    time.sleep(2.0)
+    second = start_worker(layout, app_id)  # joins the group: partitions move between live workers
+    time.sleep(3.0)
+    first.stop()  # leaves the group: the second takes every partition, rebuilding their windows
+    assert producer.is_alive(), "the stream ended before the second rebalance; the test proves nothing"
+    producer.join(timeout=60)
+    expected = keys * (seqs - TINY_WINDOW + 1)
+    forecasts = _forecast_keys(kafka_settings, layout, expected)
+    wanted = {f"forecast:tiny-forecaster:k{k}/s:{s}" for k in range(keys) for s in range(TINY_WINDOW - 1, seqs)}
+    lost = sorted(wanted - {f["idempotency_key"] for f in forecasts})
+    assert not lost, (lost[:20], first.log.read_text()[-3000:], second.log.read_text()[-3000:])
+    letters = consume_until(kafka_settings, [layout.dead_letters], lambda ms: False, timeout=3)
+    assert letters == []
+    assert second.metric("streamedge_stream_state_rebuild_readings_total") > 0
