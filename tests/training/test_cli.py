@@ -11,7 +11,7 @@ from streamedge.cli.main import main
 from streamedge.contracts.manifest import read_manifest
 from streamedge.contracts.signing import generate_keypair, load_public_key
 from streamedge.registry import ModelRegistry
-from tests.training.conftest import write_seasonal_csv, write_ts
+from tests.training.helpers import write_seasonal_csv, write_ts
 
 
 def test_train_forecaster_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

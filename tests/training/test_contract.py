@@ -12,7 +12,7 @@ import pytest
 
 from streamedge.contracts.manifest import read_manifest, verify_model_file
 from streamedge.contracts.runner import TFLiteRunner
-from tests.training.conftest import write_seasonal_csv, write_ts
+from tests.training.helpers import write_seasonal_csv, write_ts
 from training.classify import train_classifier
 from training.config import ClassifierConfig, ForecasterConfig
 from training.export import EDGE_RUNTIMES, VARIANTS

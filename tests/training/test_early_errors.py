@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.conftest import write_seasonal_csv, write_ts
+from tests.training.helpers import write_seasonal_csv, write_ts
 from training.classify import train_classifier
 from training.config import ClassifierConfig, ForecasterConfig
 from training.errors import DataError
