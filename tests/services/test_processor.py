@@ -161,3 +161,14 @@ def test_non_finite_model_output_is_dead_lettered(make_processor: Callable[..., 
     assert [record["reason"] for record, _, _ in letters] == ["non_finite_output"]
     assert letters[0][2] == huge[7]
     assert _by_topic(outputs, "forecasts") == []
+
+
+def test_retrain_request_when_rolling_error_exceeds_the_validation_error(
+        make_processor: Callable[..., Processor]) -> None:
+    processor = make_processor(mae_window=10, mae_factor=2.0, drift_window=1000)
+    noisy = [reading("d", s, value=sine(s) + (5.0 if s % 2 else -5.0)) for s in range(30)]
+    processor.process(_batch(noisy))
+    requests = [json.loads(o.value) for o in processor.retrain_requests()]
+    assert [r["trigger"] for r in requests] == ["error"]
+    assert requests[0]["rolling_mae"] > 2.0 * requests[0]["validation_mae"]
+    assert processor.metrics.retrain_requests.labels("tiny-forecaster", "error")._value.get() == 1
