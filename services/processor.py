@@ -48,7 +48,7 @@ class _Job:
     models: list[str]
     payload: bytes | None
     windows: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
-    outputs: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
+    outputs: dict[str, list[Any]] = field(default_factory=dict)
     failures: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
@@ -199,8 +199,9 @@ class Processor:
             if emit:
                 self.metrics.inference_seconds.labels(name).observe(time.perf_counter() - start)
                 self.metrics.batch_size.labels(name).observe(len(picked))
-            finite = np.isfinite(out.reshape(len(out), -1)).all(axis=1)
-            for job, row, ok in zip(picked, out, finite, strict=True):
+            finite = np.isfinite(out.reshape(len(out), -1)).all(axis=1).tolist()
+            # One conversion per batch: the per-reading code below works on plain floats.
+            for job, row, ok in zip(picked, out.tolist(), finite, strict=True):
                 if ok:
                     job.outputs[name] = row
                 else:
@@ -224,20 +225,20 @@ class Processor:
                 steps = job.outputs.get(name)
                 if steps is None:
                     continue
-                rows = steps.tolist()
-                job.state.pending[name] = PendingForecast(reading.seq, name, model.version, tuple(rows[0]))
+                job.state.pending[name] = PendingForecast(reading.seq, name, model.version, tuple(steps[0]))
                 if emit:
                     body = {"horizon": model.manifest.horizon, "features": model.manifest.features,
-                            "forecast": rows}
+                            "forecast": steps}
                     value = result("forecast", reading, job.source, name, model.version, body, now)
                     outputs.append(Output("forecasts", key, value, reading.ts))
             else:
                 probs = job.outputs.get(name)
                 if probs is None or not emit:
                     continue
-                best = int(np.argmax(probs))
-                body = {"label": model.manifest.class_labels[best], "probability": float(probs[best]),
-                        "probabilities": dict(zip(model.manifest.class_labels, probs.tolist(), strict=True)),
+                labels = model.manifest.class_labels
+                best = max(range(len(probs)), key=probs.__getitem__)
+                body = {"label": labels[best], "probability": probs[best],
+                        "probabilities": dict(zip(labels, probs, strict=True)),
                         "window": model.window}
                 value = result("classification", reading, job.source, name, model.version, body, now)
                 outputs.append(Output("classifications", key, value, reading.ts))
