@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from edge.buffer import Outbox
 
@@ -87,4 +89,24 @@ def test_sigkill_keeps_every_acknowledged_row(tmp_path: Path) -> None:
     values = [int(r.value) for r in box.peek(1_000_000)]
     assert values[: acknowledged + 1] == list(range(acknowledged + 1))
     assert box.stats().next_seq == len(values)
+    box.close()
+
+
+def test_agent_buffer_stays_bounded_while_offline(make_agent: Any, tmp_path: Path) -> None:
+    from edge.sources import IteratorSource
+    from streamedge.kafka.settings import KafkaSettings
+    from streamedge.kafka.topics import TopicLayout
+    from tests.edge.helpers import sine_readings
+
+    offline = KafkaSettings(bootstrap_servers="127.0.0.1:1")  # nothing listens there
+    agent = make_agent(IteratorSource(sine_readings(400)), offline, TopicLayout(), buffer_max_bytes=8192,
+                       drain_timeout_s=0.0, kafka_timeout_s=0.5)
+    assert agent.run() is False  # the source ended, the broker never came
+    registry = agent.metrics.registry
+    dropped = registry.get_sample_value("streamedge_edge_buffer_dropped_total", {"reason": "size"})
+    box = Outbox(tmp_path / "buffer.sqlite")
+    stats = box.stats()
+    assert stats.bytes <= 8192 and dropped == stats.dropped > 0
+    results = [json.loads(r.value) for r in box.peek(10_000) if r.topic.endswith("edge-results")]
+    assert [r["seq"] for r in results] == list(range(400 - 8 + 1 - len(results), 400 - 8 + 1))  # newest kept
     box.close()

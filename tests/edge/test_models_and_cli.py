@@ -174,3 +174,20 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
                             env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"})
     assert result.returncode == 0, result.stderr
     assert "streamedge-edge.service" not in result.stderr, result.stderr
+
+
+def test_python_m_edge_reads_stdin(tmp_path: Path, model_dir: Path, tiny_models: TinyModels) -> None:
+    lines = b"".join(p + b"\n" for p in sine_readings(12)) + b"not json\n"
+    done = subprocess.run(
+        [sys.executable, "-m", "edge", "--source", "stdin", "--model-dir", str(model_dir), "--public-key",
+         str(tiny_models.public_key), "--buffer-path", str(tmp_path / "b.sqlite"), "--metrics-port", "0",
+         "--model-updates", "false", "--bootstrap-servers", "127.0.0.1:1", "--kafka-timeout-s", "0.5",
+         "--drain-timeout-s", "0"],
+        input=lines, cwd=REPO, capture_output=True, timeout=120,
+    )
+    assert done.returncode == 3  # source ended, broker unreachable: results kept on disk
+    assert b'"reason": "bad_json"' in done.stderr
+    status = subprocess.run([sys.executable, "-m", "edge", "status", "--model-dir", str(model_dir), "--public-key",
+                             str(tiny_models.public_key), "--buffer-path", str(tmp_path / "b.sqlite")],
+                            cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(status.stdout)["buffer"]["next_seq"] == 12 - 8 + 1
