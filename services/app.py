@@ -24,6 +24,7 @@ from services.processor import Processor
 from services.rebuild import replay_before
 from services.records import Output, Source
 from services.settings import StreamSettings
+from services.shadow import ShadowSet
 from services.updates import ModelFollower, catch_up
 from streamedge.contracts.signing import load_public_key
 from streamedge.errors import ConfigError
@@ -61,6 +62,8 @@ class StreamWorker:
         self.models = ModelSet()
         self._load_local()
         self.processor = Processor(settings, self.models, self.metrics)
+        if settings.shadow:
+            self.processor.shadows = self._load_shadows()
         self.follower = ModelFollower(self.processor, settings.model_dir, self.public_key, settings.runtime)
         self._update_offsets: dict[int, int] | None = None
         self._rebuilt: set[int] = set()
@@ -81,6 +84,16 @@ class StreamWorker:
                 self.models.swap(model)
             except ModelRejectedError as exc:
                 _log.error("local %s not loaded: %s", folder, exc)
+
+    def _load_shadows(self) -> ShadowSet:
+        shadows = ShadowSet(self.registry, self.settings.mae_window)
+        for name, version in self.settings.shadow.items():
+            folder = self.settings.model_dir / name / str(version)
+            try:
+                shadows.add(load_model(folder, self.public_key, self.settings.runtime))
+            except ModelRejectedError as exc:
+                raise ConfigError(f"shadow candidate {name} v{version}: {exc}") from exc
+        return shadows
 
     def prepare(self) -> None:
         """Apply the model-updates topic as it is now, then insist every routed model is loaded.

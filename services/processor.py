@@ -33,6 +33,7 @@ from services.models import LoadedModel, ModelSet
 from services.monitor import ModelMonitor
 from services.records import Output, Source, dead_letter, result
 from services.settings import StreamSettings
+from services.shadow import ShadowSet
 from services.windows import KeyState, PendingForecast, WindowStore
 from streamedge.contracts.reading import Reading, Rejection, parse_reading
 from streamedge.errors import StreamedgeError
@@ -49,6 +50,7 @@ class _Job:
     payload: bytes | None
     windows: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
     outputs: dict[str, list[Any]] = field(default_factory=dict)
+    shadow: dict[str, list[Any]] = field(default_factory=dict)
     failures: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
@@ -72,6 +74,7 @@ class Processor:
         self.monitors: dict[str, ModelMonitor] = {}
         self._routes: dict[str, list[str]] = {}
         self._label_cache: dict[str, tuple[Any, Any]] = {}
+        self.shadows: ShadowSet | None = None
         for _name, model in models.items():
             self._watch(model)
 
@@ -199,6 +202,10 @@ class Processor:
             if emit:
                 self.metrics.inference_seconds.labels(name).observe(time.perf_counter() - start)
                 self.metrics.batch_size.labels(name).observe(len(picked))
+            if self.shadows is not None and name in self.shadows:
+                rows = self.shadows.run(name, batch, out)
+                for job, shadow_row in zip(picked, rows or [], strict=False):
+                    job.shadow[name] = shadow_row
             finite = np.isfinite(out.reshape(len(out), -1)).all(axis=1).tolist()
             # One conversion per batch: the per-reading code below works on plain floats.
             for job, row, ok in zip(picked, out.tolist(), finite, strict=True):
@@ -222,6 +229,8 @@ class Processor:
             monitor.add_input(reading.values)
             if model.manifest.task == "forecast":
                 self._score(job, model, monitor, now, outputs, emit)
+                if self.shadows is not None and name in self.shadows:
+                    self.shadows.observe(name, job.state, reading, job.shadow.get(name))
                 steps = job.outputs.get(name)
                 if steps is None:
                     continue

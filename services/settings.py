@@ -46,6 +46,8 @@ class StreamSettings(BaseSettings):
         retrain_min_interval_s: at most one retrain request per model per interval, seconds.
         smoke_windows: recent windows a new model version must run on before it serves.
         follow_updates: follow the model-updates topic for hot reloads.
+        shadow: model name -> candidate version (installed in ``model_dir``) run in shadow of the
+            active version: same windows, comparison exported as metrics, no results.
         runtime: TFLite runtime for :class:`~streamedge.contracts.runner.TFLiteRunner`.
     """
 
@@ -76,6 +78,7 @@ class StreamSettings(BaseSettings):
     retrain_min_interval_s: float = Field(default=3600.0, ge=0)
     smoke_windows: int = Field(default=16, ge=1)
     follow_updates: bool = True
+    shadow: dict[str, int] = Field(default_factory=dict)
     runtime: str = "auto"
 
     @model_validator(mode="after")

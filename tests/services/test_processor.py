@@ -172,3 +172,27 @@ def test_retrain_request_when_rolling_error_exceeds_the_validation_error(
     assert [r["trigger"] for r in requests] == ["error"]
     assert requests[0]["rolling_mae"] > 2.0 * requests[0]["validation_mae"]
     assert processor.metrics.retrain_requests.labels("tiny-forecaster", "error")._value.get() == 1
+
+
+def test_shadow_candidate_sees_the_same_windows_and_is_compared(make_processor: Callable[..., Processor],
+                                                                tiny_models: TinyModels) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from services.shadow import ShadowSet
+
+    processor = make_processor()
+    registry = CollectorRegistry()
+    shadows = ShadowSet(registry, mae_window=500)
+    key = load_public_key(tiny_models.public_key)
+    shadows.add(load_model(tiny_models.forecaster, key))
+    shadows.add(load_model(tiny_models.classifier, key))
+    processor.shadows = shadows
+    outputs = processor.process(_batch([reading(f"d{d}", s) for s in range(20) for d in range(2)]))
+    assert {o.topic for o in outputs} == {"forecasts", "classifications"}
+    value = registry.get_sample_value
+    assert value("streamedge_stream_shadow_version", {"model": "tiny-forecaster"}) == 1
+    assert value("streamedge_stream_shadow_forecast_diff", {"model": "tiny-forecaster"}) == 0.0
+    assert value("streamedge_stream_shadow_agreement", {"model": "tiny-classifier"}) == 1.0
+    active_mae = processor.metrics.forecast_mae.labels("tiny-forecaster")._value.get()
+    assert active_mae > 0
+    assert value("streamedge_stream_shadow_forecast_mae", {"model": "tiny-forecaster"}) == pytest.approx(active_mae)
