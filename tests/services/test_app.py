@@ -1,0 +1,41 @@
+"""Worker wiring that needs no broker: settings checks, local models, shadow candidates, the Faust app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from services.app import StreamWorker
+from services.settings import StreamSettings
+from streamedge.errors import ConfigError
+from streamedge.kafka.settings import KafkaSettings
+from tests.model_factory import TinyModels
+from tests.services.conftest import ROUTES
+
+
+def _settings(model_dir: Path, tiny_models: TinyModels, **extra: object) -> StreamSettings:
+    return StreamSettings(model_dir=model_dir, public_key=tiny_models.public_key, routes=ROUTES,
+                          data_dir=model_dir.parent / "faust", **extra)  # type: ignore[arg-type]
+
+
+def test_worker_loads_local_models_and_shadow_candidates(model_dir: Path, tiny_models: TinyModels) -> None:
+    registry = CollectorRegistry()
+    worker = StreamWorker(_settings(model_dir, tiny_models, shadow={"tiny-forecaster": 1}), KafkaSettings(),
+                          registry)
+    assert worker.models.describe() == {"tiny-forecaster": 1, "tiny-classifier": 1}
+    assert worker.processor.shadows is not None and "tiny-forecaster" in worker.processor.shadows
+    assert registry.get_sample_value("streamedge_stream_shadow_version", {"model": "tiny-forecaster"}) == 1
+    app = worker.create_app()
+    assert app.conf.id == "streamedge-stream" and "readings" in {agent.name.split(".")[-1]
+                                                                  for agent in app.agents.values()}
+
+
+def test_worker_settings_errors_are_one_line(model_dir: Path, tiny_models: TinyModels) -> None:
+    with pytest.raises(ConfigError, match="public key"):
+        StreamWorker(StreamSettings(routes=ROUTES), KafkaSettings())
+    with pytest.raises(ConfigError, match="no routes"):
+        StreamWorker(StreamSettings(public_key=tiny_models.public_key), KafkaSettings())
+    with pytest.raises(ConfigError, match="shadow candidate tiny-forecaster v7"):
+        StreamWorker(_settings(model_dir, tiny_models, shadow={"tiny-forecaster": 7}), KafkaSettings())
