@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     option(parser, "--out", type=Path, required=True, help="JSON file to write the figures to")
     option(parser, "--keys", type=int, default=100, help="distinct device/stream keys")
     option(parser, "--batch-sizes", default="32,256", help="micro-batch sizes to compare (the last is the headline)")
+    option(parser, "--extra-strides", default="4",
+           help="classification strides also run at the last batch size (the headline uses stride 1)")
     option(parser, "--batch-wait", type=float, default=0.02, help="micro-batch wait, seconds")
     option(parser, "--latency-seconds", type=float, default=6.0, help="duration of each half-rate latency run")
     option(parser, "--naive-messages", type=int, default=150, help="readings for the per-message Keras floor")
@@ -217,11 +219,12 @@ def run(args: argparse.Namespace) -> int:
     batch_sizes = [int(b) for b in str(args.batch_sizes).split(",")]
     routes = json.dumps({"s": ["tiny-forecaster", "tiny-classifier"]})
 
-    def pipeline(batch: int, port: int = 16999) -> Any:
+    def pipeline(batch: int, port: int = 16999, stride: int = 1) -> Any:
         def _start(layout: Any) -> subprocess.Popen[bytes]:
             worker_env = {**env, "STREAMEDGE_STREAM_APP_ID": f"{layout.prefix}app",
                           "STREAMEDGE_STREAM_DATA_DIR": str(bench.work / "faust"),
-                          "STREAMEDGE_STREAM_BATCH_WAIT_S": str(args.batch_wait)}
+                          "STREAMEDGE_STREAM_BATCH_WAIT_S": str(args.batch_wait),
+                          "STREAMEDGE_STREAM_CLASSIFY_STRIDE": str(stride)}
             cmd = [python, "-m", "streamedge.cli.main", "--log-level", "WARNING", "stream", "worker",
                    "--bootstrap-servers", bench.kafka.bootstrap_servers, "--topic-prefix", layout.prefix,
                    "--model-dir", str(model_dir), "--public-key", str(public_key), "--routes", routes,
@@ -253,11 +256,14 @@ def run(args: argparse.Namespace) -> int:
         "passthrough + changelog table", layout, lambda lay: passthrough(lay, "table"), keys * per_key, keys, per_key)
 
     tradeoff = []
-    for batch in batch_sizes:
+    strides = [int(x) for x in str(args.extra_strides).split(",") if x.strip()]
+    configs = [(b, 1) for b in batch_sizes[:-1]] + [(batch_sizes[-1], x) for x in strides] + [(batch_sizes[-1], 1)]
+    for batch, stride in configs:
         layout = bench.layout()
         bench.fill(layout, keys, per_key)
-        figures = bench.measure(f"pipeline batch={batch}", layout, pipeline(batch), expected, keys, per_key)
-        tradeoff.append({"batch_size": batch, "batch_wait_s": args.batch_wait, **figures})
+        figures = bench.measure(f"pipeline batch={batch} stride={stride}", layout, pipeline(batch, stride=stride),
+                                expected, keys, per_key)
+        tradeoff.append({"batch_size": batch, "batch_wait_s": args.batch_wait, "classify_stride": stride, **figures})
     report["pipeline"] = {**tradeoff[-1]}
     report["batch_tradeoff"] = tradeoff
 
