@@ -14,7 +14,7 @@ import signal
 import threading
 from typing import Any
 
-from streamedge.cli.common import add_kafka_options, kafka_settings, topic_layout
+from streamedge.cli.common import add_kafka_options, build_settings, kafka_settings, topic_layout
 from streamedge.cli.options import option
 
 __all__ = ["register"]
@@ -57,17 +57,10 @@ def register(subparsers: Any) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from pydantic import ValidationError
-
     from edge.settings import EdgeSettings
-    from streamedge.errors import ConfigError
 
     values = {name: getattr(args, name) for name in EdgeSettings.model_fields if getattr(args, name, None) is not None}
-    try:
-        return EdgeSettings(**values)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'edge'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid edge settings: {problems}") from exc
+    return build_settings(EdgeSettings, "edge", **values)
 
 
 def _store(settings: Any) -> Any:

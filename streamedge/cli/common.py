@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from streamedge.cli.options import option
 from streamedge.errors import ConfigError
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 
-__all__ = ["add_kafka_options", "add_state_dir_option", "kafka_settings", "topic_layout"]
+__all__ = ["add_kafka_options", "add_state_dir_option", "build_settings", "kafka_settings", "topic_layout"]
+
+_S = TypeVar("_S", bound=BaseModel)
 
 
 def add_kafka_options(parser: argparse.ArgumentParser) -> None:
@@ -23,15 +25,24 @@ def add_kafka_options(parser: argparse.ArgumentParser) -> None:
     option(parser, "--topic-prefix", default="streamedge.", help="prefix of every topic name")
 
 
+def build_settings(cls: type[_S], what: str, **values: Any) -> _S:
+    """``cls(**values)`` (a pydantic-settings class, which adds its env vars), every problem in one line.
+
+    Raises:
+        ConfigError: ``invalid <what> settings: field: problem; ...``.
+    """
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or what}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid {what} settings: {problems}") from exc
+
+
 def kafka_settings(args: argparse.Namespace) -> KafkaSettings:
     """KafkaSettings from the flags, the ``[kafka]`` config table and ``STREAMEDGE_KAFKA_*`` env vars."""
     table: dict[str, Any] = dict(getattr(args, "config_data", {}).get("kafka", {}))
     table["bootstrap_servers"] = args.bootstrap_servers
-    try:
-        return KafkaSettings(**table)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'kafka'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid Kafka settings: {problems}") from exc
+    return build_settings(KafkaSettings, "Kafka", **table)
 
 
 def topic_layout(args: argparse.Namespace) -> TopicLayout:
