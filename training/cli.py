@@ -53,6 +53,7 @@ def register(subparsers: Any) -> None:
     _common(fc)
     fc.set_defaults(handler=_forecaster)
     _register_study(commands)
+    _register_watch(commands)
 
 
 def _register_study(commands: Any) -> None:
@@ -67,6 +68,79 @@ def _register_study(commands: Any) -> None:
     option(study, "--id-column", default=None, env="STREAMEDGE_TRAIN_ID_COLUMN", help="series id column")
     option(study, "--json", type=Path, default=None, env="STREAMEDGE_TRAIN_JSON", help="also write the figures here")
     study.set_defaults(handler=_lstm_conversions)
+
+
+def _register_watch(commands: Any) -> None:
+    watch = commands.add_parser(
+        "watch", help="retrainer service: answer retrain requests with validated, promoted models",
+        description="Consume the retrain-requests topic in a consumer group; for a forecaster, replay recent "
+                    "history of its routed streams, retrain with the active version's hyperparameters, gate "
+                    "(TFLite parity, champion/challenger on held-out newest readings), register, promote and "
+                    "announce on the model-updates topic. Classifier requests are recorded as needing labels.")
+    option(watch, "--registry", type=Path, required=True, env="STREAMEDGE_TRAIN_REGISTRY", help="model registry folder")
+    option(watch, "--signing-key", type=Path, required=True, env="STREAMEDGE_TRAIN_SIGNING_KEY",
+           help="Ed25519 private key (PEM) for new versions")
+    option(watch, "--public-key", type=Path, required=True, env="STREAMEDGE_TRAIN_PUBLIC_KEY",
+           help="Ed25519 public key (PEM) the active versions are verified with")
+    option(watch, "--routes", required=True, env="STREAMEDGE_TRAIN_ROUTES",
+           help='stream name -> model names, JSON, as the stream worker takes it: {"s": ["m"]}')
+    option(watch, "--history", type=int, default=2000, env="STREAMEDGE_TRAIN_HISTORY",
+           help="newest readings replayed per device/stream key")
+    option(watch, "--holdout-fraction", type=float, default=0.2, env="STREAMEDGE_TRAIN_HOLDOUT_FRACTION",
+           help="newest share of each key held out for the champion/challenger comparison")
+    option(watch, "--min-improvement", type=float, default=0.02, env="STREAMEDGE_TRAIN_MIN_IMPROVEMENT",
+           help="relative held-out MAE improvement over the active version needed to promote")
+    option(watch, "--min-interval-s", type=float, default=600.0, env="STREAMEDGE_TRAIN_MIN_INTERVAL_S",
+           help="at most one retrain per model per interval, seconds")
+    option(watch, "--epochs", type=int, default=None, env="STREAMEDGE_TRAIN_EPOCHS",
+           help="cap on the stored maximum epochs")
+    option(watch, "--group-id", default="streamedge-retrainer", env="STREAMEDGE_TRAIN_GROUP_ID",
+           help="Kafka consumer group")
+    option(watch, "--work-dir", type=Path, default=Path(".streamedge/retrain"), env="STREAMEDGE_TRAIN_WORK_DIR",
+           help="scratch folder for candidates")
+    option(watch, "--max-requests", type=int, default=None, env="STREAMEDGE_TRAIN_MAX_REQUESTS",
+           help="exit after handling this many requests (default: run until interrupted)")
+    option(watch, "--metrics-port", type=int, default=0, env="STREAMEDGE_TRAIN_METRICS_PORT",
+           help="serve Prometheus /metrics on this port (0: off)")
+    option(watch, "--no-progress", action="store_true", env="STREAMEDGE_TRAIN_NO_PROGRESS", help="hide progress bars")
+    add_kafka_options(watch)
+    watch.set_defaults(handler=_watch)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    import json
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from streamedge.cli.common import topic_layout
+    from streamedge.contracts.signing import load_private_key, load_public_key
+    from streamedge.registry import ModelRegistry
+    from training.retrain import Retrainer, RetrainMetrics, RetrainPolicy, serve
+
+    try:
+        routes = json.loads(args.routes)
+    except ValueError as exc:
+        raise ConfigError(f"--routes is not JSON: {exc}") from exc
+    if not isinstance(routes, dict) or not all(
+            isinstance(v, list) and all(isinstance(n, str) for n in v) for v in routes.values()):
+        raise ConfigError('--routes must map stream names to lists of model names, e.g. {"s": ["m"]}')
+    policy = RetrainPolicy(history=args.history, holdout_fraction=args.holdout_fraction,
+                           min_improvement=args.min_improvement, min_interval_s=args.min_interval_s,
+                           epochs=args.epochs)
+    registry = CollectorRegistry()
+    if args.metrics_port:
+        start_http_server(args.metrics_port, registry=registry)
+    retrainer = Retrainer(ModelRegistry(args.registry), load_private_key(args.signing_key),
+                          load_public_key(args.public_key), kafka_settings(args), topic_layout(args), routes,
+                          args.work_dir, policy, RetrainMetrics(registry), progress=not args.no_progress)
+    try:
+        outcomes = serve(retrainer, args.group_id, max_requests=args.max_requests)
+    except KeyboardInterrupt:
+        return 0
+    for outcome in outcomes:
+        print(json.dumps(outcome.to_dict()))
+    return 0
 
 
 def _lstm_conversions(args: argparse.Namespace) -> int:
