@@ -1,8 +1,8 @@
 """The framework ceiling: a Faust agent that decodes, re-encodes and produces each reading, no model.
 
 Same consumption and delivery contract as the real worker (micro-batches via ``take_events``,
-results acknowledged by the broker before the batch's offsets become committable), so the
-comparison isolates what the models, windows and scoring cost. Run as
+an event's offset committable only once the broker acknowledged its batch's results, up to 4
+batches in flight), so the comparison isolates what the models, windows and scoring cost. Run as
 ``python -m benchmarks.stream_passthrough BOOTSTRAP PREFIX APP_ID BATCH WAIT_S [table]``.
 
 With ``table`` the agent also writes each reading into a Faust table (memory store, changelog
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import deque
 from typing import Any
 
 __all__ = ["main"]
@@ -38,10 +39,19 @@ def main(argv: list[str]) -> int:
     table = app.Table("windows", default=list, partitions=layout.partitions, key_type=str,
                       value_type=list, use_partitioner=True) if with_table else None
 
+    inflight: deque[asyncio.Future[None]] = deque()
+
+    async def settle(events: list[Any], pending: list[Any]) -> None:
+        if pending:
+            await asyncio.gather(*pending)
+        for event in events:
+            event.ack()
+
     async def passthrough(stream: Any) -> None:
         async for events in stream.take_events(batch, within=wait):
             pending = []
             for event in events:
+                event.message.incref()
                 parsed = parse_reading(event.message.value)
                 if isinstance(parsed, Reading):
                     if table is not None:
@@ -51,8 +61,9 @@ def main(argv: list[str]) -> int:
                     value = parsed.to_json()
                     pending.append(await app.producer.send(layout.forecasts, event.message.key, value,
                                                            None, None, None))
-            if pending:
-                await asyncio.gather(*pending)
+            inflight.append(asyncio.ensure_future(settle(events, pending)))
+            while len(inflight) > 4 or (inflight and inflight[0].done()):
+                await inflight.popleft()
 
     app.agent(readings, name="passthrough")(passthrough)
     faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()

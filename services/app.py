@@ -1,10 +1,11 @@
 """The Faust app: readings in, micro-batched inference, results and dead letters out, /metrics.
 
 At-least-once: the agent reads micro-batches with ``stream.take_events(batch_size,
-within=batch_wait_s)``; Faust acks a batch's events (making their offsets committable) only
-when the loop body returns, and the body returns only after the broker acknowledged every
-message the batch produced. A crash before that replays the batch; results carry idempotency
-keys so consumers drop the duplicates.
+within=batch_wait_s)``. Each event is held (an extra reference) until the broker acknowledged
+every message its batch produced; only then is its final ack given, which makes its offset
+committable (Faust commits up to the first offset not yet acked, per partition). Up to
+``_MAX_INFLIGHT`` batches await acknowledgement while the next one is processed. A crash replays
+every uncommitted reading; results carry idempotency keys so consumers drop the duplicates.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,8 @@ __all__ = ["StreamWorker"]
 _log = logging.getLogger(__name__)
 # How often the agent checks the error/drift monitors, seconds.
 _MONITOR_EVERY_S = 5.0
+# Batches whose results may be awaiting broker acknowledgement at once (bounds memory).
+_MAX_INFLIGHT = 4
 
 
 class StreamWorker:
@@ -70,6 +74,7 @@ class StreamWorker:
         self._assigned: set[int] = set()
         # Highest offset per partition whose results were produced (or that a rebuild covered).
         self._done: dict[int, int] = {}
+        self._inflight: deque[asyncio.Future[None]] = deque()
         self._last_monitor = 0.0
         self._topics = {name: getattr(self.layout, name) for name in
                         ("forecasts", "anomalies", "classifications", "dead_letters", "retrain_requests")}
@@ -213,18 +218,29 @@ class StreamWorker:
         if now - self._last_monitor >= _MONITOR_EVERY_S:
             self._last_monitor = now
             outputs.extend(self.processor.retrain_requests())
-        await self._produce(app, outputs)
+        # Hold every event of the batch: ``take_events`` acks them when this body returns, but
+        # the final ack (which makes an offset committable) waits until the broker acknowledged
+        # every message the batch produced. Batches overlap: the next one is processed while
+        # this one's acknowledgements are on their way.
+        for event in events:
+            event.message.incref()
+        pending = [await app.producer.send(self._topics[o.topic], o.key, o.value, None, None, None)
+                   for o in outputs]
         for _, source in batch:
             self._done[source.partition] = source.offset
-        self._record(app, batch, outputs)
+        self._inflight.append(asyncio.ensure_future(self._settle(app, events, pending, batch, outputs)))
+        while len(self._inflight) > _MAX_INFLIGHT or (self._inflight and self._inflight[0].done()):
+            await self._inflight.popleft()
 
-    async def _produce(self, app: Any, outputs: list[Output]) -> None:
-        pending = []
-        for output in outputs:
-            pending.append(await app.producer.send(self._topics[output.topic], output.key, output.value,
-                                                   None, None, None))
+    async def _settle(self, app: Any, events: list[Any], pending: list[Any],
+                      batch: list[tuple[bytes | None, Source]], outputs: list[Output]) -> None:
+        # A failed send raises here and crashes the agent: its events stay unacked, so their
+        # offsets are never committed and the readings are processed again after the restart.
         if pending:
             await asyncio.gather(*pending)
+        for event in events:
+            event.ack()
+        self._record(app, batch, outputs)
 
     def _record(self, app: Any, batch: list[tuple[bytes | None, Source]], outputs: list[Output]) -> None:
         done = time.time()
