@@ -20,6 +20,7 @@ The first ``window - 1`` readings of a key fill its window and produce no result
 from __future__ import annotations
 
 import fnmatch
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -261,6 +262,8 @@ class Processor:
         actual = job.reading.values
         residual = [a - f for a, f in zip(actual, pending.values, strict=True)]
         worst = max(abs(r) for r in residual)
+        if not math.isfinite(worst):
+            return  # values near the float limit overflow the difference: nothing to score
         monitor.add_error(sum(abs(r) for r in residual) / len(residual))
         if not emit:
             return

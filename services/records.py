@@ -21,6 +21,10 @@ from streamedge.contracts.reading import Reading
 
 __all__ = ["Output", "Source", "dead_letter", "idempotency_key", "parse_dead_letter", "result"]
 
+# One compact encoder for every record: ``json.dumps(..., separators=...)`` builds a new encoder
+# per call, which costs as much as encoding a small record.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
 
 @dataclass(frozen=True, slots=True)
 class Source:
@@ -76,7 +80,7 @@ def result(kind: str, reading: Reading, source: Source, model: str, version: int
         "produced_at": produced_at,
         **body,
     }
-    return json.dumps(record, separators=(",", ":")).encode()
+    return _encode(record).encode()
 
 
 def dead_letter(payload: bytes | None, source: Source, reason: str, detail: str, failed_at: float) -> bytes:
@@ -90,7 +94,7 @@ def dead_letter(payload: bytes | None, source: Source, reason: str, detail: str,
         "original": base64.b64encode(payload).decode() if payload is not None else None,
         "failed_at": failed_at,
     }
-    return json.dumps(record, separators=(",", ":")).encode()
+    return _encode(record).encode()
 
 
 def parse_dead_letter(value: bytes) -> tuple[dict[str, Any], bytes | None, bytes | None]:
