@@ -284,12 +284,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _active_keys(bench: _Bench, start: Any, keys: int) -> dict[str, Any]:
-    """RSS with ``keys`` active keys, after one and after two full windows per key."""
+    """RSS with ``keys`` active keys after one, two and three full windows per key."""
     layout = bench.layout()
     proc = start(layout)
     try:
         figures: dict[str, Any] = {"keys": keys}
-        for rounds in (1, 2):
+        for rounds in (1, 2, 3):
             bench.fill(layout, keys, _WINDOW, first_seq=(rounds - 1) * _WINDOW)
             want = keys * (_WINDOW * rounds - _WINDOW + 1)
             got = bench.collect(layout.forecasts, want, timeout=300)
