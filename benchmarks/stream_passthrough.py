@@ -33,7 +33,8 @@ def main(argv: list[str]) -> int:
     layout = TopicLayout(prefix=prefix)
     app = faust.App(app_id, broker=kafka.faust_broker_url(), broker_credentials=kafka.faust_credentials(),
                     store="memory://", web_enabled=False, consumer_auto_offset_reset="earliest",
-                    autodiscover=False, producer_acks=-1, datadir=f".streamedge/bench/{app_id}")
+                    autodiscover=False, producer_acks=-1, producer_max_batch_size=512 * 1024,
+                    datadir=f".streamedge/bench/{app_id}")
     readings = app.topic(layout.readings, key_serializer="raw", value_serializer="raw")
     with_table = len(argv) > 5 and argv[5] == "table"
     table = app.Table("windows", default=list, partitions=layout.partitions, key_type=str,

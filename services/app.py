@@ -40,6 +40,7 @@ _log = logging.getLogger(__name__)
 _MONITOR_EVERY_S = 5.0
 # Batches whose results may be awaiting broker acknowledgement at once (bounds memory).
 _MAX_INFLIGHT = 4
+_PRODUCER_BATCH_BYTES = 512 * 1024
 
 
 class StreamWorker:
@@ -136,6 +137,9 @@ class StreamWorker:
             broker_session_timeout=s.session_timeout_s,
             broker_heartbeat_interval=s.session_timeout_s / 5,
             producer_acks=-1,
+            # A micro-batch produces its results in one burst; 16 KiB batches (the default) made
+            # that burst wait on several broker round trips per partition.
+            producer_max_batch_size=_PRODUCER_BATCH_BYTES,
             autodiscover=False,
         )
         readings = app.topic(self.layout.readings, key_serializer="raw", value_serializer="raw")
