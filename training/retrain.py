@@ -69,6 +69,7 @@ OUTCOMES: Final = ("promoted", "rejected", "stale", "rate_limited", "needs_label
 # A retrain takes minutes; the consumer must not be thrown out of its group meanwhile.
 _MAX_POLL_INTERVAL_MS: Final = 3_600_000
 _KEPT_OUTCOMES: Final = 1000
+_METADATA_TIMEOUT_S: Final = 30.0
 
 
 class RetrainError(TrainingError):
@@ -190,7 +191,11 @@ class Retrainer:
         self._last_attempt: dict[str, float] = {}
 
     def handle(self, payload: bytes | None) -> RetrainOutcome:
-        """Handle one request message end to end; never raises for a bad request or a failed retrain."""
+        """Handle one request message end to end.
+
+        Never raises for a bad request or a failed retrain: every case ends in an outcome, so the
+        consumer commits and a poison request cannot stop the service.
+        """
         try:
             model, version, trigger = parse_request(payload)
         except RetrainError as exc:
@@ -199,6 +204,9 @@ class Retrainer:
             outcome = self._handle(model, version, trigger)
         except (StreamedgeError, OSError, ValueError) as exc:
             outcome = RetrainOutcome(model, version, "failed", f"{type(exc).__name__}: {exc}", trigger)
+        except Exception as exc:  # TensorFlow raises many types; one bad retrain must not stop the service
+            _log.exception("retrain %s v%d crashed", model, version)
+            outcome = RetrainOutcome(model, version, "failed", f"unexpected {type(exc).__name__}: {exc}", trigger)
         return self._done(outcome)
 
     def _done(self, outcome: RetrainOutcome) -> RetrainOutcome:
@@ -320,10 +328,20 @@ def serve(retrainer: Retrainer, group_id: str, max_requests: int | None = None, 
 
     outcomes: deque[RetrainOutcome] = deque(maxlen=_KEPT_OUTCOMES)
     handled = 0
-    consumer = KafkaConsumer(retrainer.layout.retrain_requests, group_id=group_id, enable_auto_commit=False,
-                             auto_offset_reset="earliest", max_poll_records=1,
-                             max_poll_interval_ms=_MAX_POLL_INTERVAL_MS, **retrainer.kafka.kafka_python_config())
+    topic = retrainer.layout.retrain_requests
+    consumer = KafkaConsumer(group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+                             max_poll_records=1, max_poll_interval_ms=_MAX_POLL_INTERVAL_MS,
+                             **retrainer.kafka.kafka_python_config())
     try:
+        # Subscribing before the client knows the topic's partitions joins the group with no
+        # assignment until the next metadata refresh (minutes): fetch them first.
+        deadline = time.monotonic() + _METADATA_TIMEOUT_S
+        while not consumer.partitions_for_topic(topic):
+            if time.monotonic() > deadline:
+                raise RetrainError(f"topic {topic!r} has no partitions after {_METADATA_TIMEOUT_S:g} s; "
+                                   "create the topics first ('streamedge kafka topics')")
+            time.sleep(0.5)
+        consumer.subscribe([topic])
         while not (stop is not None and stop.is_set()) and (max_requests is None or handled < max_requests):
             for tp, records in consumer.poll(timeout_ms=int(poll_s * 1000)).items():
                 for record in records:
