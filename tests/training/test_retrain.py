@@ -70,10 +70,11 @@ def _registry(root: Path, champion: Champion) -> ModelRegistry:
     return registry
 
 
-def _produce_regime_b(kafka: KafkaSettings, layout: TopicLayout, n: int = 200) -> None:
+def _produce_regime_b(kafka: KafkaSettings, layout: TopicLayout, start: int = 0, stop: int = 200) -> None:
+    """Readings ``start`` to ``stop - 1`` of every device in regime B."""
     produce(kafka, layout.readings, [
-        (f"d{d}/s".encode(), reading(f"d{d}", seq, float(value)))
-        for d in range(_DEVICES) for seq, value in enumerate(_regime(n, _LEVEL_B, 100 + d))])
+        (f"d{d}/s".encode(), reading(f"d{d}", seq, float(_regime(stop, _LEVEL_B, 100 + d)[seq])))
+        for d in range(_DEVICES) for seq in range(start, stop)])
 
 
 def _request(version: int, model: str = NAME) -> bytes:
@@ -218,6 +219,17 @@ def test_drift_in_a_running_worker_is_retrained_and_hot_reloaded(
                 break
             time.sleep(0.5)
         assert worker.metric("streamedge_stream_model_version", f'model="{NAME}"') == 2, worker.log.read_text()[-3000:]
+        assert worker.proc.pid == pid and worker.proc.poll() is None
+        # v2 learnt regime B: once its own monitor has a full window, the drift is gone.
+        assert worker.metric("streamedge_stream_input_drift_z", f'model="{NAME}"') > 3
+        _produce_regime_b(kafka_settings, layout, 200, 260)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if worker.metric("streamedge_stream_input_drift_z", f'model="{NAME}"') < 1:
+                break
+            time.sleep(0.5)
+        assert worker.metric("streamedge_stream_input_drift_z", f'model="{NAME}"') < 1
+        assert worker.metric("streamedge_stream_retrain_requests_total", f'model="{NAME}",trigger="drift"') == 1
         assert worker.proc.pid == pid and worker.proc.poll() is None
     finally:
         worker.stop()
