@@ -65,13 +65,25 @@ class ModelMonitor:
         """Largest per-feature drift z score, or None until ``drift_window`` inputs are seen."""
         if len(self._inputs) < self.drift_window:
             return None
-        ref = self.manifest.reference_stats
-        mean = np.asarray(ref.get("mean", self.manifest.normalisation["mean"]), dtype=np.float64)
-        std = np.asarray(ref.get("std", self.manifest.normalisation["std"]), dtype=np.float64)
+        mean, std = self._reference()
         rolling: npt.NDArray[np.float64] = np.asarray(self._inputs, dtype=np.float64).mean(axis=0)
         if rolling.shape != mean.shape:
             return None
         return float(np.max(np.abs(rolling - mean) / np.maximum(std, 1e-12)))
+
+    def _reference(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Per-feature reference mean and std: the trainer's ``reference_stats`` layout
+        (``{"features": {name: {"mean", "std", ...}}}``), a flat ``{"mean": [...], "std": [...]}``,
+        else the normalisation statistics (also training-data statistics)."""
+        ref = self.manifest.reference_stats
+        per_feature = ref.get("features")
+        if isinstance(per_feature, dict) and all(name in per_feature for name in self.manifest.features):
+            mean = [per_feature[name]["mean"] for name in self.manifest.features]
+            std = [per_feature[name]["std"] for name in self.manifest.features]
+        else:
+            mean = ref.get("mean", self.manifest.normalisation["mean"])
+            std = ref.get("std", self.manifest.normalisation["std"])
+        return np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
 
     def check(self, now: float) -> dict[str, Any] | None:
         """A retrain request body if a rule fires and the rate limit allows, else None."""

@@ -196,3 +196,16 @@ def test_shadow_candidate_sees_the_same_windows_and_is_compared(make_processor: 
     active_mae = processor.metrics.forecast_mae.labels("tiny-forecaster")._value.get()
     assert active_mae > 0
     assert value("streamedge_stream_shadow_forecast_mae", {"model": "tiny-forecaster"}) == pytest.approx(active_mae)
+
+
+def test_drift_reference_reads_the_trainers_per_feature_layout(tiny_models: TinyModels) -> None:
+    from services.monitor import ModelMonitor
+
+    manifest = load_model(tiny_models.forecaster, load_public_key(tiny_models.public_key)).manifest
+    trained = manifest.replace(reference_stats={"n": 10, "features": {"value": {"mean": 100.0, "std": 2.0}}})
+    monitor = ModelMonitor(trained, mae_window=10, drift_window=10, mae_factor=2.0, drift_z=3.0, min_interval_s=0)
+    for _ in range(10):
+        monitor.add_input((110.0,))
+    assert monitor.drift_z_score() == pytest.approx(5.0)
+    request = monitor.check(now=1.0)
+    assert request is not None and request["trigger"] == "drift"
