@@ -36,7 +36,7 @@ from streamedge.kafka.topics import TopicLayout
 __all__ = ["StreamWorker"]
 
 _log = logging.getLogger(__name__)
-# How often the agent checks the error/drift monitors, seconds.
+# How often a timer checks the error/drift monitors and publishes due retrain requests, seconds.
 _MONITOR_EVERY_S = 5.0
 # Batches whose results may be awaiting broker acknowledgement at once (bounds memory).
 _MAX_INFLIGHT = 4
@@ -76,7 +76,6 @@ class StreamWorker:
         # Highest offset per partition whose results were produced (or that a rebuild covered).
         self._done: dict[int, int] = {}
         self._inflight: deque[asyncio.Future[None]] = deque()
-        self._last_monitor = 0.0
         self._topics = {name: getattr(self.layout, name) for name in
                         ("forecasts", "anomalies", "classifications", "dead_letters", "retrain_requests")}
 
@@ -150,6 +149,16 @@ class StreamWorker:
 
         app.agent(readings, name="readings")(process_readings)
 
+        async def check_monitors() -> None:
+            # On a timer, not per batch: drift must be noticed even when the readings stop.
+            requests = self.processor.retrain_requests()
+            for output in requests:
+                await app.producer.send_and_wait(self._topics[output.topic], output.key, output.value, None, None, None)
+            if requests:
+                self.metrics.results.labels("retrain_requests").inc(len(requests))
+
+        app.timer(interval=_MONITOR_EVERY_S, name="check_monitors")(check_monitors)
+
         async def follow_models() -> None:
             if s.follow_updates:
                 await self.follower.follow(self.kafka, self.layout.model_updates, self._update_offsets)
@@ -218,10 +227,6 @@ class StreamWorker:
             self.processor.process(replayed, emit=False)
             self.metrics.redelivered.inc(len(replayed))
         outputs = self.processor.process(batch)
-        now = time.time()
-        if now - self._last_monitor >= _MONITOR_EVERY_S:
-            self._last_monitor = now
-            outputs.extend(self.processor.retrain_requests())
         # Hold every event of the batch: ``take_events`` acks them when this body returns, but
         # the final ack (which makes an offset committable) waits until the broker acknowledged
         # every message the batch produced. Batches overlap: the next one is processed while

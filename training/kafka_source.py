@@ -57,7 +57,8 @@ def _consume(settings: KafkaSettings, topic: str, timeout_s: float) -> list[byte
 
 
 def replay_topic(
-    settings: KafkaSettings, topic: str, keys: list[str] | None = None, timeout_s: float = 30.0
+    settings: KafkaSettings, topic: str, keys: list[str] | None = None, timeout_s: float = 30.0,
+    streams: set[str] | None = None,
 ) -> SeriesData:
     """Read a readings topic into series, one per key.
 
@@ -66,6 +67,8 @@ def replay_topic(
         topic: the readings topic (JSON readings, see :mod:`streamedge.contracts.reading`).
         keys: only these ``device/stream`` keys (default all).
         timeout_s: give up (DataError) after this long.
+        streams: only readings of these stream names (default all; ``"*"`` in the set means all),
+            so a topic that mixes streams of different widths can still feed one model.
 
     Returns:
         :class:`SeriesData` with ids = keys (sorted), features ``value_0..`` (``value`` if
@@ -82,12 +85,13 @@ def replay_topic(
         if isinstance(parsed, Rejection):
             rejected[parsed.reason] += 1
             continue
-        if keys is None or parsed.key in keys:
+        if (keys is None or parsed.key in keys) and (streams is None or "*" in streams or parsed.stream in streams):
             grouped.setdefault(parsed.key, []).append(parsed)
     if rejected:
         report.notes.append(f"{topic}: skipped {sum(rejected.values())} invalid record(s): {dict(rejected)}")
     if not grouped:
-        raise DataError(f"topic {topic!r} holds no valid readings" + (f" for keys {keys}" if keys else ""))
+        wanted = (f" for keys {keys}" if keys else "") + (f" of streams {sorted(streams)}" if streams else "")
+        raise DataError(f"topic {topic!r} holds no valid readings{wanted}")
     widths = {len(readings[0].values) for readings in grouped.values()}
     if len(widths) != 1:
         raise DataError(f"{topic}: series have different numbers of values per reading: {sorted(widths)}")

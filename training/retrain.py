@@ -253,10 +253,7 @@ class Retrainer:
         streams = {stream for stream, names in self.routes.items() if model in names}
         if not streams:
             raise RetrainError(f"no stream is routed to {model}")
-        data = replay_topic(self.kafka, self.layout.readings)
-        wanted = [i for i, key in enumerate(data.ids) if "*" in streams or key.rsplit("/", 1)[-1] in streams]
-        data = tail(dataclasses.replace(data, series=[data.series[i] for i in wanted],
-                                        ids=[data.ids[i] for i in wanted]), self.policy.history)
+        data = tail(replay_topic(self.kafka, self.layout.readings, streams=streams), self.policy.history)
         # A key too short for a training window beside its held-out tail is left out, not fatal.
         need = config.window + 3 * config.horizon + 1
         keep = [i for i, s in enumerate(data.series)

@@ -73,3 +73,18 @@ def test_empty_topic_is_a_clear_error(kafka_settings: KafkaSettings, make_topics
     topic = make_topics(partitions=1).readings
     with pytest.raises(DataError, match="holds no valid readings"):
         replay_topic(kafka_settings, topic, timeout_s=10)
+
+
+def test_stream_filter_separates_mixed_widths(kafka_settings: KafkaSettings,
+                                              make_topics: Callable[..., TopicLayout]) -> None:
+    topic = make_topics(partitions=1).readings
+    wide = [Reading("imu-1", "motion", 1000.0 + i, (1.0, 2.0, 3.0), i) for i in range(5)]
+    _publish(kafka_settings, topic, _readings("dev-a", 12, 1.0) + [(r.key, r.to_json()) for r in wide])
+    with pytest.raises(DataError, match="different numbers of values"):
+        replay_topic(kafka_settings, topic, timeout_s=20)
+    load = replay_topic(kafka_settings, topic, timeout_s=20, streams={"load"})
+    assert load.ids == ["dev-a/load"] and load.series[0].shape == (12, 1)
+    motion = replay_topic(kafka_settings, topic, timeout_s=20, streams={"motion"})
+    assert motion.ids == ["imu-1/motion"] and motion.series[0].shape == (5, 3)
+    with pytest.raises(DataError, match="of streams \\['vibration'\\]"):
+        replay_topic(kafka_settings, topic, timeout_s=20, streams={"vibration"})

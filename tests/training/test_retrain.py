@@ -197,7 +197,8 @@ def test_drift_in_a_running_worker_is_retrained_and_hot_reloaded(
     install(tmp_path / "models", registry.path(NAME, 1), NAME)
     worker = WorkerProcess(kafka_settings, layout, tmp_path / "models", champion.public_key, ROUTES,
                            tmp_path / "worker.log", f"app-{layout.prefix}", drift_window=50,
-                           retrain_min_interval_s=3600).start()
+                           # Only the drift rule may fire here: the error rule needs more scored readings.
+                           mae_window=100_000, retrain_min_interval_s=3600).start()
     try:
         worker.wait_ready()
         assert worker.proc is not None
