@@ -165,11 +165,8 @@ class _Bench:
 
 
 def _models(work: Path) -> tuple[Path, Path]:
-    import importlib
-
-    # The lead's tiny-model factory (Dense forecaster, CNN classifier, float32 TFLite, signed).
-    sys.path.insert(0, str(_REPO))
-    build_tiny_models = importlib.import_module("tests.model_factory").build_tiny_models
+    # Tiny real models (Dense forecaster, CNN classifier, float32 TFLite, signed).
+    from training.tiny import build_tiny_models
 
     root = work / "models"
     if not (root / "tiny-forecaster" / "1").is_dir():

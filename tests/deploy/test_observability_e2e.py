@@ -31,8 +31,8 @@ from tests.deploy.helpers import (
     panel_queries,
     substitute,
 )
-from tests.model_factory import TinyModels
 from tests.services.helpers import WorkerProcess, free_port, install, reading, sine
+from training.tiny import TinyModels
 
 _ROUTES = {"s": ["tiny-forecaster", "tiny-classifier"]}
 _DEVICES = 5

@@ -16,7 +16,7 @@ from edge.sources import Source
 from streamedge.contracts.signing import load_public_key
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
-from tests.model_factory import TinyModels
+from training.tiny import TinyModels
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from edge.sources import IteratorSource
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from tests.edge.helpers import consume_all, sine_readings
-from tests.model_factory import TINY_WINDOW
+from training.tiny import TINY_WINDOW
 
 
 def test_results_and_heartbeats_arrive(make_topics: Callable[..., TopicLayout], kafka_settings: KafkaSettings,

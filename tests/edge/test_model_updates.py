@@ -16,7 +16,7 @@ from streamedge.kafka.model_updates import publish_model_update
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from tests.edge.helpers import consume_all, make_version, other_key
-from tests.model_factory import TinyModels
+from training.tiny import TinyModels
 
 
 def _announce(settings: KafkaSettings, layout: TopicLayout, folder: Path) -> None:

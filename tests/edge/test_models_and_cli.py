@@ -24,7 +24,7 @@ from streamedge.errors import SignatureError, VerificationError
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from tests.edge.helpers import make_version, other_key, sine_readings, write_jsonl
-from tests.model_factory import TinyModels
+from training.tiny import TinyModels
 
 REPO = Path(__file__).resolve().parents[2]
 

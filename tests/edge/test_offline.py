@@ -19,7 +19,7 @@ from streamedge.kafka.broker import LocalBroker
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout, create_topics
 from tests.edge.helpers import consume_all, sine_readings, write_jsonl
-from tests.model_factory import TINY_WINDOW, TinyModels
+from training.tiny import TINY_WINDOW, TinyModels
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ from edge.predictor import Predictor, WindowStore
 from edge.sources import IteratorSource, file_payloads, simulator_payloads, stdin_payloads
 from streamedge.contracts.reading import Reading, parse_reading
 from streamedge.contracts.signing import load_public_key, verify_model_dir
-from tests.model_factory import TINY_WINDOW, TinyModels
+from training.tiny import TINY_WINDOW, TinyModels
 
 
 def _drain(source: IteratorSource) -> list[bytes]:

@@ -16,8 +16,8 @@ from services.settings import StreamSettings
 from streamedge.contracts.signing import load_public_key
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
-from tests.model_factory import TinyModels
 from tests.services.helpers import WorkerProcess, install
+from training.tiny import TinyModels
 
 ROUTES = {"s": ["tiny-forecaster", "tiny-classifier"]}
 

@@ -11,8 +11,8 @@ from services.app import StreamWorker
 from services.settings import StreamSettings
 from streamedge.errors import ConfigError
 from streamedge.kafka.settings import KafkaSettings
-from tests.model_factory import TinyModels
 from tests.services.conftest import ROUTES
+from training.tiny import TinyModels
 
 
 def _settings(model_dir: Path, tiny_models: TinyModels, **extra: object) -> StreamSettings:

@@ -15,8 +15,8 @@ from services.processor import Processor
 from services.records import Output, Source, parse_dead_letter
 from streamedge.contracts.runner import TFLiteRunner
 from streamedge.contracts.signing import load_public_key
-from tests.model_factory import TINY_WINDOW, TinyModels
 from tests.services.helpers import reading, sine
+from training.tiny import TINY_WINDOW, TinyModels
 
 
 def _batch(payloads: Sequence[bytes | None], start: int = 0) -> list[tuple[bytes | None, Source]]:

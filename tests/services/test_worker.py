@@ -13,8 +13,8 @@ from streamedge.cli.main import main
 from streamedge.contracts.runner import TFLiteRunner
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
-from tests.model_factory import TINY_WINDOW, TinyModels
 from tests.services.helpers import WorkerProcess, consume_until, produce, reading, sine
+from training.tiny import TINY_WINDOW, TinyModels
 
 _DEVICES = 10
 _SEQS = 40

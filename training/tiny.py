@@ -1,9 +1,9 @@
-"""Tiny real models for tests of the edge agent and the stream processor.
+"""Tiny real models for tests and benchmarks of the edge agent and the stream processor.
 
 Builds small Keras models on synthetic data, converts them to float32 TFLite and writes a
-signed model folder (``model.tflite`` + ``manifest.json``). The full trainer (``training``)
-has its own tests; these models exist so other areas can test against a real ``.tflite``
-in seconds.
+signed model folder (``model.tflite`` + ``manifest.json``), so other areas can test and measure
+against a real ``.tflite`` in seconds. Real models come from :mod:`training.classify` and
+:mod:`training.forecast`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from streamedge.contracts.manifest import ModelManifest, file_sha256, write_manifest
 from streamedge.contracts.signing import generate_keypair, load_private_key, sign_manifest
@@ -35,10 +36,11 @@ class TinyModels:
     public_key: Path
 
 
-def _series(n: int, seed: int) -> np.ndarray:
+def _series(n: int, seed: int) -> npt.NDArray[np.float32]:
     rng = np.random.default_rng(seed)
     t = np.arange(n, dtype=np.float32)
-    return (10.0 + 3.0 * np.sin(2 * np.pi * t / 16) + rng.normal(0, 0.2, n)).astype(np.float32)
+    series: npt.NDArray[np.float32] = (10.0 + 3.0 * np.sin(2 * np.pi * t / 16) + rng.normal(0, 0.2, n)).astype(np.float32)
+    return series
 
 
 def build_tiny_model(kind: Literal["forecaster", "classifier"], out_dir: Path, signing_key: Path,
