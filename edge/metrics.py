@@ -49,3 +49,7 @@ class EdgeMetrics:
         self.updates = Counter(f"{p}model_updates", "Model updates by outcome", ["outcome"], registry=registry)
         for reason in ("size", "age"):
             self.dropped.labels(reason=reason)
+        # Series a healthy agent may not touch for hours exist from the start, so panels show 0.
+        self.updates.labels(outcome="applied")
+        for task in ("forecast", "classification"):
+            self.results.labels(task=task)

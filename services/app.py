@@ -187,6 +187,8 @@ class StreamWorker:
                 continue
             dropped = self.processor.store.drop_partition(tp.partition)
             self.metrics.keys_dropped.labels("revoked").inc(dropped)
+            # A partition this worker no longer reads has no lag of its own to report.
+            self.metrics.forget_partition(tp.partition)
             self._rebuilt.discard(tp.partition)
             self._done.pop(tp.partition, None)
             if owned:

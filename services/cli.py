@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from streamedge.cli.common import add_kafka_options, kafka_settings, topic_layout
+from streamedge.cli.common import add_kafka_options, build_settings, kafka_settings, topic_layout
 from streamedge.cli.options import option
 
 __all__ = ["register"]
@@ -37,6 +37,8 @@ def register(subparsers: Any) -> None:
            help="longest wait for a micro-batch, seconds")
     option(worker, "--web-port", type=int, default=None, env="STREAMEDGE_STREAM_WEB_PORT",
            help="HTTP port serving /metrics")
+    option(worker, "--web-host", default=None, env="STREAMEDGE_STREAM_WEB_HOST",
+           help="address the HTTP server binds (0.0.0.0 in a container)")
     worker.set_defaults(handler=_worker)
 
     export = commands.add_parser("export-dlq", help="write dead letters as JSON lines to fix by hand")
@@ -57,14 +59,12 @@ def register(subparsers: Any) -> None:
 
 
 def _stream_settings(args: argparse.Namespace) -> Any:
-    from pydantic import ValidationError
-
     from services.settings import StreamSettings
     from streamedge.errors import ConfigError
 
     overrides: dict[str, Any] = {"topic_prefix": args.topic_prefix}
     for flag, field in (("model_dir", "model_dir"), ("public_key", "public_key"), ("batch_size", "batch_size"),
-                        ("batch_wait", "batch_wait_s"), ("web_port", "web_port")):
+                        ("batch_wait", "batch_wait_s"), ("web_port", "web_port"), ("web_host", "web_host")):
         if getattr(args, flag) is not None:
             overrides[field] = getattr(args, flag)
     if args.routes is not None:
@@ -72,11 +72,7 @@ def _stream_settings(args: argparse.Namespace) -> Any:
             overrides["routes"] = json.loads(args.routes)
         except ValueError as exc:
             raise ConfigError(f"--routes is not JSON: {exc}") from exc
-    try:
-        return StreamSettings(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'stream'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid stream settings: {problems}") from exc
+    return build_settings(StreamSettings, "stream", **overrides)
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ routed model names), ``kind`` (``forecasts|anomalies|classifications|dead_letter
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 __all__ = ["StreamMetrics"]
 
@@ -59,6 +59,8 @@ class StreamMetrics:
                                    "answered: state only, no result", registry=registry)
         self.consumer_lag = Gauge(f"{p}_consumer_lag_messages", "Readings behind the partition's high watermark",
                                   ["partition"], registry=registry)
+        # CPU, memory and open files of the worker process (process_* series).
+        ProcessCollector(registry=registry)
         for kind in ("forecasts", "anomalies", "classifications", "dead_letters", "retrain_requests"):
             self.results.labels(kind)
         for cause in ("idle", "capacity", "revoked"):
@@ -68,7 +70,17 @@ class StreamMetrics:
         """Record that ``name`` v``version`` is now active."""
         self.model_version.labels(name).set(version)
         self.model_reloads.labels(name, "loaded").inc()
+        self.model_reloads.labels(name, "rejected")
         self.anomalies.labels(name)
+        for trigger in ("error", "drift"):
+            self.retrain_requests.labels(name, trigger)
+
+    def forget_partition(self, partition: int) -> None:
+        """Drop the lag series of a partition this worker no longer owns."""
+        try:
+            self.consumer_lag.remove(str(partition))
+        except KeyError:
+            return
 
     def model_rejected(self, name: str) -> None:
         """Record that a version of ``name`` was rejected."""
