@@ -179,6 +179,17 @@ def _models(work: Path) -> tuple[Path, Path]:
     return root, root / "public.pem"
 
 
+def _serves_metrics(port: int) -> bool:
+    """Whether a worker answers on ``127.0.0.1:port/metrics`` yet (not yet is normal while starting)."""
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+    except OSError:
+        return False
+    return True
+
+
 def _spawn(cmd: list[str], env: dict[str, str], log: Path, ready: str | None = None,
            port: int | None = None) -> subprocess.Popen[bytes]:
     handle = log.open("ab")
@@ -187,15 +198,8 @@ def _spawn(cmd: list[str], env: dict[str, str], log: Path, ready: str | None = N
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{cmd[2]} exited: {log.read_text()[-2000:]}")
-        if port is not None:
-            import urllib.request
-
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
-                return proc
-            except OSError:
-                pass
-        elif ready is not None and ready in log.read_text():
+        if (port is not None and _serves_metrics(port)) or (port is None and ready is not None
+                                                              and ready in log.read_text()):
             return proc
         time.sleep(0.3)
     proc.kill()
