@@ -236,7 +236,8 @@ def run(args: argparse.Namespace) -> int:
 
     def passthrough(layout: Any, mode: str = "plain") -> subprocess.Popen[bytes]:
         cmd = [python, "-m", "benchmarks.stream_passthrough", bench.kafka.bootstrap_servers, layout.prefix,
-               f"{layout.prefix}app", str(batch_sizes[-1]), str(args.batch_wait), mode]
+               f"{layout.prefix}app", str(batch_sizes[-1]), str(args.batch_wait), str(bench.work / "faust" / layout.prefix),
+               mode]
         # No readiness signal: the throughput clock starts at its first result anyway.
         return subprocess.Popen(cmd, env=env, cwd=_REPO, stdout=(logs / "passthrough.log").open("ab"),
                                 stderr=subprocess.STDOUT)

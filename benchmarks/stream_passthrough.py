@@ -3,7 +3,7 @@
 Same consumption and delivery contract as the real worker (micro-batches via ``take_events``,
 an event's offset committable only once the broker acknowledged its batch's results, up to 4
 batches in flight), so the comparison isolates what the models, windows and scoring cost. Run as
-``python -m benchmarks.stream_passthrough BOOTSTRAP PREFIX APP_ID BATCH WAIT_S [table]``.
+``python -m benchmarks.stream_passthrough BOOTSTRAP PREFIX APP_ID BATCH WAIT_S DATADIR [table]``.
 
 With ``table`` the agent also writes each reading into a Faust table (memory store, changelog
 topic), the state option the worker did not take: the difference prices one changelog write per
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
@@ -28,15 +29,17 @@ def main(argv: list[str]) -> int:
     from streamedge.kafka.settings import KafkaSettings
     from streamedge.kafka.topics import TopicLayout
 
-    bootstrap, prefix, app_id, batch, wait = argv[0], argv[1], argv[2], int(argv[3]), float(argv[4])
+    bootstrap, prefix, app_id, batch, wait, datadir = argv[0], argv[1], argv[2], int(argv[3]), float(argv[4]), argv[5]
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
     layout = TopicLayout(prefix=prefix)
+    # Faust creates its data folder but not that folder's parents.
+    Path(datadir).parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(app_id, broker=kafka.faust_broker_url(), broker_credentials=kafka.faust_credentials(),
                     store="memory://", web_enabled=False, consumer_auto_offset_reset="earliest",
                     autodiscover=False, producer_acks=-1, producer_max_batch_size=512 * 1024,
-                    datadir=f".streamedge/bench/{app_id}")
+                    datadir=datadir)
     readings = app.topic(layout.readings, key_serializer="raw", value_serializer="raw")
-    with_table = len(argv) > 5 and argv[5] == "table"
+    with_table = len(argv) > 6 and argv[6] == "table"
     table = app.Table("windows", default=list, partitions=layout.partitions, key_type=str,
                       value_type=list, use_partitioner=True) if with_table else None
 
