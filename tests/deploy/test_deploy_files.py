@@ -18,6 +18,8 @@ import yaml
 
 from edge.settings import EdgeSettings
 from services.settings import StreamSettings
+from streamedge.cli.main import build_parser
+from streamedge.cli.options import apply_env_and_config
 from streamedge.kafka.settings import KafkaSettings
 from tests.deploy.helpers import DEPLOY, REPO, alert_rules, load_yaml_docs, panel_queries, promtool
 
@@ -123,6 +125,15 @@ def test_compose_settings_are_valid_worker_and_edge_settings(monkeypatch: pytest
     assert kafka.bootstrap_servers == ",".join(f"kafka-{i}:19092" for i in (1, 2, 3))
     _, edge, _ = _settings_from_env(monkeypatch, {**shared, **services["edge-agent"]["environment"]})
     assert edge.metrics_host == "0.0.0.0" and edge.model_name == "sim-lstm" and edge.source == "simulator"
+    # The retrainer replays exactly the streams the workers route, and its command is a valid CLI call.
+    retrainer = services["retrainer"]
+    assert json.loads(shared["STREAMEDGE_TRAIN_ROUTES"]) == stream.routes
+    parser = build_parser()
+    apply_env_and_config(parser, {}, environ=shared)
+    args = parser.parse_args(retrainer["command"])
+    assert (args.train_command, args.registry, args.metrics_port) == ("watch", Path("/registry"), 9110)
+    assert "9110/metrics" in " ".join(retrainer["healthcheck"]["test"])
+    assert retrainer["build"]["args"]["EXTRAS"] == "train"
 
 
 def _k8s_docs() -> list[tuple[Path, dict[str, Any]]]:
