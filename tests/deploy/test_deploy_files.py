@@ -217,6 +217,17 @@ def test_k8s_worker_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
     assert str(stream.public_key).startswith(mounts["model-key"])
     assert str(kafka.ssl_cafile).startswith(mounts["kafka-ca"])
 
+    # The retrainer: same routes as the workers, a valid CLI call, the registry writable, the signing key mounted.
+    (retrainer,) = docs[("Deployment", "retrainer")]["spec"]["template"]["spec"]["containers"]
+    assert json.loads(config["STREAMEDGE_TRAIN_ROUTES"]) == stream.routes
+    parser = build_parser()
+    apply_env_and_config(parser, {}, environ=config)
+    args = parser.parse_args(retrainer["args"])
+    retrainer_mounts = {m["mountPath"]: m for m in retrainer["volumeMounts"]}
+    assert args.train_command == "watch" and not retrainer_mounts[str(args.registry)].get("readOnly", False)
+    assert str(args.signing_key.parent) in retrainer_mounts and str(args.public_key.parent) in retrainer_mounts
+    assert args.metrics_port == retrainer["ports"][0]["containerPort"]
+
     kustomization = load_yaml_docs(DEPLOY / "k8s" / "kustomization.yaml")[0]
     listed = set(kustomization["resources"])
     assert listed == {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - {"kustomization.yaml"}
