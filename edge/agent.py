@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import CollectorRegistry
 
 from edge.buffer import Outbox
-from edge.errors import ModelRejectedError
+from edge.errors import ModelRejectedError, NonFiniteOutputError
 from edge.forwarder import Forwarder
 from edge.metrics import EdgeMetrics
 from edge.models import ModelStore
-from edge.predictor import Predictor, WindowStore
+from edge.predictor import KeyState, Predictor, WindowStore
 from edge.settings import EdgeSettings
 from edge.sources import Source
 from edge.updates import FetchedUpdate, UpdateWatcher
@@ -206,23 +206,30 @@ class EdgeAgent:
             if expected is not None and len(parsed.values) != expected:
                 self._reject("feature_count", f"{parsed.key} sent {len(parsed.values)} values, expected {expected}")
                 continue
+            state = self.windows.add(parsed)
+            if state is None:
+                self._reject("out_of_order", f"{parsed.key} seq {parsed.seq} is not after the last seq seen")
+                continue
             self.metrics.readings.labels(outcome="accepted").inc()
-            body = self._score(parsed)
+            body = self._score(parsed, state)
             if body is not None:
                 bodies.append(body)
         if bodies:
             self._commit_results(bodies)
         return len(bodies)
 
-    def _score(self, reading: Reading) -> dict[str, Any] | None:
-        state = self.windows.add(reading)
+    def _score(self, reading: Reading, state: KeyState) -> dict[str, Any] | None:
         predictor = self.predictor
         if predictor is None:
             return None
         emit = state.count % self.settings.stride == 0
         if predictor.manifest.task == "classify" and not emit:
             return None
-        body, elapsed = predictor.step(reading, state)
+        try:
+            body, elapsed = predictor.step(reading, state)
+        except NonFiniteOutputError as exc:
+            self._reject("non_finite_output", str(exc))
+            return None
         if body is None:
             return None
         self.metrics.latency.observe(elapsed)
@@ -238,7 +245,7 @@ class EdgeAgent:
 
         def build(first: int) -> list[tuple[str, bytes | None, bytes]]:
             return [(topic, key, json.dumps({"device_id": device, "seq": first + i, **body},
-                                            separators=(",", ":")).encode())
+                                            separators=(",", ":"), allow_nan=False).encode())
                     for i, body in enumerate(bodies)]
 
         self.outbox.append(build, len(bodies))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streamedge.errors import StreamedgeError, VerificationError
 
-__all__ = ["EdgeError", "ModelRejectedError", "NoModelError", "OutboxError", "SourceError"]
+__all__ = ["EdgeError", "ModelRejectedError", "NoModelError", "NonFiniteOutputError", "OutboxError", "SourceError"]
 
 
 class EdgeError(StreamedgeError):
@@ -31,6 +31,10 @@ class ModelRejectedError(EdgeError, VerificationError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class NonFiniteOutputError(EdgeError, ValueError):
+    """The model returned NaN or infinity for a window (e.g. readings far outside its training range)."""
 
 
 class OutboxError(EdgeError, OSError):

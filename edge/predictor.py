@@ -8,7 +8,6 @@ statistics needs no state change. Memory is bounded: at most ``max_keys`` window
 
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edge.errors import NonFiniteOutputError
 from streamedge.contracts.manifest import ModelManifest
 from streamedge.contracts.reading import Reading
 from streamedge.contracts.runner import TFLiteRunner
@@ -35,6 +35,7 @@ class KeyState:
     count: int = 0
     next_step: FloatArray | None = None
     forecast_version: int | None = None
+    forecast_seq: int | None = None
     last_seq: int = -1
 
 
@@ -55,9 +56,16 @@ class WindowStore:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def add(self, reading: Reading) -> KeyState:
-        """Append a reading to its key's window (evicting an old key if needed)."""
+    def add(self, reading: Reading) -> KeyState | None:
+        """Append a reading to its key's window (evicting an old key if needed).
+
+        Returns:
+            The key's state, or None (nothing appended) when ``reading.seq`` is not after the
+            key's last one: a duplicate or out-of-order reading.
+        """
         state = self._keys.get(reading.key)
+        if state is not None and reading.seq <= state.last_seq:
+            return None
         if state is None:
             state = KeyState(values=deque(maxlen=self.history))
             self._keys[reading.key] = state
@@ -137,10 +145,15 @@ class Predictor:
 
         Returns:
             The result body (None when the window is not yet full) and the inference time in seconds.
+
+        Raises:
+            NonFiniteOutputError: the model returned NaN or infinity for this window.
         """
         m = self.manifest
         body: dict[str, Any] = {}
-        if m.task == "forecast" and state.next_step is not None and state.forecast_version == m.version:
+        # Score only against the forecast made for exactly this reading (no gap in seq, same model version).
+        if (m.task == "forecast" and state.next_step is not None and state.forecast_version == m.version
+                and state.forecast_seq == reading.seq):
             residual = np.asarray(reading.values, dtype=np.float32) - state.next_step
             body["residual"] = [round(float(r), 6) for r in residual]
             body["anomaly"] = bool(self.band is not None and np.any(np.abs(residual) > self.band))
@@ -150,9 +163,12 @@ class Predictor:
         started = time.perf_counter()
         out = self.infer(window)[0]
         elapsed = time.perf_counter() - started
+        if not np.all(np.isfinite(out)):
+            state.next_step = None
+            raise NonFiniteOutputError(f"{reading.key} seq {reading.seq}: model output is not finite")
         if m.task == "forecast":
             steps = out.reshape(m.horizon, m.n_features)
-            state.next_step, state.forecast_version = steps[0], m.version
+            state.next_step, state.forecast_version, state.forecast_seq = steps[0], m.version, reading.seq + 1
             body.update(type="forecast", forecast=[[round(float(v), 6) for v in row] for row in steps])
             body.setdefault("anomaly", None)
             body["band"] = self.band
@@ -165,12 +181,5 @@ class Predictor:
 
 def _band(manifest: ModelManifest, sigmas: float) -> float | None:
     """Anomaly band half-width (original units) from the manifest's validation residuals, or None."""
-    error = manifest.validation_error
-    std = error.get("residual_std")
-    if std is None and "rmse" in error:
-        std = error["rmse"]
-    if std is None and "mae" in error:
-        std = error["mae"] * math.sqrt(math.pi / 2)  # std of a zero-mean normal with this mean |error|
-    if std is None or not math.isfinite(float(std)) or float(std) <= 0:
-        return None
-    return round(sigmas * float(std), 6)
+    std = manifest.residual_std()
+    return None if std is None else round(sigmas * std, 6)

@@ -71,16 +71,11 @@ class LoadedModel:
         return out
 
     def residual_std(self) -> float:
-        """The validation residual standard deviation (original units) for the anomaly band.
-
-        Falls back to ``1.25 * mae`` (the ratio for Gaussian residuals) when only MAE was saved.
-        """
-        error = self.manifest.validation_error
-        if "residual_std" in error:
-            return float(error["residual_std"])
-        if "mae" in error:
-            return 1.25 * float(error["mae"])
-        raise ModelRejectedError(f"{self.name} v{self.version}: manifest has no validation_error for anomaly bands")
+        """The validation residual standard deviation (original units) for the anomaly band."""
+        std = self.manifest.residual_std()
+        if std is None:
+            raise ModelRejectedError(f"{self.name} v{self.version}: manifest has no validation_error for anomaly bands")
+        return std
 
 
 def load_model(folder: Path, public_key: Ed25519PublicKey, runtime: str = "auto") -> LoadedModel:

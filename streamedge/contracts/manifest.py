@@ -104,6 +104,22 @@ class ModelManifest:
         """Number of input channels."""
         return len(self.features)
 
+    def residual_std(self) -> float | None:
+        """Validation residual standard deviation (original units) for anomaly bands, or None.
+
+        ``validation_error.residual_std`` when saved, else ``rmse``, else ``mae * sqrt(pi / 2)``
+        (the standard deviation of zero-mean normal residuals with that mean absolute error).
+        Always positive and finite when not None (validated on construction).
+        """
+        error = self.validation_error
+        if "residual_std" in error:
+            return float(error["residual_std"])
+        if "rmse" in error:
+            return float(error["rmse"])
+        if "mae" in error:
+            return float(error["mae"]) * math.sqrt(math.pi / 2)
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
         return dataclasses.asdict(self)
@@ -174,6 +190,9 @@ def _validate(m: ModelManifest) -> None:
     _require(all(v > 0 for v in m.normalisation["std"]), "normalisation.std must be positive")
     _require(isinstance(m.model_file, str) and bool(m.model_file) and "/" not in m.model_file and m.model_file not in (".", ".."),
              f"model_file must be a plain file name, got {m.model_file!r}")
+    _require(isinstance(m.validation_error, dict)
+             and all(_is_number(v) and math.isfinite(v) and v > 0 for v in m.validation_error.values()),
+             f"validation_error values must be positive finite numbers, got {m.validation_error!r}")
     _require(isinstance(m.sha256, str) and len(m.sha256) == 64 and all(c in "0123456789abcdef" for c in m.sha256),
              "sha256 must be 64 lowercase hex digits")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.errors import SourceError
+from edge.errors import NonFiniteOutputError, SourceError
 from edge.predictor import Predictor, WindowStore
 from edge.sources import IteratorSource, file_payloads, simulator_payloads, stdin_payloads
 from streamedge.contracts.reading import Reading, parse_reading
@@ -108,3 +108,30 @@ def test_forecast_flags_a_spike_and_classifier_labels(tiny_models: TinyModels) -
         body, _ = classifier.step(reading, store.add(reading))
     assert body is not None and body["label"] == "calm" and abs(sum(body["probabilities"]) - 1) < 1e-3
     assert json.dumps(body)
+
+
+def test_duplicates_gaps_and_non_finite_outputs(tiny_models: TinyModels) -> None:
+    manifest, path = verify_model_dir(tiny_models.forecaster, load_public_key(tiny_models.public_key))
+    predictor = Predictor(manifest, path, anomaly_sigmas=4.0)
+    store = WindowStore(history=TINY_WINDOW, max_keys=10)
+    readings = [Reading("d", "s", 1.0 + i, (10.0 + math.sin(i),), i) for i in range(TINY_WINDOW + 1)]
+    bodies = []
+    for reading in readings:
+        state = store.add(reading)
+        assert state is not None
+        bodies.append(predictor.step(reading, state)[0])
+    assert bodies[-1] is not None and "residual" in bodies[-1]
+    # A repeated or older seq is refused before it touches the window.
+    assert store.add(readings[-1]) is None and store.add(readings[2]) is None
+    # After a gap the pending forecast was for another reading: no residual, no anomaly verdict.
+    after_gap = Reading("d", "s", 100.0, (500.0,), TINY_WINDOW + 5)
+    state = store.add(after_gap)
+    assert state is not None
+    body, _ = predictor.step(after_gap, state)
+    assert body is not None and "residual" not in body and body["anomaly"] is None
+    # A value the float32 model cannot represent yields no result, only a rejection reason.
+    huge = Reading("d", "s", 101.0, (1e39,), TINY_WINDOW + 6)
+    state = store.add(huge)
+    assert state is not None
+    with pytest.raises(NonFiniteOutputError, match="not finite"):
+        predictor.step(huge, state)
