@@ -95,8 +95,8 @@ class StreamWorker:
         for name, version in self.settings.shadow.items():
             folder = self.settings.model_dir / name / str(version)
             try:
-                shadows.add(load_model(folder, self.public_key, self.settings.runtime))
-            except ModelRejectedError as exc:
+                shadows.add(load_model(folder, self.public_key, self.settings.runtime), self.models.get(name))
+            except (ModelRejectedError, ValueError) as exc:
                 raise ConfigError(f"shadow candidate {name} v{version}: {exc}") from exc
         return shadows
 
@@ -113,8 +113,6 @@ class StreamWorker:
             raise ConfigError(f"routed model(s) not available in {self.settings.model_dir} nor on "
                               f"{self.layout.model_updates}: {', '.join(missing)}")
         self.processor.store.resize(self.models.max_window())
-        for name, model in self.models.items():
-            self.metrics.model_loaded(name, model.version)
 
     def create_app(self) -> Any:
         """The Faust app with the readings agent, the model follower task and ``/metrics``."""

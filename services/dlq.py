@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +66,9 @@ def read_dead_letters(kafka: KafkaSettings, layout: TopicLayout, reasons: Iterab
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         ends = consumer.end_offsets(tps)
-        polls = 0
+        deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < ends[tp] for tp in tps):
-            polls += 1
-            if polls > timeout_s:
+            if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read {layout.dead_letters} to its end within {timeout_s:.0f} s")
             for records in consumer.poll(timeout_ms=1000).values():
                 for message in records:

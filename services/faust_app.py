@@ -19,9 +19,10 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(name)
     from services.app import StreamWorker
     from services.settings import StreamSettings
+    from streamedge.cli.common import build_settings
     from streamedge.kafka.settings import KafkaSettings
 
-    worker = StreamWorker(StreamSettings(), KafkaSettings())
+    worker = StreamWorker(build_settings(StreamSettings, "stream"), build_settings(KafkaSettings, "Kafka"))
     worker.prepare()
     built = worker.create_app()
     globals()["app"] = built

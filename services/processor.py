@@ -227,7 +227,8 @@ class Processor:
             if model is None:
                 continue
             monitor = self.monitors[name]
-            monitor.add_input(reading.values)
+            if emit:  # replayed readings (state rebuild) were already seen by the monitors once
+                monitor.add_input(reading.values)
             if model.manifest.task == "forecast":
                 self._score(job, model, monitor, now, outputs, emit)
                 if self.shadows is not None and name in self.shadows:
@@ -264,9 +265,9 @@ class Processor:
         worst = max(abs(r) for r in residual)
         if not math.isfinite(worst):
             return  # values near the float limit overflow the difference: nothing to score
-        monitor.add_error(sum(abs(r) for r in residual) / len(residual))
         if not emit:
             return
+        monitor.add_error(sum(abs(r) for r in residual) / len(residual))
         children = self._children(model.name)
         mae = monitor.mae
         if mae is not None:

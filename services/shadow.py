@@ -13,12 +13,13 @@ produces a result. Per model it exports (gauges, labels ``model``):
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from services.models import LoadedModel
 from services.windows import KeyState, PendingForecast
@@ -27,6 +28,7 @@ from streamedge.errors import StreamedgeError
 
 __all__ = ["ShadowSet"]
 
+_log = logging.getLogger(__name__)
 _SUFFIX = "#shadow"
 
 
@@ -43,6 +45,7 @@ class ShadowSet:
         self._candidates: dict[str, LoadedModel] = {}
         self._errors: dict[str, deque[float]] = {}
         self._mae_window = mae_window
+        self._failed_batches: dict[str, int] = {}
         self.version = Gauge(f"{p}_version", "Version running in shadow beside the active one", ["model"],
                              registry=registry)
         self.mae = Gauge(f"{p}_forecast_mae", "Rolling one-step MAE of the shadow candidate", ["model"],
@@ -51,13 +54,24 @@ class ShadowSet:
                           ["model"], registry=registry)
         self.agreement = Gauge(f"{p}_agreement", "Share of windows with the same label, last batch", ["model"],
                                registry=registry)
+        self.failures = Counter(f"{p}_failures", "Batches the shadow candidate could not score", ["model"],
+                                registry=registry)
 
     def __contains__(self, name: object) -> bool:
         return name in self._candidates
 
-    def add(self, candidate: LoadedModel) -> None:
-        """Run ``candidate`` in shadow of the active model of the same name."""
+    def add(self, candidate: LoadedModel, active: LoadedModel | None = None) -> None:
+        """Run ``candidate`` in shadow of the active model of the same name.
+
+        Raises:
+            ValueError: ``candidate`` takes other windows or gives other outputs than ``active``.
+        """
+        if active is not None and (candidate.manifest.input_shape != active.manifest.input_shape
+                                   or candidate.manifest.output_shape != active.manifest.output_shape):
+            raise ValueError(f"shape {candidate.manifest.input_shape} -> {candidate.manifest.output_shape} differs from "
+                             f"the active {active.manifest.input_shape} -> {active.manifest.output_shape}")
         self._candidates[candidate.name] = candidate
+        self.failures.labels(candidate.name)
         self._errors[candidate.name] = deque(maxlen=self._mae_window)
         self.version.labels(candidate.name).set(candidate.version)
 
@@ -66,9 +80,11 @@ class ShadowSet:
         candidate = self._candidates[name]
         try:
             out = candidate.predict(windows)
-        except (StreamedgeError, ValueError, RuntimeError):
+        except (StreamedgeError, ValueError, RuntimeError) as exc:
+            self._failed(name, str(exc))
             return None
         if out.shape != active.shape or not np.all(np.isfinite(out)):
+            self._failed(name, f"output shape {out.shape} or values unusable")
             return None
         if candidate.manifest.task == "forecast":
             self.diff.labels(name).set(float(np.abs(out[:, 0] - active[:, 0]).mean()))
@@ -76,6 +92,12 @@ class ShadowSet:
             self.agreement.labels(name).set(float((out.argmax(axis=1) == active.argmax(axis=1)).mean()))
         rows: list[Any] = out.tolist()
         return rows
+
+    def _failed(self, name: str, detail: str) -> None:
+        self.failures.labels(name).inc()
+        seen = self._failed_batches[name] = self._failed_batches.get(name, 0) + 1
+        if seen <= 3 or seen % 1000 == 0:  # log the first few, then rarely: the counter has them all
+            _log.warning("shadow candidate %s could not score a batch (%d so far): %s", name, seen, detail)
 
     def observe(self, name: str, state: KeyState, reading: Reading, steps: list[Any] | None) -> None:
         """Score the candidate's previous one-step forecast for this key, then keep its new one."""

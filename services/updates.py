@@ -21,7 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.errors import ModelRejectedError
-from services.models import load_model
+from services.models import LoadedModel, load_model
 from services.processor import Processor
 from streamedge.contracts.model_update import ModelUpdate, fetch_model, parse_model_update
 from streamedge.errors import StreamedgeError
@@ -52,34 +52,64 @@ class ModelFollower:
 
     def handle(self, payload: bytes | None) -> str:
         """Apply one update message; returns ``ignored``, ``current``, ``loaded`` or ``rejected``."""
-        metrics = self.processor.metrics
+        update = self._relevant(payload)
+        if isinstance(update, str):
+            return update
+        try:
+            loaded = self._load(update)
+        except ModelRejectedError as exc:
+            return self._rejected(update, exc)
+        return self._swap(update, loaded)
+
+    async def handle_async(self, payload: bytes | None) -> str:
+        """:meth:`handle` for the event loop: fetch, verify and load in a thread, swap on the loop."""
+        update = self._relevant(payload)
+        if isinstance(update, str):
+            return update
+        try:
+            loaded = await asyncio.to_thread(self._load, update)
+        except ModelRejectedError as exc:
+            return self._rejected(update, exc)
+        return self._swap(update, loaded)
+
+    def _relevant(self, payload: bytes | None) -> ModelUpdate | str:
+        """The update to apply, or the outcome when there is nothing to do."""
         try:
             update = parse_model_update(payload)
         except StreamedgeError as exc:
             _log.error("model update rejected: %s", exc)
-            metrics.model_rejected("unparsable")
+            self.processor.metrics.model_rejected("unparsable")
             return "rejected"
         if update.name not in self.routed:
             return "ignored"
         active = self.processor.models.get(update.name)
         if active is not None and active.version == update.version:
             return "current"
-        try:
-            self._install(update)
-        except ModelRejectedError as exc:
-            _log.error("%s v%d rejected, v%s keeps serving: %s", update.name, update.version,
-                       active.version if active else "-", exc)
-            metrics.model_rejected(update.name)
-            return "rejected"
-        _log.info("%s v%d is now active (%s)", update.name, update.version, update.action)
-        return "loaded"
+        return update
 
-    def _install(self, update: ModelUpdate) -> None:
+    def _load(self, update: ModelUpdate) -> LoadedModel:
+        """Fetch (copy, signature, sha256) and load the announced version; touches disk only."""
         try:
             folder = fetch_model(update, self.model_dir, self.public_key)
         except (StreamedgeError, OSError) as exc:
             raise ModelRejectedError(f"fetch of {update.name} v{update.version} failed: {exc}") from exc
-        self.processor.install(load_model(folder, self.public_key, self.runtime))
+        return load_model(folder, self.public_key, self.runtime)
+
+    def _swap(self, update: ModelUpdate, loaded: LoadedModel) -> str:
+        """Smoke-test and swap in a loaded version (between batches: the loop runs one thing at a time)."""
+        try:
+            self.processor.install(loaded)
+        except ModelRejectedError as exc:
+            return self._rejected(update, exc)
+        _log.info("%s v%d is now active (%s)", update.name, update.version, update.action)
+        return "loaded"
+
+    def _rejected(self, update: ModelUpdate, exc: ModelRejectedError) -> str:
+        active = self.processor.models.get(update.name)
+        _log.error("%s v%d rejected, v%s keeps serving: %s", update.name, update.version,
+                   active.version if active else "-", exc)
+        self.processor.metrics.model_rejected(update.name)
+        return "rejected"
 
     async def follow(self, kafka: KafkaSettings, topic: str, start: dict[int, int] | None = None,
                      poll_s: float = 0.5) -> None:
@@ -101,9 +131,7 @@ class ModelFollower:
                 batches: dict[Any, list[Any]] = await consumer.getmany(timeout_ms=int(poll_s * 1000))
                 for messages in batches.values():
                     for message in messages:
-                        # Fetch and load touch the disk: keep the event loop responsive.
-                        await asyncio.sleep(0)
-                        self.handle(message.value)
+                        await self.handle_async(message.value)
         finally:
             await consumer.stop()
 
