@@ -145,6 +145,10 @@ class Outbox:
             except sqlite3.Error as exc:
                 self._rollback()
                 raise OutboxError(f"cannot write buffer {self.path}: {exc}") from exc
+            except BaseException:
+                # e.g. ``build`` failed: never leave the transaction open for the next writer.
+                self._rollback()
+                raise
         self._report(dropped)
         return first
 

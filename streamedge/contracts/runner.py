@@ -154,7 +154,13 @@ class TFLiteRunner:
         if batch.shape[0] == 0:
             return np.empty((0, self.n_outputs), dtype=np.float32)
         if not self._dynamic_batch and batch.shape[0] != self._batch:
-            return np.concatenate([self.run(batch[i : i + self._batch]) for i in range(0, len(batch), self._batch)])
+            # A fixed-batch model: run full chunks, the last one zero-padded (its padding rows dropped).
+            chunks = []
+            for start in range(0, len(batch), self._batch):
+                chunk = batch[start : start + self._batch]
+                padding = np.zeros((self._batch - len(chunk), *chunk.shape[1:]), dtype=np.float32)
+                chunks.append(self.run(np.concatenate([chunk, padding]))[: len(chunk)])
+            return np.concatenate(chunks)
         if batch.shape[0] != self._batch:
             self._interpreter.resize_tensor_input(self._input["index"], list(batch.shape))
             self._interpreter.allocate_tensors()

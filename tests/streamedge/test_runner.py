@@ -68,3 +68,19 @@ def test_every_installed_runtime_gives_the_same_answer(tiny_models: TinyModels) 
     reference = outputs.pop("ai_edge_litert")
     for runtime, output in outputs.items():
         np.testing.assert_allclose(output, reference, atol=1e-5, err_msg=runtime)
+
+
+def test_fixed_batch_model_runs_any_batch(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    inputs = tf.keras.Input((TINY_WINDOW, 1), batch_size=2)
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(2)(tf.keras.layers.Flatten()(inputs)))
+    path = tmp_path / "fixed.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    runner = TFLiteRunner(path)
+    windows = np.random.default_rng(1).normal(size=(5, TINY_WINDOW, 1)).astype(np.float32)
+    expected = model(windows[:4].reshape(2, 2, TINY_WINDOW, 1)[0]).numpy()
+    out = runner.run(windows)
+    assert out.shape == (5, 2) and runner.run(windows[:1]).shape == (1, 2)
+    np.testing.assert_allclose(out[:2], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(runner.run(windows[4:]), out[4:], rtol=1e-5, atol=1e-5)
