@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from edge.predictor import KeyState, Predictor, WindowStore
 from edge.settings import EdgeSettings
 from edge.sources import Source
 from edge.updates import FetchedUpdate, UpdateWatcher
+from streamedge.contracts.manifest import ModelManifest
 from streamedge.contracts.reading import Reading, Rejection, parse_reading
 from streamedge.errors import ManifestError, RunnerError, VerificationError
 from streamedge.kafka.settings import KafkaSettings
@@ -87,7 +89,7 @@ class EdgeAgent:
                 continue
             try:
                 manifest, path = self.store.verify(self.model_name, version)
-                self._serve(Predictor(manifest, path, anomaly_sigmas=self.settings.anomaly_sigmas))
+                self._serve(self._predictor(manifest, path))
                 if version != self.store.active_version(self.model_name):
                     self.store.activate(self.model_name, version)
                 return
@@ -126,7 +128,7 @@ class EdgeAgent:
                 "shape", f"v{version} takes {manifest.n_features} features per reading, the source sends {expected}"
             )
         try:
-            candidate = Predictor(manifest, path, anomaly_sigmas=self.settings.anomaly_sigmas)
+            candidate = self._predictor(manifest, path)
         except (RunnerError, ValueError, ImportError) as exc:
             raise ModelRejectedError("load", str(exc)) from exc
         self._smoke_test(candidate)
@@ -177,9 +179,12 @@ class EdgeAgent:
             return
         try:
             manifest, path = self.store.verify(self.model_name, active)
-            self._serve(Predictor(manifest, path, anomaly_sigmas=self.settings.anomaly_sigmas))
+            self._serve(self._predictor(manifest, path))
         except (ManifestError, VerificationError, RunnerError, LookupError) as exc:
             _LOG.error("local switch to v%d refused: %s", active, exc, extra={"reason": str(exc)})
+
+    def _predictor(self, manifest: ModelManifest, path: Path) -> Predictor:
+        return Predictor(manifest, path, runtime=self.settings.runtime, anomaly_sigmas=self.settings.anomaly_sigmas)
 
     # ---- the serving path -------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -20,7 +20,7 @@ import numpy.typing as npt
 from edge.errors import NonFiniteOutputError
 from streamedge.contracts.manifest import ModelManifest
 from streamedge.contracts.reading import Reading
-from streamedge.contracts.runner import TFLiteRunner
+from streamedge.contracts.runner import Runtime, TFLiteRunner
 
 __all__ = ["KeyState", "Predictor", "WindowStore"]
 
@@ -116,7 +116,7 @@ class Predictor:
         anomaly_sigmas: band half-width in validation residual standard deviations.
     """
 
-    def __init__(self, manifest: ModelManifest, model_path: Path, runtime: Any = "auto",
+    def __init__(self, manifest: ModelManifest, model_path: Path, runtime: Runtime | Literal["auto"] = "auto",
                  anomaly_sigmas: float = 4.0) -> None:
         self.manifest = manifest
         self.runner = TFLiteRunner(model_path, manifest, runtime=runtime)

@@ -46,6 +46,8 @@ class EdgeSettings(BaseSettings):
     max_keys: int = Field(default=10_000, ge=1, description="windows kept in memory; least recently seen evicted beyond")
     stride: int = Field(default=1, ge=1, description="emit a result every N readings per key")
     anomaly_sigmas: float = Field(default=4.0, gt=0, description="anomaly band half-width in validation residual std")
+    runtime: Literal["auto", "ai_edge_litert", "tflite_runtime"] = Field(
+        default="auto", description="TFLite interpreter: auto prefers ai-edge-litert, else tflite-runtime")
     heartbeat_interval_s: float = Field(default=30.0, gt=0, description="telemetry heartbeat period")
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="Prometheus port on metrics_host (0: disabled)")
     metrics_host: str = Field(default="127.0.0.1", description="address the metrics endpoint binds")
