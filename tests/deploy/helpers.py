@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -120,12 +121,10 @@ class PrometheusServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
+            # Refused until it listens: poll again.
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
             time.sleep(0.2)
         raise TimeoutError(f"prometheus not ready: {self.log.read_text()[-3000:]}")
 
@@ -175,12 +174,11 @@ class EdgeProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as response:
-                    if b"streamedge_edge_results_total{" in response.read():
-                        return
-            except OSError:
-                pass
+            # Refused until it listens: poll again.
+            with contextlib.suppress(OSError), \
+                    urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as response:
+                if b"streamedge_edge_results_total{" in response.read():
+                    return
             time.sleep(0.2)
         raise TimeoutError(f"edge agent not serving results: {self.log.read_text()[-3000:]}")
 

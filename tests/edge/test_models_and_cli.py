@@ -128,16 +128,14 @@ def test_metrics_endpoint_serves(tmp_path: Path, model_dir: Path, tiny_models: T
         port = sock.getsockname()[1]
     readings = write_jsonl(tmp_path / "r.jsonl", sine_readings(20))
     script = textwrap.dedent(f"""
-        import sys, threading, time, urllib.request
+        import contextlib, sys, threading, time, urllib.request
         from streamedge.cli.main import main
         def scrape():
             for _ in range(100):
-                try:
+                with contextlib.suppress(OSError):  # refused until the agent listens: poll again
                     body = urllib.request.urlopen("http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
                     if "streamedge_edge_results_total" in body:
                         print(body); return
-                except OSError:
-                    pass
                 time.sleep(0.1)
         t = threading.Thread(target=scrape); t.start()
         code = main(["edge", "run", "--model-dir", {str(model_dir)!r}, "--public-key", {str(tiny_models.public_key)!r},
