@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.processes import stop_process
 
 __all__ = ["DEPLOY", "EdgeProcess", "PrometheusServer", "alert_rules", "dashboard_variables", "load_yaml_docs",
            "panel_queries", "promtool", "substitute"]
@@ -145,13 +146,7 @@ class PrometheusServer:
         return body["data"]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc, timeout=15)
 
 
 class EdgeProcess:
@@ -183,10 +178,4 @@ class EdgeProcess:
         raise TimeoutError(f"edge agent not serving results: {self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc, timeout=20)

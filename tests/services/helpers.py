@@ -18,6 +18,7 @@ from typing import Any
 
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
+from tests.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,13 +106,7 @@ class WorkerProcess:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc, timeout=20)
 
 
 def produce(kafka: KafkaSettings, topic: str, messages: Iterable[tuple[bytes, bytes]]) -> int:
