@@ -30,6 +30,7 @@ from typing import Any
 
 from streamedge.cli.common import add_kafka_options, kafka_settings
 from streamedge.cli.options import option
+from streamedge.processes import stop_process
 
 __all__ = ["add_arguments", "run"]
 
@@ -157,11 +158,7 @@ class _Bench:
             print(f"{name:28s} {out}", flush=True)
             return out
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, timeout=30)
 
 
 def _models(work: Path) -> tuple[Path, Path]:
@@ -300,5 +297,4 @@ def _active_keys(bench: _Bench, start: Any, keys: int) -> dict[str, Any]:
         print(f"{'active keys':28s} {figures}", flush=True)
         return figures
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_process(proc, timeout=30)

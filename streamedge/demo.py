@@ -34,6 +34,7 @@ from streamedge.errors import StreamedgeError
 from streamedge.kafka.broker import LocalBroker
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout, create_topics
+from streamedge.processes import stop_process
 from streamedge.registry import ModelRegistry
 
 __all__ = ["DemoConfig", "run_demo"]
@@ -241,11 +242,7 @@ def run_demo(config: DemoConfig) -> int:
         elapsed = time.monotonic() - started
         metrics = _scrape(config.web_port)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_process(worker, timeout=30)
         worker_log.close()
 
     edge_results = _run_edge(config, registry.path("airline-lstm", promoted["airline-lstm"]), keys["public"], common,

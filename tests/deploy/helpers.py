@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from tests.processes import stop_process
+from streamedge.processes import stop_process
 
 __all__ = ["DEPLOY", "EdgeProcess", "PrometheusServer", "alert_rules", "dashboard_variables", "load_yaml_docs",
            "panel_queries", "promtool", "substitute"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
-from tests.processes import stop_process
+from streamedge.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 

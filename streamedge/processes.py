@@ -1,4 +1,4 @@
-"""Process helpers shared by the tests that start real workers, agents and servers."""
+"""Stopping child processes (workers, agents, servers) that the demo, benchmarks and tests start."""
 
 from __future__ import annotations
 
