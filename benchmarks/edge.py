@@ -21,6 +21,7 @@ well they are trained, and the int8 calibration still sees real data.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -36,10 +37,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamedge.timing import time_calls
+
 __all__ = ["add_arguments", "run"]
 
 _REPO = Path(__file__).resolve().parent.parent
 _VARIANTS = ("float32", "float16", "dynamic", "int8")
+# Untimed calls before each latency figure: first invokes allocate and warm caches.
+_WARMUP = 20
 _HEAVY = ("tensorflow", "keras", "faust", "aiokafka", "pandas", "services", "training")
 
 
@@ -60,17 +65,6 @@ def _percentiles(samples_s: list[float]) -> dict[str, float]:
             "runs": len(samples_s)}
 
 
-def _time_calls(call: Any, runs: int, warmup: int = 20) -> list[float]:
-    for _ in range(warmup):
-        call()
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return samples
-
-
 # ---- child processes (no TensorFlow in the edge ones) ------------------------------------------
 
 def _child_latency(runtime: str, runs: int, paths: list[str]) -> dict[str, Any]:
@@ -85,7 +79,7 @@ def _child_latency(runtime: str, runs: int, paths: list[str]) -> dict[str, Any]:
             out[path] = {"error": str(exc)[:300]}
             continue
         window = rng.normal(size=(runner.window, runner.n_features)).astype(np.float32)
-        out[path] = _percentiles(_time_calls(lambda r=runner, w=window: r.run_one(w), runs))
+        out[path] = _percentiles(time_calls(functools.partial(runner.run_one, window), runs, _WARMUP))
     return out
 
 
@@ -209,9 +203,9 @@ def _keras_latency(model: Any, window: npt.NDArray[np.float32], runs: int) -> di
     compiled = tf.function(lambda x: model(x, training=False))
     tensor = tf.constant(window[np.newaxis])
     return {
-        "tf_function": _percentiles(_time_calls(lambda: compiled(tensor).numpy(), runs)),
-        "eager": _percentiles(_time_calls(lambda: model(tensor, training=False).numpy(), max(runs // 20, 20), 5)),
-        "predict": _percentiles(_time_calls(lambda: model.predict(tensor, verbose=0), max(runs // 100, 10), 3)),
+        "tf_function": _percentiles(time_calls(lambda: compiled(tensor).numpy(), runs, _WARMUP)),
+        "eager": _percentiles(time_calls(lambda: model(tensor, training=False).numpy(), max(runs // 20, 20), 5)),
+        "predict": _percentiles(time_calls(lambda: model.predict(tensor, verbose=0), max(runs // 100, 10), 3)),
     }
 
 

@@ -13,7 +13,6 @@ import io
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from streamedge.timing import time_calls
 from training.errors import ExportError
 
 __all__ = [
@@ -142,13 +142,7 @@ def check_runtimes(model_path: Path) -> tuple[dict[str, str], dict[str, float]]:
 
 
 def _p50_ms(call: Callable[[], object], runs: int) -> float:
-    call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
+    return float(np.median(time_calls(call, runs)) * 1e3)
 
 
 def runner_latency_ms(runner: Any, window: npt.NDArray[np.float32], runs: int = 200) -> float:
