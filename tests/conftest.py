@@ -17,7 +17,7 @@ import pytest
 from streamedge.kafka.broker import LocalBroker
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout, create_topics
-from training.tiny import TinyModels, build_tiny_models
+from streamedge.training.tiny import TinyModels, build_tiny_models
 
 REPO = Path(__file__).resolve().parent.parent
 

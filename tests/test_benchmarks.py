@@ -10,22 +10,6 @@ import json
 from pathlib import Path
 
 from streamedge.cli.main import main
-from streamedge.kafka.settings import KafkaSettings
-
-
-def test_bench_stream_writes_contracted_figures(kafka_settings: KafkaSettings, tmp_path: Path) -> None:
-    out = tmp_path / "stream.json"
-    code = main(["bench", "stream", "--bootstrap-servers", kafka_settings.bootstrap_servers,
-                 "--topic-prefix", "bench-smoke.", "--messages", "600", "--keys", "10", "--batch-sizes", "64",
-                 "--extra-strides", "", "--latency-seconds", "1", "--naive-messages", "5", "--active-keys", "50",
-                 "--work-dir", str(tmp_path / "work"), "--out", str(out)])
-    assert code == 0
-    figures = json.loads(out.read_text())
-    for run in ("passthrough", "pipeline", "naive_keras"):
-        assert {"throughput_per_s", "p50_ms", "p99_ms", "rss_mb"} <= figures[run].keys()
-        assert figures[run]["throughput_per_s"] > 0 and figures[run]["rss_mb"] > 0
-    assert figures["ratios"]["pipeline_over_passthrough"] > 0
-    assert figures["ratios"]["pipeline_over_naive"] > 0
 
 
 def test_bench_edge_writes_contracted_figures(tmp_path: Path) -> None:

@@ -9,8 +9,7 @@ import pytest
 
 from streamedge.demo import DemoConfig, run_demo
 from streamedge.kafka.broker import LocalBroker
-
-REPO = Path(__file__).resolve().parent.parent
+from streamedge.paths import data_dir
 
 
 def _free_port() -> int:
@@ -21,7 +20,7 @@ def _free_port() -> int:
 
 
 def test_demo_end_to_end(kafka_broker: LocalBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = DemoConfig(workdir=tmp_path / "demo", data_dir=REPO / "data", state_dir=kafka_broker.state_dir,
+    config = DemoConfig(workdir=tmp_path / "demo", data_dir=data_dir(), state_dir=kafka_broker.state_dir,
                         port=kafka_broker.port, classifier_epochs=5, forecaster_epochs=5, web_port=_free_port())
     code = run_demo(config)
     out = capsys.readouterr().out

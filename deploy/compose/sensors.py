@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     """Produce readings until SIGTERM/SIGINT (or ``--total`` readings)."""
     from kafka import KafkaProducer
 
-    from edge.sources import simulator_payloads
+    from streamedge.edge.sources import simulator_payloads
     from streamedge.kafka.settings import KafkaSettings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -5,7 +5,7 @@ committed JSON differs from what this script writes, and evaluates every panel's
 Prometheus that scrapes a real stream worker and edge agent.
 
 Metric names are the exported ones: counters end in ``_total``, histograms in ``_bucket/_sum/_count``
-(see ``services/metrics.py`` and ``edge/metrics.py``). Edge series carry a ``device`` label added by
+(see ``streamedge/services/metrics.py`` and ``streamedge/edge/metrics.py``). Edge series carry a ``device`` label added by
 the scrape config (one agent per target).
 """
 

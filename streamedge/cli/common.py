@@ -12,6 +12,7 @@ from streamedge.cli.options import option
 from streamedge.errors import ConfigError
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
+from streamedge.paths import user_state_dir
 
 __all__ = ["add_kafka_options", "add_state_dir_option", "build_settings", "kafka_settings", "topic_layout"]
 
@@ -52,5 +53,5 @@ def topic_layout(args: argparse.Namespace) -> TopicLayout:
 
 def add_state_dir_option(parser: argparse.ArgumentParser) -> None:
     """``--state-dir``: where the local broker keeps jars, data and logs."""
-    option(parser, "--state-dir", type=Path, default=Path(".streamedge/kafka"),
-           help="local broker state folder (jars, data, logs, pid)")
+    option(parser, "--state-dir", type=Path, default=user_state_dir() / "kafka",
+           help="local broker state folder (jars, data, logs, pid); default under STREAMEDGE_HOME")

@@ -8,6 +8,7 @@ from typing import Any
 
 from streamedge.cli.common import add_state_dir_option
 from streamedge.cli.options import option
+from streamedge.paths import data_dir, user_state_dir
 
 __all__ = ["register"]
 
@@ -16,8 +17,9 @@ def register(subparsers: Any) -> None:
     """Add the ``demo`` command."""
     text = "train on real data, serve through Kafka and Faust, check the results end to end"
     parser = subparsers.add_parser("demo", help=text, description=text)
-    option(parser, "--workdir", type=Path, default=Path("runs/demo"), help="folder for models, keys and logs")
-    option(parser, "--data-dir", type=Path, default=Path("data"), help="the vendored data sets")
+    option(parser, "--workdir", type=Path, default=user_state_dir() / "demo",
+           help="folder for models, keys and logs; default under STREAMEDGE_HOME")
+    option(parser, "--data-dir", type=Path, default=data_dir(), help="the data sets (default: the ones shipped in the package)")
     add_state_dir_option(parser)
     option(parser, "--port", type=int, default=9092, env="STREAMEDGE_KAFKA_PORT", help="local broker port")
     option(parser, "--classifier-epochs", type=int, default=None, help="override the classifier's default epochs")

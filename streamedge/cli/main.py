@@ -25,11 +25,11 @@ __all__ = ["build_parser", "main"]
 # Every area's light CLI module; each exposes register(subparsers).
 _AREAS: tuple[str, ...] = (
     "streamedge.cli.kafka_cmd",
-    "training.cli",
+    "streamedge.training.cli",
     "streamedge.cli.models_cmd",
-    "services.cli",
-    "edge.cli",
-    "benchmarks.cli",
+    "streamedge.services.cli",
+    "streamedge.edge.cli",
+    "streamedge.benchmarks.cli",
     "streamedge.cli.demo_cmd",
 )
 

@@ -9,12 +9,14 @@ from typing import Any
 
 from streamedge.cli.common import add_kafka_options, kafka_settings, topic_layout
 from streamedge.cli.options import option
+from streamedge.paths import user_state_dir
 
 __all__ = ["register"]
 
 
 def _registry_option(parser: argparse.ArgumentParser) -> None:
-    option(parser, "--registry", type=Path, default=Path(".streamedge/registry"), help="model registry folder")
+    option(parser, "--registry", type=Path, default=user_state_dir() / "registry",
+           help="model registry folder; default under STREAMEDGE_HOME")
 
 
 def register(subparsers: Any) -> None:

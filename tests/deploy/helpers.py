@@ -150,10 +150,10 @@ class PrometheusServer:
 
 
 class EdgeProcess:
-    """``python -m edge run`` on the simulator source, serving /metrics on ``port``."""
+    """``python -m streamedge.edge run`` on the simulator source, serving /metrics on ``port``."""
 
     def __init__(self, args: list[str], port: int, log: Path) -> None:
-        self.cmd = [sys.executable, "-m", "edge", "run", "--metrics-port", str(port), "--metrics-host", "127.0.0.1",
+        self.cmd = [sys.executable, "-m", "streamedge.edge", "run", "--metrics-port", str(port), "--metrics-host", "127.0.0.1",
                     *args]
         self.port = port
         self.log = log

@@ -16,11 +16,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from edge.settings import EdgeSettings
-from services.settings import StreamSettings
 from streamedge.cli.main import build_parser
 from streamedge.cli.options import apply_env_and_config
+from streamedge.edge.settings import EdgeSettings
 from streamedge.kafka.settings import KafkaSettings
+from streamedge.services.settings import StreamSettings
 from tests.deploy.helpers import DEPLOY, REPO, alert_rules, load_yaml_docs, panel_queries, promtool
 
 # The oldest Kubernetes the manifests target (autoscaling/v2, policy/v1 are GA well before it).

@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from edge.models import ModelStore
 from streamedge.contracts.signing import load_public_key
+from streamedge.edge.models import ModelStore
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
+from streamedge.training.tiny import TinyModels
 from tests.deploy.helpers import (
     DEPLOY,
     EdgeProcess,
@@ -32,7 +33,6 @@ from tests.deploy.helpers import (
     substitute,
 )
 from tests.services.helpers import WorkerProcess, free_port, install, reading, sine
-from training.tiny import TinyModels
 
 _ROUTES = {"s": ["tiny-forecaster", "tiny-classifier"]}
 _DEVICES = 5

@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from edge.agent import EdgeAgent
-from edge.models import ModelStore
-from edge.settings import EdgeSettings
-from edge.sources import Source
 from streamedge.contracts.signing import load_public_key
+from streamedge.edge.agent import EdgeAgent
+from streamedge.edge.models import ModelStore
+from streamedge.edge.settings import EdgeSettings
+from streamedge.edge.sources import Source
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
-from training.tiny import TinyModels
+from streamedge.training.tiny import TinyModels
 
 
 @pytest.fixture

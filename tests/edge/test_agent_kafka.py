@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.sources import IteratorSource
+from streamedge.edge.sources import IteratorSource
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
+from streamedge.training.tiny import TINY_WINDOW
 from tests.edge.helpers import consume_all, sine_readings
-from training.tiny import TINY_WINDOW
 
 
 def test_results_and_heartbeats_arrive(make_topics: Callable[..., TopicLayout], kafka_settings: KafkaSettings,
@@ -53,7 +53,7 @@ def test_kafka_source_reads_the_readings_topic(make_topics: Callable[..., TopicL
 
     from kafka import KafkaProducer
 
-    from edge.sources import KafkaSource
+    from streamedge.edge.sources import KafkaSource
 
     layout = make_topics()
     producer = KafkaProducer(**kafka_settings.kafka_python_config())

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.buffer import Outbox
+from streamedge.edge.buffer import Outbox
 
 
 def _rows(topic: str, n: int, size: int = 10) -> object:
@@ -66,7 +66,7 @@ def test_age_bound_drops_stale_rows(tmp_path: Path) -> None:
 _WRITER = """
 import sys
 from pathlib import Path
-from edge.buffer import Outbox
+from streamedge.edge.buffer import Outbox
 box = Outbox(Path(sys.argv[1]))
 while True:
     first = box.append(lambda s: [("r", None, str(s).encode())], 1)
@@ -93,7 +93,7 @@ def test_sigkill_keeps_every_acknowledged_row(tmp_path: Path) -> None:
 
 
 def test_agent_buffer_stays_bounded_while_offline(make_agent: Any, tmp_path: Path) -> None:
-    from edge.sources import IteratorSource
+    from streamedge.edge.sources import IteratorSource
     from streamedge.kafka.settings import KafkaSettings
     from streamedge.kafka.topics import TopicLayout
     from tests.edge.helpers import sine_readings

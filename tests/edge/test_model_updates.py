@@ -8,15 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.sources import IteratorSource, simulator_payloads
 from streamedge.cli.main import main
 from streamedge.contracts.manifest import read_manifest
 from streamedge.contracts.model_update import ModelUpdate
+from streamedge.edge.sources import IteratorSource, simulator_payloads
 from streamedge.kafka.model_updates import publish_model_update
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
+from streamedge.training.tiny import TinyModels
 from tests.edge.helpers import consume_all, make_version, other_key
-from training.tiny import TinyModels
 
 
 def _announce(settings: KafkaSettings, layout: TopicLayout, folder: Path) -> None:

@@ -13,18 +13,18 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from edge.agent import EdgeAgent
-from edge.errors import NoModelError
-from edge.models import ModelStore
-from edge.settings import EdgeSettings
-from edge.sources import IteratorSource
 from streamedge.cli.main import main
 from streamedge.contracts.signing import load_public_key
+from streamedge.edge.agent import EdgeAgent
+from streamedge.edge.errors import NoModelError
+from streamedge.edge.models import ModelStore
+from streamedge.edge.settings import EdgeSettings
+from streamedge.edge.sources import IteratorSource
 from streamedge.errors import SignatureError, VerificationError
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
+from streamedge.training.tiny import TinyModels
 from tests.edge.helpers import make_version, other_key, sine_readings, write_jsonl
-from training.tiny import TinyModels
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,11 +84,11 @@ def test_cli_install_status_rollback(tmp_path: Path, tiny_models: TinyModels,
 _ISOLATION = """
 import json, sys
 from pathlib import Path
-import edge, edge.agent, edge.cli, edge.sources
+import streamedge.edge, streamedge.edge.agent, streamedge.edge.cli, streamedge.edge.sources
 from prometheus_client import CollectorRegistry
-from edge.agent import EdgeAgent
-from edge.settings import EdgeSettings
-from edge.sources import IteratorSource, file_payloads
+from streamedge.edge.agent import EdgeAgent
+from streamedge.edge.settings import EdgeSettings
+from streamedge.edge.sources import IteratorSource, file_payloads
 from streamedge.contracts.signing import load_public_key
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
@@ -99,8 +99,9 @@ agent = EdgeAgent(settings, KafkaSettings(bootstrap_servers="127.0.0.1:" + port)
                   IteratorSource(file_payloads(Path(readings))), load_public_key(Path(key)), CollectorRegistry())
 agent.run()
 results = agent.metrics.registry.get_sample_value("streamedge_edge_results_total", {"task": "forecast"})
-heavy = sorted({m.split(".")[0] for m in sys.modules}
-               & {"tensorflow", "keras", "faust", "aiokafka", "pandas", "services", "training", "tf_keras"})
+heavy = sorted(({m.split(".")[0] for m in sys.modules} | {".".join(m.split(".")[:2]) for m in sys.modules})
+               & {"tensorflow", "keras", "faust", "aiokafka", "pandas", "streamedge.services", "streamedge.training",
+                  "tf_keras"})
 print(json.dumps({"results": results, "runtime": agent.predictor.runner.runtime, "heavy": heavy}))
 """
 
@@ -174,10 +175,10 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert "streamedge-edge.service" not in result.stderr, result.stderr
 
 
-def test_python_m_edge_reads_stdin(tmp_path: Path, model_dir: Path, tiny_models: TinyModels) -> None:
+def test_python_m_streamedge_edge_reads_stdin(tmp_path: Path, model_dir: Path, tiny_models: TinyModels) -> None:
     lines = b"".join(p + b"\n" for p in sine_readings(12)) + b"not json\n"
     done = subprocess.run(
-        [sys.executable, "-m", "edge", "--source", "stdin", "--model-dir", str(model_dir), "--public-key",
+        [sys.executable, "-m", "streamedge.edge", "--source", "stdin", "--model-dir", str(model_dir), "--public-key",
          str(tiny_models.public_key), "--buffer-path", str(tmp_path / "b.sqlite"), "--metrics-port", "0",
          "--model-updates", "false", "--bootstrap-servers", "127.0.0.1:1", "--kafka-timeout-s", "0.5",
          "--drain-timeout-s", "0"],
@@ -185,7 +186,7 @@ def test_python_m_edge_reads_stdin(tmp_path: Path, model_dir: Path, tiny_models:
     )
     assert done.returncode == 3  # source ended, broker unreachable: results kept on disk
     assert b'"reason": "bad_json"' in done.stderr
-    status = subprocess.run([sys.executable, "-m", "edge", "status", "--model-dir", str(model_dir), "--public-key",
+    status = subprocess.run([sys.executable, "-m", "streamedge.edge", "status", "--model-dir", str(model_dir), "--public-key",
                              str(tiny_models.public_key), "--buffer-path", str(tmp_path / "b.sqlite")],
                             cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(status.stdout)["buffer"]["next_seq"] == 12 - 8 + 1

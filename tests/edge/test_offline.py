@@ -14,12 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.sources import IteratorSource, file_payloads
+from streamedge.edge.sources import IteratorSource, file_payloads
 from streamedge.kafka.broker import LocalBroker
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout, create_topics
+from streamedge.training.tiny import TINY_WINDOW, TinyModels
 from tests.edge.helpers import consume_all, sine_readings, write_jsonl
-from training.tiny import TINY_WINDOW, TinyModels
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,7 +113,7 @@ def test_sigkill_loses_nothing_acknowledged(
     dead = _free_port()  # nothing listens: the broker is unreachable, results stay in the buffer
 
     def command(bootstrap: str, source: Path) -> list[str]:
-        return [sys.executable, "-m", "edge", "run", "--device-id", "dev-k", "--model-dir", str(model_dir),
+        return [sys.executable, "-m", "streamedge.edge", "run", "--device-id", "dev-k", "--model-dir", str(model_dir),
                 "--public-key", str(tiny_models.public_key), "--source", "file", "--source-path", str(source),
                 "--rate", "500", "--buffer-path", str(buffer), "--metrics-port", "0", "--model-updates", "false",
                 "--kafka-timeout-s", "1", "--drain-timeout-s", "60", "--heartbeat-interval-s", "60",

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.errors import NonFiniteOutputError, SourceError
-from edge.predictor import Predictor, WindowStore
-from edge.sources import IteratorSource, file_payloads, simulator_payloads, stdin_payloads
 from streamedge.contracts.reading import Reading, parse_reading
 from streamedge.contracts.signing import load_public_key, verify_model_dir
-from training.tiny import TINY_WINDOW, TinyModels
+from streamedge.edge.errors import NonFiniteOutputError, SourceError
+from streamedge.edge.predictor import Predictor, WindowStore
+from streamedge.edge.sources import IteratorSource, file_payloads, simulator_payloads, stdin_payloads
+from streamedge.training.tiny import TINY_WINDOW, TinyModels
 
 
 def _drain(source: IteratorSource) -> list[bytes]:

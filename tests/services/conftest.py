@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.metrics import StreamMetrics
-from services.models import ModelSet, load_model
-from services.processor import Processor
-from services.settings import StreamSettings
 from streamedge.contracts.signing import load_public_key
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
+from streamedge.services.metrics import StreamMetrics
+from streamedge.services.models import ModelSet, load_model
+from streamedge.services.processor import Processor
+from streamedge.services.settings import StreamSettings
+from streamedge.training.tiny import TinyModels
 from tests.services.helpers import WorkerProcess, install
-from training.tiny import TinyModels
 
 ROUTES = {"s": ["tiny-forecaster", "tiny-classifier"]}
 

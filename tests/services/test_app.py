@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.app import StreamWorker
-from services.settings import StreamSettings
 from streamedge.errors import ConfigError
 from streamedge.kafka.settings import KafkaSettings
+from streamedge.services.app import StreamWorker
+from streamedge.services.settings import StreamSettings
+from streamedge.training.tiny import TinyModels
 from tests.services.conftest import ROUTES
-from training.tiny import TinyModels
 
 
 def _settings(model_dir: Path, tiny_models: TinyModels, **extra: object) -> StreamSettings:

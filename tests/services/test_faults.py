@@ -18,8 +18,8 @@ from streamedge.kafka.model_updates import publish_model_update
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from streamedge.registry import ModelRegistry
+from streamedge.training.tiny import TINY_WINDOW, TinyModels
 from tests.services.helpers import WorkerProcess, consume_until, produce, reading
-from training.tiny import TINY_WINDOW, TinyModels
 
 
 def _paced(kafka: KafkaSettings, topic: str, keys: int, seqs: int, seconds: float) -> threading.Thread:

@@ -9,14 +9,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.errors import ModelRejectedError
-from services.models import load_model
-from services.processor import Processor
-from services.records import Output, Source, parse_dead_letter
 from streamedge.contracts.runner import TFLiteRunner
 from streamedge.contracts.signing import load_public_key
+from streamedge.services.errors import ModelRejectedError
+from streamedge.services.models import load_model
+from streamedge.services.processor import Processor
+from streamedge.services.records import Output, Source, parse_dead_letter
+from streamedge.training.tiny import TINY_WINDOW, TinyModels
 from tests.services.helpers import reading, sine
-from training.tiny import TINY_WINDOW, TinyModels
 
 
 def _batch(payloads: Sequence[bytes | None], start: int = 0) -> list[tuple[bytes | None, Source]]:
@@ -178,7 +178,7 @@ def test_shadow_candidate_sees_the_same_windows_and_is_compared(make_processor: 
                                                                 tiny_models: TinyModels) -> None:
     from prometheus_client import CollectorRegistry
 
-    from services.shadow import ShadowSet
+    from streamedge.services.shadow import ShadowSet
 
     processor = make_processor()
     registry = CollectorRegistry()
@@ -199,7 +199,7 @@ def test_shadow_candidate_sees_the_same_windows_and_is_compared(make_processor: 
 
 
 def test_drift_reference_reads_the_trainers_per_feature_layout(tiny_models: TinyModels) -> None:
-    from services.monitor import ModelMonitor
+    from streamedge.services.monitor import ModelMonitor
 
     manifest = load_model(tiny_models.forecaster, load_public_key(tiny_models.public_key)).manifest
     trained = manifest.replace(reference_stats={"n": 10, "features": {"value": {"mean": 100.0, "std": 2.0}}})

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.windows import KeyState, WindowStore
 from streamedge.contracts.reading import Reading
+from streamedge.services.windows import KeyState, WindowStore
 
 
 def _r(key: str, seq: int, ts: float | None = None, values: tuple[float, ...] = (1.0,)) -> Reading:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from services.records import parse_dead_letter
 from streamedge.cli.main import main
 from streamedge.contracts.runner import TFLiteRunner
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
+from streamedge.services.records import parse_dead_letter
+from streamedge.training.tiny import TINY_WINDOW, TinyModels
 from tests.services.helpers import WorkerProcess, consume_until, produce, reading, sine
-from training.tiny import TINY_WINDOW, TinyModels
 
 _DEVICES = 10
 _SEQS = 40

@@ -14,7 +14,7 @@ from streamedge.contracts.model_update import ModelUpdate, fetch_model, parse_mo
 from streamedge.contracts.signing import generate_keypair, load_private_key, load_public_key, verify_model_dir
 from streamedge.errors import ManifestError, SignatureError, VerificationError
 from streamedge.registry import ModelRegistry, RegistryError
-from training.tiny import TinyModels
+from streamedge.training.tiny import TinyModels
 
 
 def test_manifest_round_trip(tiny_models: TinyModels, tmp_path: Path) -> None:

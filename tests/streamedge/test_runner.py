@@ -13,7 +13,7 @@ import pytest
 from streamedge.contracts.manifest import read_manifest
 from streamedge.contracts.runner import TFLiteRunner, available_runtimes
 from streamedge.errors import RunnerError
-from training.tiny import TINY_WINDOW, TinyModels
+from streamedge.training.tiny import TINY_WINDOW, TinyModels
 
 
 def test_batch_equals_single_windows(tiny_models: TinyModels) -> None:

@@ -12,11 +12,11 @@ import pytest
 
 from streamedge.contracts.manifest import read_manifest, verify_model_file
 from streamedge.contracts.runner import TFLiteRunner
+from streamedge.training.classify import train_classifier
+from streamedge.training.config import ClassifierConfig, ForecasterConfig
+from streamedge.training.export import EDGE_RUNTIMES, VARIANTS
+from streamedge.training.forecast import train_forecaster
 from tests.training.helpers import write_seasonal_csv, write_ts
-from training.classify import train_classifier
-from training.config import ClassifierConfig, ForecasterConfig
-from training.export import EDGE_RUNTIMES, VARIANTS
-from training.forecast import train_forecaster
 
 # Full-int8 outputs carry quantisation error: allow this much (in normalised units / probability).
 _INT8_TOLERANCE = 0.35
@@ -27,7 +27,7 @@ def _classifier(tmp: Path) -> tuple[dict[str, Any], np.ndarray]:
     test = write_ts(tmp / "tiny_TEST.ts", per_class=6, seed=2)
     config = ClassifierConfig(filters=(8, 16, 8), epochs=4, patience=2, min_epochs=0, seed=3)
     metrics = train_classifier(train, test, tmp / "out", config, progress=False)
-    from training.data import load_ts
+    from streamedge.training.data import load_ts
 
     return metrics, load_ts(test).x
 
@@ -37,7 +37,7 @@ def _forecaster(tmp: Path) -> tuple[dict[str, Any], np.ndarray]:
     config = ForecasterConfig(window=16, horizon=4, season=8, units=8, epochs=4, patience=2, seed=3)
     metrics = train_forecaster(data, tmp / "out", config, columns=["load", "temp"], progress=False)
     series = np.loadtxt(data, delimiter=",", skiprows=1, usecols=(1, 2), dtype=np.float32)
-    from training.windowing import make_windows
+    from streamedge.training.windowing import make_windows
 
     x, _ = make_windows(series, 16, 0, stride=7)
     return metrics, x
@@ -125,7 +125,7 @@ def test_lstm_conversion_routes_are_measured(trained: tuple[str, Path, dict[str,
     _, out, _, raw = trained
     import keras
 
-    from training.lstm_conversions import compare_conversions
+    from streamedge.training.lstm_conversions import compare_conversions
 
     manifest = read_manifest(out)
     config = ForecasterConfig(**{k: v for k, v in manifest.hyperparameters.items() if k != "model"})

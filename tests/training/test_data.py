@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data import load_table, load_ts
-from training.errors import DataError
+from streamedge.paths import data_dir
+from streamedge.training.data import load_table, load_ts
+from streamedge.training.errors import DataError
 
-DATA = Path(__file__).resolve().parents[2] / "data"
+DATA = data_dir()
 
 
 def test_univariate_ts() -> None:

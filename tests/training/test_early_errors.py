@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from streamedge.training.classify import train_classifier
+from streamedge.training.config import ClassifierConfig, ForecasterConfig
+from streamedge.training.errors import DataError
+from streamedge.training.export import VariantResult, select_variant
+from streamedge.training.forecast import train_forecaster
 from tests.training.helpers import write_seasonal_csv, write_ts
-from training.classify import train_classifier
-from training.config import ClassifierConfig, ForecasterConfig
-from training.errors import DataError
-from training.export import VariantResult, select_variant
-from training.forecast import train_forecaster
 
 
 def test_two_series_per_class_is_refused(tmp_path: Path) -> None:

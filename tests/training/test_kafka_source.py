@@ -14,8 +14,8 @@ from streamedge.contracts.manifest import read_manifest
 from streamedge.contracts.reading import Reading
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
-from training.errors import DataError
-from training.kafka_source import replay_topic
+from streamedge.training.errors import DataError
+from streamedge.training.kafka_source import replay_topic
 
 
 def _publish(settings: KafkaSettings, topic: str, payloads: list[tuple[str, bytes]]) -> None:

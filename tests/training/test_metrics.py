@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from training.metrics import (
+from streamedge.training.metrics import (
     classification_metrics,
     confusion_matrix,
     forecast_metrics,

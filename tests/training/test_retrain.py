@@ -20,12 +20,12 @@ from streamedge.contracts.signing import generate_keypair, load_private_key, loa
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from streamedge.registry import ModelRegistry
+from streamedge.training.config import ForecasterConfig
+from streamedge.training.data import DataReport, SeriesData
+from streamedge.training.forecast import train_forecaster
+from streamedge.training.retrain import Retrainer, RetrainMetrics, RetrainPolicy, serve
+from streamedge.training.tiny import TinyModels
 from tests.services.helpers import WorkerProcess, consume_until, install, produce, reading
-from training.config import ForecasterConfig
-from training.data import DataReport, SeriesData
-from training.forecast import train_forecaster
-from training.retrain import Retrainer, RetrainMetrics, RetrainPolicy, serve
-from training.tiny import TinyModels
 
 NAME = "plant-lstm"
 ROUTES = {"s": [NAME]}

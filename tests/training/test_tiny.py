@@ -6,7 +6,7 @@ import numpy as np
 
 from streamedge.contracts.runner import TFLiteRunner
 from streamedge.contracts.signing import load_public_key, verify_model_dir
-from training.tiny import TINY_WINDOW, TinyModels
+from streamedge.training.tiny import TINY_WINDOW, TinyModels
 
 
 def test_tiny_models_verify_and_run(tiny_models: TinyModels) -> None:

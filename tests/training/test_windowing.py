@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.errors import DataError
-from training.windowing import Normaliser, count_windows, make_windows, split_series
+from streamedge.training.errors import DataError
+from streamedge.training.windowing import Normaliser, count_windows, make_windows, split_series
 
 _shapes = st.tuples(
     st.integers(min_value=0, max_value=80),  # length

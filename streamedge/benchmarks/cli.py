@@ -1,0 +1,37 @@
+"""``streamedge bench stream|edge``: run one benchmark and write its JSON figures.
+
+Each benchmark module exposes ``add_arguments(parser)`` and ``run(args) -> int`` and keeps its
+heavy imports (TensorFlow, Faust) inside functions, so building the parser stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+__all__ = ["register"]
+
+_BENCHMARKS = {
+    "stream": "stream processor vs a pass-through Faust agent and per-message Keras",
+    "edge": "edge TFLite runtimes vs Keras: latency, RSS, cold start, install size",
+}
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``bench`` command group."""
+    parser = subparsers.add_parser("bench", help="run a benchmark and write its figures as JSON")
+    commands = parser.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
+    for name, text in _BENCHMARKS.items():
+        sub = commands.add_parser(name, help=text, description=text)
+        module = importlib.import_module(f"streamedge.benchmarks.{name}")
+        module.add_arguments(sub)
+        sub.set_defaults(handler=_runner(name))
+
+
+def _runner(name: str) -> Any:
+    def _run(args: argparse.Namespace) -> int:
+        code: int = importlib.import_module(f"streamedge.benchmarks.{name}").run(args)
+        return code
+
+    return _run

@@ -1,0 +1,301 @@
+"""``streamedge bench stream``: pass-through Faust agent vs the full pipeline vs per-message Keras.
+
+On a real broker, each contender runs as its own process on a fresh topic layout:
+
+- **throughput**: ``--messages`` readings (``--keys`` keys) are produced first, then the worker
+  starts and drains them; throughput = results / (last result time - first result time), result
+  time being the result message's create timestamp (set when the worker sends it);
+- **latency**: readings are then produced at half that peak rate for ``--latency-seconds``, each
+  stamped with its send time as event time; latency = result timestamp - event time (p50, p99);
+- **RSS**: the worker's resident set size (``/proc/<pid>/status``) after the run.
+
+The full pipeline is also run at each ``--batch-sizes`` (the micro-batching trade-off), and once
+with ``--active-keys`` keys, twice over, to show RSS does not grow with stream length. Heavy
+imports (TensorFlow for the model fixtures and the naive floor, Kafka clients) happen in ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from streamedge.cli.common import add_kafka_options, kafka_settings
+from streamedge.cli.options import option
+from streamedge.paths import user_state_dir
+from streamedge.processes import stop_process
+
+__all__ = ["add_arguments", "run"]
+
+_WINDOW = 8
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``streamedge bench stream``."""
+    add_kafka_options(parser)
+    option(parser, "--messages", type=int, default=20_000, help="readings per throughput run")
+    option(parser, "--out", type=Path, required=True, help="JSON file to write the figures to")
+    option(parser, "--keys", type=int, default=100, help="distinct device/stream keys")
+    option(parser, "--batch-sizes", default="32,256", help="micro-batch sizes to compare (the last is the headline)")
+    option(parser, "--extra-strides", default="4",
+           help="classification strides also run at the last batch size (the headline uses stride 1)")
+    option(parser, "--batch-wait", type=float, default=0.02, help="micro-batch wait, seconds")
+    option(parser, "--latency-seconds", type=float, default=6.0, help="duration of each half-rate latency run")
+    option(parser, "--naive-messages", type=int, default=150, help="readings for the per-message Keras floor")
+    option(parser, "--active-keys", type=int, default=10_000, help="keys for the bounded-memory run")
+    option(parser, "--work-dir", type=Path, default=user_state_dir() / "bench" / "stream",
+           help="scratch folder; default under STREAMEDGE_HOME")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class _Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.kafka = kafka_settings(args)
+        self.work = Path(args.work_dir).resolve()
+        self.work.mkdir(parents=True, exist_ok=True)
+        from kafka import KafkaProducer
+
+        self.producer = KafkaProducer(**self.kafka.kafka_python_config(), linger_ms=2, batch_size=256 * 1024)
+
+    def layout(self) -> Any:
+        from streamedge.kafka.topics import TopicLayout, create_topics
+
+        layout = TopicLayout(prefix=f"bench{uuid.uuid4().hex[:8]}.", partitions=3)
+        create_topics(self.kafka, layout)
+        return layout
+
+    def fill(self, layout: Any, keys: int, per_key: int, first_seq: int = 0) -> int:
+        now = time.time()
+        for seq in range(first_seq, first_seq + per_key):
+            for k in range(keys):
+                value = 10.0 + 3.0 * math.sin(2 * math.pi * seq / 16)
+                body = {"device_id": f"dev{k}", "stream": "s", "ts": now - 1000 + seq * 1e-3, "value": value,
+                        "seq": seq}
+                self.producer.send(layout.readings, key=f"dev{k}/s".encode(), value=json.dumps(body).encode())
+        self.producer.flush()
+        return keys * per_key
+
+    def paced(self, layout: Any, keys: int, first_seq: int, rate: float, seconds: float) -> int:
+        """Send readings at ``rate``/s, round-robin over keys, ts = send time; returns the count."""
+        sent, start = 0, time.time()
+        seq = first_seq
+        while time.time() - start < seconds:
+            due = int((time.time() - start) * rate)
+            while sent < due:
+                k = sent % keys
+                if k == 0 and sent:
+                    seq += 1
+                body = {"device_id": f"dev{k}", "stream": "s", "ts": time.time(),
+                        "value": 10.0 + 3.0 * math.sin(2 * math.pi * seq / 16), "seq": seq}
+                self.producer.send(layout.readings, key=f"dev{k}/s".encode(), value=json.dumps(body).encode())
+                sent += 1
+            self.producer.flush()
+            time.sleep(0.005)
+        return sent
+
+    def collect(self, topic: str, expected: int, timeout: float, since: float = 0.0,
+                proc: subprocess.Popen[bytes] | None = None) -> list[tuple[float, dict[str, Any]]]:
+        """``(result timestamp s, record)`` of results created at/after ``since``, until ``expected`` or timeout."""
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(topic, **self.kafka.kafka_python_config(), group_id=None,
+                                 auto_offset_reset="earliest", enable_auto_commit=False)
+        found: list[tuple[float, dict[str, Any]]] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while len(found) < expected and time.monotonic() < deadline:
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(f"the worker under test exited with {proc.returncode}; see its log")
+                for records in consumer.poll(timeout_ms=500).values():
+                    for m in records:
+                        if m.timestamp / 1000 >= since:
+                            found.append((m.timestamp / 1000, json.loads(m.value)))
+            return found
+        finally:
+            consumer.close()
+
+    def measure(self, name: str, layout: Any, start: Any, expected: int, keys: int,
+                per_key: int) -> dict[str, Any]:
+        """Drain the backlog (throughput), then a half-rate run (latency), for one contender."""
+        proc = start(layout)
+        try:
+            results = self.collect(layout.forecasts, expected, timeout=600, proc=proc)
+            stamps = sorted(t for t, _ in results)
+            span = stamps[-1] - stamps[0] if len(stamps) > 1 else math.nan
+            throughput = (len(stamps) - 1) / span if span and span > 0 else math.nan
+            rss_backlog = _rss_mb(proc.pid)
+            rate = max(1.0, throughput / 2)
+            since = time.time()
+            seconds = self.args.latency_seconds
+            sent = self.paced(layout, keys, per_key, rate, seconds)
+            late = self.collect(layout.forecasts, sent, timeout=seconds * 4 + 30, since=since, proc=proc)
+            latencies = [(t - rec["ts"]) * 1000 for t, rec in late if rec["ts"] >= since]
+            out = {"throughput_per_s": round(throughput, 1), "p50_ms": round(_percentile(latencies, 0.5), 2),
+                   "p99_ms": round(_percentile(latencies, 0.99), 2), "rss_mb": round(max(rss_backlog,
+                                                                                      _rss_mb(proc.pid)), 1),
+                   "results": len(stamps), "latency_rate_per_s": round(rate, 1), "latency_samples": len(latencies)}
+            print(f"{name:28s} {out}", flush=True)
+            return out
+        finally:
+            stop_process(proc, timeout=30)
+
+
+def _models(work: Path) -> tuple[Path, Path]:
+    # Tiny real models (Dense forecaster, CNN classifier, float32 TFLite, signed).
+    from streamedge.training.tiny import build_tiny_models
+
+    root = work / "models"
+    if not (root / "tiny-forecaster" / "1").is_dir():
+        import shutil
+
+        built = build_tiny_models(work / "tiny")
+        shutil.copytree(built.forecaster, root / "tiny-forecaster" / "1")
+        shutil.copytree(built.classifier, root / "tiny-classifier" / "1")
+        shutil.copy(built.public_key, root / "public.pem")
+    return root, root / "public.pem"
+
+
+def _serves_metrics(port: int) -> bool:
+    """Whether a worker answers on ``127.0.0.1:port/metrics`` yet (not yet is normal while starting)."""
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+    except OSError:
+        return False
+    return True
+
+
+def _spawn(cmd: list[str], env: dict[str, str], log: Path, ready: str | None = None,
+           port: int | None = None) -> subprocess.Popen[bytes]:
+    handle = log.open("ab")
+    proc = subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd[2]} exited: {log.read_text()[-2000:]}")
+        if (port is not None and _serves_metrics(port)) or (port is None and ready is not None
+                                                              and ready in log.read_text()):
+            return proc
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"{cmd[2]} did not start: {log.read_text()[-2000:]}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every contender and write the JSON figures; returns 0."""
+    bench = _Bench(args)
+    model_dir, public_key = _models(bench.work)
+    env = dict(os.environ)
+    python = sys.executable
+    n, keys = args.messages, args.keys
+    per_key = max(_WINDOW + 1, n // keys)
+    expected = keys * (per_key - _WINDOW + 1)
+    logs = bench.work / "logs"
+    logs.mkdir(exist_ok=True)
+    batch_sizes = [int(b) for b in str(args.batch_sizes).split(",")]
+    routes = json.dumps({"s": ["tiny-forecaster", "tiny-classifier"]})
+
+    def pipeline(batch: int, port: int = 16999, stride: int = 1) -> Any:
+        def _start(layout: Any) -> subprocess.Popen[bytes]:
+            worker_env = {**env, "STREAMEDGE_STREAM_APP_ID": f"{layout.prefix}app",
+                          "STREAMEDGE_STREAM_DATA_DIR": str(bench.work / "faust"),
+                          "STREAMEDGE_STREAM_BATCH_WAIT_S": str(args.batch_wait),
+                          "STREAMEDGE_STREAM_CLASSIFY_STRIDE": str(stride)}
+            cmd = [python, "-m", "streamedge.cli.main", "--log-level", "WARNING", "stream", "worker",
+                   "--bootstrap-servers", bench.kafka.bootstrap_servers, "--topic-prefix", layout.prefix,
+                   "--model-dir", str(model_dir), "--public-key", str(public_key), "--routes", routes,
+                   "--batch-size", str(batch), "--web-port", str(port)]
+            return _spawn(cmd, worker_env, logs / f"pipeline-{batch}.log", port=port)
+
+        return _start
+
+    def passthrough(layout: Any, mode: str = "plain") -> subprocess.Popen[bytes]:
+        cmd = [python, "-m", "streamedge.benchmarks.stream_passthrough", bench.kafka.bootstrap_servers, layout.prefix,
+               f"{layout.prefix}app", str(batch_sizes[-1]), str(args.batch_wait), str(bench.work / "faust" / layout.prefix),
+               mode]
+        # No readiness signal: the throughput clock starts at its first result anyway.
+        return subprocess.Popen(cmd, env=env, stdout=(logs / "passthrough.log").open("ab"),
+                                stderr=subprocess.STDOUT)
+
+    def naive(layout: Any) -> subprocess.Popen[bytes]:
+        cmd = [python, "-m", "streamedge.benchmarks.stream_naive", bench.kafka.bootstrap_servers, layout.prefix, str(_WINDOW)]
+        return _spawn(cmd, env, logs / "naive.log", ready="ready")
+
+    report: dict[str, Any] = {"messages": keys * per_key, "keys": keys, "window": _WINDOW,
+                              "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                                          "platform": platform.platform()}}
+    layout = bench.layout()
+    bench.fill(layout, keys, per_key)
+    report["passthrough"] = bench.measure("passthrough", layout, passthrough, keys * per_key, keys, per_key)
+    layout = bench.layout()
+    bench.fill(layout, keys, per_key)
+    report["passthrough_with_changelog_table"] = bench.measure(
+        "passthrough + changelog table", layout, lambda lay: passthrough(lay, "table"), keys * per_key, keys, per_key)
+
+    tradeoff = []
+    strides = [int(x) for x in str(args.extra_strides).split(",") if x.strip()]
+    configs = [(b, 1) for b in batch_sizes[:-1]] + [(batch_sizes[-1], x) for x in strides] + [(batch_sizes[-1], 1)]
+    for batch, stride in configs:
+        layout = bench.layout()
+        bench.fill(layout, keys, per_key)
+        figures = bench.measure(f"pipeline batch={batch} stride={stride}", layout, pipeline(batch, stride=stride),
+                                expected, keys, per_key)
+        tradeoff.append({"batch_size": batch, "batch_wait_s": args.batch_wait, "classify_stride": stride, **figures})
+    report["pipeline"] = {**tradeoff[-1]}
+    report["batch_tradeoff"] = tradeoff
+
+    naive_keys = min(keys, 10)
+    naive_per_key = max(_WINDOW + 1, args.naive_messages // naive_keys + _WINDOW - 1)
+    layout = bench.layout()
+    bench.fill(layout, naive_keys, naive_per_key)
+    report["naive_keras"] = bench.measure("naive_keras", layout, naive, naive_keys * (naive_per_key - _WINDOW + 1),
+                                          naive_keys, naive_per_key)
+
+    report["active_keys"] = _active_keys(bench, pipeline(batch_sizes[-1], 16998), args.active_keys)
+    p, a, c = (report[k]["throughput_per_s"] for k in ("pipeline", "passthrough", "naive_keras"))
+    report["ratios"] = {"pipeline_over_passthrough": round(p / a, 3), "pipeline_over_naive": round(p / c, 1)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report["ratios"]), f"-> {args.out}")
+    return 0
+
+
+def _active_keys(bench: _Bench, start: Any, keys: int) -> dict[str, Any]:
+    """RSS with ``keys`` active keys after one, two and three full windows per key."""
+    layout = bench.layout()
+    proc = start(layout)
+    try:
+        figures: dict[str, Any] = {"keys": keys}
+        for rounds in (1, 2, 3):
+            bench.fill(layout, keys, _WINDOW, first_seq=(rounds - 1) * _WINDOW)
+            want = keys * (_WINDOW * rounds - _WINDOW + 1)
+            got = bench.collect(layout.forecasts, want, timeout=300)
+            figures[f"rss_mb_after_{rounds * _WINDOW}_readings_per_key"] = round(_rss_mb(proc.pid), 1)
+            figures[f"forecasts_after_round_{rounds}"] = len(got)
+        print(f"{'active keys':28s} {figures}", flush=True)
+        return figures
+    finally:
+        stop_process(proc, timeout=30)

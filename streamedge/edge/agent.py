@@ -1,0 +1,348 @@
+"""The edge agent: source -> validate -> window -> TFLite -> durable buffer -> Kafka.
+
+One thread does everything that touches the model and the windows (read a batch, infer,
+commit the results to the buffer, apply model updates, heartbeats), so no locks guard the
+serving path. The forwarder and the update watcher run in their own threads and only talk to
+the agent through the buffer and a queue. Imports nothing heavier than the TFLite runtime,
+numpy and kafka-python.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from prometheus_client import CollectorRegistry
+
+from streamedge.contracts.manifest import ModelManifest
+from streamedge.contracts.reading import Reading, Rejection, parse_reading
+from streamedge.edge.buffer import Outbox
+from streamedge.edge.errors import ModelRejectedError, NonFiniteOutputError
+from streamedge.edge.forwarder import Forwarder
+from streamedge.edge.metrics import EdgeMetrics
+from streamedge.edge.models import ModelStore
+from streamedge.edge.predictor import KeyState, Predictor, WindowStore
+from streamedge.edge.settings import EdgeSettings
+from streamedge.edge.sources import Source
+from streamedge.edge.updates import FetchedUpdate, UpdateWatcher
+from streamedge.errors import ManifestError, RunnerError, VerificationError
+from streamedge.kafka.settings import KafkaSettings
+from streamedge.kafka.topics import TopicLayout
+
+__all__ = ["EdgeAgent"]
+
+_LOG = logging.getLogger(__name__)
+_SMOKE_WINDOWS = 32
+_LOG_EVERY = 1000  # after the first 10 rejections per reason, log one in this many
+
+
+class EdgeAgent:
+    """One device's agent.
+
+    Args:
+        settings: the agent's settings.
+        kafka: how to reach Kafka (results, telemetry and model updates).
+        layout: topic names.
+        source: where readings come from.
+        public_key: the trusted model-signing key.
+        registry: where metrics are registered.
+    """
+
+    def __init__(self, settings: EdgeSettings, kafka: KafkaSettings, layout: TopicLayout, source: Source,
+                 public_key: Ed25519PublicKey, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        self.layout = layout
+        self.source = source
+        self.metrics = EdgeMetrics(registry)
+        self.outbox = Outbox(settings.buffer_path, settings.buffer_max_bytes, settings.buffer_max_age_s,
+                             settings.buffer_fsync, on_drop=self._on_drop)
+        self.store = ModelStore(settings.model_dir, public_key)
+        self.model_name = self.store.resolve_name(settings.model_name)
+        self.windows = WindowStore(history=1, max_keys=settings.max_keys)
+        self.predictor: Predictor | None = None
+        self._kafka_config = kafka.kafka_python_config()
+        self.forwarder = Forwarder(self.outbox, self._kafka_config, settings.kafka_timeout_s,
+                                   on_sent=self._on_sent, on_state=self.metrics.reachable.set)
+        self.watcher: UpdateWatcher | None = None
+        if settings.model_updates:
+            self.watcher = UpdateWatcher(self._kafka_config, layout.model_updates, self.model_name,
+                                         settings.model_dir, public_key, settings.kafka_timeout_s)
+        self._latencies: deque[float] = deque(maxlen=1024)
+        self._rejections: dict[str, int] = {}
+        self._last_heartbeat = 0.0
+        self._last_check = 0.0
+        self._load_active()
+
+    # ---- model lifecycle -------------------------------------------------------------------
+
+    def _load_active(self) -> None:
+        """Serve ``current`` (verified); fall back to ``previous``; else wait for an update."""
+        for version in (self.store.active_version(self.model_name), self.store.previous_version(self.model_name)):
+            if version is None:
+                continue
+            try:
+                manifest, path = self.store.verify(self.model_name, version)
+                self._serve(self._predictor(manifest, path))
+                if version != self.store.active_version(self.model_name):
+                    self.store.activate(self.model_name, version)
+                return
+            except (ManifestError, VerificationError, RunnerError, LookupError) as exc:
+                _LOG.error("model %s v%s refused: %s", self.model_name, version, exc,
+                           extra={"model": self.model_name, "version": version, "reason": str(exc)})
+        _LOG.warning("no verified model %s under %s: waiting for a model update",
+                     self.model_name, self.settings.model_dir)
+
+    def _serve(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self.windows.resize(max(predictor.manifest.window, self.windows.history))
+        self.metrics.model_version.labels(model=self.model_name).set(predictor.version)
+        _LOG.info("serving %s v%d (%s, %s)", self.model_name, predictor.version, predictor.manifest.task,
+                  predictor.runner.runtime, extra={"model": self.model_name, "version": predictor.version})
+
+    def _expected_features(self) -> int | None:
+        if self.settings.n_features:
+            return self.settings.n_features
+        if self.predictor is not None:
+            return self.predictor.manifest.n_features
+        return self.windows.feature_count()
+
+    def _candidate(self, fetched: FetchedUpdate) -> Predictor:
+        """Load, shape-check and smoke-test an installed candidate; raises ModelRejectedError."""
+        if fetched.error is not None or fetched.folder is None:
+            raise ModelRejectedError("verification", fetched.error or "not installed")
+        version = fetched.update.version
+        try:
+            manifest, path = self.store.verify(self.model_name, version)
+        except (ManifestError, VerificationError, LookupError) as exc:
+            raise ModelRejectedError("verification", str(exc)) from exc
+        expected = self._expected_features()
+        if expected is not None and manifest.n_features != expected:
+            raise ModelRejectedError(
+                "shape", f"v{version} takes {manifest.n_features} features per reading, the source sends {expected}"
+            )
+        try:
+            candidate = self._predictor(manifest, path)
+        except (RunnerError, ValueError, ImportError) as exc:
+            raise ModelRejectedError("load", str(exc)) from exc
+        self._smoke_test(candidate)
+        return candidate
+
+    def _smoke_test(self, candidate: Predictor) -> None:
+        m = candidate.manifest
+        windows = self.windows.recent_windows(m.window, m.n_features, _SMOKE_WINDOWS)
+        if len(windows) == 0:  # no history yet: the training mean, a window the model must handle
+            windows = np.tile(np.asarray(m.normalisation["mean"], dtype=np.float32), (1, m.window, 1))
+        try:
+            out = candidate.infer(windows)
+        except (RunnerError, ValueError) as exc:
+            raise ModelRejectedError("smoke_test", f"inference failed: {exc}") from exc
+        if out.shape != (len(windows), m.output_shape[1]) or not np.all(np.isfinite(out)):
+            raise ModelRejectedError("smoke_test", f"output {out.shape} not finite or not (n, {m.output_shape[1]})")
+        if m.task == "classify" and not np.allclose(out.sum(axis=1), 1.0, atol=0.05):
+            raise ModelRejectedError("smoke_test", "classifier outputs are not probabilities")
+
+    def apply_update(self, fetched: FetchedUpdate) -> bool:
+        """Swap to a fetched version if it passes every check; else keep serving and report why."""
+        version = fetched.update.version
+        if self.predictor is not None and self.predictor.version == version:
+            return False
+        try:
+            candidate = self._candidate(fetched)
+            self.store.activate(self.model_name, version)
+        except ModelRejectedError as exc:
+            self.metrics.updates.labels(outcome=exc.reason).inc()
+            self.store.discard(self.model_name, version)
+            serving = self.predictor.version if self.predictor else None
+            _LOG.error("model update %s v%d refused (%s): %s; still serving v%s", self.model_name, version,
+                       exc.reason, exc.detail, serving,
+                       extra={"model": self.model_name, "version": version, "reason": exc.reason})
+            self._telemetry({"type": "model_update", "status": "refused", "version": version,
+                             "reason": exc.reason, "detail": exc.detail, "serving": serving})
+            return False
+        self._serve(candidate)
+        self.metrics.updates.labels(outcome="applied").inc()
+        self._telemetry({"type": "model_update", "status": "applied", "version": version,
+                         "action": fetched.update.action})
+        return True
+
+    def _follow_local_swap(self) -> None:
+        """Pick up a ``streamedge edge rollback`` done while the agent runs."""
+        active = self.store.active_version(self.model_name)
+        if active is None or (self.predictor is not None and self.predictor.version == active):
+            return
+        try:
+            manifest, path = self.store.verify(self.model_name, active)
+            self._serve(self._predictor(manifest, path))
+        except (ManifestError, VerificationError, RunnerError, LookupError) as exc:
+            _LOG.error("local switch to v%d refused: %s", active, exc, extra={"reason": str(exc)})
+
+    def _predictor(self, manifest: ModelManifest, path: Path) -> Predictor:
+        return Predictor(manifest, path, runtime=self.settings.runtime, anomaly_sigmas=self.settings.anomaly_sigmas)
+
+    # ---- the serving path -------------------------------------------------------------------
+
+    def _reject(self, reason: str, detail: str) -> None:
+        self.metrics.readings.labels(outcome=reason).inc()
+        seen = self._rejections[reason] = self._rejections.get(reason, 0) + 1
+        if seen <= 10 or seen % _LOG_EVERY == 0:
+            _LOG.warning("reading rejected (%s): %s", reason, detail,
+                         extra={"reason": reason, "detail": detail, "rejected": seen})
+
+    def process(self, payloads: list[bytes]) -> int:
+        """Validate, window and score a batch, and commit its results in one transaction.
+
+        Returns:
+            Results committed (acknowledged).
+        """
+        bodies: list[dict[str, Any]] = []
+        expected = self._expected_features()
+        for payload in payloads:
+            parsed = parse_reading(payload)
+            if isinstance(parsed, Rejection):
+                self._reject(parsed.reason, parsed.detail)
+                continue
+            if expected is not None and len(parsed.values) != expected:
+                self._reject("feature_count", f"{parsed.key} sent {len(parsed.values)} values, expected {expected}")
+                continue
+            state = self.windows.add(parsed)
+            if state is None:
+                self._reject("out_of_order", f"{parsed.key} seq {parsed.seq} is not after the last seq seen")
+                continue
+            self.metrics.readings.labels(outcome="accepted").inc()
+            body = self._score(parsed, state)
+            if body is not None:
+                bodies.append(body)
+        if bodies:
+            self._commit_results(bodies)
+        return len(bodies)
+
+    def _score(self, reading: Reading, state: KeyState) -> dict[str, Any] | None:
+        predictor = self.predictor
+        if predictor is None:
+            return None
+        emit = state.count % self.settings.stride == 0
+        if predictor.manifest.task == "classify" and not emit:
+            return None
+        try:
+            body, elapsed = predictor.step(reading, state)
+        except NonFiniteOutputError as exc:
+            self._reject("non_finite_output", str(exc))
+            return None
+        if body is None:
+            return None
+        self.metrics.latency.observe(elapsed)
+        self._latencies.append(elapsed)
+        if not emit and not body.get("anomaly"):
+            return None
+        return {"key": reading.key, "source_seq": reading.seq, "ts": reading.ts,
+                "model": self.model_name, "version": predictor.version, **body}
+
+    def _commit_results(self, bodies: list[dict[str, Any]]) -> None:
+        device = self.settings.device_id
+        topic, key = self.layout.edge_results, device.encode()
+
+        def build(first: int) -> list[tuple[str, bytes | None, bytes]]:
+            return [(topic, key, json.dumps({"device_id": device, "seq": first + i, **body},
+                                            separators=(",", ":"), allow_nan=False).encode())
+                    for i, body in enumerate(bodies)]
+
+        self.outbox.append(build, len(bodies))
+        self.source.commit()
+        self.forwarder.wake()
+        for body in bodies:
+            self.metrics.results.labels(task=body["type"]).inc()
+            if body.get("anomaly"):
+                self.metrics.anomalies.inc()
+
+    # ---- telemetry and housekeeping -------------------------------------------------------------
+
+    def _telemetry(self, event: dict[str, Any]) -> None:
+        device = self.settings.device_id
+        topic = self.layout.edge_telemetry
+
+        def build(first: int) -> list[tuple[str, bytes | None, bytes]]:
+            body = {"device_id": device, "seq": first, "ts": time.time(), "model": self.model_name, **event}
+            return [(topic, device.encode(), json.dumps(body, separators=(",", ":")).encode())]
+
+        self.outbox.append(build, 1, counter="telemetry_seq")
+        self.forwarder.wake()
+
+    def heartbeat(self) -> None:
+        """Publish (through the buffer) the device's state and a latency summary."""
+        stats = self.outbox.stats()
+        latencies = np.asarray(self._latencies, dtype=np.float64) * 1000.0
+        self._latencies.clear()
+        summary = ({"count": len(latencies), "p50_ms": round(float(np.percentile(latencies, 50)), 4),
+                    "p99_ms": round(float(np.percentile(latencies, 99)), 4),
+                    "max_ms": round(float(latencies.max()), 4)} if len(latencies) else {"count": 0})
+        self._telemetry({
+            "type": "heartbeat", "version": self.predictor.version if self.predictor else None,
+            "runtime": self.predictor.runner.runtime if self.predictor else None,
+            "buffer_depth": stats.depth, "buffer_oldest_age_s": round(stats.oldest_age_s, 3),
+            "buffer_dropped": stats.dropped, "broker_reachable": self.forwarder.reachable,
+            "keys": len(self.windows), "latency": summary,
+        })
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if self.watcher is not None:
+            while not self.watcher.fetched.empty():
+                self.apply_update(self.watcher.fetched.get_nowait())
+        if now - self._last_check >= 1.0:
+            self._last_check = now
+            self._follow_local_swap()
+            self.outbox.expire()
+            stats = self.outbox.stats()
+            self.metrics.buffer_depth.set(stats.depth)
+            self.metrics.buffer_bytes.set(stats.bytes)
+            self.metrics.buffer_age.set(stats.oldest_age_s)
+        if now - self._last_heartbeat >= self.settings.heartbeat_interval_s:
+            self._last_heartbeat = now
+            self.heartbeat()
+
+    def _on_drop(self, reason: str, count: int) -> None:
+        self.metrics.dropped.labels(reason=reason).inc(count)
+        _LOG.warning("buffer full or stale: dropped %d oldest rows (%s)", count, reason,
+                     extra={"reason": reason, "dropped": count})
+
+    def _on_sent(self, count: int, when: float) -> None:
+        self.metrics.forwarded.inc(count)
+        self.metrics.last_sync.set(when)
+
+    def run(self, stop: threading.Event | None = None) -> bool:
+        """Serve until the source ends or ``stop`` is set; returns whether the buffer was emptied.
+
+        When the source ends, the buffer is forwarded for up to ``drain_timeout_s`` first.
+        """
+        stop = stop or threading.Event()
+        self.forwarder.start()
+        if self.watcher is not None:
+            self.watcher.start()
+        exhausted = False
+        try:
+            while not stop.is_set():
+                payloads = self.source.read(self.settings.batch_size, timeout=0.2)
+                if payloads is None:
+                    exhausted = True
+                    break
+                if payloads:
+                    self.process(payloads)
+                self._housekeeping()
+            self.heartbeat()
+        finally:
+            self.source.close()
+            if self.watcher is not None:
+                self.watcher.stop()
+            drained = self.forwarder.stop(self.settings.drain_timeout_s if exhausted else 0.0)
+            stats = self.outbox.stats()
+            self.outbox.close()
+            _LOG.info("stopped (%s): %d rows left in the buffer for the next start", "source ended" if exhausted
+                      else "stop requested", stats.depth, extra={"buffer_depth": stats.depth, "drained": drained})
+        return drained

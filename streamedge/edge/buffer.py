@@ -1,0 +1,235 @@
+"""The durable store-and-forward buffer: an SQLite outbox in WAL mode.
+
+Every result and heartbeat is first committed here; a row is *acknowledged* once its
+transaction commits, and a SIGKILL (or, with ``fsync=True``, a power cut) loses no
+acknowledged row. The forwarder sends rows in ``id`` order and deletes them only after the
+broker acknowledged them, so delivery is at-least-once and in order; duplicates carry the
+same ``(device_id, seq)`` and can be dropped downstream.
+
+Drop policy (documented in docs/edge.md): the buffer is bounded by payload bytes and by age.
+When a commit would exceed ``max_bytes``, or rows are older than ``max_age_s``, the OLDEST
+rows are deleted first and counted (``reason="size"`` or ``"age"``); newer data is worth more
+to an operator than older data once the link has been down for that long.
+
+The sequence counter lives in the same database and is advanced in the same transaction as
+the rows, so sequence numbers never repeat across restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from streamedge.edge.errors import OutboxError
+
+__all__ = ["BufferStats", "Outbox", "OutboxRow"]
+
+_LOG = logging.getLogger(__name__)
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    key BLOB,
+    value BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One buffered message: ``created`` is seconds since the epoch."""
+
+    id: int
+    topic: str
+    key: bytes | None
+    value: bytes
+    created: float
+
+
+@dataclass(frozen=True)
+class BufferStats:
+    """Depth (rows), payload bytes, age of the oldest row (s, 0 when empty), rows dropped so far."""
+
+    depth: int
+    bytes: int
+    oldest_age_s: float
+    dropped: int
+    next_seq: int
+
+
+class Outbox:
+    """The SQLite outbox; safe to share between the agent thread and the forwarder thread.
+
+    Args:
+        path: database file (created with its folder).
+        max_bytes: bound on buffered payload bytes.
+        max_age_s: rows older than this are dropped.
+        fsync: ``synchronous=FULL`` (power-cut safe) instead of ``NORMAL`` (SIGKILL safe).
+        on_drop: called with ``(reason, count)`` whenever rows are dropped.
+        clock: seconds since the epoch (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_age_s: float = 7 * 24 * 3600.0,
+        fsync: bool = True,
+        on_drop: Callable[[str, int], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self._on_drop = on_drop
+        self._clock = clock
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+            self._db.executescript(_SCHEMA)
+            self._bytes = int(self._db.execute("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM outbox").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot open buffer {self.path}: {exc}") from exc
+
+    def _meta(self, name: str) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _set_meta(self, name: str, value: int) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
+
+    def append(
+        self,
+        build: Callable[[int], Sequence[tuple[str, bytes | None, bytes]]],
+        count: int,
+        counter: str = "next_seq",
+    ) -> int:
+        """Reserve ``count`` sequence numbers and commit the rows ``build(first_seq)`` returns, atomically.
+
+        Args:
+            build: called with the first reserved sequence number; returns ``(topic, key, value)``
+                rows (results use ``first_seq + i`` as their ``seq``).
+            count: sequence numbers to reserve (results in this batch).
+            counter: which durable counter to draw from (results and telemetry count apart, so
+                result sequence numbers have no gaps).
+
+        Returns:
+            The first reserved sequence number.
+        """
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                first = self._meta(counter)
+                rows = build(first)
+                now = self._clock()
+                self._db.executemany(
+                    "INSERT INTO outbox (topic, key, value, created) VALUES (?, ?, ?, ?)",
+                    [(topic, key, value, now) for topic, key, value in rows],
+                )
+                self._set_meta(counter, first + count)
+                self._bytes += sum(len(value) for _, _, value in rows)
+                dropped = self._enforce_bounds(now)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise OutboxError(f"cannot write buffer {self.path}: {exc}") from exc
+            except BaseException:
+                # e.g. ``build`` failed: never leave the transaction open for the next writer.
+                self._rollback()
+                raise
+        self._report(dropped)
+        return first
+
+    def _rollback(self) -> None:
+        """Undo the open transaction (if any) and re-read the byte count it may have changed."""
+        with contextlib.suppress(sqlite3.Error):  # no transaction open: nothing to undo
+            self._db.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):
+            self._bytes = int(self._db.execute("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM outbox").fetchone()[0])
+
+    def _enforce_bounds(self, now: float) -> dict[str, int]:
+        dropped: dict[str, int] = {}
+        cursor = self._db.execute("DELETE FROM outbox WHERE created < ? RETURNING LENGTH(value)", (now - self.max_age_s,))
+        sizes = [int(row[0]) for row in cursor.fetchall()]
+        if sizes:
+            dropped["age"] = len(sizes)
+            self._bytes -= sum(sizes)
+        n_size = 0
+        while self._bytes > self.max_bytes:
+            # Oldest first, in chunks, until the payload bytes fit again.
+            cursor = self._db.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT 64) RETURNING LENGTH(value)"
+            )
+            sizes = [int(row[0]) for row in cursor.fetchall()]
+            if not sizes:
+                break
+            n_size += len(sizes)
+            self._bytes -= sum(sizes)
+        if n_size:
+            dropped["size"] = n_size
+        if dropped:
+            self._set_meta("dropped", self._meta("dropped") + sum(dropped.values()))
+        return dropped
+
+    def _report(self, dropped: dict[str, int]) -> None:
+        if self._on_drop is not None:
+            for reason, count in dropped.items():
+                self._on_drop(reason, count)
+
+    def expire(self) -> None:
+        """Apply the age bound now (the agent calls it periodically, also while idle)."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                dropped = self._enforce_bounds(self._clock())
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise OutboxError(f"cannot write buffer {self.path}: {exc}") from exc
+        self._report(dropped)
+
+    def peek(self, limit: int) -> list[OutboxRow]:
+        """The oldest ``limit`` rows, in order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, topic, key, value, created FROM outbox ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        return [OutboxRow(int(r[0]), str(r[1]), r[2], bytes(r[3]), float(r[4])) for r in rows]
+
+    def delete_through(self, last_id: int) -> None:
+        """Forget every row with ``id <= last_id`` (they were delivered)."""
+        with self._lock:
+            try:
+                cursor = self._db.execute("DELETE FROM outbox WHERE id <= ? RETURNING LENGTH(value)", (last_id,))
+                self._bytes -= sum(int(row[0]) for row in cursor.fetchall())
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot write buffer {self.path}: {exc}") from exc
+
+    def stats(self) -> BufferStats:
+        """Current depth, bytes, oldest age, dropped count and next sequence number."""
+        with self._lock:
+            depth, oldest = self._db.execute("SELECT COUNT(*), MIN(created) FROM outbox").fetchone()
+            dropped, next_seq = self._meta("dropped"), self._meta("next_seq")
+        age = max(0.0, self._clock() - float(oldest)) if oldest is not None else 0.0
+        return BufferStats(int(depth), self._bytes, age, dropped, next_seq)
+
+    def close(self) -> None:
+        """Checkpoint the WAL and close the database."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                _LOG.info("buffer checkpoint deferred (another reader holds the WAL): %s", exc)
+            self._db.close()

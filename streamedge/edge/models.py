@@ -1,0 +1,173 @@
+"""The device's local model folder: verified versions and an atomically swapped ``current`` link.
+
+Layout::
+
+    <root>/<name>/<version>/manifest.json + model file   (installed only once verified)
+    <root>/<name>/current  -> <version>                  the active version (symlink)
+    <root>/<name>/previous -> <version>                  what ``rollback`` returns to
+
+A swap writes a new symlink under a temporary name and renames it over ``current``;
+``rename(2)`` is atomic, so a reader (or a power cut) sees the old or the new version, never
+a half-written link. Versions are verified (Ed25519 signature + sha256) every time they are
+activated or loaded, so a file changed on disk is refused too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from streamedge.contracts.manifest import ModelManifest
+from streamedge.contracts.signing import verify_model_dir
+from streamedge.edge.errors import NoModelError
+
+__all__ = ["ModelStore"]
+
+_CURRENT = "current"
+_PREVIOUS = "previous"
+
+
+class ModelStore:
+    """Versions of models under ``root`` and which one is active.
+
+    Args:
+        root: the local model folder.
+        public_key: the trusted key every version is verified with.
+    """
+
+    def __init__(self, root: Path, public_key: Ed25519PublicKey) -> None:
+        self.root = Path(root)
+        self.public_key = public_key
+
+    def names(self) -> list[str]:
+        """Model names present locally."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def resolve_name(self, name: str) -> str:
+        """``name`` itself, or the only model present when ``name`` is empty.
+
+        Raises:
+            NoModelError: no name given and not exactly one model present.
+        """
+        if name:
+            return name
+        names = self.names()
+        if len(names) != 1:
+            raise NoModelError(f"{self.root} holds {len(names)} models ({', '.join(names) or 'none'}): set model_name")
+        return names[0]
+
+    def versions(self, name: str) -> list[int]:
+        """Installed versions of ``name``, ascending."""
+        folder = self.root / name
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+
+    def _link(self, name: str, link: str) -> int | None:
+        try:
+            target = os.readlink(self.root / name / link)
+        except (FileNotFoundError, OSError):
+            return None
+        return int(target) if target.isdigit() else None
+
+    def active_version(self, name: str) -> int | None:
+        """The version ``current`` points to, or None."""
+        return self._link(name, _CURRENT)
+
+    def previous_version(self, name: str) -> int | None:
+        """The version ``rollback`` would return to, or None."""
+        return self._link(name, _PREVIOUS)
+
+    def path(self, name: str, version: int) -> Path:
+        """Folder of one version (it may not exist)."""
+        return self.root / name / str(version)
+
+    def verify(self, name: str, version: int) -> tuple[ModelManifest, Path]:
+        """Verify one installed version; returns its manifest and model file.
+
+        Raises:
+            NoModelError: the version is not installed.
+            ManifestError, SignatureError, VerificationError: it does not verify.
+        """
+        folder = self.path(name, version)
+        if not folder.is_dir():
+            raise NoModelError(f"{name} v{version} is not installed under {self.root}")
+        manifest, model_path = verify_model_dir(folder, self.public_key)
+        if manifest.name != name or manifest.version != version:
+            raise NoModelError(f"{folder} holds {manifest.name} v{manifest.version}, not {name} v{version}")
+        return manifest, model_path
+
+    def _swap(self, name: str, link: str, version: int) -> None:
+        folder = self.root / name
+        tmp = folder / f".{link}-{uuid.uuid4().hex[:8]}"
+        os.symlink(str(version), tmp)
+        os.replace(tmp, folder / link)
+        _fsync_dir(folder)
+
+    def activate(self, name: str, version: int) -> None:
+        """Point ``current`` at ``version`` (verified first); the old one becomes ``previous``."""
+        self.verify(name, version)
+        active = self.active_version(name)
+        if active == version:
+            return
+        if active is not None:
+            self._swap(name, _PREVIOUS, active)
+        self._swap(name, _CURRENT, version)
+
+    def rollback(self, name: str) -> int:
+        """Swap ``current`` and ``previous``; returns the version now active.
+
+        Raises:
+            NoModelError: there is no previous version.
+            ManifestError, SignatureError, VerificationError: the previous version does not verify.
+        """
+        previous = self.previous_version(name)
+        if previous is None:
+            raise NoModelError(f"{name} has no previous version to roll back to")
+        self.verify(name, previous)
+        active = self.active_version(name)
+        if active is not None:
+            self._swap(name, _PREVIOUS, active)
+        self._swap(name, _CURRENT, previous)
+        return previous
+
+    def install(self, source: Path, activate: bool = True) -> ModelManifest:
+        """Copy a signed model folder in (verified before and after the copy); optionally activate it."""
+        manifest, model_path = verify_model_dir(source, self.public_key)
+        final = self.path(manifest.name, manifest.version)
+        if not final.is_dir():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            staging = final.parent / f".incoming-{manifest.version}-{uuid.uuid4().hex[:8]}"
+            staging.mkdir()
+            try:
+                shutil.copy2(source / "manifest.json", staging / "manifest.json")
+                shutil.copy2(model_path, staging / manifest.model_file)
+                verify_model_dir(staging, self.public_key)
+                staging.rename(final)
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging)
+        if activate:
+            self.activate(manifest.name, manifest.version)
+        return manifest
+
+    def discard(self, name: str, version: int) -> None:
+        """Remove a version that was refused (never the active or previous one)."""
+        if version in (self.active_version(name), self.previous_version(name)):
+            return
+        shutil.rmtree(self.path(name, version), ignore_errors=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable across a power cut."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,185 @@
+"""Per-key windows and one model's inference: forecast + anomaly flag, or classification.
+
+Windows hold raw readings (original units); the predictor normalises with the manifest's
+statistics, runs the TFLite model and de-normalises forecasts, so a model swap with new
+statistics needs no state change. Memory is bounded: at most ``max_keys`` windows of at most
+``history`` readings each; the least recently seen key is evicted beyond that.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from streamedge.contracts.manifest import ModelManifest
+from streamedge.contracts.reading import Reading
+from streamedge.contracts.runner import Runtime, TFLiteRunner
+from streamedge.edge.errors import NonFiniteOutputError
+
+__all__ = ["KeyState", "Predictor", "WindowStore"]
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass
+class KeyState:
+    """What the agent remembers per key: recent raw values and the last one-step forecast."""
+
+    values: deque[tuple[float, ...]]
+    count: int = 0
+    next_step: FloatArray | None = None
+    forecast_version: int | None = None
+    forecast_seq: int | None = None
+    last_seq: int = -1
+
+
+class WindowStore:
+    """Bounded per-key windows.
+
+    Args:
+        history: readings kept per key (at least the model window).
+        max_keys: keys kept; the least recently seen one is evicted beyond.
+    """
+
+    def __init__(self, history: int, max_keys: int) -> None:
+        self.history = history
+        self.max_keys = max_keys
+        self._keys: OrderedDict[str, KeyState] = OrderedDict()
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, reading: Reading) -> KeyState | None:
+        """Append a reading to its key's window (evicting an old key if needed).
+
+        Returns:
+            The key's state, or None (nothing appended) when ``reading.seq`` is not after the
+            key's last one: a duplicate or out-of-order reading.
+        """
+        state = self._keys.get(reading.key)
+        if state is not None and reading.seq <= state.last_seq:
+            return None
+        if state is None:
+            state = KeyState(values=deque(maxlen=self.history))
+            self._keys[reading.key] = state
+            if len(self._keys) > self.max_keys:
+                self._keys.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._keys.move_to_end(reading.key)
+        state.values.append(reading.values)
+        state.count += 1
+        state.last_seq = reading.seq
+        return state
+
+    def resize(self, history: int) -> None:
+        """Keep ``history`` readings per key from now on (a model with a longer window arrived)."""
+        if history == self.history:
+            return
+        self.history = history
+        for state in self._keys.values():
+            state.values = deque(state.values, maxlen=history)
+
+    def recent_windows(self, window: int, n_features: int, limit: int) -> FloatArray:
+        """Up to ``limit`` recent full raw windows ``(n, window, n_features)`` float32, for smoke tests."""
+        found = [
+            np.asarray(list(state.values)[-window:], dtype=np.float32)
+            for state in reversed(self._keys.values())
+            if len(state.values) >= window and len(state.values[-1]) == n_features
+        ][:limit]
+        if not found:
+            return np.empty((0, window, n_features), dtype=np.float32)
+        return np.stack(found)
+
+    def feature_count(self) -> int | None:
+        """Features per reading of the most recent key, or None before any reading."""
+        if not self._keys:
+            return None
+        last = next(reversed(self._keys.values()))
+        return len(last.values[-1]) if last.values else None
+
+
+class Predictor:
+    """One loaded, verified model.
+
+    Args:
+        manifest: the model's verified manifest.
+        model_path: its ``.tflite`` file.
+        runtime: TFLite runtime for :class:`TFLiteRunner` (``"auto"`` prefers ai-edge-litert).
+        anomaly_sigmas: band half-width in validation residual standard deviations.
+    """
+
+    def __init__(self, manifest: ModelManifest, model_path: Path, runtime: Runtime | Literal["auto"] = "auto",
+                 anomaly_sigmas: float = 4.0) -> None:
+        self.manifest = manifest
+        self.runner = TFLiteRunner(model_path, manifest, runtime=runtime)
+        self._mean = np.asarray(manifest.normalisation["mean"], dtype=np.float32)
+        self._std = np.asarray(manifest.normalisation["std"], dtype=np.float32)
+        self.band = _band(manifest, anomaly_sigmas)
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+    def normalise(self, raw: FloatArray) -> FloatArray:
+        """``(..., n_features)`` raw values to model units."""
+        return ((raw - self._mean) / self._std).astype(np.float32)
+
+    def infer(self, raw_windows: FloatArray) -> FloatArray:
+        """Raw windows ``(b, window, n_features)`` in; ``(b, n_outputs)`` float32 out (forecasts de-normalised)."""
+        out = self.runner.run(self.normalise(raw_windows))
+        if self.manifest.task == "forecast":
+            shaped = out.reshape(len(out), self.manifest.horizon, self.manifest.n_features)
+            return (shaped * self._std + self._mean).reshape(len(out), -1).astype(np.float32)
+        return out
+
+    def step(self, reading: Reading, state: KeyState) -> tuple[dict[str, Any] | None, float]:
+        """Score one reading against the last forecast, and predict if the window is full.
+
+        Returns:
+            The result body (None when the window is not yet full) and the inference time in seconds.
+
+        Raises:
+            NonFiniteOutputError: the model returned NaN or infinity for this window.
+        """
+        m = self.manifest
+        body: dict[str, Any] = {}
+        # Score only against the forecast made for exactly this reading (no gap in seq, same model version).
+        if (m.task == "forecast" and state.next_step is not None and state.forecast_version == m.version
+                and state.forecast_seq == reading.seq):
+            residual = np.asarray(reading.values, dtype=np.float32) - state.next_step
+            body["residual"] = [round(float(r), 6) for r in residual]
+            body["anomaly"] = bool(self.band is not None and np.any(np.abs(residual) > self.band))
+        if len(state.values) < m.window:
+            return None, 0.0
+        window = np.asarray(list(state.values)[-m.window:], dtype=np.float32)[np.newaxis]
+        started = time.perf_counter()
+        out = self.infer(window)[0]
+        elapsed = time.perf_counter() - started
+        if not np.all(np.isfinite(out)):
+            state.next_step = None
+            raise NonFiniteOutputError(f"{reading.key} seq {reading.seq}: model output is not finite")
+        if m.task == "forecast":
+            steps = out.reshape(m.horizon, m.n_features)
+            state.next_step, state.forecast_version, state.forecast_seq = steps[0], m.version, reading.seq + 1
+            body.update(type="forecast", forecast=[[round(float(v), 6) for v in row] for row in steps])
+            body.setdefault("anomaly", None)
+            body["band"] = self.band
+        else:
+            best = int(np.argmax(out))
+            body.update(type="classification", label=m.class_labels[best], probability=round(float(out[best]), 6),
+                        probabilities=[round(float(p), 6) for p in out])
+        return body, elapsed
+
+
+def _band(manifest: ModelManifest, sigmas: float) -> float | None:
+    """Anomaly band half-width (original units) from the manifest's validation residuals, or None."""
+    std = manifest.residual_std()
+    return None if std is None else round(sigmas * std, 6)

@@ -1,0 +1,113 @@
+"""``streamedge stream worker|export-dlq|replay-dlq``: the stream processor and its dead letters.
+
+Light module: Faust, aiokafka and the TFLite runtime are imported only inside handlers.
+Worker settings come from ``STREAMEDGE_STREAM_*`` env vars (see :class:`services.settings.StreamSettings`);
+the flags below override the most used ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from streamedge.cli.common import add_kafka_options, build_settings, kafka_settings, topic_layout
+from streamedge.cli.options import option
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``stream`` command group."""
+    parser = subparsers.add_parser("stream", help="run the Faust stream processor; export and replay dead letters")
+    commands = parser.add_subparsers(dest="stream_command", metavar="ACTION", required=True)
+
+    worker = commands.add_parser("worker", help="consume readings, run the models, produce results (Ctrl-C stops)")
+    add_kafka_options(worker)
+    option(worker, "--model-dir", type=Path, default=None, env="STREAMEDGE_STREAM_MODEL_DIR",
+           help="installed models, <dir>/<name>/<version>/")
+    option(worker, "--public-key", type=Path, default=None, env="STREAMEDGE_STREAM_PUBLIC_KEY",
+           help="trusted Ed25519 public key (PEM)")
+    option(worker, "--routes", default=None, env="STREAMEDGE_STREAM_ROUTES",
+           help='JSON: stream name -> model names, e.g. \'{"vibration": ["pump-lstm"]}\' ("*" = any stream)')
+    option(worker, "--batch-size", type=int, default=None, env="STREAMEDGE_STREAM_BATCH_SIZE",
+           help="most readings per micro-batch")
+    option(worker, "--batch-wait", type=float, default=None, env="STREAMEDGE_STREAM_BATCH_WAIT_S",
+           help="longest wait for a micro-batch, seconds")
+    option(worker, "--web-port", type=int, default=None, env="STREAMEDGE_STREAM_WEB_PORT",
+           help="HTTP port serving /metrics")
+    option(worker, "--web-host", default=None, env="STREAMEDGE_STREAM_WEB_HOST",
+           help="address the HTTP server binds (0.0.0.0 in a container)")
+    worker.set_defaults(handler=_worker)
+
+    export = commands.add_parser("export-dlq", help="write dead letters as JSON lines to fix by hand")
+    add_kafka_options(export)
+    option(export, "--out", type=Path, required=True, help="JSON-lines file to write")
+    option(export, "--reason", action="append", default=None, help="only this reason (repeatable)")
+    export.set_defaults(handler=_export)
+
+    replay = commands.add_parser("replay-dlq", help="validate and re-inject dead letters into the readings topic")
+    add_kafka_options(replay)
+    option(replay, "--from-file", type=Path, default=None,
+           help="exported file whose records carry a 'fixed' reading; default: originals from the topic")
+    option(replay, "--reason", action="append", default=None, help="only this reason (repeatable)")
+    option(replay, "--include-unfixed", action="store_true", default=False,
+           help="with --from-file, also re-inject records without a fix")
+    option(replay, "--dry-run", action="store_true", default=False, help="validate and count, produce nothing")
+    replay.set_defaults(handler=_replay)
+
+
+def _stream_settings(args: argparse.Namespace) -> Any:
+    from streamedge.errors import ConfigError
+    from streamedge.services.settings import StreamSettings
+
+    overrides: dict[str, Any] = {"topic_prefix": args.topic_prefix}
+    for flag, field in (("model_dir", "model_dir"), ("public_key", "public_key"), ("batch_size", "batch_size"),
+                        ("batch_wait", "batch_wait_s"), ("web_port", "web_port"), ("web_host", "web_host")):
+        if getattr(args, flag) is not None:
+            overrides[field] = getattr(args, flag)
+    if args.routes is not None:
+        try:
+            overrides["routes"] = json.loads(args.routes)
+        except ValueError as exc:
+            raise ConfigError(f"--routes is not JSON: {exc}") from exc
+    return build_settings(StreamSettings, "stream", **overrides)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from streamedge.services.app import StreamWorker
+
+    worker = StreamWorker(_stream_settings(args), kafka_settings(args))
+    worker.prepare()
+    app = worker.create_app()
+    faust.Worker(app, loglevel=args.log_level, quiet=True).execute_from_commandline()
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from streamedge.services.dlq import export_dead_letters, read_dead_letters
+
+    letters = read_dead_letters(kafka_settings(args), topic_layout(args), args.reason or ())
+    count = export_dead_letters(letters, args.out)
+    print(f"exported {count} dead letter(s) to {args.out}")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from streamedge.services.dlq import read_dead_letters, records_from_file, replay
+
+    kafka, layout = kafka_settings(args), topic_layout(args)
+    reasons = set(args.reason or ())
+    if args.from_file is not None:
+        letters = [d for d in records_from_file(args.from_file) if not reasons or d.record.get("reason") in reasons]
+        include_unfixed = args.include_unfixed
+    else:
+        letters = read_dead_letters(kafka, layout, reasons)
+        include_unfixed = True
+    report = replay(kafka, layout, letters, include_unfixed, dry_run=args.dry_run)
+    verb = "would re-inject" if args.dry_run else "re-injected"
+    print(f"{verb} {report.produced}, still invalid {report.invalid}, without a fix {report.skipped}")
+    return 1 if report.invalid else 0

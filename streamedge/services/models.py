@@ -1,0 +1,168 @@
+"""Loaded, verified models: normalise, run micro-batches, de-normalise; swap versions safely.
+
+Every model a worker serves was verified first (:func:`streamedge.contracts.signing.verify_model_dir`:
+manifest valid, Ed25519 signature valid, model sha256 matches). A new version is loaded beside the
+old one and must pass a smoke test on recent windows (right output shape, finite values) before
+:meth:`ModelSet.swap` makes it active; the swap is one dict assignment done between batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from streamedge.contracts.manifest import ModelManifest
+from streamedge.contracts.runner import TFLiteRunner
+from streamedge.contracts.signing import verify_model_dir
+from streamedge.errors import StreamedgeError
+from streamedge.services.errors import ModelRejectedError
+
+__all__ = ["LoadedModel", "ModelSet", "latest_version_dir", "load_model"]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One verified model version with its runner and normalisation statistics.
+
+    Attributes:
+        manifest: the verified manifest.
+        runner: the TFLite runner.
+        mean, std: ``(n_features,)`` float32 normalisation statistics.
+    """
+
+    manifest: ModelManifest
+    runner: TFLiteRunner
+    mean: npt.NDArray[np.float32]
+    std: npt.NDArray[np.float32]
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+    @property
+    def window(self) -> int:
+        return self.manifest.window
+
+    def predict(self, windows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Run raw windows in original units.
+
+        Args:
+            windows: ``(batch, window, n_features)`` float32, original units.
+
+        Returns:
+            Forecasters: ``(batch, horizon, n_features)`` float32 in original units.
+            Classifiers: ``(batch, n_classes)`` float32 probabilities.
+        """
+        out = self.runner.run((windows - self.mean) / self.std)
+        if self.manifest.task == "forecast":
+            steps = out.reshape(len(out), self.manifest.horizon, self.manifest.n_features)
+            result: npt.NDArray[np.float32] = steps * self.std + self.mean
+            return result
+        return out
+
+    def residual_std(self) -> float:
+        """The validation residual standard deviation (original units) for the anomaly band."""
+        std = self.manifest.residual_std()
+        if std is None:
+            raise ModelRejectedError(f"{self.name} v{self.version}: manifest has no validation_error for anomaly bands")
+        return std
+
+
+def load_model(folder: Path, public_key: Ed25519PublicKey, runtime: str = "auto") -> LoadedModel:
+    """Verify and load one model folder.
+
+    Raises:
+        ModelRejectedError: verification or loading failed (the reason is in the message).
+    """
+    try:
+        manifest, path = verify_model_dir(folder, public_key)
+        runner = TFLiteRunner(path, manifest, runtime=runtime)  # type: ignore[arg-type]
+    except (StreamedgeError, OSError, ValueError) as exc:
+        raise ModelRejectedError(f"model at {folder} rejected: {exc}") from exc
+    mean = np.asarray(manifest.normalisation["mean"], dtype=np.float32)
+    std = np.asarray(manifest.normalisation["std"], dtype=np.float32)
+    model = LoadedModel(manifest, runner, mean, std)
+    if manifest.task == "forecast":
+        model.residual_std()
+    return model
+
+
+def latest_version_dir(model_dir: Path, name: str) -> Path | None:
+    """The highest ``<model_dir>/<name>/<version>/`` folder, or None."""
+    base = model_dir / name
+    if not base.is_dir():
+        return None
+    versions = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
+    return base / str(max(versions)) if versions else None
+
+
+def smoke_test(model: LoadedModel, windows: Sequence[npt.NDArray[np.float32]]) -> None:
+    """Run ``model`` on ``windows`` (or one synthetic window at the normalisation mean).
+
+    Raises:
+        ModelRejectedError: the run failed, or gave a wrong shape or non-finite values.
+    """
+    shape = (model.window, model.manifest.n_features)
+    usable = [w[-model.window :] for w in windows if w.shape[0] >= model.window and w.shape[1] == shape[1]]
+    batch = np.stack(usable) if usable else np.broadcast_to(model.mean, shape)[np.newaxis].astype(np.float32)
+    try:
+        out = model.predict(batch)
+    except (StreamedgeError, ValueError, RuntimeError) as exc:
+        raise ModelRejectedError(f"{model.name} v{model.version} failed its smoke test: {exc}") from exc
+    if len(out) != len(batch) or not np.all(np.isfinite(out)):
+        raise ModelRejectedError(f"{model.name} v{model.version} gave a wrong shape or non-finite smoke output")
+    if model.manifest.task == "classify" and not np.allclose(out.sum(axis=1), 1.0, atol=1e-2):
+        raise ModelRejectedError(f"{model.name} v{model.version}: classifier outputs do not sum to 1")
+
+
+class ModelSet:
+    """The active version of every routed model, keyed by name."""
+
+    def __init__(self) -> None:
+        self._active: dict[str, LoadedModel] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._active
+
+    def get(self, name: str) -> LoadedModel | None:
+        """The active version of ``name``, or None."""
+        return self._active.get(name)
+
+    def items(self) -> list[tuple[str, LoadedModel]]:
+        """``(name, model)`` pairs, a snapshot."""
+        return list(self._active.items())
+
+    def max_window(self) -> int:
+        """The longest window among active models (1 when none is loaded)."""
+        return max((m.window for m in self._active.values()), default=1)
+
+    def swap(self, model: LoadedModel, recent: Sequence[npt.NDArray[np.float32]] = ()) -> Literal["loaded"]:
+        """Smoke-test ``model`` on ``recent`` windows and make it the active version of its name.
+
+        Raises:
+            ModelRejectedError: the smoke test failed or the version changes task or feature count;
+                the previous version stays active.
+        """
+        old = self._active.get(model.name)
+        if old is not None and (old.manifest.task, old.manifest.n_features) != (model.manifest.task,
+                                                                                model.manifest.n_features):
+            raise ModelRejectedError(
+                f"{model.name} v{model.version} changes task/features from v{old.version}; deploy it under a new name"
+            )
+        smoke_test(model, recent)
+        self._active[model.name] = model
+        return "loaded"
+
+    def describe(self) -> dict[str, Any]:
+        """``{name: version}`` of the active models."""
+        return {name: m.version for name, m in self._active.items()}

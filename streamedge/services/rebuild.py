@@ -1,0 +1,66 @@
+"""Rebuild a partition's windows from the readings topic itself.
+
+When a partition is (re)assigned, the worker re-reads the readings just before the first offset
+it is about to process: from the first message newer than ``first timestamp - idle_ttl_s`` (older
+keys would have expired anyway), but never more than ``max_messages`` back. Feeding them through
+the processor without emitting restores windows and pending forecasts exactly as they were at the
+committed offset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from streamedge.kafka.settings import KafkaSettings
+from streamedge.services.records import Source
+
+__all__ = ["replay_before"]
+
+_CHUNK = 2000
+# Gaps (aborted transactions, retention) can leave no record before ``upto``: stop after these.
+_MAX_EMPTY_FETCHES = 5
+
+
+async def replay_before(kafka: KafkaSettings, topic: str, partition: int, upto: int, since_ts: float,
+                        max_messages: int) -> AsyncIterator[list[tuple[bytes | None, Source]]]:
+    """Yield chunks of ``(payload, source)`` from ``topic[partition]`` before offset ``upto``.
+
+    Args:
+        kafka: client settings.
+        topic, partition: the readings partition.
+        upto: first offset NOT replayed (the next one the worker processes).
+        since_ts: replay messages with a Kafka timestamp at or after this, seconds.
+        max_messages: replay at most this many messages.
+    """
+    if upto <= 0 or max_messages <= 0:
+        return
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(**kafka.aiokafka_config(), enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        found = await consumer.offsets_for_times({tp: max(0, int(since_ts * 1000))})
+        begin = (await consumer.beginning_offsets([tp]))[tp]
+        start = found[tp].offset if found.get(tp) is not None else upto
+        start = max(start, upto - max_messages, begin)
+        if start >= upto:
+            return
+        consumer.seek(tp, start)
+        position, empty = start, 0
+        while position < upto and empty < _MAX_EMPTY_FETCHES:
+            fetched = await consumer.getmany(tp, timeout_ms=1000, max_records=_CHUNK)
+            chunk = [
+                (msg.value, Source(topic, partition, msg.offset, msg.timestamp / 1000.0, msg.key))
+                for msg in fetched.get(tp, [])
+                if msg.offset < upto
+            ]
+            if fetched.get(tp):
+                position, empty = fetched[tp][-1].offset + 1, 0
+            else:
+                position, empty = await consumer.position(tp), empty + 1
+            if chunk:
+                yield chunk
+    finally:
+        await consumer.stop()

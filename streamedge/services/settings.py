@@ -1,0 +1,101 @@
+"""The stream worker's settings: one frozen pydantic-settings class, env prefix ``STREAMEDGE_STREAM_``.
+
+Kafka connection and credentials live in :class:`streamedge.kafka.settings.KafkaSettings`
+(``STREAMEDGE_KAFKA_*``); this class holds what the worker itself does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamedge.paths import user_state_dir
+
+__all__ = ["StreamSettings"]
+
+
+class StreamSettings(BaseSettings):
+    """How a stream worker routes, batches, scores and monitors.
+
+    Attributes:
+        app_id: Faust app id, also the Kafka consumer group id.
+        topic_prefix: prefix of every topic name (see :class:`~streamedge.kafka.topics.TopicLayout`).
+        model_dir: installed models, ``<model_dir>/<name>/<version>/`` (manifest + model file);
+            hot reloads install new versions here too.
+        data_dir: Faust's data folder (the worker keeps no table there; Faust wants one).
+        public_key: Ed25519 public key (PEM) that every model must be signed with.
+        routes: stream name -> model names applied to it; ``"*"`` matches every stream.
+            A stream with no route is dead-lettered as ``unknown_stream``.
+        devices: allowed device ids as ``fnmatch`` patterns; empty allows every device,
+            others are dead-lettered as ``unknown_device``.
+        batch_size: most windows (and readings) per micro-batch, i.e. per TFLite invoke.
+        batch_wait_s: longest wait for a micro-batch to fill, seconds (bounds latency at low rates).
+        classify_stride: classify the window ending at reading ``seq`` when ``seq % stride == 0``.
+        anomaly_k: anomaly when ``|actual - one-step forecast| > anomaly_k * residual_std`` for any feature.
+        idle_ttl_s: a key unseen for this long (Kafka message time) is dropped, seconds.
+        max_keys: most keys held per worker; the least recently seen is dropped beyond it.
+        rebuild_max_messages: most readings re-read per partition to rebuild windows on assignment.
+        web_host, web_port: the worker's HTTP server (``/metrics``).
+        commit_interval_s: Faust offset commit interval, seconds.
+        session_timeout_s: consumer group session timeout, seconds: how soon a killed worker's
+            partitions move to the others (Faust's default is 60).
+        mae_window: readings in the rolling forecast MAE.
+        drift_window: readings in the rolling input mean used for drift.
+        drift_z: input drift when ``|rolling mean - reference mean| / reference std`` exceeds it.
+        mae_factor: error alarm when rolling MAE exceeds ``mae_factor * validation mae``.
+        retrain_min_interval_s: at most one retrain request per model per interval, seconds.
+        smoke_windows: recent windows a new model version must run on before it serves.
+        follow_updates: follow the model-updates topic for hot reloads.
+        shadow: model name -> candidate version (installed in ``model_dir``) run in shadow of the
+            active version: same windows, comparison exported as metrics, no results.
+        runtime: TFLite runtime for :class:`~streamedge.contracts.runner.TFLiteRunner`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STREAMEDGE_STREAM_", frozen=True, extra="forbid")
+
+    app_id: str = "streamedge-stream"
+    topic_prefix: str = "streamedge."
+    model_dir: Path = Field(default_factory=lambda: user_state_dir() / "models")
+    data_dir: Path = Field(default_factory=lambda: user_state_dir() / "stream")
+    public_key: Path | None = None
+    routes: dict[str, list[str]] = Field(default_factory=dict)
+    devices: list[str] = Field(default_factory=list)
+    batch_size: int = Field(default=256, ge=1, le=100_000)
+    batch_wait_s: float = Field(default=0.02, gt=0, le=10)
+    classify_stride: int = Field(default=1, ge=1)
+    anomaly_k: float = Field(default=4.0, gt=0)
+    idle_ttl_s: float = Field(default=3600.0, gt=0)
+    max_keys: int = Field(default=200_000, ge=1)
+    rebuild_max_messages: int = Field(default=500_000, ge=0)
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    session_timeout_s: float = Field(default=10.0, ge=6)
+    mae_window: int = Field(default=500, ge=1)
+    drift_window: int = Field(default=1000, ge=10)
+    drift_z: float = Field(default=3.0, gt=0)
+    mae_factor: float = Field(default=2.0, gt=0)
+    retrain_min_interval_s: float = Field(default=3600.0, ge=0)
+    smoke_windows: int = Field(default=16, ge=1)
+    follow_updates: bool = True
+    shadow: dict[str, int] = Field(default_factory=dict)
+    runtime: str = "auto"
+
+    @model_validator(mode="after")
+    def _check(self) -> StreamSettings:
+        if self.runtime not in ("auto", "ai_edge_litert", "tflite_runtime", "tensorflow"):
+            raise ValueError(f"runtime must be auto, ai_edge_litert, tflite_runtime or tensorflow, got {self.runtime!r}")
+        for stream, names in self.routes.items():
+            if not names:
+                raise ValueError(f"route for stream {stream!r} names no model")
+        return self
+
+    def models_for(self, stream: str) -> list[str]:
+        """Model names routed to ``stream`` (its own route, else ``"*"``, else none)."""
+        return list(self.routes.get(stream, self.routes.get("*", [])))
+
+    def model_names(self) -> list[str]:
+        """Every model name named by a route, sorted."""
+        return sorted({name for names in self.routes.values() for name in names})

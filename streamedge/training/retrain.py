@@ -1,0 +1,350 @@
+"""The retrainer: answer the stream workers' retrain requests with a validated, promoted model.
+
+Loop (``streamedge train watch``): consume the retrain-requests topic in a consumer group, one
+request at a time, committing each offset after its request was handled (at-least-once). For
+a request ``{"model", "version", "trigger", "requested_at", ...}`` (see
+:class:`services.monitor.ModelMonitor`):
+
+1. **stale**: the requested version is no longer the registry's active one (a duplicate, or
+   a request answered already): skipped;
+2. **needs_labels**: classifiers are not retrained, the stream carries no labels;
+3. **rate_limited**: a model is retrained at most once per ``min_interval_s``;
+4. replay the readings topic, keep the streams routed to the model and the last ``history``
+   readings of each key; hold the newest ``holdout_fraction`` of every series out;
+5. train with the active version's hyperparameters (:func:`training.forecast.train_forecaster`,
+   whose export runs the TFLite parity gate); the shipped variant must have passed it;
+6. champion/challenger (:mod:`training.challenger`): the candidate's held-out MAE must be at
+   least ``min_improvement`` (relative) below the active model's, else **rejected**;
+7. register (signed), verify, promote and publish on the model-updates topic: **promoted**.
+   Workers hot-reload it without a restart (:mod:`services.updates`).
+
+Every request ends in one :class:`RetrainOutcome`, logged and counted in
+``streamedge_retrain_outcomes_total{model,outcome}``. A failed attempt is committed too: the
+worker's monitor asks again after its own rate limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from threading import Event
+from typing import Any, Final, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from prometheus_client import CollectorRegistry, Counter
+
+from streamedge.contracts.manifest import ModelManifest, read_manifest, write_manifest
+from streamedge.errors import StreamedgeError
+from streamedge.kafka.model_updates import publish_model_update
+from streamedge.kafka.settings import KafkaSettings
+from streamedge.kafka.topics import TopicLayout
+from streamedge.registry import ModelRegistry
+from streamedge.training.config import ForecasterConfig
+from streamedge.training.data import SeriesData
+from streamedge.training.errors import DataError, TrainingError
+
+__all__ = [
+    "OUTCOMES",
+    "RetrainError",
+    "RetrainMetrics",
+    "RetrainOutcome",
+    "RetrainPolicy",
+    "Retrainer",
+    "parse_request",
+    "serve",
+]
+
+_log = logging.getLogger(__name__)
+
+OutcomeKind = Literal["promoted", "rejected", "stale", "rate_limited", "needs_labels", "invalid", "failed"]
+OUTCOMES: Final = ("promoted", "rejected", "stale", "rate_limited", "needs_labels", "invalid", "failed")
+# A retrain takes minutes; the consumer must not be thrown out of its group meanwhile.
+_MAX_POLL_INTERVAL_MS: Final = 3_600_000
+_KEPT_OUTCOMES: Final = 1000
+_METADATA_TIMEOUT_S: Final = 30.0
+
+
+class RetrainError(TrainingError):
+    """A retrain request is malformed or cannot be served."""
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """What became of one retrain request.
+
+    Attributes:
+        model: model name (``""`` when the request was unreadable).
+        requested_version: the version the request was about.
+        outcome: one of :data:`OUTCOMES`.
+        reason: one line for people.
+        trigger: the monitor rule that fired (``drift``, ``error``).
+        new_version: the promoted version (``promoted`` only).
+        champion_mae, candidate_mae: held-out MAE in original units, when both were measured.
+    """
+
+    model: str
+    requested_version: int | None
+    outcome: OutcomeKind
+    reason: str
+    trigger: str = ""
+    new_version: int | None = None
+    champion_mae: float | None = None
+    candidate_mae: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    """How much history a retrain uses and what a candidate must do to be promoted.
+
+    Attributes:
+        history: newest readings kept per ``device/stream`` key.
+        holdout_fraction: newest share of every kept series held out for champion/challenger.
+        min_improvement: the candidate's held-out MAE must be below ``(1 - min_improvement)``
+            times the champion's (0.02 = at least 2 % better).
+        min_interval_s: at most one retrain per model per interval, seconds.
+        epochs: cap on the stored hyperparameters' epochs (None keeps them).
+    """
+
+    history: int = 2000
+    holdout_fraction: float = 0.2
+    min_improvement: float = 0.02
+    min_interval_s: float = 600.0
+    epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.history < 8:
+            raise ValueError(f"history must be at least 8 readings, got {self.history}")
+        if not 0.0 < self.holdout_fraction < 0.5:
+            raise ValueError(f"holdout_fraction must be in (0, 0.5), got {self.holdout_fraction}")
+        if not 0.0 <= self.min_improvement < 1.0:
+            raise ValueError(f"min_improvement must be in [0, 1), got {self.min_improvement}")
+        if self.min_interval_s < 0 or (self.epochs is not None and self.epochs < 1):
+            raise ValueError("min_interval_s must be >= 0 and epochs >= 1")
+
+
+class RetrainMetrics:
+    """``streamedge_retrain_outcomes_total{model,outcome}``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.outcomes = Counter("streamedge_retrain_outcomes", "Retrain requests handled, by model and outcome",
+                                ["model", "outcome"], registry=registry)
+
+
+def parse_request(payload: bytes | None) -> tuple[str, int, str]:
+    """``(model, version, trigger)`` of a retrain request; raises :class:`RetrainError`."""
+    try:
+        body = json.loads(payload or b"")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RetrainError(f"retrain request is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise RetrainError("retrain request is not a JSON object")
+    model, version = body.get("model"), body.get("version")
+    if not isinstance(model, str) or not model or isinstance(version, bool) or not isinstance(version, int):
+        raise RetrainError(f"retrain request needs a string 'model' and an integer 'version', got {body!r:.200}")
+    return model, version, str(body.get("trigger", ""))
+
+
+class Retrainer:
+    """Handles retrain requests against a registry and a readings topic.
+
+    Args:
+        registry: the model registry (active versions, where candidates are added).
+        signing_key: signs added versions.
+        public_key: verifies the active version before its manifest is trusted, and the new one.
+        kafka: connection for the replay and for publishing model updates.
+        layout: topic names (readings, model_updates).
+        routes: stream name -> model names, as the stream worker takes them (``"*"`` = all).
+        work_dir: scratch folder for candidates (removed after each request).
+        policy: history, holdout and promotion rules.
+        metrics: outcome counter, optional.
+        clock: monotonic seconds, for the rate limit.
+        progress: show training progress bars.
+    """
+
+    def __init__(self, registry: ModelRegistry, signing_key: Ed25519PrivateKey, public_key: Ed25519PublicKey,
+                 kafka: KafkaSettings, layout: TopicLayout, routes: dict[str, list[str]], work_dir: Path,
+                 policy: RetrainPolicy | None = None, metrics: RetrainMetrics | None = None,
+                 clock: Callable[[], float] = time.monotonic, progress: bool = False) -> None:
+        self.registry = registry
+        self.signing_key = signing_key
+        self.public_key = public_key
+        self.kafka = kafka
+        self.layout = layout
+        self.routes = routes
+        self.work_dir = work_dir
+        self.policy = policy or RetrainPolicy()
+        self.metrics = metrics
+        self.clock = clock
+        self.progress = progress
+        self._last_attempt: dict[str, float] = {}
+
+    def handle(self, payload: bytes | None) -> RetrainOutcome:
+        """Handle one request message end to end.
+
+        Never raises for a bad request or a failed retrain: every case ends in an outcome, so the
+        consumer commits and a poison request cannot stop the service.
+        """
+        try:
+            model, version, trigger = parse_request(payload)
+        except RetrainError as exc:
+            return self._done(RetrainOutcome("", None, "invalid", str(exc)))
+        try:
+            outcome = self._handle(model, version, trigger)
+        except (StreamedgeError, OSError, ValueError) as exc:
+            outcome = RetrainOutcome(model, version, "failed", f"{type(exc).__name__}: {exc}", trigger)
+        except Exception as exc:  # TensorFlow raises many types; one bad retrain must not stop the service
+            _log.exception("retrain %s v%d crashed", model, version)
+            outcome = RetrainOutcome(model, version, "failed", f"unexpected {type(exc).__name__}: {exc}", trigger)
+        return self._done(outcome)
+
+    def _done(self, outcome: RetrainOutcome) -> RetrainOutcome:
+        level = logging.WARNING if outcome.outcome in ("failed", "invalid", "needs_labels") else logging.INFO
+        _log.log(level, "retrain %s v%s (%s): %s: %s", outcome.model or "?", outcome.requested_version,
+                 outcome.trigger or "-", outcome.outcome, outcome.reason)
+        if self.metrics is not None:
+            self.metrics.outcomes.labels(outcome.model or "-", outcome.outcome).inc()
+        return outcome
+
+    def _handle(self, model: str, version: int, trigger: str) -> RetrainOutcome:
+        active = self.registry.active_version(model)
+        if active is None:
+            return RetrainOutcome(model, version, "failed", "no promoted version in the registry", trigger)
+        if version != active:
+            return RetrainOutcome(model, version, "stale", f"v{version} is no longer active (v{active} is)", trigger)
+        manifest = self.registry.verify(model, active, self.public_key)
+        if manifest.task != "forecast":
+            return RetrainOutcome(model, version, "needs_labels", "classifier retraining needs labelled data; "
+                                  "the readings stream carries no labels", trigger)
+        now = self.clock()
+        last = self._last_attempt.get(model)
+        if last is not None and now - last < self.policy.min_interval_s:
+            return RetrainOutcome(model, version, "rate_limited", f"retrained {now - last:.0f} s ago "
+                                  f"(at most once per {self.policy.min_interval_s:g} s)", trigger)
+        self._last_attempt[model] = now
+        return self._retrain(manifest, trigger)
+
+    def _config(self, manifest: ModelManifest) -> ForecasterConfig:
+        stored = manifest.hyperparameters
+        if stored.get("model") != "lstm":
+            raise RetrainError(f"{manifest.name} v{manifest.version} stores no LSTM training hyperparameters "
+                               "(it was not made by 'streamedge train forecaster')")
+        names = {f.name for f in dataclasses.fields(ForecasterConfig)}
+        config = ForecasterConfig(**{k: v for k, v in stored.items() if k in names})
+        if self.policy.epochs is not None and self.policy.epochs < config.epochs:
+            config = dataclasses.replace(config, epochs=self.policy.epochs)
+        return config
+
+    def _history(self, model: str, config: ForecasterConfig) -> tuple[SeriesData, int]:
+        from streamedge.training.challenger import holdout_size, tail
+        from streamedge.training.kafka_source import replay_topic
+
+        streams = {stream for stream, names in self.routes.items() if model in names}
+        if not streams:
+            raise RetrainError(f"no stream is routed to {model}")
+        data = tail(replay_topic(self.kafka, self.layout.readings, streams=streams), self.policy.history)
+        # A key too short for a training window beside its held-out tail is left out, not fatal.
+        need = config.window + 3 * config.horizon + 1
+        keep = [i for i, s in enumerate(data.series)
+                if len(s) - holdout_size(len(s), self.policy.holdout_fraction, config.horizon) >= need]
+        if not keep:
+            raise DataError(f"no key of streams {sorted(streams)} has enough readings for window {config.window}, "
+                            f"horizon {config.horizon} and the hold-out (found {len(data.series)} key(s))")
+        skipped = len(data.series) - len(keep)
+        return dataclasses.replace(data, series=[data.series[i] for i in keep], ids=[data.ids[i] for i in keep]), skipped
+
+    def _retrain(self, champion: ModelManifest, trigger: str) -> RetrainOutcome:
+        from streamedge.training.challenger import holdout_mae, split_holdout
+        from streamedge.training.forecast import train_forecaster
+
+        name, version = champion.name, champion.version
+        config = self._config(champion)
+        data, skipped = self._history(name, config)
+        train_data, sizes = split_holdout(data, self.policy.holdout_fraction, config.horizon)
+        _log.info("retrain %s v%d: %d key(s), %d readings (%d held out), %d key(s) too short", name, version,
+                  len(data.series), sum(len(s) for s in data.series), sum(sizes), skipped)
+        out = self.work_dir / f"{name}-{uuid.uuid4().hex[:8]}"
+        try:
+            metrics = train_forecaster(train_data, out, config, name=name, progress=self.progress)
+            selected = metrics["selected_variant"]
+            if metrics["tflite"][selected]["parity"] != "passed":
+                why = metrics["refused_variants"].get(selected) or metrics["selection_reason"]
+                return RetrainOutcome(name, version, "rejected", f"parity gate: {selected}: {why}", trigger)
+            candidate = read_manifest(out)
+            champion_mae = holdout_mae(self.registry.path(name, version), champion, data.series, sizes)
+            candidate_mae = holdout_mae(out, candidate, data.series, sizes)
+            limit = champion_mae * (1.0 - self.policy.min_improvement)
+            if not candidate_mae < limit:
+                return RetrainOutcome(name, version, "rejected", f"candidate held-out MAE {candidate_mae:.4g} does "
+                                      f"not beat champion v{version} ({champion_mae:.4g}) by "
+                                      f"{self.policy.min_improvement:.0%}", trigger,
+                                      champion_mae=champion_mae, candidate_mae=candidate_mae)
+            provenance = {"parent_version": version, "trigger": trigger, "keys": len(data.series),
+                          "holdout_readings": sum(sizes),
+                          "champion_mae": champion_mae, "candidate_mae": candidate_mae}
+            write_manifest(candidate.replace(metrics={**candidate.metrics, "retrain": provenance}), out)
+            added = self.registry.add(out, self.signing_key)
+            self.registry.verify(name, added.version, self.public_key)
+            update = self.registry.promote(name, added.version)
+            try:
+                publish_model_update(self.kafka, self.layout, update)
+            except Exception as exc:  # kafka-python raises many types; the promotion must not stay unannounced
+                self.registry.rollback(name)
+                raise RetrainError(f"v{added.version} registered but not announced ({exc}); promotion rolled "
+                                   "back") from exc
+            return RetrainOutcome(name, version, "promoted", f"v{added.version} promoted: held-out MAE "
+                                  f"{candidate_mae:.4g} vs {champion_mae:.4g}", trigger, added.version,
+                                  champion_mae, candidate_mae)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def serve(retrainer: Retrainer, group_id: str, max_requests: int | None = None, stop: Event | None = None,
+          poll_s: float = 1.0) -> list[RetrainOutcome]:
+    """Consume retrain requests in consumer group ``group_id`` until ``stop`` or ``max_requests``.
+
+    Each offset is committed after its request was handled (at-least-once: a crash mid-retrain
+    redelivers the request; once the retrain was promoted the redelivery is ``stale``).
+
+    Returns:
+        The outcomes, newest last (at most the last 1000).
+    """
+    from kafka import KafkaConsumer
+    from kafka.structs import OffsetAndMetadata
+
+    outcomes: deque[RetrainOutcome] = deque(maxlen=_KEPT_OUTCOMES)
+    handled = 0
+    topic = retrainer.layout.retrain_requests
+    consumer = KafkaConsumer(group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+                             max_poll_records=1, max_poll_interval_ms=_MAX_POLL_INTERVAL_MS,
+                             **retrainer.kafka.kafka_python_config())
+    try:
+        # Subscribing before the client knows the topic's partitions joins the group with no
+        # assignment until the next metadata refresh (minutes): fetch them first.
+        deadline = time.monotonic() + _METADATA_TIMEOUT_S
+        while not consumer.partitions_for_topic(topic):
+            if time.monotonic() > deadline:
+                raise RetrainError(f"topic {topic!r} has no partitions after {_METADATA_TIMEOUT_S:g} s; "
+                                   "create the topics first ('streamedge kafka topics')")
+            time.sleep(0.5)
+        consumer.subscribe([topic])
+        while not (stop is not None and stop.is_set()) and (max_requests is None or handled < max_requests):
+            for tp, records in consumer.poll(timeout_ms=int(poll_s * 1000)).items():
+                for record in records:
+                    outcomes.append(retrainer.handle(record.value))
+                    handled += 1
+                    consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "", -1)})
+        return list(outcomes)
+    finally:
+        consumer.close()

@@ -1,0 +1,124 @@
+"""Pure-numpy windowing and normalisation.
+
+Off-by-one rules: for a series ``s`` of length ``T``, window ``i`` starts at ``i * stride``;
+its input is ``s[start : start + window]`` and its target ``s[start + window : start + window
++ horizon]``, so a target never overlaps its own input and windows come out in time order.
+There are ``(T - window - horizon) // stride + 1`` windows when ``T >= window + horizon``,
+otherwise none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from streamedge.training.errors import DataError
+
+__all__ = ["Normaliser", "count_windows", "make_windows", "split_series"]
+
+FloatArray = npt.NDArray[np.float32]
+# A feature whose training std is below this is constant; dividing by it would blow up noise.
+_MIN_STD = 1e-6
+
+
+def count_windows(length: int, window: int, horizon: int, stride: int = 1) -> int:
+    """Number of (input, target) pairs that fit in a series of ``length`` readings."""
+    if window < 1 or horizon < 0 or stride < 1:
+        raise ValueError(f"need window >= 1, horizon >= 0, stride >= 1; got {window}, {horizon}, {stride}")
+    span = window + horizon
+    return 0 if length < span else (length - span) // stride + 1
+
+
+def make_windows(
+    series: npt.ArrayLike, window: int, horizon: int, stride: int = 1
+) -> tuple[FloatArray, FloatArray]:
+    """Cut one series into input windows and their targets.
+
+    Args:
+        series: ``(T,)`` or ``(T, n_features)`` values in time order.
+        window: input length in readings.
+        horizon: target length in readings (0 gives empty targets).
+        stride: step between window starts.
+
+    Returns:
+        ``x`` of shape ``(n, window, n_features)`` and ``y`` of shape ``(n, horizon, n_features)``,
+        float32, ``n = count_windows(T, window, horizon, stride)``.
+    """
+    arr = np.asarray(series, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"series must be (T,) or (T, n_features), got shape {arr.shape}")
+    n = count_windows(arr.shape[0], window, horizon, stride)
+    features = arr.shape[1]
+    if n == 0:
+        return np.empty((0, window, features), np.float32), np.empty((0, horizon, features), np.float32)
+    starts = np.arange(n) * stride
+    x_index = starts[:, None] + np.arange(window)[None, :]
+    y_index = starts[:, None] + window + np.arange(horizon)[None, :]
+    return arr[x_index], arr[y_index]
+
+
+def split_series(
+    series: npt.ArrayLike, horizon: int, window: int, where: str = "series"
+) -> tuple[FloatArray, FloatArray]:
+    """Split a series into history and test: the test is its last ``horizon`` points.
+
+    The test input is the ``window`` points before them, so the history must hold at least
+    ``window + horizon`` points for one training window.
+
+    Returns:
+        ``(history, test_context)``: ``history`` is ``(T - horizon, F)``, ``test_context``
+        the ``(window + horizon, F)`` tail used for the single test window.
+
+    Raises:
+        DataError: the series is shorter than ``window + 2 * horizon`` (one training window
+            plus the held-out test).
+    """
+    arr = np.asarray(series, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    needed = window + 2 * horizon
+    if arr.shape[0] < needed:
+        raise DataError(
+            f"{where} has {arr.shape[0]} points; window {window} + horizon {horizon} needs at least "
+            f"{needed} (one training window of {window + horizon} plus {horizon} held-out test points)"
+        )
+    return arr[:-horizon], arr[-(window + horizon):]
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """Per-feature z-score learned on training data only.
+
+    Attributes:
+        mean: ``(n_features,)`` float64 means.
+        std: ``(n_features,)`` float64 standard deviations (floored at 1e-6).
+    """
+
+    mean: npt.NDArray[np.float64]
+    std: npt.NDArray[np.float64]
+
+    @classmethod
+    def fit(cls, data: npt.ArrayLike) -> Normaliser:
+        """Learn statistics over every axis but the last (features)."""
+        arr = np.asarray(data, dtype=np.float64)
+        if arr.size == 0:
+            raise DataError("cannot learn normalisation statistics from no data")
+        flat = arr.reshape(-1, arr.shape[-1])
+        std = flat.std(axis=0)
+        return cls(mean=flat.mean(axis=0), std=np.where(std < _MIN_STD, 1.0, std))
+
+    def transform(self, data: npt.ArrayLike) -> FloatArray:
+        """``(x - mean) / std`` along the last axis, float32."""
+        return ((np.asarray(data, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+
+    def inverse(self, data: npt.ArrayLike) -> FloatArray:
+        """Back to original units along the last axis, float32."""
+        return (np.asarray(data, dtype=np.float64) * self.std + self.mean).astype(np.float32)
+
+    def to_manifest(self) -> dict[str, list[float]]:
+        """``{"mean": [...], "std": [...]}`` as the manifest stores it."""
+        return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
