@@ -16,26 +16,39 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("kafka", help="run a local Kafka broker; create the topic layout")
     commands = parser.add_subparsers(dest="kafka_command", metavar="ACTION", required=True)
     for name, handler, text in (
-        ("up", _up, "start the local single-node KRaft broker on 127.0.0.1 (no-op if running)"),
-        ("down", _down, "stop the local broker"),
-        ("status", _status, "exit 0 if the local broker answers metadata, 1 if not"),
+        ("up", _up, "start the local KRaft broker (or --brokers N node cluster) on 127.0.0.1 (no-op if running)"),
+        ("down", _down, "stop the local broker or cluster"),
+        ("status", _status, "exit 0 if the local broker (every node of a cluster) answers metadata, 1 if not"),
     ):
         sub = commands.add_parser(name, help=text, description=text)
         add_state_dir_option(sub)
         option(sub, "--port", type=int, default=9092, env="STREAMEDGE_KAFKA_PORT", help="client port on 127.0.0.1")
         option(sub, "--controller-port", type=int, default=9093, env="STREAMEDGE_KAFKA_CONTROLLER_PORT",
-               help="KRaft controller port on 127.0.0.1")
+               help="KRaft controller port on 127.0.0.1 (single broker; a cluster uses the port after each node's)")
+        option(sub, "--brokers", type=int, default=None, env="STREAMEDGE_KAFKA_BROKERS",
+               help="nodes: 1 = single broker; 3 = a cluster of combined controller+broker nodes on "
+                    "--port, --port+2, --port+4 (replication 3, min.insync.replicas 2). "
+                    "down/status default to what up started in --state-dir")
         sub.set_defaults(handler=handler)
     topics = commands.add_parser("topics", help="create the topic layout (existing topics are kept)")
     add_kafka_options(topics)
     option(topics, "--partitions", type=int, default=6, help="partitions of the readings and result topics")
-    option(topics, "--replication-factor", type=int, default=1, help="replicas per partition (1 for a local broker)")
+    option(topics, "--replication-factor", type=int, default=None,
+           help="replicas per partition (default: 3 on a cluster of 3 or more brokers, else 1)")
     topics.set_defaults(handler=_topics)
 
 
 def _broker(args: argparse.Namespace) -> Any:
+    """The single broker, or the cluster that ``--brokers`` (else ``cluster.json``) asks for."""
     from streamedge.kafka.broker import LocalBroker
+    from streamedge.kafka.cluster import LocalCluster, read_cluster_file
 
+    brokers, port = args.brokers, args.port
+    known = read_cluster_file(args.state_dir)
+    if brokers is None and known is not None:
+        brokers, port = int(str(known["brokers"])), int(str(known["port"]))
+    if brokers is not None and brokers > 1:
+        return LocalCluster(args.state_dir, brokers=brokers, port=port)
     return LocalBroker(args.state_dir, port=args.port, controller_port=args.controller_port)
 
 
@@ -58,10 +71,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
-    from streamedge.kafka.topics import TopicLayout, create_topics
+    from streamedge.kafka.topics import TopicLayout, create_topics, default_replication
 
     layout = TopicLayout(prefix=topic_layout(args).prefix, partitions=args.partitions)
-    created = create_topics(kafka_settings(args), layout, args.replication_factor)
+    settings = kafka_settings(args)
+    replicas = args.replication_factor if args.replication_factor is not None else default_replication(settings)
+    created = create_topics(settings, layout, replicas)
     for spec in layout.specs():
         state = "created" if spec.name in created else "exists"
         print(f"{spec.name:40s} partitions={spec.partitions:<3d} {spec.configs['cleanup.policy']:8s} {state}")

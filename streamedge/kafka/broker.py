@@ -32,7 +32,7 @@ from pathlib import Path
 
 from streamedge.errors import StreamedgeError
 
-__all__ = ["BrokerError", "BrokerStatus", "LocalBroker"]
+__all__ = ["BrokerError", "BrokerStatus", "LocalBroker", "min_insync_replicas", "new_cluster_id"]
 
 _POM = "pom.xml"
 _METADATA_API_KEY = 3
@@ -50,6 +50,16 @@ class BrokerStatus:
     pid: int | None
     bootstrap: str
     detail: str
+
+
+def new_cluster_id() -> str:
+    """A fresh KRaft cluster id (16 random bytes, URL-safe base64 without padding)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def min_insync_replicas(replicas: int) -> int:
+    """``min.insync.replicas`` for a replication factor: 2 of 3 (one broker may fail), else 1."""
+    return 2 if replicas >= 3 else 1
 
 
 def _metadata_brokers(host: str, port: int, timeout: float) -> int:
@@ -84,13 +94,27 @@ class LocalBroker:
         port: client listener port on 127.0.0.1.
         controller_port: KRaft controller listener port on 127.0.0.1.
         heap_mb: JVM max heap; 512 MiB is plenty for tests and the demo.
+        node_id: KRaft node id (1 for a single broker).
+        quorum_voters: ``controller.quorum.voters`` (``id@host:port,...``); default: this node alone.
+        cluster_id: KRaft cluster id every node of one cluster is formatted with; default: a new one.
+        replicas: replication factor of the internal topics (offsets, transactions) and the
+            default of new topics: 1 for a single broker, 3 in a 3-node cluster (then with
+            ``min.insync.replicas=2``).
+        libs_dir: where the jars are (shared by the nodes of a cluster); default ``<state_dir>/libs``.
     """
 
-    def __init__(self, state_dir: Path, port: int = 9092, controller_port: int = 9093, heap_mb: int = 512) -> None:
+    def __init__(self, state_dir: Path, port: int = 9092, controller_port: int = 9093, heap_mb: int = 512,
+                 *, node_id: int = 1, quorum_voters: str | None = None, cluster_id: str | None = None,
+                 replicas: int = 1, libs_dir: Path | None = None) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.port = port
         self.controller_port = controller_port
         self.heap_mb = heap_mb
+        self.node_id = node_id
+        self.quorum_voters = quorum_voters or f"{node_id}@127.0.0.1:{controller_port}"
+        self.cluster_id = cluster_id
+        self.replicas = replicas
+        self.libs_dir = Path(libs_dir).resolve() if libs_dir is not None else self.state_dir / "libs"
 
     @property
     def bootstrap(self) -> str:
@@ -134,7 +158,7 @@ class LocalBroker:
 
     def fetch_jars(self) -> Path:
         """Fetch the pinned jars with Maven unless cached for this exact pom; returns the libs folder."""
-        libs = self.state_dir / "libs"
+        libs = self.libs_dir
         pom = resources.files("streamedge.kafka").joinpath(_POM).read_bytes()
         digest = hashlib.sha256(pom).hexdigest()
         marker = libs / ".pom-sha256"
@@ -146,7 +170,7 @@ class LocalBroker:
         if libs.exists():
             shutil.rmtree(libs)
         libs.mkdir(parents=True)
-        pom_path = self.state_dir / _POM
+        pom_path = libs.parent / _POM
         pom_path.write_bytes(pom)
         result = subprocess.run(
             [mvn, "-q", "-B", "-f", str(pom_path), "dependency:copy-dependencies",
@@ -160,10 +184,11 @@ class LocalBroker:
 
     def _write_config(self) -> Path:
         data = self.state_dir / "data"
+        min_isr = min_insync_replicas(self.replicas)
         properties = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.quorum_voters,
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -171,11 +196,13 @@ class LocalBroker:
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(data),
             "num.partitions": "3",
-            # One node: internal topics cannot have more replicas than brokers.
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
+            # Internal topics cannot have more replicas than brokers; with 3, one may fail.
+            "offsets.topic.replication.factor": str(self.replicas),
+            "transaction.state.log.replication.factor": str(self.replicas),
+            "transaction.state.log.min.isr": str(min_isr),
+            "share.coordinator.state.topic.replication.factor": str(self.replicas),
+            "default.replication.factor": str(self.replicas),
+            "min.insync.replicas": str(min_isr),
             # Tests and the demo start consumer groups often; do not wait 3 s for more members.
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
@@ -203,7 +230,7 @@ class LocalBroker:
     def _format(self, libs: Path, config: Path) -> None:
         if (self.state_dir / "data" / "meta.properties").is_file():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = self.cluster_id or new_cluster_id()
         result = subprocess.run(
             self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
             capture_output=True, text=True, check=False,
@@ -213,9 +240,20 @@ class LocalBroker:
 
     def up(self, timeout: float = 60.0) -> BrokerStatus:
         """Start the broker (no-op when it already answers) and wait until it serves metadata."""
+        process = self.start()
+        if process is None:
+            return self.status()
+        return self.wait(process, timeout)
+
+    def start(self) -> subprocess.Popen[bytes] | None:
+        """Launch the broker without waiting for it; None when it already answers.
+
+        The nodes of a cluster are all started before any is waited for: a KRaft node serves
+        metadata only once a majority of the controller quorum runs.
+        """
         current = self.status()
         if current.running:
-            return current
+            return None
         if current.pid is not None:
             self._terminate(current.pid)
         self._pid_file.unlink(missing_ok=True)
@@ -231,6 +269,10 @@ class LocalBroker:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         self._pid_file.write_text(str(process.pid))
+        return process
+
+    def wait(self, process: subprocess.Popen[bytes], timeout: float = 60.0) -> BrokerStatus:
+        """Wait until the started ``process`` serves metadata; stop it and raise if it does not."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -242,6 +284,11 @@ class LocalBroker:
         self._terminate(process.pid)
         self._pid_file.unlink(missing_ok=True)
         raise BrokerError(f"broker did not answer metadata within {timeout:.0f} s; see {self.log_file}")
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id when it runs (answering or not), else None."""
+        return self._read_pid()
 
     def down(self, timeout: float = 30.0) -> bool:
         """Stop the broker (SIGTERM, then SIGKILL after ``timeout``); returns whether one ran."""

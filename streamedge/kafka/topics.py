@@ -12,7 +12,7 @@ from typing import Final
 
 from streamedge.kafka.settings import KafkaSettings
 
-__all__ = ["TopicLayout", "TopicSpec", "create_topics"]
+__all__ = ["TopicLayout", "TopicSpec", "create_topics", "default_replication"]
 
 _WEEK_MS: Final = 7 * 24 * 3600 * 1000
 
@@ -88,15 +88,35 @@ class TopicLayout:
         ]
 
 
+def default_replication(settings: KafkaSettings) -> int:
+    """Replicas per partition for the cluster ``settings`` reach: 3 with 3 brokers or more, else 1."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(**settings.kafka_python_config())
+    try:
+        brokers = len(admin.describe_cluster()["brokers"])
+    finally:
+        admin.close()
+    return 3 if brokers >= 3 else 1
+
+
 def create_topics(settings: KafkaSettings, layout: TopicLayout, replication_factor: int = 1) -> list[str]:
-    """Create the layout's missing topics; returns the names created (existing ones are kept)."""
+    """Create the layout's missing topics; returns the names created (existing ones are kept).
+
+    With 3 replicas or more every topic also gets ``min.insync.replicas=2``: an ``acks=all``
+    write (every producer of the project uses it) is then on two brokers before it is
+    acknowledged, so losing any one broker loses no acknowledged message.
+    """
     from kafka.admin import KafkaAdminClient, NewTopic
 
+    from streamedge.kafka.broker import min_insync_replicas
+
+    durability = {"min.insync.replicas": str(min_insync_replicas(replication_factor))}
     admin = KafkaAdminClient(**settings.kafka_python_config())
     try:
         existing = set(admin.list_topics())
         new = [
-            NewTopic(spec.name, spec.partitions, replication_factor, topic_configs=spec.configs)
+            NewTopic(spec.name, spec.partitions, replication_factor, topic_configs={**spec.configs, **durability})
             for spec in layout.specs()
             if spec.name not in existing
         ]
