@@ -6,25 +6,39 @@ Layout::
     <root>/<name>/<version>/<model_file>    the selected .tflite
     <root>/<name>/<version>/report/         training report, when the trainer wrote one
     <root>/<name>/<version>/metrics.json    training metrics, when present
-    <root>/<name>/promotions.json           {"active": 3, "history": [1, 3]}
+    <root>/<name>/promotions.json           {"active": 3, "history": [1, 3], "sequence": 4, "record": {...}}
 
 Versions are immutable once added. ``promote`` appends to the history and makes a version
 active; ``rollback`` returns to the version promoted before the active one. The registry signs
-on ``add`` with the configured Ed25519 private key; consumers verify with the public key.
+each version's manifest on ``add``, and each promotion and rollback as its own
+:class:`~streamedge.contracts.promotion.PromotionRecord` whose per-model ``sequence`` grows by
+one every time (under a file lock, so two promoters never issue the same number). Consumers
+verify both with the public key and refuse a record older than one they accepted.
+
+The announcement carries the model inline when it is at most
+:data:`~streamedge.contracts.model_update.INLINE_MAX_BYTES` (a device then needs nothing but
+Kafka), and a ``uri``: ``<base_url>/models/<name>/<version>/`` when the registry is served over
+HTTP(S) (:mod:`streamedge.registry_server`), else the version folder's ``file://`` URI.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from streamedge.contracts.manifest import ModelManifest, read_manifest, verify_model_file, write_manifest
-from streamedge.contracts.model_update import ModelUpdate
+from streamedge.contracts.model_update import INLINE_MAX_BYTES, ModelUpdate
+from streamedge.contracts.promotion import PromotionRecord, UpdateAction, sign_record
 from streamedge.contracts.signing import sign_manifest, verify_model_dir
 from streamedge.errors import StreamedgeError
 
@@ -43,10 +57,12 @@ class ModelRegistry:
 
     Args:
         root: registry folder (created on first ``add``).
+        signing_key: signs promotion records when ``promote``/``rollback`` are given none.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, signing_key: Ed25519PrivateKey | None = None) -> None:
         self.root = Path(root)
+        self.signing_key = signing_key
 
     def names(self) -> list[str]:
         """Model names with at least one version, sorted."""
@@ -113,8 +129,10 @@ class ModelRegistry:
     def _promotions(self, name: str) -> dict[str, Any]:
         path = self.root / name / _PROMOTIONS
         if not path.is_file():
-            return {"active": None, "history": []}
+            return {"active": None, "history": [], "sequence": 0, "record": None}
         data: dict[str, Any] = json.loads(path.read_text())
+        data.setdefault("sequence", len(data.get("history", [])))
+        data.setdefault("record", None)
         return data
 
     def _write_promotions(self, name: str, data: dict[str, Any]) -> None:
@@ -122,6 +140,18 @@ class ModelRegistry:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         tmp.replace(path)
+
+    @contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        """Serialise promotions of ``name`` across processes (the sequence must only grow)."""
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / ".promotions.lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def active_version(self, name: str) -> int | None:
         """The promoted version of ``name``, or None."""
@@ -132,30 +162,75 @@ class ModelRegistry:
         """Promoted versions, oldest first (the active one last)."""
         return [int(v) for v in self._promotions(name)["history"]]
 
-    def _update(self, name: str, version: int, action: str) -> ModelUpdate:
-        folder = self.path(name, version)
-        return ModelUpdate(name, version, folder.resolve().as_uri(), read_manifest(folder),
-                           "rollback" if action == "rollback" else "promote")
+    def record(self, name: str) -> PromotionRecord | None:
+        """The latest promotion record of ``name`` (signed when a key was given), or None."""
+        data = self._promotions(name)["record"]
+        return PromotionRecord.from_dict(data) if data is not None else None
 
-    def promote(self, name: str, version: int) -> ModelUpdate:
-        """Make ``version`` active; returns the update to publish."""
-        self.path(name, version)
-        data = self._promotions(name)
-        if data["active"] != version:
-            data["history"].append(version)
-            data["active"] = version
-            self._write_promotions(name, data)
-        return self._update(name, version, "promote")
-
-    def rollback(self, name: str) -> ModelUpdate:
-        """Return to the version promoted before the active one; returns the update to publish."""
-        data = self._promotions(name)
-        if len(data["history"]) < 2:
-            raise RegistryError(f"model {name!r} has no earlier promoted version to roll back to")
-        data["history"].pop()
-        data["active"] = data["history"][-1]
+    def _issue(self, name: str, data: dict[str, Any], action: UpdateAction,
+               signing_key: Ed25519PrivateKey | None) -> PromotionRecord:
+        version = int(data["active"])
+        record = PromotionRecord(name, version, action, int(data["sequence"]) + 1, round(time.time(), 3),
+                                 self.manifest(name, version).sha256)
+        key = signing_key or self.signing_key
+        if key is not None:
+            record = sign_record(record, key)
+        data["sequence"] = record.sequence
+        data["record"] = record.to_dict()
         self._write_promotions(name, data)
-        return self._update(name, int(data["active"]), "rollback")
+        return record
+
+    def announcement(self, name: str, base_url: str | None = None, inline: bool = True) -> ModelUpdate:
+        """The update message for the latest promotion record of ``name``.
+
+        Args:
+            base_url: where :mod:`streamedge.registry_server` serves this registry
+                (``https://host:8443``); None for a ``file://`` URI.
+            inline: carry the model file in the message when it is at most ``INLINE_MAX_BYTES``.
+
+        Raises:
+            RegistryError: ``name`` was never promoted.
+        """
+        record = self.record(name)
+        if record is None:
+            raise RegistryError(f"model {name!r} has no promotion to announce")
+        folder = self.path(name, record.version)
+        manifest = read_manifest(folder)
+        served = f"{base_url.rstrip('/')}/models/{quote(name, safe='')}/{record.version}/" if base_url else None
+        uri = served or folder.resolve().as_uri()
+        model = folder / manifest.model_file
+        content = model.read_bytes() if inline and model.stat().st_size <= INLINE_MAX_BYTES else None
+        return ModelUpdate(name, record.version, uri, manifest, record.action, record, content)
+
+    def promote(self, name: str, version: int, signing_key: Ed25519PrivateKey | None = None, *,
+                base_url: str | None = None, inline: bool = True) -> ModelUpdate:
+        """Make ``version`` active under a new signed record; returns the update to publish.
+
+        Args:
+            signing_key: signs the record (default: the registry's key). Subscribers refuse an
+                unsigned record, so without any key the promotion is bookkeeping only.
+            base_url, inline: see :meth:`announcement`.
+        """
+        self.path(name, version)
+        with self._locked(name):
+            data = self._promotions(name)
+            if data["active"] != version:
+                data["history"].append(version)
+                data["active"] = version
+            self._issue(name, data, "promote", signing_key)
+        return self.announcement(name, base_url, inline)
+
+    def rollback(self, name: str, signing_key: Ed25519PrivateKey | None = None, *,
+                 base_url: str | None = None, inline: bool = True) -> ModelUpdate:
+        """Return to the version promoted before the active one, under a new, higher record."""
+        with self._locked(name):
+            data = self._promotions(name)
+            if len(data["history"]) < 2:
+                raise RegistryError(f"model {name!r} has no earlier promoted version to roll back to")
+            data["history"].pop()
+            data["active"] = data["history"][-1]
+            self._issue(name, data, "rollback", signing_key)
+        return self.announcement(name, base_url, inline)
 
     def verify(self, name: str, version: int, public_key: Ed25519PublicKey) -> ModelManifest:
         """Check one version's manifest, signature and model sha256; raises with the reason."""

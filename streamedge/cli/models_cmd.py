@@ -1,4 +1,4 @@
-"""``streamedge models ...``: the model registry (add, list, show, promote, rollback, verify, keygen)."""
+"""``streamedge models ...``: the model registry (add, list, show, promote, rollback, verify, keygen, serve)."""
 
 from __future__ import annotations
 
@@ -62,9 +62,25 @@ def register(subparsers: Any) -> None:
             sub.add_argument("version", type=int)
         _registry_option(sub)
         option(sub, "--public-key", type=Path, required=True, help="trusted Ed25519 public key (PEM)")
+        option(sub, "--signing-key", type=Path, required=True,
+               help="Ed25519 private key (PEM) that signs the promotion record")
+        option(sub, "--serve-url", env="STREAMEDGE_MODELS_SERVE_URL", default=None,
+               help="base URL of 'streamedge models serve' (e.g. https://registry:8765); default: a file:// URI")
+        option(sub, "--no-inline", action="store_true",
+               help="never carry the model inside the message (default: inline when under 512 KiB)")
         option(sub, "--no-publish", action="store_true", help="update the registry only, publish nothing")
         add_kafka_options(sub)
         sub.set_defaults(handler=handler)
+
+    serve = commands.add_parser("serve", help="serve the registry's artefacts over HTTP(S) (range requests, ETag)")
+    _registry_option(serve)
+    option(serve, "--host", default="127.0.0.1", help="address to bind")
+    option(serve, "--port", type=int, default=8765, help="port to bind")
+    option(serve, "--token-file", type=Path, default=None,
+           help="file holding the bearer token clients must send (default: no token)")
+    option(serve, "--tls-cert", type=Path, default=None, help="PEM certificate chain: serve HTTPS")
+    option(serve, "--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    serve.set_defaults(handler=_serve)
 
 
 def _registry(args: argparse.Namespace) -> Any:
@@ -151,18 +167,50 @@ def _publish(args: argparse.Namespace, update: Any) -> None:
         print(f"{update.name} v{update.version} is active (not published)")
         return
     publish_model_update(kafka_settings(args), topic_layout(args), update)
-    print(f"{update.name} v{update.version} is active; published to {topic_layout(args).model_updates}")
+    record = update.promotion
+    print(f"{update.name} v{update.version} is active (record #{record.sequence if record else '-'}, "
+          f"{'inline' if update.inline is not None else update.uri}); published to {topic_layout(args).model_updates}")
 
 
 def _promote(args: argparse.Namespace) -> int:
+    from streamedge.contracts.signing import load_private_key
+
     registry = _registry(args)
     registry.verify(args.name, args.version, _load_key(args))
-    _publish(args, registry.promote(args.name, args.version))
+    _publish(args, registry.promote(args.name, args.version, load_private_key(args.signing_key),
+                                    base_url=args.serve_url, inline=not args.no_inline))
     return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    _publish(args, _registry(args).rollback(args.name))
+    from streamedge.contracts.signing import load_private_key
+
+    _publish(args, _registry(args).rollback(args.name, load_private_key(args.signing_key),
+                                            base_url=args.serve_url, inline=not args.no_inline))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from streamedge.errors import ConfigError
+    from streamedge.registry_server import RegistryServer
+
+    token = None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read --token-file {args.token_file}: {exc}") from exc
+        if not token:
+            raise ConfigError(f"--token-file {args.token_file} is empty")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    server = RegistryServer(_registry(args), args.host, args.port, token, args.tls_cert, args.tls_key)
+    print(f"serving {args.registry} at {server.url}/models/ (token {'required' if token else 'not required'})",
+          flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.stop()
     return 0
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "ModelManifest",
     "file_sha256",
     "read_manifest",
+    "read_verified_model",
     "verify_model_file",
     "write_manifest",
 ]
@@ -154,8 +155,8 @@ class ModelManifest:
             raise ManifestError(f"manifest lacks field(s): {', '.join(missing)}")
         try:
             return cls(**data)
-        except TypeError as exc:
-            raise ManifestError(f"manifest is malformed: {exc}") from exc
+        except (TypeError, OverflowError, RecursionError) as exc:
+            raise ManifestError(f"manifest is malformed: {type(exc).__name__}: {exc}") from exc
 
 
 def _validate(m: ModelManifest) -> None:
@@ -195,6 +196,13 @@ def _validate(m: ModelManifest) -> None:
              f"validation_error values must be positive finite numbers, got {m.validation_error!r}")
     _require(isinstance(m.sha256, str) and len(m.sha256) == 64 and all(c in "0123456789abcdef" for c in m.sha256),
              "sha256 must be 64 lowercase hex digits")
+    _require(isinstance(m.class_labels, list) and all(isinstance(c, str) for c in m.class_labels),
+             "class_labels must be a list of names")
+    for name in ("metrics", "reference_stats", "hyperparameters", "runtimes"):
+        _require(isinstance(getattr(m, name), dict), f"{name} must be a JSON object")
+    _require(isinstance(m.created_at, str), "created_at must be a string")
+    _require(m.signature is None or isinstance(m.signature, str), "signature must be a base64 string or null")
+    _require(_is_int(m.schema_version), f"schema_version must be an integer, got {m.schema_version!r}")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -207,7 +215,14 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A JSON number that converts to a float (a 400-digit integer does not: it is refused, not raised)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def file_sha256(path: Path) -> str:
@@ -235,7 +250,7 @@ def read_manifest(folder: Path) -> ModelManifest:
         data = json.loads(path.read_bytes())
     except FileNotFoundError as exc:
         raise ManifestError(f"no manifest at {path}") from exc
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
     return ModelManifest.from_dict(data)
 
@@ -256,3 +271,22 @@ def verify_model_file(manifest: ModelManifest, folder: Path) -> Path:
     if actual != manifest.sha256:
         raise VerificationError(f"sha256 of {path} is {actual[:16]}..., manifest says {manifest.sha256[:16]}...")
     return path
+
+
+def read_verified_model(manifest: ModelManifest, folder: Path) -> bytes:
+    """The model file's bytes, read once and checked against ``manifest.sha256``.
+
+    Load these bytes into the interpreter (not the path again), so what runs is what was hashed.
+
+    Raises:
+        VerificationError: the file is missing or its sha256 differs.
+    """
+    path = folder / manifest.model_file
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise VerificationError(f"model file {path} cannot be read: {exc}") from exc
+    actual = hashlib.sha256(content).hexdigest()
+    if actual != manifest.sha256:
+        raise VerificationError(f"sha256 of {path} is {actual[:16]}..., manifest says {manifest.sha256[:16]}...")
+    return content

@@ -85,6 +85,8 @@ class TFLiteRunner:
             (mismatch raises :class:`RunnerError`) and inputs are checked on every call.
         runtime: which interpreter to use, or ``"auto"``.
         num_threads: interpreter threads; 1 suits micro-batches of small models.
+        model_content: the model's bytes, already verified by the caller; when given they are
+            loaded instead of reading ``model_path`` again (which then only names the model).
     """
 
     def __init__(
@@ -93,11 +95,14 @@ class TFLiteRunner:
         manifest: ModelManifest | None = None,
         runtime: Runtime | Literal["auto"] = "auto",
         num_threads: int = 1,
+        model_content: bytes | None = None,
     ) -> None:
         self.runtime, interpreter_class = _pick_runtime(runtime)
         self.model_path = Path(model_path)
+        source: dict[str, Any] = ({"model_content": model_content} if model_content is not None
+                                  else {"model_path": str(self.model_path)})
         try:
-            self._interpreter = interpreter_class(model_path=str(self.model_path), num_threads=num_threads)
+            self._interpreter = interpreter_class(**source, num_threads=num_threads)
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise RunnerError(f"{self.runtime} cannot load {self.model_path}: {exc}") from exc

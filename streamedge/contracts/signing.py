@@ -18,11 +18,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from streamedge.contracts.manifest import ModelManifest, read_manifest, verify_model_file
+from streamedge.contracts.manifest import ModelManifest, read_manifest, read_verified_model, verify_model_file
 from streamedge.errors import ConfigError, SignatureError
 
 __all__ = [
     "generate_keypair",
+    "load_verified_model",
     "load_private_key",
     "load_public_key",
     "sign_manifest",
@@ -103,3 +104,17 @@ def verify_model_dir(folder: Path, key: Ed25519PublicKey) -> tuple[ModelManifest
     manifest = read_manifest(folder)
     verify_manifest_signature(manifest, key)
     return manifest, verify_model_file(manifest, folder)
+
+
+def load_verified_model(folder: Path, key: Ed25519PublicKey) -> tuple[ModelManifest, Path, bytes]:
+    """Like :func:`verify_model_dir`, but returns the model bytes that were hashed.
+
+    Give these bytes to the interpreter (``TFLiteRunner(..., model_content=...)``) so the model
+    that runs is exactly the one verified, whatever happens to the file afterwards.
+
+    Raises:
+        ManifestError, SignatureError, VerificationError: with the reason.
+    """
+    manifest = read_manifest(folder)
+    verify_manifest_signature(manifest, key)
+    return manifest, folder / manifest.model_file, read_verified_model(manifest, folder)

@@ -2,7 +2,8 @@
 
 One thread does everything that touches the model and the windows (read a batch, infer,
 commit the results to the buffer, apply model updates, heartbeats), so no locks guard the
-serving path. The forwarder and the update watcher run in their own threads and only talk to
+serving path. The forwarder and the update watcher run in their own supervised threads
+(restarted with backoff after a crash, counted in ``thread_restarts_total``) and only talk to
 the agent through the buffer and a queue. Imports nothing heavier than the TFLite runtime,
 numpy and kafka-python.
 """
@@ -22,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import CollectorRegistry
 
 from streamedge.contracts.manifest import ModelManifest
+from streamedge.contracts.model_update import FetchOptions
+from streamedge.contracts.promotion import PromotionLedger, StaleUpdateError
 from streamedge.contracts.reading import Reading, Rejection, parse_reading
 from streamedge.edge.buffer import Outbox
 from streamedge.edge.errors import ModelRejectedError, NonFiniteOutputError
@@ -31,8 +34,9 @@ from streamedge.edge.models import ModelStore
 from streamedge.edge.predictor import KeyState, Predictor, WindowStore
 from streamedge.edge.settings import EdgeSettings
 from streamedge.edge.sources import Source
+from streamedge.edge.supervisor import Supervised
 from streamedge.edge.updates import FetchedUpdate, UpdateWatcher
-from streamedge.errors import ManifestError, RunnerError, VerificationError
+from streamedge.errors import ConfigError, ManifestError, RunnerError, VerificationError
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 
@@ -69,11 +73,17 @@ class EdgeAgent:
         self.predictor: Predictor | None = None
         self._kafka_config = kafka.kafka_python_config()
         self.forwarder = Forwarder(self.outbox, self._kafka_config, settings.kafka_timeout_s,
-                                   on_sent=self._on_sent, on_state=self.metrics.reachable.set)
+                                   on_sent=self._on_sent, on_state=self.metrics.reachable.set,
+                                   on_restart=self._on_restart)
+        self.ledger = PromotionLedger(settings.model_dir)
         self.watcher: UpdateWatcher | None = None
+        self._watcher_thread: Supervised | None = None
         if settings.model_updates:
             self.watcher = UpdateWatcher(self._kafka_config, layout.model_updates, self.model_name,
-                                         settings.model_dir, public_key, settings.kafka_timeout_s)
+                                         settings.model_dir, public_key, self.ledger, settings.kafka_timeout_s,
+                                         _fetch_options(settings), self._on_refused)
+            self._watcher_thread = Supervised("edge-updates", self.watcher.run, self.watcher.stop_event,
+                                              self._on_restart)
         self._latencies: deque[float] = deque(maxlen=1024)
         self._rejections: dict[str, int] = {}
         self._last_heartbeat = 0.0
@@ -88,8 +98,7 @@ class EdgeAgent:
             if version is None:
                 continue
             try:
-                manifest, path = self.store.verify(self.model_name, version)
-                self._serve(self._predictor(manifest, path))
+                self._serve(self._predictor(*self.store.load(self.model_name, version)))
                 if version != self.store.active_version(self.model_name):
                     self.store.activate(self.model_name, version)
                 return
@@ -119,7 +128,7 @@ class EdgeAgent:
             raise ModelRejectedError("verification", fetched.error or "not installed")
         version = fetched.update.version
         try:
-            manifest, path = self.store.verify(self.model_name, version)
+            manifest, path, content = self.store.load(self.model_name, version)
         except (ManifestError, VerificationError, LookupError) as exc:
             raise ModelRejectedError("verification", str(exc)) from exc
         expected = self._expected_features()
@@ -128,7 +137,7 @@ class EdgeAgent:
                 "shape", f"v{version} takes {manifest.n_features} features per reading, the source sends {expected}"
             )
         try:
-            candidate = self._predictor(manifest, path)
+            candidate = self._predictor(manifest, path, content)
         except (RunnerError, ValueError, ImportError) as exc:
             raise ModelRejectedError("load", str(exc)) from exc
         self._smoke_test(candidate)
@@ -149,16 +158,29 @@ class EdgeAgent:
             raise ModelRejectedError("smoke_test", "classifier outputs are not probabilities")
 
     def apply_update(self, fetched: FetchedUpdate) -> bool:
-        """Swap to a fetched version if it passes every check; else keep serving and report why."""
+        """Swap to a fetched version if it passes every check; else keep serving and report why.
+
+        The update's promotion record is checked against the ledger once more (the watcher may
+        have queued an older record behind a newer one) and accepted only after the swap.
+        """
         version = fetched.update.version
-        if self.predictor is not None and self.predictor.version == version:
-            return False
+        record = fetched.update.promotion
         try:
+            if record is None:
+                raise ModelRejectedError("verification", "no promotion record")
+            try:
+                self.ledger.freshness(record)
+            except StaleUpdateError as exc:
+                raise ModelRejectedError("stale", str(exc)) from exc
+            if self.predictor is not None and self.predictor.version == version:
+                self.ledger.accept(record)
+                return False
             candidate = self._candidate(fetched)
             self.store.activate(self.model_name, version)
         except ModelRejectedError as exc:
             self.metrics.updates.labels(outcome=exc.reason).inc()
-            self.store.discard(self.model_name, version)
+            if fetched.installed:
+                self.store.discard(self.model_name, version)
             serving = self.predictor.version if self.predictor else None
             _LOG.error("model update %s v%d refused (%s): %s; still serving v%s", self.model_name, version,
                        exc.reason, exc.detail, serving,
@@ -167,6 +189,7 @@ class EdgeAgent:
                              "reason": exc.reason, "detail": exc.detail, "serving": serving})
             return False
         self._serve(candidate)
+        self.ledger.accept(record)
         self.metrics.updates.labels(outcome="applied").inc()
         self._telemetry({"type": "model_update", "status": "applied", "version": version,
                          "action": fetched.update.action})
@@ -178,13 +201,13 @@ class EdgeAgent:
         if active is None or (self.predictor is not None and self.predictor.version == active):
             return
         try:
-            manifest, path = self.store.verify(self.model_name, active)
-            self._serve(self._predictor(manifest, path))
+            self._serve(self._predictor(*self.store.load(self.model_name, active)))
         except (ManifestError, VerificationError, RunnerError, LookupError) as exc:
             _LOG.error("local switch to v%d refused: %s", active, exc, extra={"reason": str(exc)})
 
-    def _predictor(self, manifest: ModelManifest, path: Path) -> Predictor:
-        return Predictor(manifest, path, runtime=self.settings.runtime, anomaly_sigmas=self.settings.anomaly_sigmas)
+    def _predictor(self, manifest: ModelManifest, path: Path, content: bytes) -> Predictor:
+        return Predictor(manifest, path, runtime=self.settings.runtime, anomaly_sigmas=self.settings.anomaly_sigmas,
+                         content=content)
 
     # ---- the serving path -------------------------------------------------------------------
 
@@ -312,6 +335,12 @@ class EdgeAgent:
         _LOG.warning("buffer full or stale: dropped %d oldest rows (%s)", count, reason,
                      extra={"reason": reason, "dropped": count})
 
+    def _on_restart(self, thread: str) -> None:
+        self.metrics.thread_restarts.labels(thread=thread).inc()
+
+    def _on_refused(self, reason: str) -> None:
+        self.metrics.updates.labels(outcome=reason).inc()
+
     def _on_sent(self, count: int, when: float) -> None:
         self.metrics.forwarded.inc(count)
         self.metrics.last_sync.set(when)
@@ -323,8 +352,8 @@ class EdgeAgent:
         """
         stop = stop or threading.Event()
         self.forwarder.start()
-        if self.watcher is not None:
-            self.watcher.start()
+        if self._watcher_thread is not None:
+            self._watcher_thread.start()
         exhausted = False
         try:
             while not stop.is_set():
@@ -338,11 +367,24 @@ class EdgeAgent:
             self.heartbeat()
         finally:
             self.source.close()
-            if self.watcher is not None:
+            if self.watcher is not None and self._watcher_thread is not None:
                 self.watcher.stop()
+                self._watcher_thread.join(timeout=self.settings.kafka_timeout_s * 2)
             drained = self.forwarder.stop(self.settings.drain_timeout_s if exhausted else 0.0)
             stats = self.outbox.stats()
             self.outbox.close()
             _LOG.info("stopped (%s): %d rows left in the buffer for the next start", "source ended" if exhausted
                       else "stop requested", stats.depth, extra={"buffer_depth": stats.depth, "drained": drained})
         return drained
+
+
+def _fetch_options(settings: EdgeSettings) -> FetchOptions:
+    """How this device downloads models: size cap, bearer token (read from its file), TLS trust."""
+    token = None
+    if settings.registry_token_file is not None:
+        try:
+            token = settings.registry_token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read registry_token_file {settings.registry_token_file}: {exc}") from exc
+    return FetchOptions(max_bytes=settings.max_model_bytes, token=token or None, cafile=settings.registry_cafile,
+                        timeout_s=settings.kafka_timeout_s * 2)

@@ -4,7 +4,9 @@ Each pass takes the oldest rows, sends them with kafka-python (idempotent produc
 every call bounded by ``timeout_s``), and deletes them from the outbox only after the broker
 acknowledged all of them. On any failure the producer is dropped, the rows stay, and the
 pass is retried after a back-off; rows already delivered in a failed pass are sent again with
-the same ``(device_id, seq)``, so the consumer can drop the duplicates.
+the same ``(device_id, seq)``, so the consumer can drop the duplicates. The loop runs under a
+:class:`~streamedge.edge.supervisor.Supervised` thread: any other error (SQLite, disk) is
+logged, counted through ``on_restart``, marks the broker unreachable, and the loop restarts.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from streamedge.edge.buffer import Outbox
+from streamedge.edge.supervisor import Supervised
 
 __all__ = ["Forwarder"]
 
@@ -32,6 +35,7 @@ class Forwarder:
         batch: rows per pass.
         on_sent: called with the number of rows delivered and the time (s since epoch) of the sync.
         on_state: called with ``True``/``False`` when the broker becomes reachable/unreachable.
+        on_restart: called with the thread name each time the crashed loop is restarted.
     """
 
     def __init__(
@@ -42,6 +46,7 @@ class Forwarder:
         batch: int = 500,
         on_sent: Callable[[int, float], None] | None = None,
         on_state: Callable[[bool], None] | None = None,
+        on_restart: Callable[[str], None] | None = None,
     ) -> None:
         self._outbox = outbox
         self._config = kafka_config
@@ -52,7 +57,7 @@ class Forwarder:
         self._producer: Any = None
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="edge-forwarder", daemon=True)
+        self._thread = Supervised("edge-forwarder", self._loop, self._stop, on_restart, self._crashed)
         self.reachable: bool | None = None  # unknown until the first forward attempt
 
     def start(self) -> None:
@@ -75,10 +80,13 @@ class Forwarder:
             time.sleep(0.05)
         self._stop.set()
         self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=self._timeout_s * 3)
+        self._thread.join(timeout=self._timeout_s * 3)
         self._close_producer()
         return self._outbox.stats().depth == 0
+
+    def _crashed(self, exc: BaseException) -> None:
+        self._close_producer()
+        self._set_reachable(False)
 
     def _loop(self) -> None:
         backoff = 0.2

@@ -11,7 +11,9 @@ Names (all prefixed ``streamedge_edge_``), label values from small fixed sets:
 - ``broker_reachable``: 1 while the last forward succeeded.
 - ``last_sync_timestamp_seconds``: when the broker last acknowledged a forward.
 - ``model_version{model}``: the active version (0 when none).
-- ``model_updates_total{outcome}``: updates applied or refused, by reason.
+- ``model_updates_total{outcome}``: updates applied or refused, by reason (``malformed``,
+  ``verification``, ``stale``, ``shape``, ``load``, ``smoke_test``).
+- ``thread_restarts_total{thread}``: crashed background loops restarted (``edge-forwarder``, ``edge-updates``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ class EdgeMetrics:
         self.model_version = Gauge(f"{p}model_version", "Active model version (0: none)", ["model"],
                                    registry=registry)
         self.updates = Counter(f"{p}model_updates", "Model updates by outcome", ["outcome"], registry=registry)
+        self.thread_restarts = Counter(f"{p}thread_restarts", "Crashed background threads restarted", ["thread"],
+                                       registry=registry)
+        for thread in ("edge-forwarder", "edge-updates"):
+            self.thread_restarts.labels(thread=thread)
         for reason in ("size", "age"):
             self.dropped.labels(reason=reason)
         # Series a healthy agent may not touch for hours exist from the start, so panels show 0.

@@ -22,7 +22,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from streamedge.contracts.manifest import ModelManifest
-from streamedge.contracts.signing import verify_model_dir
+from streamedge.contracts.signing import load_verified_model, verify_model_dir
 from streamedge.edge.errors import NoModelError
 
 __all__ = ["ModelStore"]
@@ -103,6 +103,21 @@ class ModelStore:
             raise NoModelError(f"{folder} holds {manifest.name} v{manifest.version}, not {name} v{version}")
         return manifest, model_path
 
+    def load(self, name: str, version: int) -> tuple[ModelManifest, Path, bytes]:
+        """Verify one installed version and return its manifest, model path and the verified bytes.
+
+        Raises:
+            NoModelError: the version is not installed (or holds another name/version).
+            ManifestError, SignatureError, VerificationError: it does not verify.
+        """
+        folder = self.path(name, version)
+        if not folder.is_dir():
+            raise NoModelError(f"{name} v{version} is not installed under {self.root}")
+        manifest, model_path, content = load_verified_model(folder, self.public_key)
+        if manifest.name != name or manifest.version != version:
+            raise NoModelError(f"{folder} holds {manifest.name} v{manifest.version}, not {name} v{version}")
+        return manifest, model_path, content
+
     def _swap(self, name: str, link: str, version: int) -> None:
         folder = self.root / name
         tmp = folder / f".{link}-{uuid.uuid4().hex[:8]}"
@@ -158,7 +173,10 @@ class ModelStore:
         return manifest
 
     def discard(self, name: str, version: int) -> None:
-        """Remove a version that was refused (never the active or previous one)."""
+        """Remove a version that a verified update just installed and the agent then refused.
+
+        Never the active or previous one; callers never pass a version an unverified message named.
+        """
         if version in (self.active_version(name), self.previous_version(name)):
             return
         shutil.rmtree(self.path(name, version), ignore_errors=True)

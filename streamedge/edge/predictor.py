@@ -114,12 +114,13 @@ class Predictor:
         model_path: its ``.tflite`` file.
         runtime: TFLite runtime for :class:`TFLiteRunner` (``"auto"`` prefers ai-edge-litert).
         anomaly_sigmas: band half-width in validation residual standard deviations.
+        content: the verified model bytes to load instead of reading ``model_path`` again.
     """
 
     def __init__(self, manifest: ModelManifest, model_path: Path, runtime: Runtime | Literal["auto"] = "auto",
-                 anomaly_sigmas: float = 4.0) -> None:
+                 anomaly_sigmas: float = 4.0, content: bytes | None = None) -> None:
         self.manifest = manifest
-        self.runner = TFLiteRunner(model_path, manifest, runtime=runtime)
+        self.runner = TFLiteRunner(model_path, manifest, runtime=runtime, model_content=content)
         self._mean = np.asarray(manifest.normalisation["mean"], dtype=np.float32)
         self._std = np.asarray(manifest.normalisation["std"], dtype=np.float32)
         self.band = _band(manifest, anomaly_sigmas)

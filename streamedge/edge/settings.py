@@ -52,6 +52,11 @@ class EdgeSettings(BaseSettings):
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="Prometheus port on metrics_host (0: disabled)")
     metrics_host: str = Field(default="127.0.0.1", description="address the metrics endpoint binds")
     model_updates: bool = Field(default=True, description="follow the model-updates topic")
+    max_model_bytes: int = Field(default=64 * 1024 * 1024, ge=1024,
+                                 description="largest model file a device downloads; bigger ones are refused")
+    registry_token_file: Path | None = Field(
+        default=None, description="file holding the bearer token for the registry's HTTP(S) server")
+    registry_cafile: Path | None = Field(default=None, description="CA bundle (PEM) trusted for https:// model URIs")
     kafka_timeout_s: float = Field(default=5.0, gt=0, description="bound on any one Kafka call; a dead broker never blocks")
     drain_timeout_s: float = Field(default=10.0, ge=0, description="when the source ends, time to forward the buffer")
     log_format: Literal["json", "text"] = Field(default="json", description="structured JSON logs or plain text")

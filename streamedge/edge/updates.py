@@ -1,11 +1,21 @@
 """Learning of new model versions from the compacted model-updates topic.
 
-A background thread follows the topic (from the beginning: compaction keeps the latest update
-per model, so a device that was off still learns the current version), ignores other models,
-and fetches each announced version with :func:`streamedge.contracts.model_update.fetch_model`
-(signature, sha256 and manifest equality checked before anything is installed). The outcome
-(installed folder, or the refusal) is handed to the agent's thread, which runs the shape check
-and the smoke test and swaps; the watcher never touches the serving model.
+A background thread follows the topic (from the beginning when the agent starts: compaction
+keeps the latest update per model, so a device that was off still learns the current version;
+after a reconnect it resumes from the next offset it has not handled), ignores other models,
+and for each message of its model:
+
+1. parses it (:func:`~streamedge.contracts.model_update.parse_model_update`: any bytes give an
+   update or a counted ``malformed`` refusal; the key must be the model name);
+2. verifies both signatures (:func:`~streamedge.contracts.model_update.verify_update`), then
+   asks the agent's :class:`~streamedge.contracts.promotion.PromotionLedger` whether the record
+   is newer than the highest one accepted (a replayed, older record is ``stale``);
+3. fetches the model (inline, ``file://`` or ``http(s)://``; sha256 checked before anything is
+   installed).
+
+The outcome is handed to the agent's thread, which runs the shape check and the smoke test,
+swaps, and only then accepts the record. A refused message never deletes or changes anything:
+only a version folder this very update installed may be removed when it is refused later.
 """
 
 from __future__ import annotations
@@ -13,13 +23,15 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from streamedge.contracts.model_update import ModelUpdate, fetch_model, parse_model_update
+from streamedge.contracts.model_update import FetchOptions, ModelUpdate, fetch_model, parse_model_update, verify_update
+from streamedge.contracts.promotion import PromotionLedger, StaleUpdateError
 from streamedge.errors import ManifestError, VerificationError
 
 __all__ = ["FetchedUpdate", "UpdateWatcher"]
@@ -29,11 +41,19 @@ _LOG = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FetchedUpdate:
-    """An announced version of our model: installed at ``folder``, or refused with ``error``."""
+    """A verified, fresh announcement of our model: installed at ``folder``, or refused with ``error``.
+
+    Attributes:
+        update: the verified update (both signatures valid, record newer than the ledger's).
+        folder: the installed version folder, or None when the fetch failed.
+        error: ``"<reason>: <detail>"`` when refused before the agent's checks.
+        installed: whether this update installed ``folder`` (only then may a refusal remove it).
+    """
 
     update: ModelUpdate
     folder: Path | None
     error: str | None = None
+    installed: bool = False
 
 
 class UpdateWatcher:
@@ -45,29 +65,32 @@ class UpdateWatcher:
         model_name: the model this device serves.
         models_root: where verified versions are installed.
         public_key: the trusted Ed25519 key.
+        ledger: the agent's promotion ledger (read here, written by the agent).
         timeout_s: bound on one Kafka call.
+        fetch: size cap, bearer token and TLS trust for ``http(s)://`` models.
+        on_refused: called with a reason (``malformed``, ``verification``, ``stale``) for each
+            message refused before it reaches the agent.
     """
 
     def __init__(self, kafka_config: dict[str, Any], topic: str, model_name: str, models_root: Path,
-                 public_key: Ed25519PublicKey, timeout_s: float = 5.0) -> None:
+                 public_key: Ed25519PublicKey, ledger: PromotionLedger, timeout_s: float = 5.0,
+                 fetch: FetchOptions | None = None, on_refused: Callable[[str], None] | None = None) -> None:
         self._config = kafka_config
         self._topic = topic
         self._name = model_name
         self._root = models_root
         self._key = public_key
+        self._ledger = ledger
         self._timeout_s = timeout_s
+        self._fetch = fetch or FetchOptions()
+        self._on_refused = on_refused or (lambda reason: None)
+        self._position: int | None = None
         self.fetched: queue.Queue[FetchedUpdate] = queue.Queue(maxsize=16)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="edge-updates", daemon=True)
-
-    def start(self) -> None:
-        """Start following the topic."""
-        self._thread.start()
+        self.stop_event = threading.Event()
 
     def stop(self) -> None:
-        """Stop the thread (within about ``timeout_s``)."""
-        self._stop.set()
-        self._thread.join(timeout=self._timeout_s * 2)
+        """Ask :meth:`run` to return (within about ``timeout_s``)."""
+        self.stop_event.set()
 
     def _consumer(self) -> Any:
         from kafka import KafkaConsumer, TopicPartition
@@ -77,50 +100,74 @@ class UpdateWatcher:
                                  bootstrap_timeout_ms=ms, request_timeout_ms=max(ms, 5000) * 2, **self._config)
         partition = TopicPartition(self._topic, 0)
         consumer.assign([partition])
-        consumer.seek_to_beginning(partition)
+        if self._position is None:
+            consumer.seek_to_beginning(partition)
+        else:
+            consumer.seek(partition, self._position)
         return consumer
 
-    def _loop(self) -> None:
+    def run(self) -> None:
+        """Follow the topic until :meth:`stop`; Kafka errors reconnect, other errors propagate.
+
+        Meant to run under a supervisor (:class:`streamedge.edge.supervisor.Supervised`) that
+        restarts it with backoff; the position handled so far survives the restart.
+        """
         from kafka.errors import KafkaError
 
         consumer: Any = None
-        while not self._stop.is_set():
-            try:
-                if consumer is None:
-                    consumer = self._consumer()
-                batches = consumer.poll(timeout_ms=500)
-            except (KafkaError, OSError) as exc:
-                _LOG.debug("model-updates consumer failed, retrying: %s", exc)
-                if consumer is not None:
-                    consumer.close(timeout_ms=int(self._timeout_s * 1000))
-                consumer = None
-                self._stop.wait(2.0)
-                continue
-            for records in batches.values():
-                for record in records:
-                    self._handle(record.key, record.value)
-        if consumer is not None:
-            consumer.close(timeout_ms=int(self._timeout_s * 1000))
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    if consumer is None:
+                        consumer = self._consumer()
+                    batches = consumer.poll(timeout_ms=500)
+                except (KafkaError, OSError) as exc:
+                    _LOG.debug("model-updates consumer failed, retrying: %s", exc)
+                    if consumer is not None:
+                        consumer.close(timeout_ms=int(self._timeout_s * 1000))
+                    consumer = None
+                    self.stop_event.wait(2.0)
+                    continue
+                for records in batches.values():
+                    for record in records:
+                        self.handle(record.key, record.value)
+                        self._position = record.offset + 1
+        finally:
+            if consumer is not None:
+                consumer.close(timeout_ms=int(self._timeout_s * 1000))
 
-    def _handle(self, key: bytes | None, value: bytes | None) -> None:
-        if key is not None and key != self._name.encode():
+    def handle(self, key: bytes | None, value: bytes | None) -> None:
+        """Judge one message; hand a verified, fresh update of our model to the agent."""
+        if key != self._name.encode():
             return
         try:
-            update = parse_model_update(value)
+            update = parse_model_update(value, key)
         except ManifestError as exc:
-            _LOG.warning("malformed model update ignored: %s", exc, extra={"reason": "malformed"})
-            return
-        if update.name != self._name:
+            self._refuse("malformed", f"malformed model update ignored: {exc}")
             return
         try:
-            folder = fetch_model(update, self._root, self._key)
+            record = verify_update(update, self._key)
+            if self._ledger.freshness(record) == "current":
+                return
+        except StaleUpdateError as exc:
+            self._refuse("stale", str(exc))
+            return
+        except (VerificationError, ManifestError) as exc:
+            self._refuse("verification", f"unverified model update ignored: {exc}")
+            return
+        try:
+            folder, installed = fetch_model(update, self._root, self._key, self._fetch)
         except (VerificationError, ManifestError, OSError) as exc:
             self._put(FetchedUpdate(update, None, f"verification: {exc}"))
             return
-        self._put(FetchedUpdate(update, folder))
+        self._put(FetchedUpdate(update, folder, installed=installed))
+
+    def _refuse(self, reason: str, detail: str) -> None:
+        _LOG.warning("%s", detail, extra={"reason": reason, "model": self._name})
+        self._on_refused(reason)
 
     def _put(self, item: FetchedUpdate) -> None:
-        while not self._stop.is_set():
+        while not self.stop_event.is_set():
             try:
                 self.fetched.put(item, timeout=0.5)
                 return

@@ -25,7 +25,7 @@ from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from streamedge.services.errors import ModelRejectedError
 from streamedge.services.metrics import StreamMetrics
-from streamedge.services.models import ModelSet, latest_version_dir, load_model
+from streamedge.services.models import ModelSet, active_version_dir, load_model
 from streamedge.services.processor import Processor
 from streamedge.services.rebuild import replay_before
 from streamedge.services.records import Output, Source
@@ -81,7 +81,7 @@ class StreamWorker:
 
     def _load_local(self) -> None:
         for name in self.settings.model_names():
-            folder = latest_version_dir(self.settings.model_dir, name)
+            folder = active_version_dir(self.settings.model_dir, name)
             if folder is None:
                 continue
             try:

@@ -18,12 +18,13 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from streamedge.contracts.manifest import ModelManifest
+from streamedge.contracts.promotion import PromotionLedger
 from streamedge.contracts.runner import TFLiteRunner
-from streamedge.contracts.signing import verify_model_dir
+from streamedge.contracts.signing import load_verified_model
 from streamedge.errors import StreamedgeError
 from streamedge.services.errors import ModelRejectedError
 
-__all__ = ["LoadedModel", "ModelSet", "latest_version_dir", "load_model"]
+__all__ = ["LoadedModel", "ModelSet", "active_version_dir", "load_model"]
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,8 @@ def load_model(folder: Path, public_key: Ed25519PublicKey, runtime: str = "auto"
         ModelRejectedError: verification or loading failed (the reason is in the message).
     """
     try:
-        manifest, path = verify_model_dir(folder, public_key)
-        runner = TFLiteRunner(path, manifest, runtime=runtime)  # type: ignore[arg-type]
+        manifest, path, content = load_verified_model(folder, public_key)
+        runner = TFLiteRunner(path, manifest, runtime=runtime, model_content=content)  # type: ignore[arg-type]
     except (StreamedgeError, OSError, ValueError) as exc:
         raise ModelRejectedError(f"model at {folder} rejected: {exc}") from exc
     mean = np.asarray(manifest.normalisation["mean"], dtype=np.float32)
@@ -97,8 +98,19 @@ def load_model(folder: Path, public_key: Ed25519PublicKey, runtime: str = "auto"
     return model
 
 
-def latest_version_dir(model_dir: Path, name: str) -> Path | None:
-    """The highest ``<model_dir>/<name>/<version>/`` folder, or None."""
+def active_version_dir(model_dir: Path, name: str) -> Path | None:
+    """The folder of the version the last accepted promotion record names, or None.
+
+    After a rollback that is the rolled-back-to version, not the highest one on disk. Without
+    any accepted record (models installed by hand), the highest ``<model_dir>/<name>/<version>/``.
+    An unreadable ledger counts as no record: the folder found is still verified before it loads.
+    """
+    try:
+        record = PromotionLedger(model_dir).get(name)
+    except StreamedgeError:
+        record = None
+    if record is not None:
+        return model_dir / name / str(record.version)
     base = model_dir / name
     if not base.is_dir():
         return None

@@ -1,13 +1,19 @@
 """Hot model reload: follow the compacted model-updates topic, verify, load beside, swap.
 
 Every worker reads the whole model-updates topic itself (no consumer group: each worker must
-see every update). For an update of a routed model whose version differs from the active one
-(a rollback names a lower version), it fetches the artefact with
-:func:`streamedge.contracts.model_update.fetch_model` (signature + sha256 + manifest equality),
-loads it beside the active version, and :meth:`services.processor.Processor.install` smoke-tests
-it on recent windows and swaps it in. The processor runs batches synchronously, so a swap always
-falls between two batches. Any failure is logged and counted
-(``streamedge_stream_model_reloads_total{outcome="rejected"}``); the old version keeps serving.
+see every update). A message is acted on only when its key is the model name, both its
+signatures verify (:func:`streamedge.contracts.model_update.verify_update`: the manifest and the
+registry's promotion record) and its record is newer than the highest one this worker accepted
+(:class:`~streamedge.contracts.promotion.PromotionLedger` under ``model_dir``, persisted): a
+replayed older record is refused as ``stale``, a rollback is a newer record naming an older
+version. The artefact is fetched with :func:`~streamedge.contracts.model_update.fetch_model`,
+loaded beside the active version, and :meth:`services.processor.Processor.install`
+smoke-tests it on recent windows and swaps it in; only then is the record accepted, so a
+restarted worker loads exactly the version it last served (:func:`services.models.active_version_dir`).
+The processor runs batches synchronously, so a swap always falls between two batches. Any
+message, however malformed, is logged and counted (``streamedge_stream_model_reloads_total
+{outcome="rejected"}``; model label ``unparsable`` unless it names a routed model) and the old
+version keeps serving: nothing a message says can stop the worker or its start-up catch-up.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from streamedge.contracts.model_update import ModelUpdate, fetch_model, parse_model_update
+from streamedge.contracts.model_update import FetchOptions, ModelUpdate, fetch_model, parse_model_update, verify_update
+from streamedge.contracts.promotion import PromotionLedger, PromotionRecord
 from streamedge.errors import StreamedgeError
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.services.errors import ModelRejectedError
@@ -37,22 +44,25 @@ class ModelFollower:
 
     Args:
         processor: the processor whose models are swapped.
-        model_dir: where fetched versions are installed (``<name>/<version>/``).
+        model_dir: where fetched versions and the promotion ledger are kept (``<name>/<version>/``).
         public_key: the trusted signing key.
         runtime: TFLite runtime name.
+        fetch: size cap, token and TLS trust for ``http(s)://`` artefacts.
     """
 
     def __init__(self, processor: Processor, model_dir: Path, public_key: Ed25519PublicKey,
-                 runtime: str = "auto") -> None:
+                 runtime: str = "auto", fetch: FetchOptions | None = None) -> None:
         self.processor = processor
         self.model_dir = model_dir
         self.public_key = public_key
         self.runtime = runtime
+        self.fetch = fetch or FetchOptions()
+        self.ledger = PromotionLedger(model_dir)
         self.routed = set(processor.settings.model_names())
 
-    def handle(self, payload: bytes | None) -> str:
+    def handle(self, key: bytes | None, payload: bytes | None) -> str:
         """Apply one update message; returns ``ignored``, ``current``, ``loaded`` or ``rejected``."""
-        update = self._relevant(payload)
+        update = self._relevant(key, payload)
         if isinstance(update, str):
             return update
         try:
@@ -61,9 +71,9 @@ class ModelFollower:
             return self._rejected(update, exc)
         return self._swap(update, loaded)
 
-    async def handle_async(self, payload: bytes | None) -> str:
+    async def handle_async(self, key: bytes | None, payload: bytes | None) -> str:
         """:meth:`handle` for the event loop: fetch, verify and load in a thread, swap on the loop."""
-        update = self._relevant(payload)
+        update = self._relevant(key, payload)
         if isinstance(update, str):
             return update
         try:
@@ -72,25 +82,50 @@ class ModelFollower:
             return self._rejected(update, exc)
         return self._swap(update, loaded)
 
-    def _relevant(self, payload: bytes | None) -> ModelUpdate | str:
-        """The update to apply, or the outcome when there is nothing to do."""
+    def verified(self, key: bytes | None, payload: bytes | None) -> ModelUpdate | str:
+        """The parsed update of a routed model with both signatures valid, or the outcome to report."""
         try:
-            update = parse_model_update(payload)
+            update = parse_model_update(payload, key)
         except StreamedgeError as exc:
             _log.error("model update rejected: %s", exc)
             self.processor.metrics.model_rejected("unparsable")
             return "rejected"
         if update.name not in self.routed:
             return "ignored"
+        try:
+            verify_update(update, self.public_key)
+        except StreamedgeError as exc:
+            return self._rejected(update, ModelRejectedError(str(exc)))
+        return update
+
+    def _relevant(self, key: bytes | None, payload: bytes | None) -> ModelUpdate | str:
+        """The update to apply, or the outcome when there is nothing to do."""
+        update = self.verified(key, payload)
+        if isinstance(update, str):
+            return update
+        record = update.promotion
+        if record is None:  # verify_update refuses an update without one
+            return "rejected"
+        try:
+            self.ledger.freshness(record)
+        except StreamedgeError as exc:
+            return self._rejected(update, ModelRejectedError(str(exc)))
         active = self.processor.models.get(update.name)
         if active is not None and active.version == update.version:
+            self._accept(record)
             return "current"
         return update
 
-    def _load(self, update: ModelUpdate) -> LoadedModel:
-        """Fetch (copy, signature, sha256) and load the announced version; touches disk only."""
+    def _accept(self, record: PromotionRecord) -> None:
         try:
-            folder = fetch_model(update, self.model_dir, self.public_key)
+            self.ledger.accept(record)
+        except OSError as exc:
+            _log.error("promotion #%d of %s not persisted: %s", record.sequence, record.model, exc)
+
+    def _load(self, update: ModelUpdate) -> LoadedModel:
+        """Fetch (signature, sha256) and load the announced version; touches disk only."""
+        try:
+            folder, _ = fetch_model(update, self.model_dir, self.public_key, self.fetch)
         except (StreamedgeError, OSError) as exc:
             raise ModelRejectedError(f"fetch of {update.name} v{update.version} failed: {exc}") from exc
         return load_model(folder, self.public_key, self.runtime)
@@ -101,6 +136,8 @@ class ModelFollower:
             self.processor.install(loaded)
         except ModelRejectedError as exc:
             return self._rejected(update, exc)
+        if update.promotion is not None:
+            self._accept(update.promotion)
         _log.info("%s v%d is now active (%s)", update.name, update.version, update.action)
         return "loaded"
 
@@ -131,13 +168,18 @@ class ModelFollower:
                 batches: dict[Any, list[Any]] = await consumer.getmany(timeout_ms=int(poll_s * 1000))
                 for messages in batches.values():
                     for message in messages:
-                        await self.handle_async(message.value)
+                        await self.handle_async(message.key, message.value)
         finally:
             await consumer.stop()
 
 
 def catch_up(follower: ModelFollower, kafka: KafkaSettings, topic: str, timeout_s: float = 30.0) -> dict[int, int]:
-    """Apply every update already on ``topic`` (blocking); returns the next offset per partition."""
+    """Apply what is already on ``topic`` (blocking); returns the next offset per partition.
+
+    Every message is parsed and verified; per routed model only the verified one with the
+    highest promotion sequence is applied (so a forged or replayed message later in the log
+    cannot shadow the real latest one, and only one version per model is loaded).
+    """
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(**kafka.kafka_python_config(), enable_auto_commit=False, group_id=None)
@@ -147,7 +189,7 @@ def catch_up(follower: ModelFollower, kafka: KafkaSettings, topic: str, timeout_
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         ends = consumer.end_offsets(tps)
-        latest: dict[str, bytes | None] = {}
+        latest: dict[str, tuple[int, bytes, bytes | None]] = {}
         deadline = time.monotonic() + timeout_s
         for tp in tps:
             while consumer.position(tp) < ends[tp]:
@@ -155,9 +197,14 @@ def catch_up(follower: ModelFollower, kafka: KafkaSettings, topic: str, timeout_
                     raise ModelRejectedError(f"could not read {topic} to its end within {timeout_s:.0f} s")
                 for records in consumer.poll(timeout_ms=1000).values():
                     for record in records:
-                        latest[record.key.decode() if record.key else ""] = record.value
-        for value in latest.values():
-            follower.handle(value)
+                        update = follower.verified(record.key, record.value)
+                        if isinstance(update, str) or update.promotion is None:
+                            continue
+                        held = latest.get(update.name)
+                        if held is None or update.promotion.sequence > held[0]:
+                            latest[update.name] = (update.promotion.sequence, record.key, record.value)
+        for _, key, value in latest.values():
+            follower.handle(key, value)
         return {tp.partition: ends[tp] for tp in tps}
     finally:
         consumer.close()

@@ -296,11 +296,11 @@ class Retrainer:
             write_manifest(candidate.replace(metrics={**candidate.metrics, "retrain": provenance}), out)
             added = self.registry.add(out, self.signing_key)
             self.registry.verify(name, added.version, self.public_key)
-            update = self.registry.promote(name, added.version)
+            update = self.registry.promote(name, added.version, self.signing_key)
             try:
                 publish_model_update(self.kafka, self.layout, update)
             except Exception as exc:  # kafka-python raises many types; the promotion must not stay unannounced
-                self.registry.rollback(name)
+                self.registry.rollback(name, self.signing_key)
                 raise RetrainError(f"v{added.version} registered but not announced ({exc}); promotion rolled "
                                    "back") from exc
             return RetrainOutcome(name, version, "promoted", f"v{added.version} promoted: held-out MAE "

@@ -96,13 +96,13 @@ def test_model_update_mid_stream_and_corrupt_update_rejected(
     keys, seqs = 5, 200
     producer = _paced(kafka_settings, layout.readings, keys, seqs, seconds=8.0)
     time.sleep(2.0)
-    publish_model_update(kafka_settings, layout, registry.promote("tiny-forecaster", 2))
+    publish_model_update(kafka_settings, layout, registry.promote("tiny-forecaster", 2, key))
     deadline = time.monotonic() + 30
     while worker.metric("streamedge_stream_model_version", 'model="tiny-forecaster"') != 2:
         assert time.monotonic() < deadline, worker.log.read_text()[-2000:]
         time.sleep(0.2)
     _tamper(registry.path("tiny-forecaster", 3))
-    publish_model_update(kafka_settings, layout, registry.promote("tiny-forecaster", 3))
+    publish_model_update(kafka_settings, layout, registry.promote("tiny-forecaster", 3, key))
     while worker.metric("streamedge_stream_model_reloads_total", 'model="tiny-forecaster",outcome="rejected"') < 1:
         assert time.monotonic() < deadline, worker.log.read_text()[-2000:]
         time.sleep(0.2)

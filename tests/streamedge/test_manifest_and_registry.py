@@ -11,6 +11,7 @@ import pytest
 from streamedge.cli.main import main
 from streamedge.contracts.manifest import ModelManifest, read_manifest, write_manifest
 from streamedge.contracts.model_update import ModelUpdate, fetch_model, parse_model_update
+from streamedge.contracts.promotion import verify_record
 from streamedge.contracts.signing import generate_keypair, load_private_key, load_public_key, verify_model_dir
 from streamedge.errors import ManifestError, SignatureError, VerificationError
 from streamedge.registry import ModelRegistry, RegistryError
@@ -86,12 +87,23 @@ def test_registry_versions_promote_rollback(tiny_models: TinyModels, tmp_path: P
     public = load_public_key(tiny_models.public_key)
     assert registry.verify("tiny-forecaster", 2, public).version == 2
     with pytest.raises(RegistryError, match="no earlier promoted version"):
-        registry.rollback("tiny-forecaster")
-    registry.promote("tiny-forecaster", 1)
-    update = registry.promote("tiny-forecaster", 2)
+        registry.rollback("tiny-forecaster", key)
+    first_update = registry.promote("tiny-forecaster", 1, key)
+    update = registry.promote("tiny-forecaster", 2, key)
     assert registry.active_version("tiny-forecaster") == 2 and update.version == 2
-    back = registry.rollback("tiny-forecaster")
+    back = registry.rollback("tiny-forecaster", key)
     assert (back.version, back.action, registry.active_version("tiny-forecaster")) == (1, "rollback", 1)
+    # Every promotion and rollback is its own signed record with a sequence that only grows.
+    records = [u.promotion for u in (first_update, update, back)]
+    assert [(r.sequence, r.version, r.action) for r in records if r] == [(1, 1, "promote"), (2, 2, "promote"),
+                                                                          (3, 1, "rollback")]
+    for record in records:
+        assert record is not None
+        verify_record(record, public)
+    assert registry.record("tiny-forecaster") == back.promotion
+    unsigned = ModelRegistry(tmp_path / "registry").promote("tiny-forecaster", 2)
+    assert unsigned.promotion is not None and unsigned.promotion.signature is None
+    assert unsigned.promotion.sequence == 4
     with pytest.raises(RegistryError, match="no version 7"):
         registry.path("tiny-forecaster", 7)
 
@@ -116,20 +128,28 @@ def test_models_verify_cli_reports_tampering(tiny_models: TinyModels, tmp_path: 
 
 
 def test_fetch_model_installs_verified_copy_and_refuses_tampering(tiny_models: TinyModels, tmp_path: Path) -> None:
-    registry = ModelRegistry(tmp_path / "registry")
-    registry.add(tiny_models.forecaster, load_private_key(tiny_models.signing_key))
-    update = parse_model_update(registry.promote("tiny-forecaster", 1).to_json())
+    key = load_private_key(tiny_models.signing_key)
+    registry = ModelRegistry(tmp_path / "registry", key)
+    registry.add(tiny_models.forecaster, key)
+    message = registry.promote("tiny-forecaster", 1, inline=False)
+    update = parse_model_update(message.to_json(), message.key)
+    assert update.inline is None and update.uri.startswith("file://")
     public = load_public_key(tiny_models.public_key)
-    installed = fetch_model(update, tmp_path / "device", public)
-    assert installed == tmp_path / "device" / "tiny-forecaster" / "1"
+    installed, fresh = fetch_model(update, tmp_path / "device", public)
+    assert installed == tmp_path / "device" / "tiny-forecaster" / "1" and fresh
     assert read_manifest(installed) == update.manifest
+    assert fetch_model(update, tmp_path / "device", public) == (installed, False)
 
-    registry.add(tiny_models.forecaster, load_private_key(tiny_models.signing_key))
-    tampered = registry.promote("tiny-forecaster", 2)
+    registry.add(tiny_models.forecaster, key)
+    tampered = registry.promote("tiny-forecaster", 2, inline=False)
     with (Path(tampered.uri.removeprefix("file://")) / "model.tflite").open("ab") as handle:
         handle.write(b"junk")
     with pytest.raises(VerificationError, match="sha256"):
         fetch_model(tampered, tmp_path / "device", public)
+    inline = registry.announcement("tiny-forecaster")
+    assert inline.inline is not None
+    with pytest.raises(VerificationError, match="sha256"):
+        fetch_model(inline, tmp_path / "device", public)
     assert sorted(p.name for p in (tmp_path / "device" / "tiny-forecaster").iterdir()) == ["1"]
 
     forged = ModelUpdate(update.name, update.version, update.uri, update.manifest.replace(signature=None))
@@ -146,4 +166,4 @@ def test_parse_model_update_rejects_garbage(tiny_models: TinyModels) -> None:
     body = json.loads(ModelUpdate(manifest.name, 1, "file:///nowhere", manifest).to_json())
     body["version"] = 5
     with pytest.raises(ManifestError, match="but its manifest is"):
-        parse_model_update(json.dumps(body).encode())
+        parse_model_update(json.dumps(body).encode(), manifest.name.encode())

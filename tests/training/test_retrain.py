@@ -112,7 +112,7 @@ def test_drift_request_retrains_gates_promotes_and_announces(
     # v2 learnt regime B: its normalisation mean moved from about 10 to about 25.
     assert v1.normalisation["mean"][0] < 12 < 22 < v2.normalisation["mean"][0]
     updates = consume_until(kafka_settings, [layout.model_updates], lambda ms: len(ms) >= 1, timeout=30)
-    announced = parse_model_update(updates[0].value)
+    announced = parse_model_update(updates[0].value, updates[0].key)
     assert (announced.name, announced.version, announced.action) == (NAME, 2, "promote")
 
     # The same request delivered again (at-least-once) is about a version no longer active.

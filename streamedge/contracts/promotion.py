@@ -1,0 +1,219 @@
+"""Signed promotion records and the subscriber's ledger of the highest one accepted.
+
+A promotion record says "model ``model`` serves version ``version`` as of this ``action``". The
+registry numbers the records of each model with a ``sequence`` that grows by one on every
+promotion and rollback, and signs each record with its Ed25519 key. A rollback is therefore a
+new, higher record that points at an older version, and a replayed old record (a version that
+was rolled back as bad, or never promoted) carries a lower sequence than what a subscriber has
+already accepted: the subscriber refuses it (:class:`StaleUpdateError`).
+
+The signature covers ``b"streamedge-promotion-v1\\n"`` followed by the canonical JSON of every
+field except ``signature``, so it can never be mistaken for a manifest signature. ``sha256``
+binds the record to the version's model file (the manifest's ``sha256``); ``time`` (unix
+seconds) is informative only, ordering is by ``sequence``.
+
+Subscribers persist the highest accepted record per model in a :class:`PromotionLedger`
+(``<root>/<name>/promotion.json``, replaced atomically), so the order survives restarts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import uuid
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Final, Literal, get_args
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from streamedge.errors import ManifestError, SignatureError, VerificationError
+
+__all__ = [
+    "LEDGER_FILE",
+    "Freshness",
+    "PromotionLedger",
+    "PromotionRecord",
+    "StaleUpdateError",
+    "UpdateAction",
+    "sign_record",
+    "verify_record",
+]
+
+LEDGER_FILE: Final = "promotion.json"
+UpdateAction = Literal["promote", "rollback"]
+Freshness = Literal["new", "current"]
+_ACTIONS: Final = get_args(UpdateAction)
+_DOMAIN: Final = b"streamedge-promotion-v1\n"
+# Sequences and versions are JSON integers every consumer can hold exactly (2**53: a double's mantissa).
+_MAX_INT: Final = 1 << 53
+_MAX_NAME: Final = 256
+
+
+class StaleUpdateError(VerificationError):
+    """A verified record older than (or conflicting with) the highest one already accepted."""
+
+
+@dataclass(frozen=True)
+class PromotionRecord:
+    """One signed promotion or rollback of a model.
+
+    Attributes:
+        model: model name (also the Kafka key of the update carrying it).
+        version: the version that is active from this record on.
+        action: ``"promote"`` or ``"rollback"``.
+        sequence: per-model, starts at 1, one more for every record the registry issues.
+        time: unix seconds when the registry issued it (informative; order is ``sequence``).
+        sha256: the model file's sha256 (the version's manifest ``sha256``).
+        signature: base64 Ed25519 signature of :meth:`signing_payload`, or None.
+    """
+
+    model: str
+    version: int
+    action: UpdateAction
+    sequence: int
+    time: float
+    sha256: str
+    signature: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.model, str) and 0 < len(self.model) <= _MAX_NAME,
+               f"promotion model must be a name of 1-{_MAX_NAME} characters")
+        _check(_small_int(self.version) and self.version >= 1,
+               f"promotion version must be a positive integer, got {self.version!r}")
+        _check(self.action in _ACTIONS, f"promotion action must be one of {_ACTIONS}, got {self.action!r}")
+        _check(_small_int(self.sequence) and self.sequence >= 1,
+               f"promotion sequence must be a positive integer, got {self.sequence!r}")
+        _check(isinstance(self.time, int | float) and not isinstance(self.time, bool) and _finite(self.time),
+               "promotion time must be a finite number")
+        _check(isinstance(self.sha256, str) and len(self.sha256) == 64
+               and all(c in "0123456789abcdef" for c in self.sha256), "promotion sha256 must be 64 lowercase hex digits")
+        _check(self.signature is None or (isinstance(self.signature, str) and len(self.signature) < 256),
+               "promotion signature must be a short base64 string or null")
+
+    def signing_payload(self) -> bytes:
+        """The bytes the signature covers: a domain prefix and every field but ``signature``."""
+        body = asdict(self)
+        body.pop("signature")
+        return _DOMAIN + json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PromotionRecord:
+        """Build from parsed JSON; raises :class:`ManifestError` naming what is wrong."""
+        if not isinstance(data, dict):
+            raise ManifestError("promotion record must be a JSON object")
+        names = {f.name for f in fields(cls)}
+        if not data.keys() <= names or not (names - {"signature"}) <= data.keys():
+            raise ManifestError(f"promotion record must hold exactly {sorted(names)}")
+        return cls(**data)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ManifestError(message)
+
+
+def _small_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < _MAX_INT
+
+
+def _finite(value: float) -> bool:
+    try:
+        return abs(float(value)) < float("inf")
+    except OverflowError:
+        return False
+
+
+def sign_record(record: PromotionRecord, key: Ed25519PrivateKey) -> PromotionRecord:
+    """A copy of ``record`` carrying the registry's signature."""
+    return replace(record, signature=base64.b64encode(key.sign(record.signing_payload())).decode())
+
+
+def verify_record(record: PromotionRecord, key: Ed25519PublicKey) -> None:
+    """Raise :class:`SignatureError` unless ``record`` carries a valid signature by ``key``."""
+    label = f"promotion #{record.sequence} of {record.model} v{record.version}"
+    if not record.signature:
+        raise SignatureError(f"{label} is unsigned")
+    try:
+        key.verify(base64.b64decode(record.signature, validate=True), record.signing_payload())
+    except (binascii.Error, ValueError) as exc:
+        raise SignatureError(f"{label} has a malformed signature") from exc
+    except InvalidSignature as exc:
+        raise SignatureError(f"signature of {label} does not match (tampered or wrong key)") from exc
+
+
+class PromotionLedger:
+    """The highest verified promotion record accepted per model, persisted under ``root``.
+
+    Only records that passed :func:`verify_record` may be given to :meth:`accept`; the ledger
+    itself holds no key. Writes replace ``<root>/<name>/promotion.json`` atomically (temporary
+    file, fsync, rename), so a crash leaves the old or the new record.
+
+    Args:
+        root: the subscriber's model folder.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, model: str) -> Path:
+        if "/" in model or model in (".", "..") or model.startswith("."):
+            raise ManifestError(f"model name {model!r} cannot name a folder")
+        return self.root / model / LEDGER_FILE
+
+    def get(self, model: str) -> PromotionRecord | None:
+        """The accepted record of ``model``, or None when none was accepted.
+
+        Raises:
+            ManifestError: the ledger file exists but cannot be read as a record.
+        """
+        path = self._path(model)
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, RecursionError) as exc:
+            raise ManifestError(f"promotion ledger {path} is unreadable: {exc}") from exc
+        return PromotionRecord.from_dict(data)
+
+    def freshness(self, record: PromotionRecord) -> Freshness:
+        """``"new"`` when ``record`` is newer than the accepted one, ``"current"`` when it is that one.
+
+        Raises:
+            StaleUpdateError: its sequence is lower, or equal with a different version or signature.
+        """
+        accepted = self.get(record.model)
+        if accepted is None or record.sequence > accepted.sequence:
+            return "new"
+        if record == accepted:
+            return "current"
+        raise StaleUpdateError(
+            f"promotion #{record.sequence} of {record.model} (v{record.version}, {record.action}) is older than "
+            f"the accepted #{accepted.sequence} (v{accepted.version}); a replay or a downgrade is refused"
+        )
+
+    def accept(self, record: PromotionRecord) -> None:
+        """Persist ``record`` as the highest accepted for its model (a lower one is ignored)."""
+        accepted = self.get(record.model)
+        if accepted is not None and accepted.sequence >= record.sequence:
+            return
+        path = self._path(record.model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{LEDGER_FILE}.{uuid.uuid4().hex[:8]}"
+        with tmp.open("wb") as handle:
+            handle.write(json.dumps(record.to_dict(), sort_keys=True).encode() + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
