@@ -1,19 +1,22 @@
 """The Faust app: readings in, micro-batched inference, results and dead letters out, /metrics.
 
 At-least-once: the agent reads micro-batches with ``stream.take_events(batch_size,
-within=batch_wait_s)``. Each event is held (an extra reference) until the broker acknowledged
-every message its batch produced; only then is its final ack given, which makes its offset
-committable (Faust commits up to the first offset not yet acked, per partition). Up to
-``_MAX_INFLIGHT`` batches await acknowledgement while the next one is processed. A crash replays
-every uncommitted reading; results carry idempotency keys so consumers drop the duplicates.
+within=batch_wait_s)``. Each event is held (an extra reference, :mod:`services.delivery`) before
+anything else happens to its batch, and released only when the broker acknowledged every message
+the batch produced; failed sends are retried with backoff. Faust commits up to the first offset
+not yet acked, per partition. An exception while processing a batch leaves its events held and
+stops the worker (exit status 1); so does a batch undelivered for ``exit_after_s``
+(:mod:`services.health`, ``/health``). A restart replays every uncommitted reading; results carry
+idempotency keys so consumers drop the duplicates.
+
+On a rebalance only newly assigned readings partitions are rebuilt (:mod:`services.rebuild`);
+partitions kept across it keep their windows.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +26,14 @@ from streamedge.contracts.signing import load_public_key
 from streamedge.errors import ConfigError
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
+from streamedge.services.delivery import Delivery
 from streamedge.services.errors import ModelRejectedError
+from streamedge.services.exactly_once import TransactionalBatches
+from streamedge.services.health import Health
 from streamedge.services.metrics import StreamMetrics
 from streamedge.services.models import ModelSet, active_version_dir, load_model
 from streamedge.services.processor import Processor
-from streamedge.services.rebuild import replay_before
+from streamedge.services.rebuild import ReplayProgress, replay_before
 from streamedge.services.records import Output, Source
 from streamedge.services.settings import StreamSettings
 from streamedge.services.shadow import ShadowSet
@@ -38,9 +44,14 @@ __all__ = ["StreamWorker"]
 _log = logging.getLogger(__name__)
 # How often a timer checks the error/drift monitors and publishes due retrain requests, seconds.
 _MONITOR_EVERY_S = 5.0
+# How often the progress watchdog judges health; committed lag is read every _LAG_EVERY checks.
+_WATCH_EVERY_S = 1.0
+_LAG_EVERY = 5
 # Batches whose results may be awaiting broker acknowledgement at once (bounds memory).
 _MAX_INFLIGHT = 4
 _PRODUCER_BATCH_BYTES = 512 * 1024
+# "No periodic commit" for Faust, whose setting has no off value: a year, in seconds.
+_NEVER_S = 365 * 24 * 3600.0
 
 
 class StreamWorker:
@@ -75,7 +86,9 @@ class StreamWorker:
         self._assigned: set[int] = set()
         # Highest offset per partition whose results were produced (or that a rebuild covered).
         self._done: dict[int, int] = {}
-        self._inflight: deque[asyncio.Future[None]] = deque()
+        self.health = Health(self.metrics, settings.unhealthy_after_s, settings.exit_after_s)
+        self.delivery: Delivery | None = None
+        self._stopping = False
         self._topics = {name: getattr(self.layout, name) for name in
                         ("forecasts", "anomalies", "classifications", "dead_letters", "retrain_requests")}
 
@@ -130,7 +143,10 @@ class StreamWorker:
             web_bind=s.web_host,
             web_port=s.web_port,
             consumer_auto_offset_reset="earliest",
-            broker_commit_interval=s.commit_interval_s,
+            processing_guarantee=s.processing_guarantee,
+            # Exactly-once commits after every batch itself (services.exactly_once): a periodic
+            # commit could close a transaction holding results of readings not yet acked.
+            broker_commit_interval=s.commit_interval_s if s.processing_guarantee == "at_least_once" else _NEVER_S,
             broker_session_timeout=s.session_timeout_s,
             broker_heartbeat_interval=s.session_timeout_s / 5,
             producer_acks=-1,
@@ -141,9 +157,22 @@ class StreamWorker:
         )
         readings = app.topic(self.layout.readings, key_serializer="raw", value_serializer="raw")
 
+        async def send(topic: str, key: bytes | None, value: bytes) -> Any:
+            return await app.producer.send(topic, key, value, None, None, None)
+
+        self.delivery = Delivery(send, self.metrics, _MAX_INFLIGHT)
+
+        transactional = None
+        if s.processing_guarantee == "exactly_once":
+            transactional = TransactionalBatches(app, self.layout.readings, self._topics, self._process,
+                                                 lambda processed: self._record(app, *processed))
+
         async def process_readings(stream: Any) -> None:
             async for events in stream.take_events(s.batch_size, within=s.batch_wait_s):
-                await self._handle(app, events)
+                if transactional is not None:
+                    await transactional.handle(events)
+                else:
+                    await self._handle(app, events)
 
         app.agent(readings, name="readings")(process_readings)
 
@@ -168,44 +197,117 @@ class StreamWorker:
 
         app.page("/metrics")(metrics_page)
 
-        async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-            self._forget(args[0] if args else kwargs.get("revoked", ()), owned=False)
+        async def health_page(web: Any, request: Any) -> Any:
+            status, body = self.health.report()
+            return web.json(body, status=status)
+
+        app.page("/health")(health_page)
+        ticks = 0
+
+        async def watch_progress() -> None:
+            nonlocal ticks
+            ticks += 1
+            if ticks % _LAG_EVERY == 0:
+                await self._committed_lag(app)
+            assert self.delivery is not None
+            if self.health.update(self.delivery.oldest_age()) == "stuck":
+                await self._stop(app, self.health.report()[1]["failure"])
+
+        app.timer(interval=_WATCH_EVERY_S, name="watch_progress")(watch_progress)
 
         async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-            self._forget(args[0] if args else kwargs.get("assigned", ()), owned=True)
+            self.reassign(args[0] if args else kwargs.get("assigned", ()))
 
-        app.on_partitions_revoked.connect(on_revoked)
+        # Faust announces the whole new assignment after every rebalance (eager protocol): what
+        # was owned before and is still assigned keeps its state, whatever the revocation said.
         app.on_partitions_assigned.connect(on_assigned)
         return app
 
-    def _forget(self, tps: Any, owned: bool) -> None:
-        """Drop the state of ``tps`` (revoked, or assigned anew: rebuilt at its first event)."""
-        for tp in tps:
-            if tp.topic != self.layout.readings:
-                continue
-            dropped = self.processor.store.drop_partition(tp.partition)
+    def reassign(self, tps: Any) -> None:
+        """Apply a new assignment (every ``TP`` now owned): drop the state of partitions no longer
+        owned, and mark newly assigned ones for a rebuild at their first event; partitions kept
+        across the rebalance keep their windows."""
+        assigned = {tp.partition for tp in tps if tp.topic == self.layout.readings}
+        for partition in (self._assigned - assigned) | (assigned - self._assigned):
+            dropped = self.processor.store.drop_partition(partition)
             self.metrics.keys_dropped.labels("revoked").inc(dropped)
             # A partition this worker no longer reads has no lag of its own to report.
-            self.metrics.forget_partition(tp.partition)
-            self._rebuilt.discard(tp.partition)
-            self._done.pop(tp.partition, None)
-            if owned:
-                self._assigned.add(tp.partition)
-            else:
-                self._assigned.discard(tp.partition)
+            self.metrics.forget_partition(partition)
+            self._rebuilt.discard(partition)
+            self._done.pop(partition, None)
+        self._assigned = assigned
+
+    async def _stop(self, app: Any, reason: str) -> None:
+        """Exit non-zero (Faust's crash path): a restart resumes from the committed offsets."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self.health.failure is None:
+            self.health.fail(reason)
+        _log.critical("stream worker stuck, exiting: %s", reason)
+        await app.crash(RuntimeError(f"stream worker stuck: {reason}"))
+
+    async def _committed_lag(self, app: Any) -> None:
+        """Set ``committed_lag`` per owned partition: high watermark minus the group's committed offset."""
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.errors import KafkaError
+        from aiokafka.structs import TopicPartition
+        from faust.types import TP
+
+        admin = AIOKafkaAdminClient(**self.kafka.aiokafka_config())
+        try:
+            await admin.start()
+            committed = await admin.list_consumer_group_offsets(self.settings.app_id)
+        except KafkaError as exc:
+            _log.warning("committed offsets of group %s not read: %s", self.settings.app_id, exc)
+            return
+        finally:
+            await admin.close()
+        for partition in sorted(self._assigned):
+            highwater = app.consumer.highwater(TP(self.layout.readings, partition))
+            if highwater is None:
+                continue
+            found = committed.get(TopicPartition(self.layout.readings, partition))
+            offset = found.offset if found is not None and found.offset >= 0 else 0
+            self.metrics.committed_lag.labels(str(partition)).set(max(0, highwater - offset))
 
     async def _rebuild(self, partition: int, upto: int, first_ts: float) -> None:
         count = 0
+        keys: set[bytes | None] = set()
+        progress = ReplayProgress()
         async for chunk in replay_before(self.kafka, self.layout.readings, partition, upto,
-                                         first_ts - self.settings.idle_ttl_s, self.settings.rebuild_max_messages):
+                                         first_ts - self.settings.idle_ttl_s, self.settings.rebuild_max_messages,
+                                         progress):
             self.processor.process(chunk, emit=False)
             count += len(chunk)
+            keys.update(source.key for _, source in chunk)
         self.metrics.rebuilt_readings.inc(count)
         self._rebuilt.add(partition)
         self._done[partition] = upto - 1
-        _log.info("partition %d: rebuilt windows from %d readings before offset %d", partition, count, upto)
+        if progress.truncated is not None:
+            self.metrics.rebuild_truncated.labels(progress.truncated).inc()
+            self.metrics.rebuild_truncated_keys.inc(len(keys))
+            _log.warning("partition %d: PARTIAL rebuild (%s): %d message(s) before offset %d not replayed; "
+                         "%d key(s) rebuilt from incomplete history, keys only in the missing part start empty",
+                         partition, progress.truncated, progress.missing, upto, len(keys))
+        else:
+            _log.info("partition %d: rebuilt windows from %d readings before offset %d", partition, count, upto)
 
     async def _handle(self, app: Any, events: list[Any]) -> None:
+        assert self.delivery is not None
+        # Held before anything can fail: take_events acks the batch when this body ends, even by
+        # an exception, and that ack alone must never make an offset committable.
+        held = self.delivery.hold(events)
+        try:
+            batch, outputs = await self._process(events)
+        except Exception as exc:  # any failure: the batch stays held and the state is unknown
+            _log.exception("processing a batch of %d readings failed", len(events))
+            await self._stop(app, f"processing a batch failed: {type(exc).__name__}: {exc}"[:500])
+            return
+        messages = [(self._topics[o.topic], o.key, o.value) for o in outputs]
+        await self.delivery.deliver(held, messages, lambda: self._record(app, batch, outputs))
+
+    async def _process(self, events: list[Any]) -> tuple[list[tuple[bytes | None, Source]], list[Output]]:
         batch: list[tuple[bytes | None, Source]] = []
         for event in events:
             message = event.message
@@ -227,29 +329,9 @@ class StreamWorker:
             self.processor.process(replayed, emit=False)
             self.metrics.redelivered.inc(len(replayed))
         outputs = self.processor.process(batch)
-        # Hold every event of the batch: ``take_events`` acks them when this body returns, but
-        # the final ack (which makes an offset committable) waits until the broker acknowledged
-        # every message the batch produced. Batches overlap: the next one is processed while
-        # this one's acknowledgements are on their way.
-        for event in events:
-            event.message.incref()
-        pending = [await app.producer.send(self._topics[o.topic], o.key, o.value, None, None, None)
-                   for o in outputs]
         for _, source in batch:
             self._done[source.partition] = source.offset
-        self._inflight.append(asyncio.ensure_future(self._settle(app, events, pending, batch, outputs)))
-        while len(self._inflight) > _MAX_INFLIGHT or (self._inflight and self._inflight[0].done()):
-            await self._inflight.popleft()
-
-    async def _settle(self, app: Any, events: list[Any], pending: list[Any],
-                      batch: list[tuple[bytes | None, Source]], outputs: list[Output]) -> None:
-        # A failed send raises here and crashes the agent: its events stay unacked, so their
-        # offsets are never committed and the readings are processed again after the restart.
-        if pending:
-            await asyncio.gather(*pending)
-        for event in events:
-            event.ack()
-        self._record(app, batch, outputs)
+        return batch, outputs
 
     def _record(self, app: Any, batch: list[tuple[bytes | None, Source]], outputs: list[Output]) -> None:
         done = time.time()

@@ -39,6 +39,10 @@ def register(subparsers: Any) -> None:
            help="HTTP port serving /metrics")
     option(worker, "--web-host", default=None, env="STREAMEDGE_STREAM_WEB_HOST",
            help="address the HTTP server binds (0.0.0.0 in a container)")
+    option(worker, "--processing-guarantee", choices=("at_least_once", "exactly_once"), default=None,
+           env="STREAMEDGE_STREAM_PROCESSING_GUARANTEE",
+           help="at_least_once (default; duplicates after a crash, dropped by idempotency key) or "
+                "exactly_once (Kafka transactions; read results with isolation_level=read_committed)")
     worker.set_defaults(handler=_worker)
 
     export = commands.add_parser("export-dlq", help="write dead letters as JSON lines to fix by hand")
@@ -64,7 +68,8 @@ def _stream_settings(args: argparse.Namespace) -> Any:
 
     overrides: dict[str, Any] = {"topic_prefix": args.topic_prefix}
     for flag, field in (("model_dir", "model_dir"), ("public_key", "public_key"), ("batch_size", "batch_size"),
-                        ("batch_wait", "batch_wait_s"), ("web_port", "web_port"), ("web_host", "web_host")):
+                        ("batch_wait", "batch_wait_s"), ("web_port", "web_port"), ("web_host", "web_host"),
+                        ("processing_guarantee", "processing_guarantee")):
         if getattr(args, flag) is not None:
             overrides[field] = getattr(args, flag)
     if args.routes is not None:
@@ -90,9 +95,9 @@ def _worker(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from streamedge.services.dlq import export_dead_letters, read_dead_letters
 
-    letters = read_dead_letters(kafka_settings(args), topic_layout(args), args.reason or ())
-    count = export_dead_letters(letters, args.out)
-    print(f"exported {count} dead letter(s) to {args.out}")
+    scan = read_dead_letters(kafka_settings(args), topic_layout(args), args.reason or ())
+    count = export_dead_letters(scan.letters, args.out)
+    print(f"exported {count} dead letter(s) to {args.out}; {scan.unreadable} unreadable message(s) skipped")
     return 0
 
 
@@ -105,9 +110,12 @@ def _replay(args: argparse.Namespace) -> int:
         letters = [d for d in records_from_file(args.from_file) if not reasons or d.record.get("reason") in reasons]
         include_unfixed = args.include_unfixed
     else:
-        letters = read_dead_letters(kafka, layout, reasons)
-        include_unfixed = True
+        scan = read_dead_letters(kafka, layout, reasons)
+        letters, include_unfixed = scan.letters, True
+        if scan.unreadable:
+            print(f"skipped {scan.unreadable} message(s) that are not dead letters")
     report = replay(kafka, layout, letters, include_unfixed, dry_run=args.dry_run)
     verb = "would re-inject" if args.dry_run else "re-injected"
-    print(f"{verb} {report.produced}, still invalid {report.invalid}, without a fix {report.skipped}")
-    return 1 if report.invalid else 0
+    print(f"{verb} {report.produced}, still invalid {report.invalid}, without a fix {report.skipped}, "
+          f"truncated without a fix {report.truncated}")
+    return 1 if report.invalid or report.truncated else 0

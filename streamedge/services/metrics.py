@@ -2,20 +2,26 @@
 
 Names (all prefixed ``streamedge_stream_``); labels come from small fixed sets: ``model`` (the
 routed model names), ``kind`` (``forecasts|anomalies|classifications|dead_letters|retrain_requests``),
-``reason`` (rejection codes), ``partition`` (readings partitions).
+``reason`` (rejection codes), ``partition`` (readings partitions), ``cause`` (fixed sets).
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-__all__ = ["StreamMetrics"]
+from streamedge.contracts.reading import REJECTION_REASONS
+
+__all__ = ["REBUILD_TRUNCATIONS", "WORKER_REASONS", "StreamMetrics"]
 
 # Latency buckets from 0.1 ms to 10 s: TFLite batches take well under a millisecond, end-to-end
 # latency is dominated by batching wait and broker round trips (milliseconds to seconds).
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                     2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+# Dead-letter reasons the worker adds to the reading contract's own.
+WORKER_REASONS = ("unknown_device", "unknown_stream", "wrong_feature_count", "duplicate", "out_of_order",
+                  "model_unavailable", "non_finite_output", "inference_error")
+REBUILD_TRUNCATIONS = ("message_cap", "empty_fetches")
 
 
 class StreamMetrics:
@@ -59,12 +65,31 @@ class StreamMetrics:
                                    "answered: state only, no result", registry=registry)
         self.consumer_lag = Gauge(f"{p}_consumer_lag_messages", "Readings behind the partition's high watermark",
                                   ["partition"], registry=registry)
+        self.committed_lag = Gauge(f"{p}_committed_lag_messages",
+                                   "High watermark minus the group's committed offset, per owned partition",
+                                   ["partition"], registry=registry)
+        self.oldest_unacked = Gauge(f"{p}_oldest_unacked_seconds",
+                                    "Age of the oldest batch whose results the broker has not acknowledged "
+                                    "(0 when none)", registry=registry)
+        self.healthy = Gauge(f"{p}_healthy", "1 while the worker makes progress, 0 once it is stuck",
+                             registry=registry)
+        self.send_retries = Counter(f"{p}_send_retries", "Produce attempts that failed and were retried",
+                                    registry=registry)
+        self.rebuild_truncated = Counter(f"{p}_state_rebuild_truncated", "Partition rebuilds that stopped "
+                                         "before the committed offset, by cause", ["cause"], registry=registry)
+        self.rebuild_truncated_keys = Counter(f"{p}_state_rebuild_truncated_keys", "Keys rebuilt from an "
+                                              "incomplete history (truncated rebuilds)", registry=registry)
+        self.healthy.set(1)
         # CPU, memory and open files of the worker process (process_* series).
         ProcessCollector(registry=registry)
         for kind in ("forecasts", "anomalies", "classifications", "dead_letters", "retrain_requests"):
             self.results.labels(kind)
         for cause in ("idle", "capacity", "revoked"):
             self.keys_dropped.labels(cause)
+        for reason in (*REJECTION_REASONS, *WORKER_REASONS):
+            self.dead_letters.labels(reason)
+        for cause in REBUILD_TRUNCATIONS:
+            self.rebuild_truncated.labels(cause)
 
     def model_loaded(self, name: str, version: int) -> None:
         """Record that ``name`` v``version`` is now active."""
@@ -77,10 +102,11 @@ class StreamMetrics:
 
     def forget_partition(self, partition: int) -> None:
         """Drop the lag series of a partition this worker no longer owns."""
-        try:
-            self.consumer_lag.remove(str(partition))
-        except KeyError:
-            return
+        for gauge in (self.consumer_lag, self.committed_lag):
+            try:
+                gauge.remove(str(partition))
+            except KeyError:
+                continue
 
     def model_rejected(self, name: str) -> None:
         """Record that a version of ``name`` was rejected."""

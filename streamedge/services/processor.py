@@ -34,7 +34,7 @@ from streamedge.errors import StreamedgeError
 from streamedge.services.metrics import StreamMetrics
 from streamedge.services.models import LoadedModel, ModelSet
 from streamedge.services.monitor import ModelMonitor
-from streamedge.services.records import Output, Source, dead_letter, result
+from streamedge.services.records import Output, Source, dead_letter, dead_letter_key, result
 from streamedge.services.settings import StreamSettings
 from streamedge.services.shadow import ShadowSet
 from streamedge.services.windows import KeyState, PendingForecast, WindowStore
@@ -73,7 +73,9 @@ class Processor:
         self.clock = clock
         self.store = WindowStore(models.max_window(), settings.idle_ttl_s, settings.max_keys)
         self.monitors: dict[str, ModelMonitor] = {}
-        self._routes: dict[str, list[str]] = {}
+        # Fixed at construction: a lookup per reading, no entry per stream name a device invents.
+        self._routes = {stream: list(names) for stream, names in settings.routes.items()}
+        self._default_route = self._routes.get("*", [])
         self._label_cache: dict[str, tuple[Any, Any]] = {}
         self.shadows: ShadowSet | None = None
         for _name, model in models.items():
@@ -107,10 +109,7 @@ class Processor:
         return found
 
     def _routed(self, stream: str) -> list[str]:
-        names = self._routes.get(stream)
-        if names is None:
-            names = self._routes[stream] = self.settings.models_for(stream)
-        return names
+        return self._routes.get(stream, self._default_route)
 
     def _admit(self, payload: bytes | None, source: Source) -> _Job | tuple[str, str]:
         parsed = parse_reading(payload)
@@ -156,8 +155,7 @@ class Processor:
                 jobs.append(admitted)
             elif emit:
                 reason, detail = admitted
-                self.metrics.dead_letters.labels(reason).inc()
-                outputs.append(Output("dead_letters", source.key, dead_letter(payload, source, reason, detail, now)))
+                outputs.append(self._dead_letter(payload, source, reason, detail, now))
         if emit:
             self.metrics.readings.inc(len(batch))
         self._infer(jobs, emit)
@@ -169,6 +167,11 @@ class Processor:
             self.metrics.keys_dropped.labels("capacity").inc(self.store.evicted - evicted)
             self.metrics.active_keys.set(len(self.store))
         return outputs
+
+    def _dead_letter(self, payload: bytes | None, source: Source, reason: str, detail: str, now: float) -> Output:
+        self.metrics.dead_letters.labels(reason).inc()
+        value = dead_letter(payload, source, reason, detail, now, self.settings.dead_letter_max_bytes)
+        return Output("dead_letters", dead_letter_key(source.key), value)
 
     def _collect_windows(self, job: _Job) -> None:
         seq = job.reading.seq
@@ -219,9 +222,7 @@ class Processor:
         reading, key = job.reading, job.reading.key.encode()
         if job.failures and emit:
             reason, detail = next(iter(job.failures.values()))
-            self.metrics.dead_letters.labels(reason).inc()
-            outputs.append(Output("dead_letters", job.source.key,
-                                  dead_letter(job.payload, job.source, reason, detail, now)))
+            outputs.append(self._dead_letter(job.payload, job.source, reason, detail, now))
         for name in job.models:
             model = self.models.get(name)
             if model is None:

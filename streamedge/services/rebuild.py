@@ -5,24 +5,44 @@ it is about to process: from the first message newer than ``first timestamp - id
 keys would have expired anyway), but never more than ``max_messages`` back. Feeding them through
 the processor without emitting restores windows and pending forecasts exactly as they were at the
 committed offset.
+
+A rebuild that cannot reach that offset is **loudly partial**: the ``progress`` object says why
+(``message_cap``: history within the TTL reaches further back than ``max_messages``;
+``empty_fetches``: the broker returned nothing several times in a row before ``upto``) and how
+many messages were not replayed; the worker counts and logs it per partition.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.services.records import Source
 
-__all__ = ["replay_before"]
+__all__ = ["ReplayProgress", "replay_before"]
 
 _CHUNK = 2000
 # Gaps (aborted transactions, retention) can leave no record before ``upto``: stop after these.
 _MAX_EMPTY_FETCHES = 5
 
 
+@dataclass
+class ReplayProgress:
+    """How far a replay got: ``truncated`` is None when it reached ``upto`` with all history.
+
+    Attributes:
+        truncated: ``"message_cap"`` or ``"empty_fetches"`` when history was left out.
+        missing: messages of the history not replayed (before the start, or the unread tail).
+    """
+
+    truncated: str | None = None
+    missing: int = 0
+
+
 async def replay_before(kafka: KafkaSettings, topic: str, partition: int, upto: int, since_ts: float,
-                        max_messages: int) -> AsyncIterator[list[tuple[bytes | None, Source]]]:
+                        max_messages: int,
+                        progress: ReplayProgress | None = None) -> AsyncIterator[list[tuple[bytes | None, Source]]]:
     """Yield chunks of ``(payload, source)`` from ``topic[partition]`` before offset ``upto``.
 
     Args:
@@ -31,8 +51,10 @@ async def replay_before(kafka: KafkaSettings, topic: str, partition: int, upto: 
         upto: first offset NOT replayed (the next one the worker processes).
         since_ts: replay messages with a Kafka timestamp at or after this, seconds.
         max_messages: replay at most this many messages.
+        progress: filled in with what was left out, if anything.
     """
-    if upto <= 0 or max_messages <= 0:
+    progress = progress if progress is not None else ReplayProgress()
+    if upto <= 0:
         return
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -43,8 +65,10 @@ async def replay_before(kafka: KafkaSettings, topic: str, partition: int, upto: 
         consumer.assign([tp])
         found = await consumer.offsets_for_times({tp: max(0, int(since_ts * 1000))})
         begin = (await consumer.beginning_offsets([tp]))[tp]
-        start = found[tp].offset if found.get(tp) is not None else upto
-        start = max(start, upto - max_messages, begin)
+        wanted = max(found[tp].offset if found.get(tp) is not None else upto, begin)
+        start = max(wanted, upto - max_messages)
+        if start > wanted:
+            progress.truncated, progress.missing = "message_cap", start - wanted
         if start >= upto:
             return
         consumer.seek(tp, start)
@@ -62,5 +86,7 @@ async def replay_before(kafka: KafkaSettings, topic: str, partition: int, upto: 
                 position, empty = await consumer.position(tp), empty + 1
             if chunk:
                 yield chunk
+        if position < upto:
+            progress.truncated, progress.missing = "empty_fetches", progress.missing + upto - position
     finally:
         await consumer.stop()

@@ -7,19 +7,36 @@ always gets the same key, so a consumer drops the duplicates that at-least-once 
 produce after a crash. Results are keyed by the reading's key, so they keep its partitioning.
 
 A dead letter keeps the original bytes (base64), the reason code, a human detail and the source
-offset, so :mod:`services.dlq` can re-inject a fixed record.
+offset, so :mod:`services.dlq` can re-inject a fixed record. It always fits in one Kafka message:
+the original is kept whole when the encoded record stays within ``max_bytes``
+(:data:`DEAD_LETTER_MAX_BYTES` by default), else only its first bytes are kept
+(``original_truncated: true``); ``original_size`` and ``original_sha256`` always describe the
+whole original. A message key longer than :data:`KEY_KEEP_BYTES` is kept the same way
+(``key_truncated``, ``key_size``, ``key_sha256``), and :func:`dead_letter_key` gives the Kafka
+key a dead letter is produced under.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from streamedge.contracts.reading import Reading
 
-__all__ = ["Output", "Source", "dead_letter", "idempotency_key", "parse_dead_letter", "result"]
+__all__ = ["DEAD_LETTER_MAX_BYTES", "KEY_KEEP_BYTES", "Output", "Source", "dead_letter", "dead_letter_key",
+           "idempotency_key", "parse_dead_letter", "result"]
+
+# Below the producer's default request limit (1,000,000 bytes) and the broker's default
+# message.max.bytes (1,048,588), with room for the record batch overhead.
+DEAD_LETTER_MAX_BYTES = 900_000
+# Longest message key kept whole in a dead letter and used as the dead letter's own Kafka key;
+# real keys are "device/stream" (at most 257 characters).
+KEY_KEEP_BYTES = 1024
+_DETAIL_CHARS = 1000
 
 # One compact encoder for every record: ``json.dumps(..., separators=...)`` builds a new encoder
 # per call, which costs as much as encoding a small record.
@@ -83,29 +100,86 @@ def result(kind: str, reading: Reading, source: Source, model: str, version: int
     return _encode(record).encode()
 
 
-def dead_letter(payload: bytes | None, source: Source, reason: str, detail: str, failed_at: float) -> bytes:
-    """Encode one dead letter: original bytes (base64, ``null`` for a tombstone), reason, source."""
-    record = {
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def dead_letter_key(key: bytes | None) -> bytes | None:
+    """The Kafka key of a dead letter: the original key, or ``sha256:<hex>`` of one over :data:`KEY_KEEP_BYTES`."""
+    if key is None or len(key) <= KEY_KEEP_BYTES:
+        return key
+    return b"sha256:" + hashlib.sha256(key).hexdigest().encode()
+
+
+def dead_letter(payload: bytes | None, source: Source, reason: str, detail: str, failed_at: float,
+                max_bytes: int = DEAD_LETTER_MAX_BYTES) -> bytes:
+    """Encode one dead letter of at most ``max_bytes`` bytes (``max_bytes`` >= 4096).
+
+    The original (base64, ``null`` for a tombstone) is kept whole when it fits, else its longest
+    prefix that fits, with ``original_truncated: true``; ``original_size`` (bytes) and
+    ``original_sha256`` (hex) always describe the whole original (``null`` for a tombstone).
+    """
+    record: dict[str, Any] = {
         "reason": reason,
-        "detail": detail,
+        "detail": detail[:_DETAIL_CHARS],
         "source": source.to_dict(),
         "source_timestamp": source.timestamp,
-        "key": base64.b64encode(source.key).decode() if source.key is not None else None,
-        "original": base64.b64encode(payload).decode() if payload is not None else None,
+        "key": None,
+        "key_truncated": False,
+        "original": None,
+        "original_truncated": False,
+        "original_size": None if payload is None else len(payload),
+        "original_sha256": None if payload is None else hashlib.sha256(payload).hexdigest(),
         "failed_at": failed_at,
     }
+    key = source.key
+    if key is not None:
+        if len(key) > KEY_KEEP_BYTES:
+            record.update(key=_b64(key[:KEY_KEEP_BYTES]), key_truncated=True, key_size=len(key),
+                          key_sha256=hashlib.sha256(key).hexdigest())
+        else:
+            record["key"] = _b64(key)
+    if payload is None:
+        return _encode(record).encode()
+    # Room left for the base64 text of the original: two quotes replace "null".
+    room = max_bytes - len(_encode(record)) - 2
+    if 4 * -(-len(payload) // 3) > room:
+        record["original_truncated"] = True
+        room -= len("true") - len("false")
+        payload = payload[:max(0, room // 4) * 3]
+    record["original"] = _b64(payload)
     return _encode(record).encode()
 
 
-def parse_dead_letter(value: bytes) -> tuple[dict[str, Any], bytes | None, bytes | None]:
+def parse_dead_letter(value: bytes | None) -> tuple[dict[str, Any], bytes | None, bytes | None]:
     """Decode a dead letter into ``(record, original key, original payload)``.
 
+    For a truncated original (``record["original_truncated"]``) the payload is only its first
+    bytes; likewise the key when ``record["key_truncated"]``.
+
     Raises:
-        ValueError: the bytes are not a dead letter written by :func:`dead_letter`.
+        ValueError: the bytes (any bytes, ``None`` included) are not a dead letter written by
+            :func:`dead_letter`. No other exception comes out.
     """
-    record = json.loads(value)
-    if not isinstance(record, dict) or "reason" not in record or "original" not in record:
+    if value is None:
+        raise ValueError("not a streamedge dead letter: empty message (null value)")
+    try:
+        record = json.loads(value)
+    except RecursionError as exc:
+        raise ValueError("not a streamedge dead letter: JSON nested too deeply") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("reason"), str) or "original" not in record:
         raise ValueError("not a streamedge dead letter")
-    original = base64.b64decode(record["original"]) if record["original"] is not None else None
-    key = base64.b64decode(record["key"]) if record.get("key") is not None else None
+    try:
+        original = _unb64(record["original"])
+        key = _unb64(record.get("key"))
+    except (binascii.Error, TypeError) as exc:
+        raise ValueError(f"not a streamedge dead letter: {exc}") from exc
     return record, key, original
+
+
+def _unb64(text: Any) -> bytes | None:
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise TypeError(f"expected base64 text, got {type(text).__name__}")
+    return base64.b64decode(text, validate=True)

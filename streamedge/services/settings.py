@@ -7,6 +7,7 @@ Kafka connection and credentials live in :class:`streamedge.kafka.settings.Kafka
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +52,17 @@ class StreamSettings(BaseSettings):
         shadow: model name -> candidate version (installed in ``model_dir``) run in shadow of the
             active version: same windows, comparison exported as metrics, no results.
         runtime: TFLite runtime for :class:`~streamedge.contracts.runner.TFLiteRunner`.
+        processing_guarantee: ``at_least_once`` (results acknowledged before offsets commit; a
+            crash replays uncommitted readings and consumers drop duplicates by idempotency key)
+            or ``exactly_once`` (Kafka transactions, :mod:`services.exactly_once`: results and
+            offsets commit together; ``read_committed`` consumers see every result once).
+        dead_letter_max_bytes: largest dead letter produced, bytes; an original that does not fit
+            is kept as a prefix plus its size and sha256. Keep it below the producer's request
+            limit (1,000,000) and the dead-letter topic's ``max.message.bytes``.
+        unhealthy_after_s: ``/health`` answers 503 once a batch has waited this long for the
+            broker to acknowledge its results, seconds.
+        exit_after_s: the worker exits non-zero once a batch has waited this long, seconds; a
+            restart resumes from the committed offsets.
     """
 
     model_config = SettingsConfigDict(env_prefix="STREAMEDGE_STREAM_", frozen=True, extra="forbid")
@@ -82,6 +94,10 @@ class StreamSettings(BaseSettings):
     follow_updates: bool = True
     shadow: dict[str, int] = Field(default_factory=dict)
     runtime: str = "auto"
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    dead_letter_max_bytes: int = Field(default=900_000, ge=4096, le=1_000_000)
+    unhealthy_after_s: float = Field(default=60.0, gt=0)
+    exit_after_s: float = Field(default=300.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> StreamSettings:
@@ -90,6 +106,9 @@ class StreamSettings(BaseSettings):
         for stream, names in self.routes.items():
             if not names:
                 raise ValueError(f"route for stream {stream!r} names no model")
+        if self.exit_after_s < self.unhealthy_after_s:
+            raise ValueError(f"exit_after_s ({self.exit_after_s:g}) must be >= unhealthy_after_s "
+                             f"({self.unhealthy_after_s:g})")
         return self
 
     def models_for(self, stream: str) -> list[str]:

@@ -21,6 +21,11 @@ a request ``{"model", "version", "trigger", "requested_at", ...}`` (see
 Every request ends in one :class:`RetrainOutcome`, logged and counted in
 ``streamedge_retrain_outcomes_total{model,outcome}``. A failed attempt is committed too: the
 worker's monitor asks again after its own rate limit.
+
+Requests are untrusted: any bytes (a tombstone, invalid UTF-8, nested JSON, 400-digit numbers,
+wrong types, a model name that is no file name) end as ``invalid`` and are committed, so no
+request stops the service or comes back after a restart. The ``model`` label is bounded: a name
+routed to this retrainer, else ``other`` (``-`` for an unreadable request).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import shutil
 import time
 import uuid
@@ -70,6 +76,8 @@ OUTCOMES: Final = ("promoted", "rejected", "stale", "rate_limited", "needs_label
 _MAX_POLL_INTERVAL_MS: Final = 3_600_000
 _KEPT_OUTCOMES: Final = 1000
 _METADATA_TIMEOUT_S: Final = 30.0
+# Model names double as registry folder names: no separators, no "." or "..".
+_MODEL_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class RetrainError(TrainingError):
@@ -143,17 +151,32 @@ class RetrainMetrics:
 
 
 def parse_request(payload: bytes | None) -> tuple[str, int, str]:
-    """``(model, version, trigger)`` of a retrain request; raises :class:`RetrainError`."""
+    """``(model, version, trigger)`` of a retrain request.
+
+    ``model`` is 1-128 chars of ``[A-Za-z0-9._-]`` starting with a letter or digit, ``version``
+    an integer in [1, 2**31), ``trigger`` a string (at most 64 chars kept).
+
+    Raises:
+        RetrainError: for any other bytes (``None`` included); no other exception comes out.
+    """
+    if payload is None:
+        raise RetrainError("retrain request is empty (null value)")
     try:
-        body = json.loads(payload or b"")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RetrainError(f"retrain request is not JSON: {exc}") from exc
+        body = json.loads(payload)
+    except ValueError as exc:  # UnicodeDecodeError and over-long integers included
+        raise RetrainError(f"retrain request is not JSON: {str(exc)[:200]}") from exc
+    except RecursionError as exc:
+        raise RetrainError("retrain request is not JSON: nested too deeply") from exc
     if not isinstance(body, dict):
         raise RetrainError("retrain request is not a JSON object")
-    model, version = body.get("model"), body.get("version")
-    if not isinstance(model, str) or not model or isinstance(version, bool) or not isinstance(version, int):
-        raise RetrainError(f"retrain request needs a string 'model' and an integer 'version', got {body!r:.200}")
-    return model, version, str(body.get("trigger", ""))
+    model, version, trigger = body.get("model"), body.get("version"), body.get("trigger", "")
+    if not isinstance(model, str) or not _MODEL_NAME.fullmatch(model):
+        raise RetrainError("retrain request needs 'model': 1-128 chars of [A-Za-z0-9._-]")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**31:
+        raise RetrainError("retrain request needs 'version': an integer in [1, 2**31)")
+    if not isinstance(trigger, str):
+        raise RetrainError("retrain request 'trigger' must be a string")
+    return model, version, trigger[:64]
 
 
 class Retrainer:
@@ -214,8 +237,14 @@ class Retrainer:
         _log.log(level, "retrain %s v%s (%s): %s: %s", outcome.model or "?", outcome.requested_version,
                  outcome.trigger or "-", outcome.outcome, outcome.reason)
         if self.metrics is not None:
-            self.metrics.outcomes.labels(outcome.model or "-", outcome.outcome).inc()
+            self.metrics.outcomes.labels(self._label(outcome.model), outcome.outcome).inc()
         return outcome
+
+    def _label(self, model: str) -> str:
+        """The metric label of ``model``: bounded to the routed names, ``other``, and ``-``."""
+        if not model:
+            return "-"
+        return model if any(model in names for names in self.routes.values()) else "other"
 
     def _handle(self, model: str, version: int, trigger: str) -> RetrainOutcome:
         active = self.registry.active_version(model)

@@ -1,0 +1,95 @@
+"""Dead letters always fit, and any bytes read back from the dead-letter topic are refused cleanly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamedge.services.dlq import records_from_file
+from streamedge.services.records import (
+    DEAD_LETTER_MAX_BYTES,
+    KEY_KEEP_BYTES,
+    Source,
+    dead_letter,
+    dead_letter_key,
+    parse_dead_letter,
+)
+from tests.services.hostile import MAX_SIZE_BYTES, hostile_payloads
+
+
+def _source(key: bytes | None = b"d/s") -> Source:
+    return Source("streamedge.readings", 2, 99, 1.7e9, key)
+
+
+def test_a_max_size_reading_is_dead_lettered_as_prefix_size_and_sha256() -> None:
+    payload = bytes(range(256)) * (MAX_SIZE_BYTES // 256)
+    value = dead_letter(payload, _source(), "too_large", "990 KB", 1.7e9)
+    # The measured bug: the whole payload base64'd made a 1.3 MB dead letter, refused by the producer.
+    assert len(value) <= DEAD_LETTER_MAX_BYTES
+    record, key, original = parse_dead_letter(value)
+    assert record["original_truncated"] is True and key == b"d/s"
+    assert original is not None and payload.startswith(original) and len(original) > DEAD_LETTER_MAX_BYTES // 2
+    assert record["original_size"] == len(payload)
+    assert record["original_sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payload=st.one_of(st.none(), st.binary(max_size=20_000)), key=st.one_of(st.none(), st.binary(max_size=3000)),
+       limit=st.integers(min_value=4096, max_value=30_000))
+def test_every_dead_letter_fits_and_keeps_what_fits(payload: bytes | None, key: bytes | None, limit: int) -> None:
+    value = dead_letter(payload, _source(key), "bad_json", "x" * 5000, 1.7e9, max_bytes=limit)
+    assert len(value) <= limit
+    record, got_key, original = parse_dead_letter(value)
+    if payload is None:
+        assert original is None and record["original_size"] is None
+    else:
+        assert original is not None and payload.startswith(original)
+        assert record["original_truncated"] is (original != payload)
+        assert record["original_sha256"] == hashlib.sha256(payload).hexdigest()
+    if key is not None and len(key) > KEY_KEEP_BYTES:
+        assert record["key_truncated"] is True and record["key_size"] == len(key)
+        assert dead_letter_key(key) == b"sha256:" + hashlib.sha256(key).hexdigest().encode()
+    else:
+        assert got_key == key and dead_letter_key(key) == key
+
+
+def test_an_original_that_fits_is_kept_whole() -> None:
+    payload = b"\xff" * 600_000
+    record, _, original = parse_dead_letter(dead_letter(payload, _source(), "not_utf8", "", 1.7e9))
+    assert original == payload and record["original_truncated"] is False
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=hostile_payloads)
+def test_any_bytes_on_the_dead_letter_topic_raise_only_value_error(value: bytes | None) -> None:
+    try:
+        record, _, _ = parse_dead_letter(value)
+    except ValueError:
+        return
+    assert isinstance(record["reason"], str)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                    HealthCheck.function_scoped_fixture])
+@given(line=hostile_payloads)
+def test_any_line_of_an_export_file_raises_only_value_error(line: bytes | None, tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes((line or b"null").replace(b"\n", b" ") + b"\n")
+    try:
+        letters = list(records_from_file(path))
+    except ValueError as exc:
+        assert "bad.jsonl:1" in str(exc)
+        return
+    assert len(letters) <= 1
+
+
+def test_a_fix_holding_a_lone_surrogate_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"reason": "bad_json", "original": None, "fixed": "\ud800"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:1"):
+        list(records_from_file(path))
