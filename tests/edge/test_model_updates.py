@@ -10,18 +10,17 @@ from typing import Any
 
 from streamedge.cli.main import main
 from streamedge.contracts.manifest import read_manifest
-from streamedge.contracts.model_update import ModelUpdate
 from streamedge.edge.sources import IteratorSource, simulator_payloads
 from streamedge.kafka.model_updates import publish_model_update
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from streamedge.training.tiny import TinyModels
 from tests.edge.helpers import consume_all, make_version, other_key
+from tests.streamedge.updates import signed_update
 
 
-def _announce(settings: KafkaSettings, layout: TopicLayout, folder: Path) -> None:
-    manifest = read_manifest(folder)
-    publish_model_update(settings, layout, ModelUpdate(manifest.name, manifest.version, folder.as_uri(), manifest))
+def _announce(settings: KafkaSettings, layout: TopicLayout, folder: Path, signing_key: Path, sequence: int) -> None:
+    publish_model_update(settings, layout, signed_update(folder, signing_key, sequence))
 
 
 def _wait_for(registry: Any, outcome: str, count: int, timeout: float = 30.0) -> None:
@@ -54,14 +53,14 @@ def test_bad_updates_are_refused_and_a_good_one_swaps(
         stats = read_manifest(src).normalisation
         wrong_shape = make_version(src, tmp_path / "v4", 4, key, features=["a", "b"], input_shape=[-1, 8, 2],
                                    output_shape=[-1, 4], normalisation={k: v * 2 for k, v in stats.items()})
-        for folder in (tampered, wrong_key, wrong_shape):
-            _announce(kafka_settings, layout, folder)
+        for sequence, folder in enumerate((tampered, wrong_key, wrong_shape), start=2):
+            _announce(kafka_settings, layout, folder, key, sequence)
         _wait_for(registry, "verification", 2)
         _wait_for(registry, "shape", 1)
         assert agent.predictor.version == 1  # the old model keeps serving
         assert agent.store.versions("tiny-forecaster") == [1]  # nothing refused stays installed
 
-        _announce(kafka_settings, layout, make_version(src, tmp_path / "v5", 5, key))
+        _announce(kafka_settings, layout, make_version(src, tmp_path / "v5", 5, key), key, 5)
         _wait_for(registry, "applied", 1)
         assert agent.predictor.version == 5
         assert agent.store.active_version("tiny-forecaster") == 5
@@ -81,9 +80,9 @@ def test_bad_updates_are_refused_and_a_good_one_swaps(
     events = consume_all(kafka_settings, layout.edge_telemetry, expect=100, timeout_s=8)
     updates = {e["version"]: e for e in events if e["type"] == "model_update"}
     assert updates[2]["status"] == "refused" and "sha256" in updates[2]["detail"]
-    assert updates[3]["status"] == "refused" and "signature" in updates[3]["detail"]
+    assert 3 not in updates  # an unverified message never reaches the agent (counted and logged only)
     assert updates[4]["status"] == "refused" and updates[4]["reason"] == "shape"
-    assert all(updates[v]["serving"] == 1 for v in (2, 3, 4))
+    assert all(updates[v]["serving"] == 1 for v in (2, 4))
     assert updates[5]["status"] == "applied"
     results = consume_all(kafka_settings, layout.edge_results, expect=10_000, timeout_s=8)
     assert {r["version"] for r in results} == {1, 5}  # no refused version ever produced a result
