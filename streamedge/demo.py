@@ -216,7 +216,7 @@ def run_demo(config: DemoConfig) -> int:
     promoted = {name: registry.versions(name)[-1] for name in ("italy-fcn", "airline-lstm")}
     for name, version in promoted.items():
         _cli("models", "promote", name, str(version), "--registry", str(registry.root),
-             "--public-key", str(keys["public"]), *common)
+             "--public-key", str(keys["public"]), "--signing-key", str(keys["private"]), *common)
 
     routes = json.dumps({"power": ["italy-fcn"], "passengers": ["airline-lstm"]})
     worker_log = (work / "worker.log").open("wb")
