@@ -167,3 +167,27 @@ def test_parse_model_update_rejects_garbage(tiny_models: TinyModels) -> None:
     body["version"] = 5
     with pytest.raises(ManifestError, match="but its manifest is"):
         parse_model_update(json.dumps(body).encode(), manifest.name.encode())
+
+
+def test_models_promote_and_serve_cli(tiny_models: TinyModels, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "registry"
+    keys = ["--public-key", str(tiny_models.public_key), "--signing-key", str(tiny_models.signing_key)]
+    assert main(["models", "add", str(tiny_models.forecaster), "--registry", str(root),
+                 "--signing-key", str(tiny_models.signing_key)]) == 0
+    assert main(["models", "promote", "tiny-forecaster", "1", "--registry", str(root), *keys, "--no-publish",
+                 "--serve-url", "https://registry.example:8765"]) == 0
+    record = ModelRegistry(root).record("tiny-forecaster")
+    assert record is not None and record.sequence == 1
+    verify_record(record, load_public_key(tiny_models.public_key))
+    announced = ModelRegistry(root).announcement("tiny-forecaster", "https://registry.example:8765", inline=False)
+    assert announced.uri == "https://registry.example:8765/models/tiny-forecaster/1/"
+    with pytest.raises(SystemExit):  # no signing key: a usage error, nothing promoted
+        main(["models", "promote", "tiny-forecaster", "1", "--registry", str(root), "--no-publish",
+              "--public-key", str(tiny_models.public_key)])
+    assert ModelRegistry(root).record("tiny-forecaster") == record
+    (tmp_path / "empty-token").write_text("\n")
+    capsys.readouterr()
+    assert main(["models", "serve", "--registry", str(root), "--port", "0",
+                 "--token-file", str(tmp_path / "empty-token")]) == 1
+    assert "is empty" in capsys.readouterr().err
