@@ -32,6 +32,7 @@ class StreamMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         p = "streamedge_stream"
         self.readings = Counter(f"{p}_readings_consumed", "Messages read from the readings topic",
                                 registry=registry)

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -81,13 +82,32 @@ class WorkerProcess:
             text: str = response.read().decode()
             return text
 
-    def metric(self, name: str, labels: str = "") -> float:
-        """One sample value from /metrics (0.0 when absent)."""
+    def sample(self, name: str, labels: str = "") -> float | None:
+        """One sample value from /metrics, or None when the series is absent."""
         wanted = f"{name}{{{labels}}}" if labels else name
         for line in self.metrics().splitlines():
             if line.startswith(wanted + " "):
                 return float(line.split()[-1])
-        return 0.0
+        return None
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """One sample value from /metrics.
+
+        Raises:
+            LookupError: the series is absent (a typo or a series never created is not a zero).
+        """
+        value = self.sample(name, labels)
+        if value is None:
+            raise LookupError(f"no series {name}{{{labels}}} on /metrics of the worker on port {self.port}")
+        return value
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """``(status, body)`` of the worker's ``/health``."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -109,7 +129,7 @@ class WorkerProcess:
         stop_process(self.proc, timeout=20)
 
 
-def produce(kafka: KafkaSettings, topic: str, messages: Iterable[tuple[bytes, bytes]]) -> int:
+def produce(kafka: KafkaSettings, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]]) -> int:
     """Send ``(key, value)`` pairs and wait for every acknowledgement; returns the count."""
     from kafka import KafkaProducer
 

@@ -47,10 +47,12 @@ def test_forecasts_and_classes_match_the_runner_offline(make_processor: Callable
         assert record["idempotency_key"] == f"forecast:tiny-forecaster:{record['key']}:{seq}"
         assert set(record["source"]) == {"topic", "partition", "offset"}
     assert {c["label"] for c in classes} <= {"calm", "shaky"}
-    # One invoke per model for the whole batch of 39 windows.
-    metrics = processor.metrics
-    assert metrics.batch_size.labels("tiny-forecaster")._sum.get() == len(forecasts)
-    assert metrics.inference_seconds.labels("tiny-forecaster")._sum.get() > 0
+    # One invoke per model for the whole batch of 39 windows: one histogram observation each.
+    value = processor.metrics.registry.get_sample_value
+    for name in ("tiny-forecaster", "tiny-classifier"):
+        assert value("streamedge_stream_batch_size_windows_count", {"model": name}) == 1
+        assert value("streamedge_stream_batch_size_windows_sum", {"model": name}) == len(forecasts)
+        assert value("streamedge_stream_inference_seconds_count", {"model": name}) == 1
 
 
 @pytest.mark.parametrize(("payload", "reason"), [

@@ -1,0 +1,155 @@
+"""Against the real broker: hostile readings never stop the worker, dead letters always fit, a refused
+send never lets an offset be committed, and a truncated rebuild is counted."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streamedge.kafka.settings import KafkaSettings
+from streamedge.kafka.topics import TopicLayout
+from streamedge.services.app import StreamWorker
+from streamedge.services.records import parse_dead_letter
+from streamedge.services.settings import StreamSettings
+from streamedge.training.tiny import TINY_WINDOW, TinyModels
+from tests.services.conftest import ROUTES
+from tests.services.helpers import WorkerProcess, consume_until, produce, reading
+from tests.services.hostile import known_bad
+
+_SEQS = 20
+
+
+def _committed(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset per partition of ``topic`` (absent: nothing committed)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    reader = KafkaConsumer(**kafka.kafka_python_config(), group_id=group, enable_auto_commit=False)
+    try:
+        found = {p: reader.committed(TopicPartition(topic, p)) for p in reader.partitions_for_topic(topic) or ()}
+    finally:
+        reader.close()
+    return {partition: offset for partition, offset in found.items() if offset is not None}
+
+
+def _set_topic_config(kafka: KafkaSettings, topic: str, configs: dict[str, str]) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = KafkaAdminClient(**kafka.kafka_python_config())
+    try:
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)])
+    finally:
+        admin.close()
+
+
+def _wait(condition: Callable[[], bool], what: str, worker: WorkerProcess, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: {worker.log.read_text()[-3000:]}"
+        time.sleep(0.3)
+
+
+def _forecast_seqs(kafka: KafkaSettings, layout: TopicLayout, expected: int) -> set[int]:
+    found = consume_until(kafka, [layout.forecasts], lambda ms: len({json.loads(m.value)["seq"] for m in ms}) >= expected)
+    return {json.loads(m.value)["seq"] for m in found}
+
+
+def test_hostile_readings_are_dead_lettered_whole_or_summarised_and_nothing_is_lost(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout],
+        start_worker: Callable[..., WorkerProcess]) -> None:
+    layout = make_topics(1)
+    app_id = f"app-{layout.prefix}"
+    worker = start_worker(layout, app_id)
+    shapes = known_bad()
+    messages: list[tuple[bytes, bytes | None]] = []
+    for seq in range(_SEQS):
+        messages.append((b"d0/s", reading("d0", seq)))
+        if seq < len(shapes):
+            key = b"\xff\xfe/s" if seq % 2 else b"k" * 5000  # invalid UTF-8 keys, an over-long key
+            messages.append((key, shapes[seq][1]))
+    produce(kafka_settings, layout.readings, messages)
+
+    letters = consume_until(kafka_settings, [layout.dead_letters], lambda ms: len(ms) >= len(shapes))
+    assert len(letters) == len(shapes), worker.log.read_text()[-3000:]
+    by_offset = {}
+    for message in letters:
+        assert len(message.value) <= 900_000 and (message.key is None or len(message.key) <= 1024)
+        record, _, original = parse_dead_letter(message.value)
+        by_offset[record["source"]["offset"]] = (record, original)
+    sent = [payload for key, payload in messages if key != b"d0/s"]
+    records = [by_offset[offset] for offset in sorted(by_offset)]
+    assert [r["reason"] for r, _ in records] == ["bad_json", "bad_json", "too_large", "non_finite", "bad_json",
+                                                 "not_utf8", "not_object", "wrong_type", "too_large"]
+    for (record, original), payload in zip(records, sent, strict=True):
+        if payload is None:
+            assert original is None and record["original_size"] is None
+            continue
+        assert record["original_sha256"] == hashlib.sha256(payload).hexdigest()
+        assert original == payload or (record["original_truncated"] and payload.startswith(original or b"?"))
+    # The 990 KB reading: measured lost before (its whole-payload dead letter was refused).
+    assert records[-1][0]["original_truncated"] is True and records[-1][0]["original_size"] > 980_000
+
+    assert _forecast_seqs(kafka_settings, layout, _SEQS - TINY_WINDOW + 1) == set(range(TINY_WINDOW - 1, _SEQS))
+    _wait(lambda: _committed(kafka_settings, app_id, layout.readings).get(0) == len(messages),
+          "every offset committed", worker)
+    assert worker.proc is not None and worker.proc.poll() is None
+    assert worker.metric("streamedge_stream_send_retries_total") == 0
+
+
+def test_a_refused_send_commits_nothing_turns_unhealthy_exits_and_a_restart_loses_nothing(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout],
+        start_worker: Callable[..., WorkerProcess]) -> None:
+    layout = make_topics(1)
+    app_id = f"app-{layout.prefix}"
+    # The broker refuses every forecast (each is ~400 bytes): a send that fails for good.
+    _set_topic_config(kafka_settings, layout.forecasts, {"max.message.bytes": "100"})
+    first = start_worker(layout, app_id, unhealthy_after_s=2, exit_after_s=15)
+    produce(kafka_settings, layout.readings, [(b"d0/s", reading("d0", seq)) for seq in range(_SEQS)])
+
+    _wait(lambda: first.health()[0] == 503, "health turned unhealthy", first)
+    body = first.health()[1]
+    assert body["status"] in ("unhealthy", "stuck") and "acknowledge" in body["failure"]
+    _wait(lambda: (first.sample("streamedge_stream_committed_lag_messages", 'partition="0"') or 0) > 0,
+          "committed lag reported", first)
+    assert first.metric("streamedge_stream_send_retries_total") > 0
+    assert first.metric("streamedge_stream_healthy") == 0
+    assert first.proc is not None
+    code = first.proc.wait(timeout=120)
+    assert code != 0, "a stuck worker must exit non-zero"
+    # Readings before the first full window produce nothing and may be committed; none after.
+    assert _committed(kafka_settings, app_id, layout.readings).get(0, 0) <= TINY_WINDOW - 1
+
+    _set_topic_config(kafka_settings, layout.forecasts, {"max.message.bytes": "1048588"})
+    second = start_worker(layout, app_id)
+    assert _forecast_seqs(kafka_settings, layout, _SEQS - TINY_WINDOW + 1) == set(range(TINY_WINDOW - 1, _SEQS))
+    _wait(lambda: _committed(kafka_settings, app_id, layout.readings).get(0) == _SEQS, "all committed", second)
+    assert second.health()[0] == 200
+
+
+@pytest.mark.parametrize(("cap", "truncated"), [(10, True), (1000, False)])
+def test_a_rebuild_cut_by_the_message_cap_is_counted_with_its_keys(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout], model_dir: Path,
+        tiny_models: TinyModels, caplog: pytest.LogCaptureFixture, cap: int, truncated: bool) -> None:
+    layout = make_topics(1)
+    produce(kafka_settings, layout.readings,
+            [(f"d{d}/s".encode(), reading(f"d{d}", seq)) for seq in range(30) for d in range(3)])
+    settings = StreamSettings(model_dir=model_dir, public_key=tiny_models.public_key, routes=ROUTES,
+                              topic_prefix=layout.prefix, rebuild_max_messages=cap, data_dir=model_dir.parent / "f")
+    registry = CollectorRegistry()
+    worker = StreamWorker(settings, kafka_settings, registry)
+    with caplog.at_level(logging.INFO, logger="streamedge.services.app"):
+        asyncio.run(worker._rebuild(0, 90, time.time()))
+    value = registry.get_sample_value
+    assert value("streamedge_stream_state_rebuild_readings_total") == min(cap, 90)
+    assert value("streamedge_stream_state_rebuild_truncated_total", {"cause": "message_cap"}) == int(truncated)
+    assert value("streamedge_stream_state_rebuild_truncated_keys_total") == (3 if truncated else 0)
+    if truncated:
+        assert "PARTIAL rebuild (message_cap): 80 message(s) before offset 90 not replayed; 3 key(s)" in caplog.text
