@@ -1,4 +1,4 @@
-"""``streamedge bench stream|edge``: run one benchmark and write its JSON figures.
+"""``streamedge bench stream|edge|models``: run one benchmark and write its JSON figures.
 
 Each benchmark module exposes ``add_arguments(parser)`` and ``run(args) -> int`` and keeps its
 heavy imports (TensorFlow, Faust) inside functions, so building the parser stays cheap.
@@ -15,6 +15,8 @@ __all__ = ["register"]
 _BENCHMARKS = {
     "stream": "stream processor vs a pass-through Faust agent and per-message Keras",
     "edge": "edge TFLite runtimes vs Keras: latency, RSS, cold start, install size",
+    "chaos": "random broker and worker faults on a local 3-broker cluster: lost and duplicated results",
+    "models": "classifier candidates over many UCR/UEA data sets: accuracy vs published, int8 size and latency",
 }
 
 

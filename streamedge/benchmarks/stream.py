@@ -33,7 +33,7 @@ from streamedge.cli.options import option
 from streamedge.paths import user_state_dir
 from streamedge.processes import stop_process
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "tiny_model_dir"]
 
 _WINDOW = 8
 
@@ -162,8 +162,9 @@ class _Bench:
             stop_process(proc, timeout=30)
 
 
-def _models(work: Path) -> tuple[Path, Path]:
-    # Tiny real models (Dense forecaster, CNN classifier, float32 TFLite, signed).
+def tiny_model_dir(work: Path) -> tuple[Path, Path]:
+    """``(model_dir, public_key)``: the tiny forecaster and classifier installed as version 1 under
+    ``work/models`` (built once: Dense forecaster, CNN classifier, float32 TFLite, signed)."""
     from streamedge.training.tiny import build_tiny_models
 
     root = work / "models"
@@ -207,7 +208,7 @@ def _spawn(cmd: list[str], env: dict[str, str], log: Path, ready: str | None = N
 def run(args: argparse.Namespace) -> int:
     """Run every contender and write the JSON figures; returns 0."""
     bench = _Bench(args)
-    model_dir, public_key = _models(bench.work)
+    model_dir, public_key = tiny_model_dir(bench.work)
     env = dict(os.environ)
     python = sys.executable
     n, keys = args.messages, args.keys
