@@ -91,6 +91,7 @@ def export_variants(
     score: Callable[[npt.NDArray[np.float32]], dict[str, Any]],
     gate: Callable[[dict[str, Any]], str],
     progress: bool = True,
+    per_channel: bool = True,
 ) -> tuple[list[VariantResult], dict[str, npt.NDArray[np.float32]], float]:
     """Convert, evaluate, time and load-check every variant.
 
@@ -102,6 +103,7 @@ def export_variants(
         score: raw model outputs ``(n, n_out)`` -> metrics dict.
         gate: variant metrics -> ``""`` if it passes, else the refusal reason.
         progress: show a progress bar.
+        per_channel: int8 weight scales per output channel (see :func:`training.export.convert`).
 
     Returns:
         ``(results, outputs by variant, keras single-window latency ms)``.
@@ -113,7 +115,7 @@ def export_variants(
     outputs: dict[str, npt.NDArray[np.float32]] = {}
     for variant in tqdm(VARIANTS, desc="exporting TFLite variants", disable=not progress, leave=False):
         path = folder / f"{variant}.tflite"
-        path.write_bytes(convert(model, variant, representative))
+        path.write_bytes(convert(model, variant, representative, per_channel))
         runner = TFLiteRunner(path, runtime=runtime)  # type: ignore[arg-type]
         out = runner.run(test_x)
         outputs[variant] = out

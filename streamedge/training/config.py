@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["ClassifierConfig", "ForecasterConfig"]
+__all__ = ["CLASSIFIER_MODELS", "ClassifierConfig", "ForecasterConfig"]
+
+CLASSIFIER_MODELS: tuple[str, ...] = ("minirocket", "fcn")
 
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    """FCN-style 1-D CNN classifier (Wang et al. 2017; Fawaz et al. 2019).
+    """The classifier: MiniRocket (the default) or an FCN-style 1-D CNN.
+
+    MiniRocket (Dempster et al. 2021): fixed random convolutions pooled into ``features`` PPV
+    features, a ridge head with its penalty chosen by leave-one-out error; nothing else applies
+    to it except ``seed``. FCN (Wang et al. 2017; Fawaz et al. 2019): trained by gradient
+    descent with the remaining fields. The default was chosen by the protocol in docs/training.md.
 
     Attributes:
+        model: ``"minirocket"`` or ``"fcn"``.
+        features: MiniRocket feature count (rounded down to a multiple of 84).
         filters: filters per conv block.
         kernels: kernel size per conv block (same length as ``filters``).
         epochs: maximum epochs; early stopping on validation loss usually ends sooner.
@@ -29,6 +38,8 @@ class ClassifierConfig:
         seed: seeds Python, numpy and TensorFlow for repeatable runs.
     """
 
+    model: Literal["minirocket", "fcn"] = "minirocket"
+    features: int = 10_000
     filters: tuple[int, ...] = (128, 256, 128)
     kernels: tuple[int, ...] = (8, 5, 3)
     epochs: int = 300
@@ -43,7 +54,11 @@ class ClassifierConfig:
     def __post_init__(self) -> None:
         if len(self.filters) != len(self.kernels) or not self.filters:
             raise ValueError(f"filters {self.filters} and kernels {self.kernels} need the same non-zero length")
-        _positive(self, ("epochs", "batch_size", "patience"))
+        _positive(self, ("epochs", "batch_size", "patience", "features"))
+        if self.model not in CLASSIFIER_MODELS:
+            raise ValueError(f"model must be one of {CLASSIFIER_MODELS}, got {self.model!r}")
+        if self.features < 84:
+            raise ValueError(f"features must be at least 84 (one per MiniRocket kernel), got {self.features}")
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
 

@@ -69,13 +69,16 @@ class VariantResult:
         }
 
 
-def convert(model: Any, variant: str, representative: npt.NDArray[np.float32]) -> bytes:
+def convert(model: Any, variant: str, representative: npt.NDArray[np.float32], per_channel: bool = True) -> bytes:
     """Convert a Keras model to TFLite bytes.
 
     Args:
         model: a built Keras 3 model with input ``(batch, window, features)``.
         variant: one of :data:`VARIANTS`.
         representative: ``(n, window, features)`` normalised training windows (int8 calibration).
+        per_channel: int8 weights with one scale per output channel (the converter's default).
+            ``False`` stores one scale per tensor: for MiniRocket's 10,000 one-weight channels the
+            per-channel scales and zero points made the int8 file larger than float32.
 
     Raises:
         ExportError: unknown variant or the converter failed.
@@ -103,6 +106,7 @@ def convert(model: Any, variant: str, representative: npt.NDArray[np.float32]) -
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
+        converter._experimental_disable_per_channel = not per_channel
     try:
         # The Keras exporter prints its SavedModel signature to stdout; keep the CLI output readable.
         with contextlib.redirect_stdout(io.StringIO()):

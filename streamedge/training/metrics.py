@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "accuracy_interval",
     "classification_metrics",
     "confusion_matrix",
     "forecast_metrics",
@@ -91,8 +92,22 @@ def confusion_matrix(actual: npt.ArrayLike, predicted: npt.ArrayLike, n_classes:
     return matrix
 
 
+def accuracy_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for an accuracy of ``correct / total``, in percent (95 % for z = 1.96).
+
+    Unlike the normal approximation it stays inside [0, 100] and is not empty at 0 or 100 %:
+    30 of 30 correct gives about (88.6, 100).
+    """
+    if total <= 0:
+        return 0.0, 100.0
+    p = correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return float(max(0.0, centre - half) * 100), float(min(1.0, centre + half) * 100)
+
+
 def classification_metrics(actual: npt.ArrayLike, predicted: npt.ArrayLike, n_classes: int) -> dict[str, Any]:
-    """Accuracy (percent), macro precision / recall / F1 (0-1) and the confusion matrix.
+    """Accuracy (percent) with its 95 % Wilson interval, macro precision / recall / F1 (0-1), confusion matrix.
 
     A class never predicted has precision 0; a class absent from ``actual`` is left out of the
     macro averages (its recall is undefined).
@@ -109,6 +124,7 @@ def classification_metrics(actual: npt.ArrayLike, predicted: npt.ArrayLike, n_cl
     total = matrix.sum()
     return {
         "accuracy": float(true_pos.sum() / total * 100) if total else 0.0,
+        "accuracy_ci95": list(accuracy_interval(int(true_pos.sum()), int(total))),
         "precision_macro": float(precision[present].mean()) if present.any() else 0.0,
         "recall_macro": float(recall[present].mean()) if present.any() else 0.0,
         "f1_macro": float(f1[present].mean()) if present.any() else 0.0,

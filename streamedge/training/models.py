@@ -18,12 +18,18 @@ __all__ = ["best_epoch", "build_classifier", "build_forecaster", "fit", "seed_ev
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and TensorFlow (via Keras) so runs repeat."""
+    """Seed Python, numpy and TensorFlow (via Keras) and make TensorFlow's ops deterministic, so runs repeat.
+
+    Seeds alone are not enough: multi-threaded CPU kernels (convolution gradients, reductions)
+    sum in a varying order, and two fits with one seed in one process drifted apart.
+    """
     import keras
+    import tensorflow as tf
 
     random.seed(seed)
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
 
 
 def build_classifier(length: int, n_channels: int, n_classes: int, config: ClassifierConfig) -> Any:

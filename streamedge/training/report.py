@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["plot_confusion", "plot_forecasts", "plot_learning_curves", "write_index"]
+__all__ = ["plot_confusion", "plot_forecasts", "plot_learning_curves", "plot_penalty_path", "write_index"]
 
 
 def _pyplot() -> Any:
@@ -37,6 +37,23 @@ def plot_learning_curves(history: dict[str, list[float]], path: Path) -> Path:
         ax.set_ylabel(key)
         ax.legend()
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_penalty_path(history: dict[str, list[float]], path: Path) -> Path:
+    """Leave-one-out error of the ridge head per penalty (``history["alpha"]``, ``history["loo_error"]``)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.semilogx(history["alpha"], history["loo_error"], marker="o")
+    best = int(np.argmin(history["loo_error"]))
+    ax.axvline(history["alpha"][best], color="grey", linestyle="--", label=f"chosen alpha {history['alpha'][best]:.3g}")
+    ax.set_xlabel("ridge penalty alpha")
+    ax.set_ylabel("summed squared leave-one-out residual")
+    ax.legend()
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
