@@ -210,8 +210,9 @@ def test_k8s_worker_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
     assert stream.web_host == "0.0.0.0"  # probes and Prometheus reach the pod IP, not loopback
     annotations = worker["spec"]["template"]["metadata"]["annotations"]
     assert int(annotations["prometheus.io/port"]) == stream.web_port == container["ports"][0]["containerPort"]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": annotations["prometheus.io/path"], "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "metrics"}  # 503 when stuck
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert str(stream.model_dir) == mounts["models"] and str(stream.data_dir) == mounts["faust-data"]
     assert str(stream.public_key).startswith(mounts["model-key"])
