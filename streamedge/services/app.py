@@ -178,11 +178,16 @@ class StreamWorker:
 
         async def check_monitors() -> None:
             # On a timer, not per batch: drift must be noticed even when the readings stop.
-            requests = self.processor.retrain_requests()
-            for output in requests:
-                await app.producer.send_and_wait(self._topics[output.topic], output.key, output.value, None, None, None)
-            if requests:
-                self.metrics.results.labels("retrain_requests").inc(len(requests))
+            # Not tied to any offset: a request the broker refuses is logged, not fatal; the
+            # monitor asks again once its rule fires after the rate-limit interval.
+            for output in self.processor.retrain_requests():
+                try:
+                    await app.producer.send_and_wait(self._topics[output.topic], output.key, output.value,
+                                                     None, None, None)
+                except Exception as exc:  # any producer failure; the worker must keep streaming
+                    _log.warning("retrain request for %s not published: %s: %s", output.key, type(exc).__name__, exc)
+                    continue
+                self.metrics.results.labels("retrain_requests").inc()
 
         app.timer(interval=_MONITOR_EVERY_S, name="check_monitors")(check_monitors)
 

@@ -134,10 +134,16 @@ def test_a_refused_send_commits_nothing_turns_unhealthy_exits_and_a_restart_lose
     assert second.health()[0] == 200
 
 
-@pytest.mark.parametrize(("cap", "truncated"), [(10, True), (1000, False)])
-def test_a_rebuild_cut_by_the_message_cap_is_counted_with_its_keys(
+@pytest.mark.parametrize(("cap", "upto", "cause", "missing", "replayed"), [
+    (10, 90, "message_cap", 80, 10),
+    # The broker has nothing past offset 90: five empty fetches in a row, the rest never comes.
+    (1000, 100, "empty_fetches", 10, 90),
+    (1000, 90, None, 0, 90),
+])
+def test_a_truncated_rebuild_is_counted_and_logged_with_its_keys(
         kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout], model_dir: Path,
-        tiny_models: TinyModels, caplog: pytest.LogCaptureFixture, cap: int, truncated: bool) -> None:
+        tiny_models: TinyModels, caplog: pytest.LogCaptureFixture, cap: int, upto: int, cause: str | None,
+        missing: int, replayed: int) -> None:
     layout = make_topics(1)
     produce(kafka_settings, layout.readings,
             [(f"d{d}/s".encode(), reading(f"d{d}", seq)) for seq in range(30) for d in range(3)])
@@ -146,10 +152,14 @@ def test_a_rebuild_cut_by_the_message_cap_is_counted_with_its_keys(
     registry = CollectorRegistry()
     worker = StreamWorker(settings, kafka_settings, registry)
     with caplog.at_level(logging.INFO, logger="streamedge.services.app"):
-        asyncio.run(worker._rebuild(0, 90, time.time()))
+        asyncio.run(worker._rebuild(0, upto, time.time()))
     value = registry.get_sample_value
-    assert value("streamedge_stream_state_rebuild_readings_total") == min(cap, 90)
-    assert value("streamedge_stream_state_rebuild_truncated_total", {"cause": "message_cap"}) == int(truncated)
-    assert value("streamedge_stream_state_rebuild_truncated_keys_total") == (3 if truncated else 0)
-    if truncated:
-        assert "PARTIAL rebuild (message_cap): 80 message(s) before offset 90 not replayed; 3 key(s)" in caplog.text
+    assert value("streamedge_stream_state_rebuild_readings_total") == replayed
+    for name in ("message_cap", "empty_fetches"):
+        assert value("streamedge_stream_state_rebuild_truncated_total", {"cause": name}) == int(name == cause)
+    assert value("streamedge_stream_state_rebuild_truncated_keys_total") == (3 if cause else 0)
+    if cause:
+        assert (f"PARTIAL rebuild ({cause}): {missing} message(s) before offset {upto} not replayed; 3 key(s)"
+                in caplog.text)
+    else:
+        assert "PARTIAL" not in caplog.text
