@@ -14,6 +14,7 @@ from streamedge.cli.common import add_kafka_options, kafka_settings
 from streamedge.cli.options import option
 from streamedge.errors import ConfigError
 from streamedge.paths import user_state_dir
+from streamedge.training.config import CLASSIFIER_MODELS
 
 __all__ = ["register"]
 
@@ -23,10 +24,15 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("train", help="train a model, export TFLite variants, write a report")
     commands = parser.add_subparsers(dest="train_command", metavar="MODEL", required=True)
 
-    clf = commands.add_parser("classifier", help="1-D CNN (FCN) classifier on UCR/UEA .ts files",
-                              description="Train an FCN classifier; the test file is used once, at the end.")
+    clf = commands.add_parser("classifier", help="MiniRocket or FCN classifier on UCR/UEA .ts files",
+                              description="Train a classifier (default MiniRocket); the test file is used once, "
+                                          "at the end.")
     option(clf, "--train", type=Path, required=True, env="STREAMEDGE_TRAIN_TRAIN", help="training .ts file")
     option(clf, "--test", type=Path, required=True, env="STREAMEDGE_TRAIN_TEST", help="test .ts file")
+    option(clf, "--model", choices=CLASSIFIER_MODELS, default=None, env="STREAMEDGE_TRAIN_MODEL",
+           help="minirocket (default: fixed random convolutions + ridge head) or fcn (trained CNN)")
+    option(clf, "--features", type=int, default=None, env="STREAMEDGE_TRAIN_FEATURES",
+           help="MiniRocket features (default 10000; fewer: smaller, faster model)")
     _common(clf)
     clf.set_defaults(handler=_classifier)
 
@@ -183,10 +189,10 @@ def _lstm_conversions(args: argparse.Namespace) -> int:
 def _common(parser: argparse.ArgumentParser) -> None:
     option(parser, "--out", type=Path, required=True, env="STREAMEDGE_TRAIN_OUT", help="output folder")
     option(parser, "--epochs", type=int, default=None, env="STREAMEDGE_TRAIN_EPOCHS",
-           help="maximum epochs (default 300; early stopping usually ends sooner)")
+           help="maximum epochs (FCN / LSTM; default 300, early stopping usually ends sooner)")
     option(parser, "--seed", type=int, default=0, env="STREAMEDGE_TRAIN_SEED", help="random seed")
     option(parser, "--name", default=None, env="STREAMEDGE_TRAIN_NAME",
-           help="model name (default: <data file>-fcn / -lstm)")
+           help="model name (default: <data file>-<model> / -lstm)")
     option(parser, "--no-progress", action="store_true", env="STREAMEDGE_TRAIN_NO_PROGRESS",
            help="hide progress bars")
     option(parser, "--register", type=Path, default=None, env="STREAMEDGE_TRAIN_REGISTER",
@@ -211,7 +217,7 @@ def _classifier(args: argparse.Namespace) -> int:
 
     if args.register is not None and args.signing_key is None:
         raise ValueError("--register needs --signing-key")
-    config = ClassifierConfig(**_overrides(args, ("epochs", "seed")))
+    config = ClassifierConfig(**_overrides(args, ("model", "features", "epochs", "seed")))
     metrics = train_classifier(args.train, args.test, args.out, config, name=args.name,
                                progress=not args.no_progress)
     _summary(metrics, ("accuracy", "f1_macro"), args.out)
@@ -262,6 +268,11 @@ def _summary(metrics: dict[str, Any], keys: tuple[str, ...], out: Path) -> None:
         print(row(f"tflite {variant}", values))
     for name, values in metrics.get("baselines", {}).items():
         print(row(f"baseline {name}", values))
+    if "accuracy_ci95" in metrics["keras"]:
+        low, high = metrics["keras"]["accuracy_ci95"]
+        print(f"keras test accuracy 95 % interval: {low:.1f}-{high:.1f} % ({metrics['data']['n_test']} series)")
+    for warning in metrics.get("warnings", []):
+        print(f"warning: {warning}")
     print(f"selected variant: {metrics['selected_variant']}; wrote {out} (report: {out / 'report' / 'index.html'})")
 
 

@@ -38,6 +38,23 @@ def test_train_forecaster_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert manifest.hyperparameters["seed"] == 1
 
 
+def test_train_classifier_cli_model_flags_and_small_data_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train = write_ts(tmp_path / "toy_TRAIN.ts", per_class=6)
+    test = write_ts(tmp_path / "toy_TEST.ts", per_class=4, seed=1)
+    monkeypatch.setenv("STREAMEDGE_TRAIN_FEATURES", "84")
+    out = tmp_path / "clf"
+    code = main(["train", "classifier", "--train", str(train), "--test", str(test), "--out", str(out),
+                 "--model", "minirocket", "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "95 % interval" in printed and "warning: leave-one-out over the training set" in printed
+    manifest = read_manifest(out)
+    assert manifest.name == "toy-minirocket"
+    assert manifest.hyperparameters["model"] == "minirocket" and manifest.hyperparameters["features"] == 84
+
+
 def test_train_classifier_cli_reports_bad_data_as_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     train = write_ts(tmp_path / "x_TRAIN.ts", per_class=2)
     test = write_ts(tmp_path / "x_TEST.ts", per_class=2)

@@ -22,14 +22,22 @@ from tests.training.helpers import write_seasonal_csv, write_ts
 _INT8_TOLERANCE = 0.35
 
 
-def _classifier(tmp: Path) -> tuple[dict[str, Any], np.ndarray]:
+def _classify(tmp: Path, config: ClassifierConfig) -> tuple[dict[str, Any], np.ndarray]:
     train = write_ts(tmp / "tiny_TRAIN.ts", per_class=8, seed=1)
     test = write_ts(tmp / "tiny_TEST.ts", per_class=6, seed=2)
-    config = ClassifierConfig(filters=(8, 16, 8), epochs=4, patience=2, min_epochs=0, seed=3)
     metrics = train_classifier(train, test, tmp / "out", config, progress=False)
     from streamedge.training.data import load_ts
 
     return metrics, load_ts(test).x
+
+
+def _fcn(tmp: Path) -> tuple[dict[str, Any], np.ndarray]:
+    return _classify(tmp, ClassifierConfig(model="fcn", filters=(8, 16, 8), epochs=4, patience=2, min_epochs=0,
+                                           seed=3))
+
+
+def _minirocket(tmp: Path) -> tuple[dict[str, Any], np.ndarray]:
+    return _classify(tmp, ClassifierConfig(model="minirocket", features=168, seed=3))
 
 
 def _forecaster(tmp: Path) -> tuple[dict[str, Any], np.ndarray]:
@@ -44,9 +52,14 @@ def _forecaster(tmp: Path) -> tuple[dict[str, Any], np.ndarray]:
 
 
 FAMILIES: dict[str, Callable[[Path], tuple[dict[str, Any], np.ndarray]]] = {
-    "classify": _classifier,
+    "classify-fcn": _fcn,
+    "classify-minirocket": _minirocket,
     "forecast": _forecaster,
 }
+
+
+def _task(family: str) -> str:
+    return family.split("-")[0]
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -59,7 +72,8 @@ def trained(
 
 
 def test_metrics_json_follows_the_contract(trained: tuple[str, Path, dict[str, Any], np.ndarray]) -> None:
-    task, out, metrics, _ = trained
+    family, out, metrics, _ = trained
+    task = _task(family)
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["task"] == task == metrics["task"]
     keys = ("accuracy", "f1_macro") if task == "classify" else ("mae", "rmse", "mape", "mase")
@@ -78,7 +92,8 @@ def test_metrics_json_follows_the_contract(trained: tuple[str, Path, dict[str, A
 
 
 def test_manifest_describes_the_selected_model(trained: tuple[str, Path, dict[str, Any], np.ndarray]) -> None:
-    task, out, metrics, _ = trained
+    family, out, metrics, _ = trained
+    task = _task(family)
     manifest = read_manifest(out)
     assert manifest.task == task
     assert manifest.version == 1 and manifest.signature is None
@@ -86,7 +101,8 @@ def test_manifest_describes_the_selected_model(trained: tuple[str, Path, dict[st
     verify_model_file(manifest, out)
     assert (out / "model.tflite").read_bytes() == (out / "variants" / f"{manifest.quantization}.tflite").read_bytes()
     assert set(manifest.runtimes) == set(EDGE_RUNTIMES)
-    assert manifest.hyperparameters["model"] in ("fcn", "lstm")
+    assert manifest.hyperparameters["model"] == {"classify-fcn": "fcn", "classify-minirocket": "minirocket",
+                                                 "forecast": "lstm"}[family]
     feature = manifest.features[0]
     assert set(manifest.reference_stats["features"][feature]) >= {"mean", "std", "quantiles", "histogram"}
     if task == "forecast":
@@ -98,7 +114,8 @@ def test_manifest_describes_the_selected_model(trained: tuple[str, Path, dict[st
 def test_every_variant_matches_keras(trained: tuple[str, Path, dict[str, Any], np.ndarray]) -> None:
     import keras
 
-    task, out, metrics, raw = trained
+    family, out, metrics, raw = trained
+    task = _task(family)
     manifest = read_manifest(out)
     mean, std = np.array(manifest.normalisation["mean"]), np.array(manifest.normalisation["std"])
     windows = ((raw - mean) / std).astype(np.float32)
@@ -112,9 +129,10 @@ def test_every_variant_matches_keras(trained: tuple[str, Path, dict[str, Any], n
 
 
 def test_report_has_plots_and_page(trained: tuple[str, Path, dict[str, Any], np.ndarray]) -> None:
-    _, out, _, _ = trained
+    family, out, _, _ = trained
     pngs = sorted(p.name for p in (out / "report").glob("*.png"))
-    assert "learning_curves.png" in pngs and len(pngs) >= 2
+    curve = "ridge_penalty.png" if family == "classify-minirocket" else "learning_curves.png"
+    assert curve in pngs and len(pngs) >= 2
     page = (out / "report" / "index.html").read_text()
     assert all(name in page for name in pngs)
     assert all(png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for png in (out / "report").glob("*.png"))
@@ -140,10 +158,23 @@ def test_lstm_conversion_routes_are_measured(trained: tuple[str, Path, dict[str,
 
 
 def test_same_seed_repeats_the_run(trained: tuple[str, Path, dict[str, Any], np.ndarray], tmp_path: Path) -> None:
-    task, _, metrics, _ = trained
-    again, _ = FAMILIES[task](tmp_path)
+    family, _, metrics, _ = trained
+    again, _ = FAMILIES[family](tmp_path)
     assert again["history"] == metrics["history"]
     def scores(result: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in result["keras"].items() if k != "latency_ms_p50"}
 
     assert scores(again) == scores(metrics)
+
+
+@pytest.mark.parametrize("trained", ["classify-fcn", "classify-minirocket"], indirect=True)
+def test_small_data_is_flagged(trained: tuple[str, Path, dict[str, Any], np.ndarray]) -> None:
+    family, _, metrics, _ = trained
+    low, high = metrics["keras"]["accuracy_ci95"]
+    assert low <= metrics["keras"]["accuracy"] <= high and high - low > 10  # 12 test series
+    assert any("fewer than 20" in w for w in metrics["warnings"])
+    assert any("95 % interval" in w for w in metrics["warnings"])
+    if family == "classify-fcn":
+        assert metrics["data"]["n_validation"] == 4 and metrics["best_epoch"] >= 1
+    else:
+        assert metrics["n_features"] == 168 and metrics["ridge_alpha"] in metrics["history"]["alpha"]

@@ -63,3 +63,15 @@ def test_classification_metrics_by_hand() -> None:
     assert m["recall_macro"] == pytest.approx((0.5 + 1 + 0.5) / 3)
     f1 = [0.5, 2 * (2 / 3) / (5 / 3), 2 * 0.5 / 1.5]
     assert m["f1_macro"] == pytest.approx(sum(f1) / 3)
+
+
+def test_accuracy_interval_is_wilson() -> None:
+    from streamedge.training.metrics import accuracy_interval
+
+    low, high = accuracy_interval(30, 30)
+    assert low == pytest.approx(88.65, abs=0.01) and high == 100.0
+    low, high = accuracy_interval(15, 30)  # p = 0.5: symmetric, half-width z * sqrt(.25/30 + z^2/3600) / (1 + z^2/30)
+    assert low == pytest.approx(33.15, abs=0.01) and high == pytest.approx(66.85, abs=0.01)
+    assert accuracy_interval(0, 0) == (0.0, 100.0)
+    metrics = classification_metrics([0, 1, 1, 0], [0, 1, 0, 0], 2)
+    assert metrics["accuracy_ci95"] == list(accuracy_interval(3, 4))
