@@ -163,3 +163,30 @@ def test_a_truncated_rebuild_is_counted_and_logged_with_its_keys(
                 in caplog.text)
     else:
         assert "PARTIAL" not in caplog.text
+
+
+def test_replay_dlq_skips_hostile_records_and_never_replays_a_truncated_original(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from streamedge.cli.main import main
+    from streamedge.services.records import Source, dead_letter
+
+    layout = make_topics(1)
+    good = reading("d0", 3)
+    source = Source(layout.readings, 0, 7, 1.7e9, b"d0/s")
+    not_letters: list[bytes | None] = [payload for _, payload in known_bad()] + [
+        b'{"reason": 1, "original": null}', b'{"reason": "bad_json", "original": 12}',
+        b'{"reason": "bad_json", "original": "not base64!"}', b'{"reason": ["x"], "original": "AA=="}']
+    truncated = dead_letter(b"x" * 20_000, source, "too_large", "", 1.7e9, max_bytes=4096)
+    produce(kafka_settings, layout.dead_letters,
+            [(b"\xff", value) for value in not_letters]
+            + [(b"d0/s", truncated), (b"d0/s", dead_letter(good, source, "unknown_device", "", 1.7e9))])
+
+    args = ["stream", "replay-dlq", "--bootstrap-servers", kafka_settings.bootstrap_servers,
+            "--topic-prefix", layout.prefix]
+    assert main(args) == 1  # the truncated original needs a fix: reported, not produced
+    out = capsys.readouterr().out
+    assert f"skipped {len(not_letters)} message(s) that are not dead letters" in out
+    assert "re-injected 1, still invalid 0, without a fix 0, truncated without a fix 1" in out
+    replayed = consume_until(kafka_settings, [layout.readings], lambda ms: False, timeout=5)
+    assert [(m.key, m.value) for m in replayed] == [(b"d0/s", good)]
