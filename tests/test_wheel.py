@@ -84,4 +84,5 @@ def test_wheel_installs_one_namespace_and_runs_from_any_folder(tmp_path: Path) -
         assert figures[run]["throughput_per_s"] > 0 and figures[run]["rss_mb"] > 0
     assert figures["ratios"]["pipeline_over_passthrough"] > 0
     assert figures["ratios"]["pipeline_over_naive"] > 0
+    assert figures["processing_guarantee"]["exactly_once"]["throughput_per_s"] > 0
     assert (home / "bench" / "stream").is_dir(), "bench scratch belongs under STREAMEDGE_HOME"

@@ -34,7 +34,6 @@ import json
 import math
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from streamedge.cli.options import option
+from streamedge.kafka.cluster import free_ports
 from streamedge.paths import user_state_dir
 from streamedge.processes import stop_process
 
@@ -107,26 +107,6 @@ def plan_faults(faults: int, kinds: list[str], seed: int, workers: int) -> list[
     return plan
 
 
-def _free_base_port(count: int) -> int:
-    """A port ``p`` such that ``p .. p + count - 1`` are free on 127.0.0.1 now."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base: int = probe.getsockname()[1]
-        if base + count < 65000 and all(_port_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError(f"no {count} consecutive free ports found on 127.0.0.1")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 class _Workers:
     """The stream workers of the run, one group; each logs to its own file."""
 
@@ -139,13 +119,16 @@ class _Workers:
         self.env = {**os.environ, "STREAMEDGE_STREAM_APP_ID": f"{prefix}app",
                     "STREAMEDGE_STREAM_COMMIT_INTERVAL_S": "0.5",
                     "STREAMEDGE_STREAM_SESSION_TIMEOUT_S": str(_SESSION_TIMEOUT_S),
-                    "STREAMEDGE_STREAM_PROCESSING_GUARANTEE": guarantee}
+                    "STREAMEDGE_STREAM_PROCESSING_GUARANTEE": guarantee,
+                    # A worker that cannot deliver a batch for this long exits non-zero (its own
+                    # rule); the run restarts it, as a supervisor would. Longer than a pause.
+                    "STREAMEDGE_STREAM_UNHEALTHY_AFTER_S": "20", "STREAMEDGE_STREAM_EXIT_AFTER_S": "45"}
         self.live: list[tuple[subprocess.Popen[bytes], int]] = []
         self.started = 0
         self.unexpected_exits: list[int] = []
 
     def start(self, timeout: float = 120.0) -> None:
-        port = _free_base_port(1)
+        port = free_ports(1)
         self.started += 1
         log = self.work / f"worker-{self.started}.log"
         env = {**self.env, "STREAMEDGE_STREAM_DATA_DIR": str(self.work / f"faust-{self.started}")}
@@ -161,12 +144,13 @@ class _Workers:
             time.sleep(0.3)
         raise RuntimeError(f"worker not ready within {timeout:.0f} s: {log.read_text()[-2000:]}")
 
-    def check(self) -> None:
-        """Note workers that exited on their own (a crash); the run replaces none of them here."""
+    def supervise(self) -> None:
+        """Replace workers that exited on their own (counted in ``unexpected_exits``), as a supervisor would."""
         for proc, port in list(self.live):
             if proc.poll() is not None:
                 self.unexpected_exits.append(proc.returncode)
                 self.live.remove((proc, port))
+                self.start()
 
     def kill(self, index: int) -> None:
         proc, _ = self.live.pop(index % len(self.live))
@@ -266,7 +250,7 @@ class _Run:
         self.work = Path(args.work_dir).resolve()
         self.work.mkdir(parents=True, exist_ok=True)
         model_dir, public_key = tiny_model_dir(self.work)
-        port = args.port or _free_base_port(6)
+        port = args.port or free_ports(6)
         self.cluster = LocalCluster(self.work / f"cluster-{port}", brokers=3, port=port, libs_dir=args.libs_dir)
         self.cluster.up()
         self.kafka = KafkaSettings(bootstrap_servers=self.cluster.bootstrap, client_id="streamedge-chaos")
@@ -350,7 +334,7 @@ class _Run:
                 self.end(entry)
                 self.log.append(entry)
                 print(f"fault {len(self.log)}/{len(plan)}: {entry}", flush=True)
-            self.workers.check()
+            self.workers.supervise()
 
     def results(self, expected: set[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Results (forecasts, classifications) until every expected key is seen, then dead letters."""
@@ -368,6 +352,7 @@ class _Run:
                     batch = [json.loads(m.value) for records in consumer.poll(timeout_ms=500).values()
                              for m in records]
                     found += batch
+                    self.workers.supervise()
                     # Once complete, a few empty polls more let late copies (duplicates) arrive.
                     quiet = quiet + 1 if done(found) and not batch else 0
                 return found
@@ -412,12 +397,9 @@ def run(args: argparse.Namespace) -> int:
             chaos.workers.start()
         chaos.stream(plan, devices, seqs)
         chaos.cluster.up()
-        chaos.workers.check()
-        if not chaos.workers.live:
-            chaos.workers.start()
+        chaos.workers.supervise()
         expected = expected_keys(devices, _STREAM, seqs, _WINDOW, _MODELS)
         results, letters = chaos.results(set(expected))
-        chaos.workers.check()
         figures = tally(expected, results)
     finally:
         chaos.close()

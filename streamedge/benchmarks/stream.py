@@ -120,8 +120,10 @@ class _Bench:
         """``(result timestamp s, record)`` of results created at/after ``since``, until ``expected`` or timeout."""
         from kafka import KafkaConsumer
 
+        # read_committed: an exactly-once worker's results count once their transaction committed.
         consumer = KafkaConsumer(topic, **self.kafka.kafka_python_config(), group_id=None,
-                                 auto_offset_reset="earliest", enable_auto_commit=False)
+                                 auto_offset_reset="earliest", enable_auto_commit=False,
+                                 isolation_level="read_committed")
         found: list[tuple[float, dict[str, Any]]] = []
         deadline = time.monotonic() + timeout
         try:
@@ -219,12 +221,13 @@ def run(args: argparse.Namespace) -> int:
     batch_sizes = [int(b) for b in str(args.batch_sizes).split(",")]
     routes = json.dumps({"s": ["tiny-forecaster", "tiny-classifier"]})
 
-    def pipeline(batch: int, port: int = 16999, stride: int = 1) -> Any:
+    def pipeline(batch: int, port: int = 16999, stride: int = 1, guarantee: str = "at_least_once") -> Any:
         def _start(layout: Any) -> subprocess.Popen[bytes]:
             worker_env = {**env, "STREAMEDGE_STREAM_APP_ID": f"{layout.prefix}app",
                           "STREAMEDGE_STREAM_DATA_DIR": str(bench.work / "faust"),
                           "STREAMEDGE_STREAM_BATCH_WAIT_S": str(args.batch_wait),
-                          "STREAMEDGE_STREAM_CLASSIFY_STRIDE": str(stride)}
+                          "STREAMEDGE_STREAM_CLASSIFY_STRIDE": str(stride),
+                          "STREAMEDGE_STREAM_PROCESSING_GUARANTEE": guarantee}
             cmd = [python, "-m", "streamedge.cli.main", "--log-level", "WARNING", "stream", "worker",
                    "--bootstrap-servers", bench.kafka.bootstrap_servers, "--topic-prefix", layout.prefix,
                    "--model-dir", str(model_dir), "--public-key", str(public_key), "--routes", routes,
@@ -267,6 +270,14 @@ def run(args: argparse.Namespace) -> int:
         tradeoff.append({"batch_size": batch, "batch_wait_s": args.batch_wait, "classify_stride": stride, **figures})
     report["pipeline"] = {**tradeoff[-1]}
     report["batch_tradeoff"] = tradeoff
+    layout = bench.layout()
+    bench.fill(layout, keys, per_key)
+    exactly_once = bench.measure(f"pipeline batch={batch_sizes[-1]} exactly_once", layout,
+                                 pipeline(batch_sizes[-1], guarantee="exactly_once"), expected, keys, per_key)
+    report["processing_guarantee"] = {
+        "at_least_once": report["pipeline"], "exactly_once": exactly_once,
+        "exactly_once_over_at_least_once": round(exactly_once["throughput_per_s"]
+                                                 / report["pipeline"]["throughput_per_s"], 3)}
 
     naive_keys = min(keys, 10)
     naive_per_key = max(_WINDOW + 1, args.naive_messages // naive_keys + _WINDOW - 1)

@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from streamedge.kafka.broker import BrokerError, BrokerStatus, LocalBroker, new_cluster_id
 
-__all__ = ["ClusterStatus", "LocalCluster", "read_cluster_file"]
+__all__ = ["ClusterStatus", "LocalCluster", "free_ports", "read_cluster_file"]
 
 _CLUSTER_FILE = "cluster.json"
 
@@ -163,6 +164,26 @@ class LocalCluster:
             os.killpg(pid, signum)
         except ProcessLookupError:
             return
+
+
+def free_ports(count: int) -> int:
+    """A port ``p`` such that ``p .. p + count - 1`` are free on 127.0.0.1 now (for a cluster: ``2 * brokers``)."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base: int = probe.getsockname()[1]
+        if base + count < 65000 and all(_port_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports found on 127.0.0.1")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _reap(pid: int) -> None:
