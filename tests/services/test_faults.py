@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -172,3 +173,6 @@ def test_rebalance_between_live_workers_loses_nothing_and_dead_letters_nothing(
     letters = consume_until(kafka_settings, [layout.dead_letters], lambda ms: False, timeout=3)
     assert letters == []
     assert second.metric("streamedge_stream_state_rebuild_readings_total") > 0
+    # The first worker kept some partitions when the second joined: only new ones are rebuilt.
+    rebuilds = Counter(re.findall(r"partition (\d+): (?:rebuilt windows|PARTIAL rebuild)", first.log.read_text()))
+    assert rebuilds and max(rebuilds.values()) == 1, rebuilds
