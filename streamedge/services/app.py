@@ -44,9 +44,10 @@ __all__ = ["StreamWorker"]
 _log = logging.getLogger(__name__)
 # How often a timer checks the error/drift monitors and publishes due retrain requests, seconds.
 _MONITOR_EVERY_S = 5.0
-# How often the progress watchdog judges health; committed lag is read every _LAG_EVERY checks.
+# How often the progress watchdog judges health, and how often committed lag is read (its own
+# timer: a slow broker must not delay the health verdict).
 _WATCH_EVERY_S = 1.0
-_LAG_EVERY = 5
+_LAG_EVERY_S = 5.0
 # Batches whose results may be awaiting broker acknowledgement at once (bounds memory).
 _MAX_INFLIGHT = 4
 _PRODUCER_BATCH_BYTES = 512 * 1024
@@ -207,18 +208,18 @@ class StreamWorker:
             return web.json(body, status=status)
 
         app.page("/health")(health_page)
-        ticks = 0
 
         async def watch_progress() -> None:
-            nonlocal ticks
-            ticks += 1
-            if ticks % _LAG_EVERY == 0:
-                await self._committed_lag(app)
             assert self.delivery is not None
             if self.health.update(self.delivery.oldest_age()) == "stuck":
                 await self._stop(app, self.health.report()[1]["failure"])
 
         app.timer(interval=_WATCH_EVERY_S, name="watch_progress")(watch_progress)
+
+        async def committed_lag() -> None:
+            await self._committed_lag(app)
+
+        app.timer(interval=_LAG_EVERY_S, name="committed_lag")(committed_lag)
 
         async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
             self.reassign(args[0] if args else kwargs.get("assigned", ()))
@@ -255,7 +256,6 @@ class StreamWorker:
     async def _committed_lag(self, app: Any) -> None:
         """Set ``committed_lag`` per owned partition: high watermark minus the group's committed offset."""
         from aiokafka.admin import AIOKafkaAdminClient
-        from aiokafka.errors import KafkaError
         from aiokafka.structs import TopicPartition
         from faust.types import TP
 
@@ -263,8 +263,9 @@ class StreamWorker:
         try:
             await admin.start()
             committed = await admin.list_consumer_group_offsets(self.settings.app_id)
-        except KafkaError as exc:
-            _log.warning("committed offsets of group %s not read: %s", self.settings.app_id, exc)
+        except Exception as exc:  # a monitoring read: any failure leaves the gauge as it was
+            _log.warning("committed offsets of group %s not read: %s: %s", self.settings.app_id,
+                         type(exc).__name__, exc)
             return
         finally:
             await admin.close()
