@@ -238,12 +238,10 @@ class _Run:
     """One chaos run: cluster, topics, workers, producer, faults, and the accounting."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from kafka import KafkaProducer
-
         from streamedge.benchmarks.stream import tiny_model_dir
         from streamedge.kafka.cluster import LocalCluster
         from streamedge.kafka.settings import KafkaSettings
-        from streamedge.kafka.topics import TopicLayout, create_topics
+        from streamedge.kafka.topics import TopicLayout
 
         self.args = args
         self.rng = random.Random(args.seed)
@@ -252,16 +250,26 @@ class _Run:
         model_dir, public_key = tiny_model_dir(self.work)
         port = args.port or free_ports(6)
         self.cluster = LocalCluster(self.work / f"cluster-{port}", brokers=3, port=port, libs_dir=args.libs_dir)
-        self.cluster.up()
         self.kafka = KafkaSettings(bootstrap_servers=self.cluster.bootstrap, client_id="streamedge-chaos")
         self.layout = TopicLayout(prefix=f"chaos{uuid.uuid4().hex[:8]}.", partitions=6)
-        create_topics(self.kafka, self.layout, replication_factor=3)
         self.workers = _Workers(self.cluster.bootstrap, self.layout.prefix, model_dir, public_key,
                                 args.processing_guarantee, self.work)
-        self.producer = KafkaProducer(**self.kafka.kafka_python_config(), acks="all", linger_ms=5,
-                                      request_timeout_ms=15_000)
+        self.producer: Any = None
         self.poison: list[tuple[int, int]] = []
         self.log: list[dict[str, Any]] = []
+
+    def open(self) -> None:
+        """Start the cluster, create the topics and the producer, start ``--workers`` workers."""
+        from kafka import KafkaProducer
+
+        from streamedge.kafka.topics import create_topics
+
+        self.cluster.up()
+        create_topics(self.kafka, self.layout, replication_factor=3)
+        self.producer = KafkaProducer(**self.kafka.kafka_python_config(), acks="all", linger_ms=5,
+                                      request_timeout_ms=15_000)
+        for _ in range(self.args.workers):
+            self.workers.start()
 
     def begin(self, kind: str) -> dict[str, Any]:
         """Start fault ``kind``; returns its log entry (``end`` completes it)."""
@@ -373,9 +381,13 @@ class _Run:
         return results, letters
 
     def close(self) -> None:
-        self.workers.stop_all()
-        self.producer.close(timeout=30)
-        self.cluster.down()
+        """Stop the workers, the producer and the cluster, whatever ``open`` got to."""
+        try:
+            self.workers.stop_all()
+            if self.producer is not None:
+                self.producer.close(timeout=30)
+        finally:
+            self.cluster.down()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -393,8 +405,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     chaos = _Run(args)
     try:
-        for _ in range(args.workers):
-            chaos.workers.start()
+        chaos.open()
         chaos.stream(plan, devices, seqs)
         chaos.cluster.up()
         chaos.workers.supervise()
