@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -51,6 +53,21 @@ class ModelMonitor:
             self._error_sum -= self._errors[0]
         self._errors.append(abs_error)
         self._error_sum += abs_error
+
+    def add_errors(self, errors: Sequence[float]) -> None:
+        """Several scored readings' mean absolute one-step errors, oldest first."""
+        maxlen = self.mae_window
+        drop = min(len(self._errors), len(self._errors) + len(errors) - maxlen)
+        if drop > 0:
+            self._error_sum -= sum(islice(self._errors, 0, drop))
+        tail = errors[len(errors) - min(maxlen, len(errors)):]
+        self._errors.extend(tail)
+        self._error_sum += sum(tail)
+
+    def add_inputs(self, values: npt.NDArray[np.float64]) -> None:
+        """Several readings' values, ``(n, n_features)``, oldest first."""
+        kept = values[len(values) - min(self.drift_window, len(values)):]
+        self._inputs.extend(map(tuple, kept.tolist()))
 
     def add_input(self, values: tuple[float, ...]) -> None:
         """One reading's values as fed to the model."""

@@ -1,26 +1,32 @@
 """The pipeline of one micro-batch, with no Kafka in sight: bytes in, messages to produce out.
 
-For a batch of readings-topic messages (in consumption order) :meth:`Processor.process`:
+Every message is a reading block (a single reading is a block of one). For a batch of
+readings-topic messages (in consumption order) :meth:`Processor.process`:
 
-1. validates each message (:func:`~streamedge.contracts.reading.parse_reading`, device allow-list,
-   stream route, feature count, per-key ordering) and dead-letters the bad ones with a reason;
-2. appends good readings to their key's window and collects every full window per model;
-3. runs each model once on all its windows of the batch (one TFLite invoke per model);
-4. walks the readings in order again: scores each reading against the one-step forecast made at
-   the previous reading of its key (anomaly rule below), then emits its forecast and, every
-   ``classify_stride`` readings, its classification.
+1. validates each message (:func:`~streamedge.contracts.reading.parse_message`, device
+   allow-list, stream route, feature count, per-key ordering) and dead-letters a bad one whole,
+   with the reason and the first offending sample;
+2. appends each good block to its key's window (:class:`~services.windows.WindowStore`) and cuts
+   every full window of the block as numpy views: every sample for a forecaster, every sample
+   whose ``seq % classify_stride == 0`` for a classifier;
+3. runs each model once on all its windows of the batch, from every key (one TFLite invoke per
+   model);
+4. scores each block against its one-step forecasts in array operations (anomaly rule below) and
+   encodes the results: a single reading gets the per-reading results (one message per reading
+   and model, :func:`~services.records.result`); a block gets one message per block and model
+   (:func:`~services.records.block_result`: forecasts as an array, anomalies as the sample
+   indexes and values that broke the band, classifications of the strided samples).
 
-Anomaly rule: reading ``seq`` is anomalous for forecaster ``m`` when ``m`` forecast it from the
+Anomaly rule: sample ``seq`` is anomalous for forecaster ``m`` when ``m`` forecast it from the
 window ending at ``seq - 1`` and ``|actual - forecast| > anomaly_k * residual_std`` for any
 feature, ``residual_std`` being the model's validation residual standard deviation (manifest
 ``validation_error``). A gap in ``seq`` skips the scoring (the forecast was for a lost reading).
-The first ``window - 1`` readings of a key fill its window and produce no result.
+The first ``window - 1`` samples of a key fill its window and produce no result.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,31 +34,45 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 
-from streamedge.contracts.reading import Reading, Rejection, parse_reading
+from streamedge.contracts.reading import Reading, ReadingBlock, Rejection, parse_message
 from streamedge.errors import StreamedgeError
 from streamedge.services.metrics import StreamMetrics
 from streamedge.services.models import LoadedModel, ModelSet
 from streamedge.services.monitor import ModelMonitor
-from streamedge.services.records import Output, Source, dead_letter, dead_letter_key, result
+from streamedge.services.records import Output, Source, block_result, dead_letter, dead_letter_key, result
 from streamedge.services.settings import StreamSettings
 from streamedge.services.shadow import ShadowSet
-from streamedge.services.windows import KeyState, PendingForecast, WindowStore
+from streamedge.services.windows import Extension, PendingForecast, WindowStore
 
 __all__ = ["Processor"]
+
+# (reason, detail, first offending sample or None)
+_Refusal = tuple[str, str, int | None]
 
 
 @dataclass
 class _Job:
-    reading: Reading
+    """One admitted message: its block, where it came from, and what each model made of it.
+
+    ``picks[name]`` are the block's sample indexes with a window for ``name`` (ascending);
+    ``windows[name]`` the ``(len(picks), window, n_features)`` float64 views of those windows;
+    ``outputs[name]`` the model's rows for them and ``ok[name]`` which rows are finite.
+    """
+
+    block: ReadingBlock
+    single: bool
     source: Source
-    state: KeyState
+    ext: Extension
     models: list[str]
     payload: bytes | None
-    windows: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
-    outputs: dict[str, list[Any]] = field(default_factory=dict)
+    picks: dict[str, npt.NDArray[np.intp]] = field(default_factory=dict)
+    windows: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
+    outputs: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
+    ok: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
     shadow: dict[str, list[Any]] = field(default_factory=dict)
-    failures: dict[str, tuple[str, str]] = field(default_factory=dict)
+    failures: dict[str, _Refusal] = field(default_factory=dict)
 
 
 class Processor:
@@ -111,26 +131,30 @@ class Processor:
     def _routed(self, stream: str) -> list[str]:
         return self._routes.get(stream, self._default_route)
 
-    def _admit(self, payload: bytes | None, source: Source) -> _Job | tuple[str, str]:
-        parsed = parse_reading(payload)
+    def _admit(self, payload: bytes | None, source: Source) -> _Job | _Refusal:
+        parsed = parse_message(payload)
         if isinstance(parsed, Rejection):
-            return parsed.reason, parsed.detail
-        if self.settings.devices and not any(fnmatch.fnmatchcase(parsed.device_id, p) for p in self.settings.devices):
-            return "unknown_device", f"device {parsed.device_id!r} is not in the allow-list"
-        names = self._routed(parsed.stream)
+            return parsed.reason, parsed.detail, parsed.sample
+        single = isinstance(parsed, Reading)
+        block = ReadingBlock.from_reading(parsed) if isinstance(parsed, Reading) else parsed
+        if self.settings.devices and not any(fnmatch.fnmatchcase(block.device_id, p) for p in self.settings.devices):
+            return "unknown_device", f"device {block.device_id!r} is not in the allow-list", None
+        names = self._routed(block.stream)
         if not names:
-            return "unknown_stream", f"no model is routed to stream {parsed.stream!r}"
+            return "unknown_stream", f"no model is routed to stream {block.stream!r}", None
+        width = block.values.shape[1]
         for name in names:
             model = self.models.get(name)
             if model is None:
-                return "model_unavailable", f"model {name!r} routed to {parsed.stream!r} is not loaded"
-            if model.manifest.n_features != len(parsed.values):
-                return ("wrong_feature_count",
-                        f"{len(parsed.values)} values but {name} takes {model.manifest.n_features} features")
-        state = self.store.accept(parsed, source.timestamp, source.partition)
-        if isinstance(state, str):
-            return state, f"seq {parsed.seq} ts {parsed.ts} after seq {self._last(parsed.key)}"
-        return _Job(parsed, source, state, names, payload)
+                return "model_unavailable", f"model {name!r} routed to {block.stream!r} is not loaded", None
+            if model.manifest.n_features != width:
+                return ("wrong_feature_count", f"{width} values but {name} takes {model.manifest.n_features} features",
+                        None)
+        ext = self.store.accept(block, source.timestamp, source.partition)
+        if isinstance(ext, str):
+            return (ext, f"seq {block.seq} ts {float(block.ts[0])} after seq {self._last(block.key)}",
+                    None if single else 0)
+        return _Job(block, single, source, ext, names, payload)
 
     def _last(self, key: str) -> str:
         state = self.store.get(key)
@@ -140,7 +164,8 @@ class Processor:
         """Run one micro-batch; returns the messages to produce, in order.
 
         Args:
-            batch: ``(payload, source)`` pairs in consumption order.
+            batch: ``(payload, source)`` pairs in consumption order; a payload is a single
+                reading or a reading block.
             emit: False while rebuilding state: windows, pending forecasts and monitors are
                 updated, nothing is returned or counted.
         """
@@ -148,19 +173,24 @@ class Processor:
         outputs: list[Output] = []
         jobs: list[_Job] = []
         evicted = self.store.evicted
+        samples = 0
         for payload, source in batch:
             admitted = self._admit(payload, source)
             if isinstance(admitted, _Job):
                 self._collect_windows(admitted)
                 jobs.append(admitted)
+                samples += len(admitted.block)
             elif emit:
-                reason, detail = admitted
-                outputs.append(self._dead_letter(payload, source, reason, detail, now))
+                reason, detail, sample = admitted
+                samples += 1
+                outputs.append(self._dead_letter(payload, source, reason, detail, now, sample))
         if emit:
-            self.metrics.readings.inc(len(batch))
+            self.metrics.readings.inc(samples)
         self._infer(jobs, emit)
         for job in jobs:
             self._emit(job, now, outputs, emit)
+        if emit:
+            self._set_mae()
         expired = self.store.expire()
         if emit:
             self.metrics.keys_dropped.labels("idle").inc(expired)
@@ -168,121 +198,199 @@ class Processor:
             self.metrics.active_keys.set(len(self.store))
         return outputs
 
-    def _dead_letter(self, payload: bytes | None, source: Source, reason: str, detail: str, now: float) -> Output:
+    def _dead_letter(self, payload: bytes | None, source: Source, reason: str, detail: str, now: float,
+                     sample: int | None = None) -> Output:
         self.metrics.dead_letters.labels(reason).inc()
-        value = dead_letter(payload, source, reason, detail, now, self.settings.dead_letter_max_bytes)
+        value = dead_letter(payload, source, reason, detail, now, self.settings.dead_letter_max_bytes, sample)
         return Output("dead_letters", dead_letter_key(source.key), value)
 
     def _collect_windows(self, job: _Job) -> None:
-        seq = job.reading.seq
-        by_length: dict[int, npt.NDArray[np.float32] | None] = {}
+        """Pick the samples with a full window per model and cut their windows as views."""
+        rows, start, n = job.ext.rows, job.ext.start, len(job.block)
+        stride = self.settings.classify_stride
         for name in job.models:
             model = self.models.get(name)
             if model is None:
                 continue
-            if model.manifest.task == "classify" and seq % self.settings.classify_stride != 0:
+            length = model.window
+            first = max(0, length - 1 - start)
+            step = 1
+            if model.manifest.task == "classify" and stride > 1:
+                first += -(job.block.seq + first) % stride
+                step = stride
+            if first >= n:
                 continue
-            if model.window not in by_length:
-                by_length[model.window] = job.state.window(model.window)
-            window = by_length[model.window]
-            if window is not None:
-                job.windows[name] = window
+            picks = np.arange(first, n, step)
+            # Window ending at rows[p] is view[p - length + 1], laid out (features, window).
+            view = sliding_window_view(rows, length, axis=0)
+            begin = start + first - length + 1
+            job.picks[name] = picks
+            job.windows[name] = view[begin : begin + step * (len(picks) - 1) + 1 : step].transpose(0, 2, 1)
 
     def _infer(self, jobs: list[_Job], emit: bool) -> None:
         for name, model in self.models.items():
             picked = [job for job in jobs if name in job.windows]
             if not picked:
                 continue
-            batch = np.stack([job.windows[name] for job in picked])
-            start = time.perf_counter()
+            with np.errstate(over="ignore"):  # values beyond float32 become inf: non_finite_output below
+                batch = np.concatenate([job.windows[name] for job in picked], dtype=np.float32)
+            began = time.perf_counter()
             try:
                 out = model.predict(batch)
             except (StreamedgeError, ValueError, RuntimeError) as exc:
-                # A model that cannot run these windows must not stop the stream: the readings
+                # A model that cannot run these windows must not stop the stream: the blocks
                 # stay in their windows and go to the dead-letter topic with the reason.
                 for job in picked:
-                    job.failures[name] = ("inference_error", f"{name} v{model.version}: {exc}"[:300])
+                    job.failures[name] = ("inference_error", f"{name} v{model.version}: {exc}"[:300], None)
                 continue
             if emit:
-                self.metrics.inference_seconds.labels(name).observe(time.perf_counter() - start)
-                self.metrics.batch_size.labels(name).observe(len(picked))
+                self.metrics.inference_seconds.labels(name).observe(time.perf_counter() - began)
+                self.metrics.batch_size.labels(name).observe(len(batch))
+            shadow_rows = None
             if self.shadows is not None and name in self.shadows:
-                rows = self.shadows.run(name, batch, out)
-                for job, shadow_row in zip(picked, rows or [], strict=False):
-                    job.shadow[name] = shadow_row
-            finite = np.isfinite(out.reshape(len(out), -1)).all(axis=1).tolist()
-            # One conversion per batch: the per-reading code below works on plain floats.
-            for job, row, ok in zip(picked, out.tolist(), finite, strict=True):
-                if ok:
-                    job.outputs[name] = row
-                else:
-                    job.failures[name] = ("non_finite_output", f"{name} v{model.version} gave NaN or infinity")
+                shadow_rows = self.shadows.run(name, batch, out)
+            finite = np.isfinite(out.reshape(len(out), -1)).all(axis=1)
+            offset = 0
+            for job in picked:
+                count = len(job.picks[name])
+                rows, ok = out[offset : offset + count], finite[offset : offset + count]
+                job.outputs[name], job.ok[name] = rows, ok
+                if shadow_rows is not None:
+                    job.shadow[name] = shadow_rows[offset : offset + count]
+                if not ok.all():
+                    job.failures[name] = ("non_finite_output", f"{name} v{model.version} gave NaN or infinity",
+                                          None if job.single else int(job.picks[name][int(np.argmin(ok))]))
+                offset += count
 
     def _emit(self, job: _Job, now: float, outputs: list[Output], emit: bool) -> None:
-        reading, key = job.reading, job.reading.key.encode()
         if job.failures and emit:
-            reason, detail = next(iter(job.failures.values()))
-            outputs.append(self._dead_letter(job.payload, job.source, reason, detail, now))
+            reason, detail, sample = next(iter(job.failures.values()))
+            outputs.append(self._dead_letter(job.payload, job.source, reason, detail, now, sample))
         for name in job.models:
             model = self.models.get(name)
             if model is None:
                 continue
-            monitor = self.monitors[name]
             if emit:  # replayed readings (state rebuild) were already seen by the monitors once
-                monitor.add_input(reading.values)
+                self.monitors[name].add_inputs(job.block.values)
             if model.manifest.task == "forecast":
-                self._score(job, model, monitor, now, outputs, emit)
-                if self.shadows is not None and name in self.shadows:
-                    self.shadows.observe(name, job.state, reading, job.shadow.get(name))
-                steps = job.outputs.get(name)
-                if steps is None:
-                    continue
-                job.state.pending[name] = PendingForecast(reading.seq, name, model.version, tuple(steps[0]))
-                if emit:
-                    body = {"horizon": model.manifest.horizon, "features": model.manifest.features,
-                            "forecast": steps}
-                    value = result("forecast", reading, job.source, name, model.version, body, now)
-                    outputs.append(Output("forecasts", key, value, reading.ts))
-            else:
-                probs = job.outputs.get(name)
-                if probs is None or not emit:
-                    continue
-                labels = model.manifest.class_labels
-                best = max(range(len(probs)), key=probs.__getitem__)
-                body = {"label": labels[best], "probability": probs[best],
-                        "probabilities": dict(zip(labels, probs, strict=True)),
-                        "window": model.window}
-                value = result("classification", reading, job.source, name, model.version, body, now)
-                outputs.append(Output("classifications", key, value, reading.ts))
+                self._forecast(job, model, now, outputs, emit)
+            elif emit and name in job.outputs:
+                self._classify(job, model, now, outputs)
 
-    def _score(self, job: _Job, model: LoadedModel, monitor: ModelMonitor, now: float, outputs: list[Output],
-               emit: bool) -> None:
-        pending = job.state.pending.pop(model.name, None)
-        if pending is None or pending.seq != job.reading.seq - 1:
+    def _forecast(self, job: _Job, model: LoadedModel, now: float, outputs: list[Output], emit: bool) -> None:
+        name, block, state = model.name, job.block, job.ext.state
+        n = len(block)
+        picks = job.picks.get(name)
+        steps = job.outputs.get(name)
+        pending = state.pending.pop(name, None)
+        if self.shadows is not None and name in self.shadows:
+            self._observe_shadow(job, name)
+        if emit:
+            # predicted[i]: the one-step forecast for sample i made at sample i - 1 (NaN: none).
+            predicted = np.full(block.values.shape, np.nan)
+            if pending is not None and pending.seq == block.seq - 1:
+                predicted[0] = pending.values
+            if picks is not None and steps is not None:
+                nxt = picks + 1
+                inside = nxt < n
+                first_steps = np.where(job.ok[name][:, None], steps[:, 0, :], np.nan)
+                predicted[nxt[inside]] = first_steps[inside]
+            version = pending.version if pending is not None and pending.seq == block.seq - 1 else model.version
+            self._score(job, model, version, predicted, now, outputs)
+        if picks is None or steps is None or not len(picks) or picks[-1] != n - 1 or not job.ok[name][-1]:
             return
-        # Plain floats: a handful of features is far cheaper than numpy on tiny arrays.
-        actual = job.reading.values
-        residual = [a - f for a, f in zip(actual, pending.values, strict=True)]
-        worst = max(abs(r) for r in residual)
-        if not math.isfinite(worst):
-            return  # values near the float limit overflow the difference: nothing to score
+        state.pending[name] = PendingForecast(block.last_seq, name, model.version, tuple(steps[-1, 0].tolist()))
         if not emit:
             return
-        monitor.add_error(sum(abs(r) for r in residual) / len(residual))
-        children = self._children(model.name)
-        mae = monitor.mae
-        if mae is not None:
-            children[0].set(mae)
+        key = block.key.encode()
+        manifest = model.manifest
+        if job.single:
+            body = {"horizon": manifest.horizon, "features": manifest.features, "forecast": steps[0].tolist()}
+            value = result("forecast", block.reading(0), job.source, name, model.version, body, now)
+            outputs.append(Output("forecasts", key, value, float(block.ts[0])))
+            return
+        rows: list[Any] = steps.tolist()
+        ok = job.ok[name]
+        if not ok.all():
+            rows = [row if good else None for row, good in zip(rows, ok.tolist(), strict=True)]
+        body = {"horizon": manifest.horizon, "features": manifest.features, "forecast_seq": block.seq + int(picks[0]),
+                "forecast": rows}
+        value = block_result("forecast_block", block, job.source, name, model.version, body, now)
+        outputs.append(Output("forecasts", key, value, float(block.ts[-1])))
+
+    def _score(self, job: _Job, model: LoadedModel, version: int, predicted: npt.NDArray[np.float64], now: float,
+               outputs: list[Output]) -> None:
+        """Score every sample with a one-step forecast; emit the anomalies (array operations)."""
+        block = job.block
+        with np.errstate(over="ignore", invalid="ignore"):
+            residual = block.values - predicted
+            worst = np.abs(residual).max(axis=1)
+        scored = np.isfinite(worst)  # no forecast, or values near the float limit: nothing to score
+        if not scored.any():
+            return
+        monitor = self.monitors[model.name]
+        monitor.add_errors(np.abs(residual[scored]).mean(axis=1).tolist())
         residual_std = model.residual_std()
         band = self.settings.anomaly_k * residual_std
-        if worst <= band:
+        broke = np.flatnonzero(scored & (worst > band))
+        if not len(broke):
             return
-        children[1].inc()
-        body = {"actual": list(actual), "forecast": list(pending.values), "residual": residual,
-                "score": worst / residual_std, "threshold": band, "k": self.settings.anomaly_k,
-                "residual_std": residual_std, "forecast_seq": pending.seq, "features": model.manifest.features}
-        value = result("anomaly", job.reading, job.source, model.name, pending.version, body, now)
-        outputs.append(Output("anomalies", job.reading.key.encode(), value, job.reading.ts))
+        self._children(model.name)[1].inc(len(broke))
+        key = block.key.encode()
+        if job.single:
+            body = {"actual": block.values[0].tolist(), "forecast": predicted[0].tolist(),
+                    "residual": residual[0].tolist(), "score": float(worst[0]) / residual_std, "threshold": band,
+                    "k": self.settings.anomaly_k, "residual_std": residual_std, "forecast_seq": block.seq - 1,
+                    "features": model.manifest.features}
+            value = result("anomaly", block.reading(0), job.source, model.name, version, body, now)
+            outputs.append(Output("anomalies", key, value, float(block.ts[0])))
+            return
+        body = {"sample_indexes": broke.tolist(), "actual": block.values[broke].tolist(),
+                "forecast": predicted[broke].tolist(), "residual": residual[broke].tolist(),
+                "score": (worst[broke] / residual_std).tolist(), "threshold": band, "k": self.settings.anomaly_k,
+                "residual_std": residual_std, "features": model.manifest.features}
+        value = block_result("anomaly_block", block, job.source, model.name, model.version, body, now)
+        outputs.append(Output("anomalies", key, value, float(block.ts[-1])))
+
+    def _observe_shadow(self, job: _Job, name: str) -> None:
+        """Shadow scoring per sample (a diagnostic mode, off the hot path)."""
+        assert self.shadows is not None
+        picks = job.picks.get(name)
+        rows = job.shadow.get(name)
+        found = dict(zip(picks.tolist(), rows, strict=True)) if picks is not None and rows is not None else {}
+        for index in range(len(job.block)):
+            self.shadows.observe(name, job.ext.state, job.block.reading(index), found.get(index))
+
+    def _classify(self, job: _Job, model: LoadedModel, now: float, outputs: list[Output]) -> None:
+        name, block = model.name, job.block
+        probs, ok, picks = job.outputs[name], job.ok[name], job.picks[name]
+        labels = model.manifest.class_labels
+        key = block.key.encode()
+        if job.single:
+            if not ok[0]:
+                return
+            row = probs[0].tolist()
+            best = max(range(len(row)), key=row.__getitem__)
+            body = {"label": labels[best], "probability": row[best],
+                    "probabilities": dict(zip(labels, row, strict=True)), "window": model.window}
+            value = result("classification", block.reading(0), job.source, name, model.version, body, now)
+            outputs.append(Output("classifications", key, value, float(block.ts[0])))
+            return
+        good = probs[ok]
+        if not len(good):
+            return
+        best = good.argmax(axis=1)
+        body = {"sample_indexes": picks[ok].tolist(), "labels": [labels[i] for i in best.tolist()],
+                "probability": good[np.arange(len(good)), best].tolist(), "probabilities": good.tolist(),
+                "class_labels": list(labels), "window": model.window}
+        value = block_result("classification_block", block, job.source, name, model.version, body, now)
+        outputs.append(Output("classifications", key, value, float(block.ts[-1])))
+
+    def _set_mae(self) -> None:
+        for name, monitor in self.monitors.items():
+            mae = monitor.mae
+            if mae is not None:
+                self._children(name)[0].set(mae)
 
     def _children(self, name: str) -> tuple[Any, Any]:
         children = self._label_cache.get(name)

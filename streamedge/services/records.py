@@ -25,10 +25,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from streamedge.contracts.reading import Reading
+from streamedge.contracts.reading import Reading, ReadingBlock
 
-__all__ = ["DEAD_LETTER_MAX_BYTES", "KEY_KEEP_BYTES", "Output", "Source", "dead_letter", "dead_letter_key",
-           "idempotency_key", "parse_dead_letter", "result"]
+__all__ = ["DEAD_LETTER_MAX_BYTES", "KEY_KEEP_BYTES", "Output", "Source", "block_result", "dead_letter",
+           "dead_letter_key", "idempotency_key", "parse_dead_letter", "result"]
 
 # Below the producer's default request limit (1,000,000 bytes) and the broker's default
 # message.max.bytes (1,048,588), with room for the record batch overhead.
@@ -100,6 +100,31 @@ def result(kind: str, reading: Reading, source: Source, model: str, version: int
     return _encode(record).encode()
 
 
+def block_result(kind: str, block: ReadingBlock, source: Source, model: str, version: int, body: dict[str, Any],
+                 produced_at: float) -> bytes:
+    """Encode the one result of ``kind`` (``forecast_block``, ``anomaly_block``,
+    ``classification_block``) that a model gives for a whole reading block, as JSON bytes.
+
+    ``seq`` is the block's first sample's, ``samples`` its sample count and ``ts`` its last
+    sample's time; the idempotency key is ``"<kind>:<model>:<key>:<seq>"``, one per block.
+    """
+    record = {
+        "type": kind,
+        "idempotency_key": idempotency_key(kind, model, block.key, block.seq),
+        "key": block.key,
+        "device_id": block.device_id,
+        "stream": block.stream,
+        "seq": block.seq,
+        "samples": len(block),
+        "ts": float(block.ts[-1]),
+        "source": source.to_dict(),
+        "model": {"name": model, "version": version},
+        "produced_at": produced_at,
+        **body,
+    }
+    return _encode(record).encode()
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -112,8 +137,11 @@ def dead_letter_key(key: bytes | None) -> bytes | None:
 
 
 def dead_letter(payload: bytes | None, source: Source, reason: str, detail: str, failed_at: float,
-                max_bytes: int = DEAD_LETTER_MAX_BYTES) -> bytes:
+                max_bytes: int = DEAD_LETTER_MAX_BYTES, sample: int | None = None) -> bytes:
     """Encode one dead letter of at most ``max_bytes`` bytes (``max_bytes`` >= 4096).
+
+    A reading block is dead-lettered whole; ``sample`` (recorded only when given) is the index
+    of its first offending sample.
 
     The original (base64, ``null`` for a tombstone) is kept whole when it fits, else its longest
     prefix that fits, with ``original_truncated: true``; ``original_size`` (bytes) and
@@ -132,6 +160,8 @@ def dead_letter(payload: bytes | None, source: Source, reason: str, detail: str,
         "original_sha256": None if payload is None else hashlib.sha256(payload).hexdigest(),
         "failed_at": failed_at,
     }
+    if sample is not None:
+        record["sample"] = sample
     key = source.key
     if key is not None:
         if len(key) > KEY_KEEP_BYTES:

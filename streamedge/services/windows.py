@@ -1,4 +1,11 @@
-"""Per-key sliding windows with ordering checks, idle expiry and a key cap (pure, no Kafka).
+"""Per-key sliding windows filled by whole reading blocks, with ordering checks, idle expiry and a
+key cap (pure, no Kafka).
+
+A key keeps its last ``capacity`` samples as one ``(k, n_features)`` float64 array (k <=
+capacity). :meth:`WindowStore.accept` appends a whole block at once and returns the key's
+previous samples followed by the block's (:class:`Extension`), from which every full window of
+the block is a numpy view (:func:`numpy.lib.stride_tricks.sliding_window_view`), never a Python
+loop per sample. A single reading is a block of one.
 
 State choice (see docs/stream.md): windows live in memory and are *rebuilt from the readings
 topic itself* when a partition is assigned (:mod:`services.rebuild`), instead of a Faust table
@@ -14,7 +21,7 @@ and beyond ``max_keys`` the least recently seen key is dropped.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -22,9 +29,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from streamedge.contracts.reading import Reading
+from streamedge.contracts.reading import Reading, ReadingBlock
 
-__all__ = ["KeyState", "OrderRejection", "PendingForecast", "WindowStore"]
+__all__ = ["Extension", "KeyState", "OrderRejection", "PendingForecast", "WindowStore"]
 
 OrderRejection = Literal["duplicate", "out_of_order"]
 
@@ -48,9 +55,9 @@ class PendingForecast:
 
 @dataclass
 class KeyState:
-    """One key's recent readings: ``values`` rows are readings, oldest first."""
+    """One key's recent samples: ``values`` is ``(k, n_features)`` float64, oldest first."""
 
-    values: deque[tuple[float, ...]]
+    values: npt.NDArray[np.float64]
     last_seq: int
     last_ts: float
     last_seen: float
@@ -61,8 +68,24 @@ class KeyState:
         """The last ``length`` readings as ``(length, n_features)`` float32, or None if fewer."""
         if len(self.values) < length:
             return None
-        rows = list(self.values)[-length:]
-        return np.asarray(rows, dtype=np.float32)
+        return self.values[len(self.values) - length:].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Extension:
+    """What appending a block did to its key.
+
+    Attributes:
+        state: the key's state, already updated.
+        rows: ``(start + n, n_features)`` float64: the key's previous samples (at most the
+            capacity), then the block's ``n`` samples. The window of ``w`` samples ending at block
+            sample ``i`` is ``rows[start + i - w + 1 : start + i + 1]`` when ``start + i + 1 >= w``.
+        start: index in ``rows`` of the block's first sample.
+    """
+
+    state: KeyState
+    rows: npt.NDArray[np.float64]
+    start: int
 
 
 class WindowStore:
@@ -103,44 +126,51 @@ class WindowStore:
             return
         self.capacity = capacity
         for state in self._keys.values():
-            state.values = deque(state.values, maxlen=capacity)
+            state.values = state.values[len(state.values) - min(capacity, len(state.values)):].copy()
 
-    def accept(self, reading: Reading, seen_at: float, partition: int = 0) -> KeyState | OrderRejection:
-        """Append ``reading`` to its key's window, or say why it cannot be appended.
+    def accept(self, block: ReadingBlock | Reading, seen_at: float, partition: int = 0) -> Extension | OrderRejection:
+        """Append a whole block to its key's window, or say why it cannot be appended.
 
-        A reading must be strictly newer than the key's last one in both ``seq`` and ``ts``:
-        an equal seq or ts is a ``duplicate``, a smaller one ``out_of_order``. A rejected
-        reading leaves the state untouched.
+        The block's first sample must be strictly newer than the key's last one in both ``seq``
+        and ``ts`` (the block's own samples are ordered by the contract): an equal seq or ts is a
+        ``duplicate``, a smaller one ``out_of_order``. A rejected block leaves the state untouched.
 
         Args:
-            reading: a validated reading.
+            block: a validated block (a single reading is a block of one).
             seen_at: the Kafka message timestamp, seconds (drives idle expiry).
             partition: the source partition (so a revoked partition's keys can be dropped).
         """
+        if isinstance(block, Reading):
+            block = ReadingBlock.from_reading(block)
         self._now = max(self._now, seen_at)
-        state = self._keys.get(reading.key)
+        key = block.key
+        state = self._keys.get(key)
+        last_seq, last_ts = block.last_seq, float(block.ts[-1])
         if state is not None:
-            if reading.seq == state.last_seq or reading.ts == state.last_ts:
+            first_ts = float(block.ts[0])
+            if block.seq == state.last_seq or first_ts == state.last_ts:
                 return "duplicate"
-            if reading.seq < state.last_seq or reading.ts < state.last_ts:
+            if block.seq < state.last_seq or first_ts < state.last_ts:
                 return "out_of_order"
-            if len(reading.values) != state.n_features:
+            if block.values.shape[1] != state.n_features:
                 # A key that changes its feature count starts a fresh window.
-                state.values.clear()
+                state.values = state.values[:0].reshape(0, block.values.shape[1])
                 state.pending.clear()
-            state.values.append(reading.values)
-            state.last_seq, state.last_ts, state.last_seen = reading.seq, reading.ts, seen_at
-            state.n_features = len(reading.values)
-            self._keys.move_to_end(reading.key)
-            return state
-        state = KeyState(deque([reading.values], maxlen=self.capacity), reading.seq, reading.ts, seen_at,
-                         n_features=len(reading.values))
-        self._keys[reading.key] = state
-        self._partition_keys.setdefault(partition, set()).add(reading.key)
+            rows = np.concatenate([state.values, block.values]) if len(state.values) else block.values
+            start = len(state.values)
+            state.values = rows[len(rows) - min(self.capacity, len(rows)):].copy()
+            state.last_seq, state.last_ts, state.last_seen = last_seq, last_ts, seen_at
+            state.n_features = block.values.shape[1]
+            self._keys.move_to_end(key)
+            return Extension(state, rows, start)
+        keep = block.values[len(block.values) - min(self.capacity, len(block.values)):].copy()
+        state = KeyState(keep, last_seq, last_ts, seen_at, n_features=block.values.shape[1])
+        self._keys[key] = state
+        self._partition_keys.setdefault(partition, set()).add(key)
         while len(self._keys) > self.max_keys:
             self._drop(next(iter(self._keys)))
             self.evicted += 1
-        return state
+        return Extension(state, block.values, 0)
 
     def expire(self) -> int:
         """Drop keys idle for longer than ``idle_ttl_s``; returns how many were dropped."""

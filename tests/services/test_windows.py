@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamedge.contracts.reading import Reading
-from streamedge.services.windows import KeyState, WindowStore
+from streamedge.services.windows import Extension, WindowStore
 
 
 def _r(key: str, seq: int, ts: float | None = None, values: tuple[float, ...] = (1.0,)) -> Reading:
@@ -15,7 +15,7 @@ def _r(key: str, seq: int, ts: float | None = None, values: tuple[float, ...] = 
 
 def test_duplicate_and_out_of_order_are_refused_and_leave_state_alone() -> None:
     store = WindowStore(capacity=4, idle_ttl_s=100, max_keys=10)
-    assert isinstance(store.accept(_r("a", 5), 0.0), KeyState)
+    assert isinstance(store.accept(_r("a", 5), 0.0), Extension)
     assert store.accept(_r("a", 5), 0.0) == "duplicate"
     assert store.accept(_r("a", 6, ts=5.0), 0.0) == "duplicate"
     assert store.accept(_r("a", 4), 0.0) == "out_of_order"
