@@ -297,10 +297,12 @@ class Processor:
                 predicted[nxt[inside]] = first_steps[inside]
             version = pending.version if pending is not None and pending.seq == block.seq - 1 else model.version
             self._score(job, model, version, predicted, now, outputs)
-        if picks is None or steps is None or not len(picks) or picks[-1] != n - 1 or not job.ok[name][-1]:
+        if picks is None or steps is None:
             return
-        state.pending[name] = PendingForecast(block.last_seq, name, model.version, tuple(steps[-1, 0].tolist()))
-        if not emit:
+        ok = job.ok[name]
+        if picks[-1] == n - 1 and ok[-1]:
+            state.pending[name] = PendingForecast(block.last_seq, name, model.version, tuple(steps[-1, 0].tolist()))
+        if not emit or not ok.any():
             return
         key = block.key.encode()
         manifest = model.manifest
@@ -310,7 +312,6 @@ class Processor:
             outputs.append(Output("forecasts", key, value, float(block.ts[0])))
             return
         rows: list[Any] = steps.tolist()
-        ok = job.ok[name]
         if not ok.all():
             rows = [row if good else None for row, good in zip(rows, ok.tolist(), strict=True)]
         body = {"horizon": manifest.horizon, "features": manifest.features, "forecast_seq": block.seq + int(picks[0]),
@@ -322,15 +323,19 @@ class Processor:
                outputs: list[Output]) -> None:
         """Score every sample with a one-step forecast; emit the anomalies (array operations)."""
         block = job.block
+        residual_std = model.residual_std()
         with np.errstate(over="ignore", invalid="ignore"):
             residual = block.values - predicted
             worst = np.abs(residual).max(axis=1)
-        scored = np.isfinite(worst)  # no forecast, or values near the float limit: nothing to score
+            score = worst / residual_std
+            errors = np.abs(residual).mean(axis=1)
+        # No forecast, or values near the float limit (a residual, score or error that overflows):
+        # nothing to score, and nothing that JSON could carry.
+        scored = np.isfinite(score) & np.isfinite(errors)
         if not scored.any():
             return
         monitor = self.monitors[model.name]
-        monitor.add_errors(np.abs(residual[scored]).mean(axis=1).tolist())
-        residual_std = model.residual_std()
+        monitor.add_errors(errors[scored].tolist())
         band = self.settings.anomaly_k * residual_std
         broke = np.flatnonzero(scored & (worst > band))
         if not len(broke):
@@ -339,7 +344,7 @@ class Processor:
         key = block.key.encode()
         if job.single:
             body = {"actual": block.values[0].tolist(), "forecast": predicted[0].tolist(),
-                    "residual": residual[0].tolist(), "score": float(worst[0]) / residual_std, "threshold": band,
+                    "residual": residual[0].tolist(), "score": float(score[0]), "threshold": band,
                     "k": self.settings.anomaly_k, "residual_std": residual_std, "forecast_seq": block.seq - 1,
                     "features": model.manifest.features}
             value = result("anomaly", block.reading(0), job.source, model.name, version, body, now)
@@ -347,7 +352,7 @@ class Processor:
             return
         body = {"sample_indexes": broke.tolist(), "actual": block.values[broke].tolist(),
                 "forecast": predicted[broke].tolist(), "residual": residual[broke].tolist(),
-                "score": (worst[broke] / residual_std).tolist(), "threshold": band, "k": self.settings.anomaly_k,
+                "score": score[broke].tolist(), "threshold": band, "k": self.settings.anomaly_k,
                 "residual_std": residual_std, "features": model.manifest.features}
         value = block_result("anomaly_block", block, job.source, model.name, model.version, body, now)
         outputs.append(Output("anomalies", key, value, float(block.ts[-1])))

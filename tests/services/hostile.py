@@ -24,8 +24,8 @@ _json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=20,
 )
-_field_names = st.sampled_from(["device_id", "stream", "ts", "value", "seq", "model", "version", "trigger",
-                                "reason", "original", "key", "fixed"])
+_field_names = st.sampled_from(["device_id", "stream", "ts", "value", "values", "period", "seq", "model", "version",
+                                "trigger", "reason", "original", "key", "fixed"])
 
 
 def _dumps(value: Any) -> bytes:

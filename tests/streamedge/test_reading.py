@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamedge.contracts.reading import MAX_READING_BYTES, REJECTION_REASONS, Reading, Rejection, parse_reading
+from streamedge.contracts.reading import (
+    MAX_BLOCK_BYTES,
+    MAX_READING_BYTES,
+    REJECTION_REASONS,
+    Reading,
+    ReadingBlock,
+    Rejection,
+    parse_message,
+    parse_reading,
+)
 
 GOOD = {"device_id": "pump-7", "stream": "vibration", "ts": 1732740000.25, "value": 0.42, "seq": 1051}
 
@@ -92,3 +102,111 @@ def test_any_json_object_never_raises(obj: dict[str, object]) -> None:
 def test_round_trip(device: str, ts: float, values: list[float], seq: int) -> None:
     reading = Reading(device, "s", ts, tuple(values), seq)
     assert parse_reading(reading.to_json()) == reading
+
+
+BLOCK = {"device_id": "pump-7", "stream": "vibration", "seq": 100, "ts": 1732740000.0, "period": 0.5,
+         "values": [0.5, 1.5, 2.5, 3.5]}
+
+
+def test_block_with_period_or_per_sample_times() -> None:
+    block = parse_message(_encode(BLOCK))
+    assert isinstance(block, ReadingBlock)
+    assert block.key == "pump-7/vibration" and len(block) == 4 and block.last_seq == 103
+    assert block.ts.tolist() == [1732740000.0, 1732740000.5, 1732740001.0, 1732740001.5]
+    assert block.values.shape == (4, 1) and block.values.dtype == np.float64
+    assert block.reading(2) == Reading("pump-7", "vibration", 1732740001.0, (2.5,), 102)
+    vectors = parse_message(_encode({**{k: v for k, v in BLOCK.items() if k != "period"}, "ts": [1.0, 2.0, 4.0],
+                                     "values": [[1, 2], [3, 4], [5, 6.5]]}))
+    assert isinstance(vectors, ReadingBlock) and vectors.values.tolist() == [[1, 2], [3, 4], [5, 6.5]]
+    one = parse_message(_encode({**{k: v for k, v in BLOCK.items() if k != "period"}, "values": [7]}))
+    assert isinstance(one, ReadingBlock) and len(one) == 1
+    # A single reading stays a reading, and is a block of one.
+    single = parse_message(_encode(GOOD))
+    assert isinstance(single, Reading)
+    assert ReadingBlock.from_reading(single).reading(0) == single
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "sample"),
+    [
+        ({"values": [1.0, 2.0, "x", 4.0]}, "wrong_type", 2),
+        ({"values": [1.0, True]}, "wrong_type", 1),
+        ({"values": [[1.0], [2.0, 3.0]]}, "out_of_range", 1),
+        ({"values": [[1.0], 2.0]}, "wrong_type", 1),
+        ({"values": [1.0, 2.0, 10**400]}, "non_finite", 2),
+        ({"values": [[1.0], [2.0], list(range(65))]}, "out_of_range", 2),
+        ({"values": []}, "out_of_range", None),
+        ({"values": [0.0] * 4097}, "out_of_range", None),
+        ({"values": 1.0}, "wrong_type", None),
+        ({"ts": [1.0, 2.0, 2.0, 3.0], "period": None}, "duplicate", 2),
+        ({"ts": [1.0, 3.0, 2.0, 4.0], "period": None}, "out_of_order", 2),
+        ({"ts": [1.0, 2.0], "period": None}, "out_of_range", None),
+        ({"ts": [1.0, 2.0, 3.0, 7_258_118_401], "period": None}, "out_of_range", 3),
+        ({"ts": [1.0, 2.0, 3.0, 4.0]}, "unknown_field", None),
+        ({"ts": 7_258_118_399.0, "period": 1.0}, "out_of_range", 2),
+        ({"period": 0}, "out_of_range", None),
+        ({"period": -1.0}, "out_of_range", None),
+        ({"period": 10**400}, "out_of_range", None),
+        ({"period": "fast"}, "wrong_type", None),
+        ({"period": None}, "missing_field", None),
+        ({"seq": 2**63 - 2}, "out_of_range", 2),
+        ({"seq": -1}, "out_of_range", None),
+        ({"extra": 1}, "unknown_field", None),
+        ({"device_id": "has space"}, "out_of_range", None),
+    ],
+)
+def test_a_bad_block_is_rejected_whole_with_the_sample_index(change: dict[str, object], reason: str,
+                                                              sample: int | None) -> None:
+    body = {**BLOCK, **change}
+    body = {k: v for k, v in body.items() if v is not None}
+    result = parse_message(_encode(body))
+    assert isinstance(result, Rejection), result
+    assert (result.reason, result.sample) == (reason, sample)
+    assert result.reason in REJECTION_REASONS and result.detail
+
+
+def test_only_a_block_may_exceed_the_reading_size_limit() -> None:
+    big_block = {**BLOCK, "values": [123456.789012345] * 4000}
+    assert len(_encode(big_block)) > MAX_READING_BYTES
+    assert isinstance(parse_message(_encode(big_block)), ReadingBlock)
+    padded = _encode({**GOOD, "device_id": "d" * 10}) + b" " * MAX_READING_BYTES
+    refused = parse_message(padded)
+    assert isinstance(refused, Rejection) and refused.reason == "too_large"
+    assert isinstance(parse_message(b" " * (MAX_BLOCK_BYTES + 1)), Rejection)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=2048))
+def test_any_bytes_never_raise_as_a_message(payload: bytes) -> None:
+    result = parse_message(payload)
+    assert isinstance(result, Reading | ReadingBlock | Rejection)
+    if isinstance(result, Rejection):
+        assert result.reason in REJECTION_REASONS
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.dictionaries(st.sampled_from([*sorted(BLOCK), "other"]),
+                       _json_values | st.lists(_json_values, max_size=6)
+                       | st.lists(st.lists(st.floats(allow_nan=True), max_size=3), max_size=5), max_size=7))
+def test_any_block_shaped_object_never_raises(obj: dict[str, object]) -> None:
+    result = parse_message(json.dumps({**obj, "values": obj.get("values", [])}).encode())
+    assert isinstance(result, ReadingBlock | Rejection)
+    if isinstance(result, Rejection) and result.sample is not None:
+        assert result.sample >= 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=2**62),
+    st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    st.integers(min_value=1, max_value=4),
+    st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32), min_size=1, max_size=64),
+)
+def test_block_round_trip(seq: int, ts: float, width: int, flat: list[float]) -> None:
+    rows = max(1, len(flat) // width)
+    values = np.resize(np.asarray(flat, dtype=np.float64), (rows, width))
+    times = ts + np.arange(rows, dtype=np.float64) * 0.25
+    block = ReadingBlock("dev", "s", seq, times, values)
+    parsed = parse_message(block.to_json())
+    assert isinstance(parsed, ReadingBlock)
+    assert parsed.seq == seq and parsed.ts.tolist() == times.tolist() and parsed.values.tolist() == values.tolist()
