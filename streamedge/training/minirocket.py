@@ -33,8 +33,11 @@ KERNEL_LENGTH: Final = 9
 # so a constant offset of the input never changes a feature).
 _TWOS: Final = tuple(itertools.combinations(range(KERNEL_LENGTH), 3))
 _MAX_DILATIONS_PER_KERNEL: Final = 32
-# The step's slope: outputs within 1e-3 (normalised units) above a bias are partial, the rest 0 or 1.
-_STEEPNESS: Final = 1000.0
+# The step's slope: outputs within 1 / 100 (normalised units) above a bias are partial, the rest 0
+# or 1. Steeper did not fit int8: the depthwise op's gain (input scale x weight scale / output scale)
+# must stay below 256 for XNNPACK, and at slope 1000 it passed 256 once the convolution outputs
+# spanned more than 32 units (BasicMotions: "XNNPACK delegate failed to prepare").
+_STEEPNESS: Final = 100.0
 _RELU6_TOP: Final = 6.0
 _GOLDEN: Final = (math.sqrt(5.0) + 1.0) / 2.0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from streamedge.training.minirocket import _STEEPNESS, KERNEL_LENGTH, MiniRocketPlan, build_minirocket, plan_minirocket
@@ -65,3 +67,23 @@ def test_plan_repeats_for_a_seed_and_changes_with_it() -> None:
     assert np.array_equal(a.channel_masks, b.channel_masks)
     assert not all(np.array_equal(p, q) for p, q in zip(a.biases, c.biases, strict=True))
     assert np.all(a.channel_masks.sum(axis=2) >= 1)
+
+
+def test_int8_export_loads_when_convolution_outputs_span_a_wide_range(tmp_path: Path) -> None:
+    from streamedge.contracts.runner import TFLiteRunner
+    from streamedge.training.export import convert
+    from streamedge.training.ridge import fit_ridge
+
+    # White noise over 6 channels: convolution outputs span more than 32 units, which at a step
+    # slope of 1000 put the depthwise op's int8 gain past XNNPACK's limit and the model failed to load.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 100, 6)).astype(np.float32)
+    labels = np.arange(20) % 2
+    plan = plan_minirocket(x, 84, 0)
+    head = fit_ridge(np.asarray(build_minirocket(plan, 2).predict(x, verbose=0)), labels, 2)
+    model = build_minirocket(plan, 2, head)
+    expected = np.asarray(model.predict(x, verbose=0))
+    path = tmp_path / "int8.tflite"
+    path.write_bytes(convert(model, "int8", x, per_channel=False))
+    got = TFLiteRunner(path, runtime="ai_edge_litert").run(x)
+    assert np.mean(np.argmax(got, axis=1) == np.argmax(expected, axis=1)) >= 0.9
