@@ -27,6 +27,7 @@ The first ``window - 1`` samples of a key fill its window and produce no result.
 from __future__ import annotations
 
 import fnmatch
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,11 +59,13 @@ class _Job:
 
     ``picks[name]`` are the block's sample indexes with a window for ``name`` (ascending);
     ``windows[name]`` the ``(len(picks), window, n_features)`` float64 views of those windows;
-    ``outputs[name]`` the model's rows for them and ``ok[name]`` which rows are finite.
+    ``outputs[name]`` the model's rows for them and ``ok[name]`` which rows are finite. A message
+    that was a single reading (``single``) takes the per-reading path: ``row[name]`` is its one
+    finite output row as plain floats.
     """
 
     block: ReadingBlock
-    single: bool
+    single: Reading | None
     source: Source
     ext: Extension
     models: list[str]
@@ -71,8 +74,14 @@ class _Job:
     windows: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
     outputs: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
     ok: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
+    row: dict[str, list[Any]] = field(default_factory=dict)
     shadow: dict[str, list[Any]] = field(default_factory=dict)
     failures: dict[str, _Refusal] = field(default_factory=dict)
+
+
+# The picks of a single reading: its only sample (read-only, shared).
+_ONLY = np.zeros(1, dtype=np.intp)
+_ONLY.setflags(write=False)
 
 
 class Processor:
@@ -135,7 +144,7 @@ class Processor:
         parsed = parse_message(payload)
         if isinstance(parsed, Rejection):
             return parsed.reason, parsed.detail, parsed.sample
-        single = isinstance(parsed, Reading)
+        single = parsed if isinstance(parsed, Reading) else None
         block = ReadingBlock.from_reading(parsed) if isinstance(parsed, Reading) else parsed
         if self.settings.devices and not any(fnmatch.fnmatchcase(block.device_id, p) for p in self.settings.devices):
             return "unknown_device", f"device {block.device_id!r} is not in the allow-list", None
@@ -153,7 +162,7 @@ class Processor:
         ext = self.store.accept(block, source.timestamp, source.partition)
         if isinstance(ext, str):
             return (ext, f"seq {block.seq} ts {float(block.ts[0])} after seq {self._last(block.key)}",
-                    None if single else 0)
+                    None if single is not None else 0)
         return _Job(block, single, source, ext, names, payload)
 
     def _last(self, key: str) -> str:
@@ -208,6 +217,9 @@ class Processor:
         """Pick the samples with a full window per model and cut their windows as views."""
         rows, start, n = job.ext.rows, job.ext.start, len(job.block)
         stride = self.settings.classify_stride
+        if job.single is not None:
+            self._collect_one(job, rows, start)
+            return
         for name in job.models:
             model = self.models.get(name)
             if model is None:
@@ -226,6 +238,19 @@ class Processor:
             begin = start + first - length + 1
             job.picks[name] = picks
             job.windows[name] = view[begin : begin + step * (len(picks) - 1) + 1 : step].transpose(0, 2, 1)
+
+    def _collect_one(self, job: _Job, rows: npt.NDArray[np.float64], start: int) -> None:
+        """A single reading's windows: one slice per model (numpy calls cost more than the work)."""
+        seq = job.block.seq
+        for name in job.models:
+            model = self.models.get(name)
+            if model is None:
+                continue
+            length = model.window
+            if start + 1 < length or (model.manifest.task == "classify" and seq % self.settings.classify_stride):
+                continue
+            job.picks[name] = _ONLY
+            job.windows[name] = rows[start + 1 - length : start + 1][np.newaxis]
 
     def _infer(self, jobs: list[_Job], emit: bool) -> None:
         for name, model in self.models.items():
@@ -250,22 +275,35 @@ class Processor:
             if self.shadows is not None and name in self.shadows:
                 shadow_rows = self.shadows.run(name, batch, out)
             finite = np.isfinite(out.reshape(len(out), -1)).all(axis=1)
+            flags: list[bool] = finite.tolist()
+            # One conversion per batch: the per-reading path works on plain floats.
+            listed: list[Any] | None = out.tolist() if any(job.single is not None for job in picked) else None
             offset = 0
             for job in picked:
                 count = len(job.picks[name])
-                rows, ok = out[offset : offset + count], finite[offset : offset + count]
-                job.outputs[name], job.ok[name] = rows, ok
                 if shadow_rows is not None:
                     job.shadow[name] = shadow_rows[offset : offset + count]
-                if not ok.all():
+                if listed is not None and job.single is not None:
+                    if flags[offset]:
+                        job.row[name] = listed[offset]
+                    else:
+                        job.failures[name] = ("non_finite_output", f"{name} v{model.version} gave NaN or infinity", None)
+                    offset += count
+                    continue
+                ok = finite[offset : offset + count]
+                job.outputs[name], job.ok[name] = out[offset : offset + count], ok
+                if not all(flags[offset : offset + count]):
                     job.failures[name] = ("non_finite_output", f"{name} v{model.version} gave NaN or infinity",
-                                          None if job.single else int(job.picks[name][int(np.argmin(ok))]))
+                                          int(job.picks[name][int(np.argmin(ok))]))
                 offset += count
 
     def _emit(self, job: _Job, now: float, outputs: list[Output], emit: bool) -> None:
         if job.failures and emit:
             reason, detail, sample = next(iter(job.failures.values()))
             outputs.append(self._dead_letter(job.payload, job.source, reason, detail, now, sample))
+        if job.single is not None:
+            self._emit_one(job, job.single, now, outputs, emit)
+            return
         for name in job.models:
             model = self.models.get(name)
             if model is None:
@@ -276,6 +314,61 @@ class Processor:
                 self._forecast(job, model, now, outputs, emit)
             elif emit and name in job.outputs:
                 self._classify(job, model, now, outputs)
+
+    def _emit_one(self, job: _Job, reading: Reading, now: float, outputs: list[Output], emit: bool) -> None:
+        """The per-reading path of a single reading: plain floats, per-reading results."""
+        key = reading.key.encode()
+        for name in job.models:
+            model = self.models.get(name)
+            if model is None:
+                continue
+            monitor = self.monitors[name]
+            if emit:
+                monitor.add_input(reading.values)
+            steps = job.row.get(name)
+            if model.manifest.task == "forecast":
+                self._score_one(job, reading, model, monitor, now, outputs, emit)
+                if self.shadows is not None and name in self.shadows:
+                    shadow = job.shadow.get(name)
+                    self.shadows.observe(name, job.ext.state, reading, shadow[0] if shadow else None)
+                if steps is None:
+                    continue
+                job.ext.state.pending[name] = PendingForecast(reading.seq, name, model.version, tuple(steps[0]))
+                if emit:
+                    body = {"horizon": model.manifest.horizon, "features": model.manifest.features, "forecast": steps}
+                    value = result("forecast", reading, job.source, name, model.version, body, now)
+                    outputs.append(Output("forecasts", key, value, reading.ts))
+            elif steps is not None and emit:
+                labels = model.manifest.class_labels
+                best = max(range(len(steps)), key=steps.__getitem__)
+                body = {"label": labels[best], "probability": steps[best],
+                        "probabilities": dict(zip(labels, steps, strict=True)), "window": model.window}
+                value = result("classification", reading, job.source, name, model.version, body, now)
+                outputs.append(Output("classifications", key, value, reading.ts))
+
+    def _score_one(self, job: _Job, reading: Reading, model: LoadedModel, monitor: ModelMonitor, now: float,
+                   outputs: list[Output], emit: bool) -> None:
+        pending = job.ext.state.pending.pop(model.name, None)
+        if pending is None or pending.seq != reading.seq - 1 or not emit:
+            return
+        actual = reading.values
+        residual = [a - f for a, f in zip(actual, pending.values, strict=True)]
+        worst = max(abs(r) for r in residual)
+        residual_std = model.residual_std()
+        error = sum(abs(r) for r in residual) / len(residual)
+        score = worst / residual_std
+        if not (math.isfinite(score) and math.isfinite(error)):
+            return  # values near the float limit overflow: nothing to score, nothing JSON could carry
+        monitor.add_error(error)
+        band = self.settings.anomaly_k * residual_std
+        if worst <= band:
+            return
+        self._children(model.name)[1].inc()
+        body = {"actual": list(actual), "forecast": list(pending.values), "residual": residual, "score": score,
+                "threshold": band, "k": self.settings.anomaly_k, "residual_std": residual_std,
+                "forecast_seq": pending.seq, "features": model.manifest.features}
+        value = result("anomaly", reading, job.source, model.name, pending.version, body, now)
+        outputs.append(Output("anomalies", reading.key.encode(), value, reading.ts))
 
     def _forecast(self, job: _Job, model: LoadedModel, now: float, outputs: list[Output], emit: bool) -> None:
         name, block, state = model.name, job.block, job.ext.state
@@ -304,20 +397,14 @@ class Processor:
             state.pending[name] = PendingForecast(block.last_seq, name, model.version, tuple(steps[-1, 0].tolist()))
         if not emit or not ok.any():
             return
-        key = block.key.encode()
         manifest = model.manifest
-        if job.single:
-            body = {"horizon": manifest.horizon, "features": manifest.features, "forecast": steps[0].tolist()}
-            value = result("forecast", block.reading(0), job.source, name, model.version, body, now)
-            outputs.append(Output("forecasts", key, value, float(block.ts[0])))
-            return
         rows: list[Any] = steps.tolist()
         if not ok.all():
             rows = [row if good else None for row, good in zip(rows, ok.tolist(), strict=True)]
         body = {"horizon": manifest.horizon, "features": manifest.features, "forecast_seq": block.seq + int(picks[0]),
                 "forecast": rows}
         value = block_result("forecast_block", block, job.source, name, model.version, body, now)
-        outputs.append(Output("forecasts", key, value, float(block.ts[-1])))
+        outputs.append(Output("forecasts", block.key.encode(), value, float(block.ts[-1])))
 
     def _score(self, job: _Job, model: LoadedModel, version: int, predicted: npt.NDArray[np.float64], now: float,
                outputs: list[Output]) -> None:
@@ -341,21 +428,12 @@ class Processor:
         if not len(broke):
             return
         self._children(model.name)[1].inc(len(broke))
-        key = block.key.encode()
-        if job.single:
-            body = {"actual": block.values[0].tolist(), "forecast": predicted[0].tolist(),
-                    "residual": residual[0].tolist(), "score": float(score[0]), "threshold": band,
-                    "k": self.settings.anomaly_k, "residual_std": residual_std, "forecast_seq": block.seq - 1,
-                    "features": model.manifest.features}
-            value = result("anomaly", block.reading(0), job.source, model.name, version, body, now)
-            outputs.append(Output("anomalies", key, value, float(block.ts[0])))
-            return
         body = {"sample_indexes": broke.tolist(), "actual": block.values[broke].tolist(),
                 "forecast": predicted[broke].tolist(), "residual": residual[broke].tolist(),
                 "score": score[broke].tolist(), "threshold": band, "k": self.settings.anomaly_k,
                 "residual_std": residual_std, "features": model.manifest.features}
-        value = block_result("anomaly_block", block, job.source, model.name, model.version, body, now)
-        outputs.append(Output("anomalies", key, value, float(block.ts[-1])))
+        value = block_result("anomaly_block", block, job.source, model.name, version, body, now)
+        outputs.append(Output("anomalies", block.key.encode(), value, float(block.ts[-1])))
 
     def _observe_shadow(self, job: _Job, name: str) -> None:
         """Shadow scoring per sample (a diagnostic mode, off the hot path)."""
@@ -370,17 +448,6 @@ class Processor:
         name, block = model.name, job.block
         probs, ok, picks = job.outputs[name], job.ok[name], job.picks[name]
         labels = model.manifest.class_labels
-        key = block.key.encode()
-        if job.single:
-            if not ok[0]:
-                return
-            row = probs[0].tolist()
-            best = max(range(len(row)), key=row.__getitem__)
-            body = {"label": labels[best], "probability": row[best],
-                    "probabilities": dict(zip(labels, row, strict=True)), "window": model.window}
-            value = result("classification", block.reading(0), job.source, name, model.version, body, now)
-            outputs.append(Output("classifications", key, value, float(block.ts[0])))
-            return
         good = probs[ok]
         if not len(good):
             return
@@ -389,7 +456,7 @@ class Processor:
                 "probability": good[np.arange(len(good)), best].tolist(), "probabilities": good.tolist(),
                 "class_labels": list(labels), "window": model.window}
         value = block_result("classification_block", block, job.source, name, model.version, body, now)
-        outputs.append(Output("classifications", key, value, float(block.ts[-1])))
+        outputs.append(Output("classifications", block.key.encode(), value, float(block.ts[-1])))
 
     def _set_mae(self) -> None:
         for name, monitor in self.monitors.items():
