@@ -22,12 +22,15 @@ and a ``read_committed`` consumer sees their results exactly once. Consumers rea
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from streamedge.services.records import Output, Source
 
 __all__ = ["Processed", "TransactionalBatches"]
+
+_log = logging.getLogger(__name__)
 
 # A processed part of a batch: (payload, source) per reading kept, and the messages to produce.
 Processed = tuple[list[tuple[bytes | None, Source]], list[Output]]
@@ -60,13 +63,26 @@ class TransactionalBatches:
         return f"{self.app.conf.id}-{group}-{partition}"
 
     async def handle(self, events: Sequence[Any]) -> None:
-        """Process, deliver and commit ``events`` (one ``take_events`` batch); see the module doc."""
+        """Process, deliver and commit ``events`` (one ``take_events`` batch); see the module doc.
+
+        Any failure (a send refused, this producer fenced by a newer owner of the partition, a
+        processing error) leaves the batch held and its transaction open, and stops the worker
+        with a non-zero exit: held events would otherwise block every later rebalance of the
+        group. The next owner aborts the transaction and processes the readings again.
+        """
+        for event in events:
+            event.message.incref()
+        try:
+            await self._deliver(events)
+        except Exception as exc:  # any failure: nothing was committed; restart from the committed offsets
+            _log.critical("exactly-once batch of %d readings failed, stopping the worker: %r", len(events), exc)
+            await self.app.crash(exc)
+
+    async def _deliver(self, events: Sequence[Any]) -> None:
         import asyncio
 
         from faust.types import TP
 
-        for event in events:
-            event.message.incref()
         parts: dict[int, list[Any]] = {}
         for event in events:
             parts.setdefault(event.message.partition, []).append(event)
