@@ -28,6 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from streamedge.benchmarks import stream_rate
 from streamedge.cli.common import add_kafka_options, kafka_settings
 from streamedge.cli.options import option
 from streamedge.paths import user_state_dir
@@ -53,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     option(parser, "--active-keys", type=int, default=10_000, help="keys for the bounded-memory run")
     option(parser, "--work-dir", type=Path, default=user_state_dir() / "bench" / "stream",
            help="scratch folder; default under STREAMEDGE_HOME")
+    stream_rate.add_arguments(parser)
 
 
 def _rss_mb(pid: int) -> float:
@@ -251,6 +253,12 @@ def run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"messages": keys * per_key, "keys": keys, "window": _WINDOW,
                               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                                           "platform": platform.platform()}}
+    report.update(stream_rate.rate_axis(bench, args, pipeline, python, env, logs))
+    if args.rate_only:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"rate axis -> {args.out}")
+        return 0
     layout = bench.layout()
     bench.fill(layout, keys, per_key)
     report["passthrough"] = bench.measure("passthrough", layout, passthrough, keys * per_key, keys, per_key)

@@ -1,4 +1,5 @@
-"""The framework ceiling: a Faust agent that decodes, re-encodes and produces each reading, no model.
+"""The framework ceiling: a Faust agent that decodes, re-encodes and produces each message (a
+single reading or a reading block), no model.
 
 Same consumption and delivery contract as the real worker (micro-batches via ``take_events``,
 an event's offset committable only once the broker acknowledged its batch's results, up to 4
@@ -25,7 +26,7 @@ def main(argv: list[str]) -> int:
     """Start the pass-through worker (runs until SIGTERM)."""
     import faust
 
-    from streamedge.contracts.reading import Reading, parse_reading
+    from streamedge.contracts.reading import Reading, Rejection, parse_message
     from streamedge.kafka.settings import KafkaSettings
     from streamedge.kafka.topics import TopicLayout
 
@@ -56,9 +57,9 @@ def main(argv: list[str]) -> int:
             pending = []
             for event in events:
                 event.message.incref()
-                parsed = parse_reading(event.message.value)
-                if isinstance(parsed, Reading):
-                    if table is not None:
+                parsed = parse_message(event.message.value)
+                if not isinstance(parsed, Rejection):
+                    if table is not None and isinstance(parsed, Reading):
                         window = table[parsed.key][-7:]
                         window.append(list(parsed.values))
                         table[parsed.key] = window

@@ -1,4 +1,5 @@
-"""``streamedge stream worker|export-dlq|replay-dlq``: the stream processor and its dead letters.
+"""``streamedge stream worker|replay|export-dlq|replay-dlq``: the stream processor, recorded files
+replayed as reading blocks, and dead letters.
 
 Light module: Faust, aiokafka and the TFLite runtime are imported only inside handlers.
 Worker settings come from ``STREAMEDGE_STREAM_*`` env vars (see :class:`services.settings.StreamSettings`);
@@ -45,6 +46,17 @@ def register(subparsers: Any) -> None:
                 "exactly_once (Kafka transactions; read results with isolation_level=read_committed)")
     worker.set_defaults(handler=_worker)
 
+    blocks = commands.add_parser("replay", help="replay a .csv or .ts file into the readings topic as reading blocks")
+    add_kafka_options(blocks)
+    option(blocks, "--file", type=Path, required=True, help=".csv (header, optional ts column) or UCR/UEA .ts file")
+    option(blocks, "--device", default="replay", help="device id (.ts series i: <device>-<i>)")
+    option(blocks, "--stream", dest="stream_name", default="s", help="stream name of every key")
+    option(blocks, "--block-size", type=int, default=256, help="samples per message (1: single readings)")
+    option(blocks, "--period", type=float, default=1.0, help="seconds between samples without a ts column")
+    option(blocks, "--start-ts", type=float, default=None, help="time of the first sample, seconds (default: now)")
+    option(blocks, "--dry-run", action="store_true", default=False, help="count the messages, produce nothing")
+    blocks.set_defaults(handler=_replay_file)
+
     export = commands.add_parser("export-dlq", help="write dead letters as JSON lines to fix by hand")
     add_kafka_options(export)
     option(export, "--out", type=Path, required=True, help="JSON-lines file to write")
@@ -89,6 +101,36 @@ def _worker(args: argparse.Namespace) -> int:
     worker.prepare()
     app = worker.create_app()
     faust.Worker(app, loglevel=args.log_level, quiet=True).execute_from_commandline()
+    return 0
+
+
+def _replay_file(args: argparse.Namespace) -> int:
+    import time
+
+    from streamedge.services.replay import block_payloads, read_series
+
+    series = read_series(args.file, args.device)
+    start = time.time() if args.start_ts is None else args.start_ts
+    payloads = block_payloads(series, args.stream_name, args.block_size, start, args.period)
+    producer = None
+    if not args.dry_run:
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(**kafka_settings(args).kafka_python_config(), acks="all", linger_ms=5)
+    count = 0
+    try:
+        for key, value in payloads:
+            if producer is not None:
+                producer.send(topic_layout(args).readings, key=key, value=value)
+            count += 1
+        if producer is not None:
+            producer.flush(timeout=60)
+    finally:
+        if producer is not None:
+            producer.close(timeout=30)
+    samples = sum(len(s.values) for s in series)
+    verb = "would produce" if args.dry_run else "produced"
+    print(f"{verb} {count} message(s): {samples} samples of {len(series)} series in blocks of {args.block_size}")
     return 0
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamedge.contracts.reading import Rejection, parse_reading
+from streamedge.contracts.reading import Rejection, parse_message
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from streamedge.services.records import parse_dead_letter
@@ -183,7 +183,7 @@ def replay(kafka: KafkaSettings, layout: TopicLayout, letters: Iterable[DeadLett
             if payload is None:
                 report.skipped += 1
                 continue
-            parsed = parse_reading(payload)
+            parsed = parse_message(payload)
             if isinstance(parsed, Rejection):
                 report.invalid += 1
                 continue
