@@ -371,8 +371,10 @@ def _validate_block(obj: dict[str, Any]) -> ReadingBlock | Rejection:
     return ReadingBlock(obj["device_id"], obj["stream"], seq, times, values)
 
 
-def _decode(payload: bytes | bytearray | memoryview | None, limit: int) -> dict[str, Any] | Rejection:
-    """The JSON object in ``payload`` (at most ``limit`` bytes), or why there is none."""
+def _decode(payload: bytes | bytearray | memoryview | None, limit: int,
+            constants: bool = False) -> dict[str, Any] | Rejection:
+    """The JSON object in ``payload`` (at most ``limit`` bytes), or why there is none; with
+    ``constants`` NaN and Infinity decode as floats (for validation to find the sample)."""
     if payload is None:
         return Rejection("not_object", "empty message (null value)")
     raw = bytes(payload)
@@ -383,7 +385,7 @@ def _decode(payload: bytes | bytearray | memoryview | None, limit: int) -> dict[
     except UnicodeDecodeError as exc:
         return Rejection("not_utf8", f"not UTF-8 at byte {exc.start}")
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = json.loads(text, parse_constant=float if constants else _reject_constant)
     except _NonFiniteConstant as exc:
         return Rejection("non_finite", f"JSON holds the non-standard constant {exc}")
     except ValueError as exc:
@@ -421,6 +423,11 @@ def parse_message(payload: bytes | bytearray | memoryview | None) -> Reading | R
         payload is neither (with the first offending ``sample`` of a block).
     """
     obj = _decode(payload, MAX_BLOCK_BYTES)
+    if isinstance(obj, Rejection) and obj.reason == "non_finite":
+        # NaN/Infinity in a block: decode again so the rejection names the offending sample.
+        lenient = _decode(payload, MAX_BLOCK_BYTES, constants=True)
+        if isinstance(lenient, dict) and "values" in lenient:
+            obj = lenient
     if isinstance(obj, dict) and "values" in obj:
         return _validate_block(obj)
     if payload is not None and len(payload) > MAX_READING_BYTES:

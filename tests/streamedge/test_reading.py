@@ -210,3 +210,13 @@ def test_block_round_trip(seq: int, ts: float, width: int, flat: list[float]) ->
     parsed = parse_message(block.to_json())
     assert isinstance(parsed, ReadingBlock)
     assert parsed.seq == seq and parsed.ts.tolist() == times.tolist() and parsed.values.tolist() == values.tolist()
+
+
+def test_nan_in_a_block_names_its_sample() -> None:
+    body = b'{"device_id":"d","stream":"s","seq":1,"ts":[1,2,3],"values":[1.0,2.0,NaN]}'
+    assert parse_message(body) == Rejection("non_finite", "value contains NaN or infinity", 2)
+    times = b'{"device_id":"d","stream":"s","seq":1,"ts":[1,Infinity,3],"values":[1.0,2.0,3.0]}'
+    refused = parse_message(times)
+    assert isinstance(refused, Rejection) and (refused.reason, refused.sample) == ("non_finite", 1)
+    single = parse_message(b'{"device_id":"d","stream":"s","ts":1,"value":NaN,"seq":1}')
+    assert isinstance(single, Rejection) and (single.reason, single.sample) == ("non_finite", None)

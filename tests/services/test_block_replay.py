@@ -1,0 +1,98 @@
+"""Recorded files replayed as reading blocks: the pure reader, then through a worker on the real broker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamedge.cli.main import main
+from streamedge.contracts.reading import Reading, ReadingBlock, parse_message
+from streamedge.kafka.settings import KafkaSettings
+from streamedge.kafka.topics import TopicLayout
+from streamedge.services.records import parse_dead_letter
+from streamedge.services.replay import ReplayFileError, block_payloads, read_series
+from streamedge.training.tiny import TINY_WINDOW
+from tests.services.helpers import WorkerProcess, consume_until, sine
+
+
+def _csv(path: Path, samples: int, with_ts: bool) -> Path:
+    lines = ["ts,value" if with_ts else "value"]
+    lines += [f"{1.7e9 + s},{sine(s)}" if with_ts else f"{sine(s)}" for s in range(samples)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_csv_and_ts_files_become_blocks_that_parse_back(tmp_path: Path) -> None:
+    series = read_series(_csv(tmp_path / "a.csv", 10, with_ts=True), "pump")
+    payloads = list(block_payloads(series, "s", 4, start_ts=0.0, period=1.0))
+    assert [key for key, _ in payloads] == [b"pump/s"] * 3
+    blocks = [parse_message(value) for _, value in payloads]
+    assert all(isinstance(b, ReadingBlock) for b in blocks)
+    assert [(b.seq, len(b)) for b in blocks if isinstance(b, ReadingBlock)] == [(0, 4), (4, 4), (8, 2)]
+    last = blocks[-1]
+    assert isinstance(last, ReadingBlock) and last.ts.tolist() == [1.7e9 + 8, 1.7e9 + 9]
+    singles = [parse_message(v) for _, v in block_payloads(series, "s", 1, 0.0, 1.0)]
+    assert all(isinstance(r, Reading) for r in singles) and len(singles) == 10
+
+    ts_file = tmp_path / "x.ts"
+    ts_file.write_text("# comment\n@problemName x\n@classLabel true a b\n@data\n1,2,3:4,5,6:a\n7,8:9,10:b\n")
+    two = read_series(ts_file, "uea")
+    assert [s.device_id for s in two] == ["uea-0", "uea-1"]
+    assert two[0].values.tolist() == [[1, 4], [2, 5], [3, 6]]
+    (key, value), = block_payloads(two[1:], "gesture", 8, start_ts=100.0, period=0.5)
+    block = parse_message(value)
+    assert key == b"uea-1/gesture" and isinstance(block, ReadingBlock)
+    np.testing.assert_array_equal(block.values, [[7, 9], [8, 10]])
+    assert block.ts.tolist() == [100.0, 100.5]
+
+
+@pytest.mark.parametrize(("name", "text", "match"), [
+    ("none.csv", None, "does not exist"),
+    ("a.txt", "x", "expected a .csv or .ts"),
+    ("empty.csv", "ts\n", "value column"),
+    ("rows.csv", "value\n", "no data row"),
+    ("nodata.ts", "@problemName x\n1,2,3\n", "no series"),
+])
+def test_unreadable_files_are_one_clear_error(tmp_path: Path, name: str, text: str | None, match: str) -> None:
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ReplayFileError, match=match):
+        read_series(path, "d")
+
+
+def test_a_replayed_file_in_blocks_is_answered_by_the_worker(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout],
+        start_worker: Callable[..., WorkerProcess], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    layout = make_topics(3)
+    worker = start_worker(layout, "blocks-app", classify_stride=4)
+    samples, size = 300, 64
+    path = _csv(tmp_path / "pump.csv", samples, with_ts=False)
+    common = ["--bootstrap-servers", kafka_settings.bootstrap_servers, "--topic-prefix", layout.prefix]
+    assert main(["stream", "replay", *common, "--file", str(path), "--device", "pump", "--block-size", str(size),
+                 "--period", "0.001", "--start-ts", "1.7e9"]) == 0
+    assert "produced 5 message(s): 300 samples" in capsys.readouterr().out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("value\n" + "".join(f"{sine(s)}\n" if s != 3 else "oops\n" for s in range(10)))
+    assert main(["stream", "replay", *common, "--file", str(bad), "--device", "other", "--block-size", "10"]) == 0
+
+    def _done(found: list[object]) -> bool:
+        return sum(1 for m in found if getattr(m, "topic") == layout.forecasts) >= 5 and any(
+            getattr(m, "topic") == layout.dead_letters for m in found)
+
+    found = consume_until(kafka_settings, [layout.forecasts, layout.classifications, layout.dead_letters], _done)
+    forecasts = [json.loads(m.value) for m in found if m.topic == layout.forecasts]
+    assert [f["type"] for f in forecasts] == ["forecast_block"] * 5
+    rows = {f["forecast_seq"] + i for f in forecasts for i, row in enumerate(f["forecast"]) if row is not None}
+    assert rows == set(range(TINY_WINDOW - 1, samples))
+    assert len({f["idempotency_key"] for f in forecasts}) == 5
+    classified = {c["seq"] + i for m in found if m.topic == layout.classifications
+                  for c in [json.loads(m.value)] for i in c["sample_indexes"]}
+    assert classified == {s for s in range(TINY_WINDOW - 1, samples) if s % 4 == 0}
+    (letter,) = [parse_dead_letter(m.value)[0] for m in found if m.topic == layout.dead_letters]
+    assert (letter["reason"], letter["sample"]) == ("non_finite", 3)
+    assert worker.metric("streamedge_stream_readings_consumed_total") == samples + 1
