@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -80,9 +81,9 @@ def test_a_replayed_file_in_blocks_is_answered_by_the_worker(
     bad.write_text("value\n" + "".join(f"{sine(s)}\n" if s != 3 else "oops\n" for s in range(10)))
     assert main(["stream", "replay", *common, "--file", str(bad), "--device", "other", "--block-size", "10"]) == 0
 
-    def _done(found: list[object]) -> bool:
-        return sum(1 for m in found if getattr(m, "topic") == layout.forecasts) >= 5 and any(
-            getattr(m, "topic") == layout.dead_letters for m in found)
+    def _done(found: list[Any]) -> bool:
+        return sum(1 for m in found if m.topic == layout.forecasts) >= 5 and any(
+            m.topic == layout.dead_letters for m in found)
 
     found = consume_until(kafka_settings, [layout.forecasts, layout.classifications, layout.dead_letters], _done)
     forecasts = [json.loads(m.value) for m in found if m.topic == layout.forecasts]
