@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from streamedge.contracts.manifest import ModelManifest
 from streamedge.contracts.model_update import FetchOptions
 from streamedge.contracts.promotion import PromotionLedger, StaleUpdateError
-from streamedge.contracts.reading import Reading, Rejection, parse_reading
+from streamedge.contracts.reading import Reading, ReadingBlock, Rejection, parse_message
 from streamedge.edge.buffer import Outbox
 from streamedge.edge.errors import ModelRejectedError, NonFiniteOutputError
 from streamedge.edge.forwarder import Forwarder
@@ -45,6 +46,17 @@ __all__ = ["EdgeAgent"]
 _LOG = logging.getLogger(__name__)
 _SMOKE_WINDOWS = 32
 _LOG_EVERY = 1000  # after the first 10 rejections per reason, log one in this many
+
+
+
+def _readings(payloads: list[bytes]) -> Iterator[Reading | Rejection]:
+    """Each payload's readings in order: a reading block gives its samples, a bad payload one rejection."""
+    for payload in payloads:
+        parsed = parse_message(payload)
+        if isinstance(parsed, ReadingBlock):
+            yield from (parsed.reading(index) for index in range(len(parsed)))
+        else:
+            yield parsed
 
 
 class EdgeAgent:
@@ -226,8 +238,7 @@ class EdgeAgent:
         """
         bodies: list[dict[str, Any]] = []
         expected = self._expected_features()
-        for payload in payloads:
-            parsed = parse_reading(payload)
+        for parsed in _readings(payloads):
             if isinstance(parsed, Rejection):
                 self._reject(parsed.reason, parsed.detail)
                 continue
