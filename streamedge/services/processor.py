@@ -42,7 +42,15 @@ from streamedge.errors import StreamedgeError
 from streamedge.services.metrics import StreamMetrics
 from streamedge.services.models import LoadedModel, ModelSet
 from streamedge.services.monitor import ModelMonitor
-from streamedge.services.records import Output, Source, block_result, dead_letter, dead_letter_key, result
+from streamedge.services.records import (
+    Output,
+    Source,
+    block_result,
+    dead_letter,
+    dead_letter_key,
+    float32_json,
+    result,
+)
 from streamedge.services.settings import StreamSettings
 from streamedge.services.shadow import ShadowSet
 from streamedge.services.windows import Extension, PendingForecast, WindowStore
@@ -398,12 +406,14 @@ class Processor:
         if not emit or not ok.any():
             return
         manifest = model.manifest
-        rows: list[Any] = steps.tolist()
-        if not ok.all():
-            rows = [row if good else None for row, good in zip(rows, ok.tolist(), strict=True)]
-        body = {"horizon": manifest.horizon, "features": manifest.features, "forecast_seq": block.seq + int(picks[0]),
-                "forecast": rows}
-        value = block_result("forecast_block", block, job.source, name, model.version, body, now)
+        body: dict[str, Any] = {"horizon": manifest.horizon, "features": manifest.features,
+                                "forecast_seq": block.seq + int(picks[0])}
+        arrays: dict[str, str] = {}
+        if ok.all():
+            arrays["forecast"] = float32_json(steps)
+        else:
+            body["forecast"] = [row if good else None for row, good in zip(steps.tolist(), ok.tolist(), strict=True)]
+        value = block_result("forecast_block", block, job.source, name, model.version, body, now, arrays)
         outputs.append(Output("forecasts", block.key.encode(), value, float(block.ts[-1])))
 
     def _score(self, job: _Job, model: LoadedModel, version: int, predicted: npt.NDArray[np.float64], now: float,
@@ -453,9 +463,9 @@ class Processor:
             return
         best = good.argmax(axis=1)
         body = {"sample_indexes": picks[ok].tolist(), "labels": [labels[i] for i in best.tolist()],
-                "probability": good[np.arange(len(good)), best].tolist(), "probabilities": good.tolist(),
                 "class_labels": list(labels), "window": model.window}
-        value = block_result("classification_block", block, job.source, name, model.version, body, now)
+        arrays = {"probability": float32_json(good[np.arange(len(good)), best]), "probabilities": float32_json(good)}
+        value = block_result("classification_block", block, job.source, name, model.version, body, now, arrays)
         outputs.append(Output("classifications", block.key.encode(), value, float(block.ts[-1])))
 
     def _set_mae(self) -> None:

@@ -25,10 +25,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from streamedge.contracts.reading import Reading, ReadingBlock
 
 __all__ = ["DEAD_LETTER_MAX_BYTES", "KEY_KEEP_BYTES", "Output", "Source", "block_result", "dead_letter",
-           "dead_letter_key", "idempotency_key", "parse_dead_letter", "result"]
+           "dead_letter_key", "float32_json", "idempotency_key", "parse_dead_letter", "result"]
 
 # Below the producer's default request limit (1,000,000 bytes) and the broker's default
 # message.max.bytes (1,048,588), with room for the record batch overhead.
@@ -100,13 +103,28 @@ def result(kind: str, reading: Reading, source: Source, model: str, version: int
     return _encode(record).encode()
 
 
+def float32_json(array: npt.NDArray[np.float32]) -> str:
+    """JSON text of a finite float32 array (ndim >= 1) as nested lists, each number in its
+    shortest float32 form: exactly the value the model computed, in about a third of the time
+    ``json`` takes to write the same values as float64 (``10.921928`` for ``10.921927452087402``)."""
+    shape = array.shape
+    if array.size == 0:
+        return _encode(array.tolist())
+    level: list[str] = [",".join(row) for row in array.astype(np.float32).astype(str).reshape(-1, shape[-1]).tolist()]
+    for size in reversed(shape[:-1]):
+        level = ["[" + item + "]" for item in level]
+        level = [",".join(level[i : i + size]) for i in range(0, len(level), size)]
+    return "[" + (level[0] if level else "") + "]"
+
+
 def block_result(kind: str, block: ReadingBlock, source: Source, model: str, version: int, body: dict[str, Any],
-                 produced_at: float) -> bytes:
+                 produced_at: float, arrays: dict[str, str] | None = None) -> bytes:
     """Encode the one result of ``kind`` (``forecast_block``, ``anomaly_block``,
     ``classification_block``) that a model gives for a whole reading block, as JSON bytes.
 
     ``seq`` is the block's first sample's, ``samples`` its sample count and ``ts`` its last
     sample's time; the idempotency key is ``"<kind>:<model>:<key>:<seq>"``, one per block.
+    ``arrays`` are fields already encoded (:func:`float32_json`), appended after ``body``.
     """
     record = {
         "type": kind,
@@ -122,7 +140,10 @@ def block_result(kind: str, block: ReadingBlock, source: Source, model: str, ver
         "produced_at": produced_at,
         **body,
     }
-    return _encode(record).encode()
+    text = _encode(record)
+    if arrays:
+        text = text[:-1] + "".join(f",{_encode(name)}:{value}" for name, value in arrays.items()) + "}"
+    return text.encode()
 
 
 def _b64(data: bytes) -> str:

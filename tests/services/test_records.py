@@ -6,9 +6,12 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from streamedge.services.dlq import records_from_file
 from streamedge.services.records import (
@@ -17,6 +20,7 @@ from streamedge.services.records import (
     Source,
     dead_letter,
     dead_letter_key,
+    float32_json,
     parse_dead_letter,
 )
 from tests.services.hostile import MAX_SIZE_BYTES, hostile_payloads
@@ -93,3 +97,13 @@ def test_a_fix_holding_a_lone_surrogate_names_its_line(tmp_path: Path) -> None:
     path.write_text(json.dumps({"reason": "bad_json", "original": None, "fixed": "\ud800"}) + "\n")
     with pytest.raises(ValueError, match=r"bad\.jsonl:1"):
         list(records_from_file(path))
+
+
+@settings(max_examples=200, deadline=None)
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=5),
+                  elements=st.floats(width=32, allow_nan=False, allow_infinity=False)))
+def test_float32_json_is_the_exact_float32_array(array: npt.NDArray[np.float32]) -> None:
+    text = float32_json(array)
+    back = np.array(json.loads(text), dtype=np.float32)
+    assert back.size == array.size
+    assert np.array_equal(back.reshape(array.shape), array)
