@@ -178,13 +178,14 @@ def rate_axis(bench: Any, args: argparse.Namespace, pipeline: Callable[..., Any]
         layout = bench.layout()
         messages = rate.fill(layout, keys, per_key, size)
         expected = keys * (per_key - _WINDOW + 1) if size < _WINDOW else messages
+        ceiling = size in (1, args.headline_block)
+        if ceiling:  # before the pipeline: the topic holds exactly the filled messages
+            ceilings["kafka_consumer_perf"][str(size)] = rate.consumer_perf(layout, messages, keys * per_key)
         latency = (keys, per_key, size) if size == args.headline_block else None
         figures = rate.drain(f"pipeline block={size}", layout, pipeline(batch, stride=stride),
                              expected, latency)
         blocks[str(size)] = {"block_size": size, "classify_stride": stride, "messages": messages, **figures}
-        if size in (1, args.headline_block):
-            readings = keys * per_key
-            ceilings["kafka_consumer_perf"][str(size)] = rate.consumer_perf(layout, messages, readings)
+        if ceiling:
             for name, start in (("faust_passthrough", rate.passthrough), ("aiokafka_loop", rate.aiokafka_loop)):
                 layout = bench.layout()
                 rate.fill(layout, keys, per_key, size)
