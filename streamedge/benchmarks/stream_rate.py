@@ -193,4 +193,14 @@ def rate_axis(bench: Any, args: argparse.Namespace, pipeline: Callable[..., Any]
     for figures in ceilings.values():
         if "1" in figures:
             figures["messages_per_s"] = figures["1"]["messages_per_s"]
-    return {"blocks": blocks, "ceilings": ceilings}
+    return {"blocks": blocks, "ceilings": ceilings, "rate_ratios": _ratios(blocks, ceilings, str(args.headline_block))}
+
+
+def _ratios(blocks: dict[str, Any], ceilings: dict[str, Any], headline: str) -> dict[str, float]:
+    """Each pipeline figure over each ceiling's, at block size 1 (messages/s) and at the headline size."""
+    ratios: dict[str, float] = {}
+    for name, figures in ceilings.items():
+        for size, unit in (("1", "messages_per_s"), (headline, "readings_per_s")):
+            if size in blocks and size in figures and figures[size][unit]:
+                ratios[f"block_{size}_pipeline_over_{name}"] = round(blocks[size][unit] / figures[size][unit], 3)
+    return ratios
