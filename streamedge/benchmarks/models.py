@@ -36,7 +36,7 @@ SELECTION = ("GunPoint", "ItalyPowerDemand", "BasicMotions")
 UNSEEN = ("JapaneseVowels", "PickupGestureWiimoteZ", "Coffee")
 # Candidate name -> ClassifierConfig fields (besides the seed).
 _CANDIDATES: dict[str, dict[str, Any]] = {
-    "minirocket": {"model": "minirocket"},
+    "minirocket": {"model": "minirocket", "features": 10_000},
     "minirocket-1k": {"model": "minirocket", "features": 1008},
     "fcn": {"model": "fcn"},
 }
@@ -45,7 +45,7 @@ _CANDIDATES: dict[str, dict[str, Any]] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``streamedge bench models``."""
     parser.add_argument("--out", type=Path, required=True, help="where to write the JSON figures")
-    parser.add_argument("--candidates", default="minirocket:3,minirocket-1k:1,fcn:1",
+    parser.add_argument("--candidates", default="minirocket:3,minirocket-1k:1,fcn:3",
                         help=f"NAME:SEEDS,... from {sorted(_CANDIDATES)} (seeds 0..SEEDS-1)")
     parser.add_argument("--selection", default=",".join(SELECTION), help="data sets that choose the default")
     parser.add_argument("--unseen", default=",".join(UNSEEN), help="data sets that only report it")
