@@ -28,7 +28,7 @@ from streamedge.contracts.model_update import FetchOptions
 from streamedge.contracts.promotion import PromotionLedger, StaleUpdateError
 from streamedge.contracts.reading import Reading, ReadingBlock, Rejection, parse_message
 from streamedge.edge.buffer import Outbox
-from streamedge.edge.errors import ModelRejectedError, NonFiniteOutputError
+from streamedge.edge.errors import ModelRejectedError, NonFiniteOutputError, OutboxError
 from streamedge.edge.forwarder import Forwarder
 from streamedge.edge.metrics import EdgeMetrics
 from streamedge.edge.models import ModelStore
@@ -46,6 +46,10 @@ __all__ = ["EdgeAgent"]
 _LOG = logging.getLogger(__name__)
 _SMOKE_WINDOWS = 32
 _LOG_EVERY = 1000  # after the first 10 rejections per reason, log one in this many
+# Retry of a failed buffer commit (disk full): from 0.5 s doubling to 30 s, so a full disk costs
+# a log line per attempt at most every 30 s instead of a crash loop.
+_PENDING_BACKOFF_S = 0.5
+_PENDING_BACKOFF_MAX_S = 30.0
 
 
 
@@ -97,6 +101,9 @@ class EdgeAgent:
             self._watcher_thread = Supervised("edge-updates", self.watcher.run, self.watcher.stop_event,
                                               self._on_restart)
         self._latencies: deque[float] = deque(maxlen=1024)
+        # Results whose buffer commit failed (disk full): intake stops until they are committed.
+        self._pending: list[dict[str, Any]] | None = None
+        self._pending_backoff_s = _PENDING_BACKOFF_S
         self._rejections: dict[str, int] = {}
         self._last_heartbeat = 0.0
         self._last_check = 0.0
@@ -253,9 +260,9 @@ class EdgeAgent:
             body = self._score(parsed, state)
             if body is not None:
                 bodies.append(body)
-        if bodies:
-            self._commit_results(bodies)
-        return len(bodies)
+        if bodies and self._commit_results(bodies):
+            return len(bodies)
+        return 0
 
     def _score(self, reading: Reading, state: KeyState) -> dict[str, Any] | None:
         predictor = self.predictor
@@ -276,9 +283,15 @@ class EdgeAgent:
         if not emit and not body.get("anomaly"):
             return None
         return {"key": reading.key, "source_seq": reading.seq, "ts": reading.ts,
-                "model": self.model_name, "version": predictor.version, **body}
+                "model": self.model_name, "version": predictor.version,
+                "idempotency_key": f"{body['type']}:{self.model_name}:{reading.key}:{reading.seq}", **body}
 
-    def _commit_results(self, bodies: list[dict[str, Any]]) -> None:
+    def _commit_results(self, bodies: list[dict[str, Any]]) -> bool:
+        """Commit results, then acknowledge the source; on a buffer write error keep them pending.
+
+        Returns:
+            True when committed; False when the buffer refused them (intake stops, see :meth:`run`).
+        """
         device = self.settings.device_id
         topic, key = self.layout.edge_results, device.encode()
 
@@ -287,13 +300,28 @@ class EdgeAgent:
                                             separators=(",", ":"), allow_nan=False).encode())
                     for i, body in enumerate(bodies)]
 
-        self.outbox.append(build, len(bodies))
+        try:
+            self.outbox.append(build, len(bodies))
+        except OutboxError as exc:
+            self.metrics.buffer_write_errors.inc()
+            if self._pending is None:
+                _LOG.error("buffer write failed, intake stopped until it succeeds (disk full?): %s", exc,
+                           extra={"reason": "buffer_write", "pending": len(bodies)})
+            self._pending = bodies
+            self.metrics.intake_paused.set(1)
+            return False
+        if self._pending is not None:
+            _LOG.info("buffer writable again: %d pending results committed, intake resumed", len(bodies))
+        self._pending = None
+        self._pending_backoff_s = _PENDING_BACKOFF_S
+        self.metrics.intake_paused.set(0)
         self.source.commit()
         self.forwarder.wake()
         for body in bodies:
             self.metrics.results.labels(task=body["type"]).inc()
             if body.get("anomaly"):
                 self.metrics.anomalies.inc()
+        return True
 
     # ---- telemetry and housekeeping -------------------------------------------------------------
 
@@ -305,7 +333,12 @@ class EdgeAgent:
             body = {"device_id": device, "seq": first, "ts": time.time(), "model": self.model_name, **event}
             return [(topic, device.encode(), json.dumps(body, separators=(",", ":")).encode())]
 
-        self.outbox.append(build, 1, counter="telemetry_seq")
+        try:
+            self.outbox.append(build, 1, counter="telemetry_seq")
+        except OutboxError as exc:  # telemetry is best effort; results are what must not be lost
+            self.metrics.buffer_write_errors.inc()
+            _LOG.warning("telemetry event not buffered: %s", exc, extra={"reason": "buffer_write"})
+            return
         self.forwarder.wake()
 
     def heartbeat(self) -> None:
@@ -332,7 +365,11 @@ class EdgeAgent:
         if now - self._last_check >= 1.0:
             self._last_check = now
             self._follow_local_swap()
-            self.outbox.expire()
+            try:
+                self.outbox.expire()
+            except OutboxError as exc:
+                self.metrics.buffer_write_errors.inc()
+                _LOG.warning("buffer expiry deferred: %s", exc, extra={"reason": "buffer_write"})
             stats = self.outbox.stats()
             self.metrics.buffer_depth.set(stats.depth)
             self.metrics.buffer_bytes.set(stats.bytes)
@@ -359,7 +396,10 @@ class EdgeAgent:
     def run(self, stop: threading.Event | None = None) -> bool:
         """Serve until the source ends or ``stop`` is set; returns whether the buffer was emptied.
 
-        When the source ends, the buffer is forwarded for up to ``drain_timeout_s`` first.
+        When the source ends, the buffer is forwarded for up to ``drain_timeout_s`` first. While
+        results cannot be written to the buffer (disk full) no reading is taken from the source
+        and none is acknowledged: the pending results are retried with backoff, and
+        ``intake_paused`` is 1.
         """
         stop = stop or threading.Event()
         self.forwarder.start()
@@ -368,6 +408,11 @@ class EdgeAgent:
         exhausted = False
         try:
             while not stop.is_set():
+                if self._pending is not None and not self._commit_results(self._pending):
+                    stop.wait(self._pending_backoff_s)
+                    self._pending_backoff_s = min(self._pending_backoff_s * 2, _PENDING_BACKOFF_MAX_S)
+                    self._housekeeping()
+                    continue
                 payloads = self.source.read(self.settings.batch_size, timeout=0.2)
                 if payloads is None:
                     exhausted = True

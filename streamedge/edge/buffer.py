@@ -29,7 +29,7 @@ from typing import Final
 
 from streamedge.edge.errors import OutboxError
 
-__all__ = ["BufferStats", "Outbox", "OutboxRow"]
+__all__ = ["BufferStats", "Outbox", "OutboxRow", "steady_clock"]
 
 _LOG = logging.getLogger(__name__)
 _SCHEMA: Final = """
@@ -66,6 +66,12 @@ class BufferStats:
     next_seq: int
 
 
+def steady_clock() -> Callable[[], float]:
+    """Epoch seconds that only move with the monotonic clock: ``time()`` at the call plus elapsed time."""
+    wall, mono = time.time(), time.monotonic()
+    return lambda: wall + (time.monotonic() - mono)
+
+
 class Outbox:
     """The SQLite outbox; safe to share between the agent thread and the forwarder thread.
 
@@ -75,7 +81,9 @@ class Outbox:
         max_age_s: rows older than this are dropped.
         fsync: ``synchronous=FULL`` (power-cut safe) instead of ``NORMAL`` (SIGKILL safe).
         on_drop: called with ``(reason, count)`` whenever rows are dropped.
-        clock: seconds since the epoch (tests pass a fake one).
+        clock: seconds since the epoch; default :func:`steady_clock`, the wall clock read once
+            and advanced by the monotonic clock, so an NTP step while the agent runs (a device
+            without an RTC syncing after boot) neither ages nor rejuvenates the backlog.
     """
 
     def __init__(
@@ -85,13 +93,13 @@ class Outbox:
         max_age_s: float = 7 * 24 * 3600.0,
         fsync: bool = True,
         on_drop: Callable[[str, int], None] | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self._on_drop = on_drop
-        self._clock = clock
+        self._clock = clock or steady_clock()
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,8 @@ Names (all prefixed ``streamedge_edge_``), label values from small fixed sets:
 - ``model_version{model}``: the active version (0 when none).
 - ``model_updates_total{outcome}``: updates applied or refused, by reason (``malformed``,
   ``verification``, ``stale``, ``shape``, ``load``, ``smoke_test``).
+- ``buffer_write_errors_total``: buffer writes that failed (disk full, I/O error).
+- ``intake_paused``: 1 while results wait for a buffer write and no reading is taken.
 - ``thread_restarts_total{thread}``: crashed background loops restarted (``edge-forwarder``, ``edge-updates``).
 """
 
@@ -49,6 +51,10 @@ class EdgeMetrics:
         self.model_version = Gauge(f"{p}model_version", "Active model version (0: none)", ["model"],
                                    registry=registry)
         self.updates = Counter(f"{p}model_updates", "Model updates by outcome", ["outcome"], registry=registry)
+        self.buffer_write_errors = Counter(f"{p}buffer_write_errors", "Failed buffer writes (disk full, I/O)",
+                                           registry=registry)
+        self.intake_paused = Gauge(f"{p}intake_paused", "1 while intake waits for a buffer write",
+                                   registry=registry)
         self.thread_restarts = Counter(f"{p}thread_restarts", "Crashed background threads restarted", ["thread"],
                                        registry=registry)
         for thread in ("edge-forwarder", "edge-updates"):

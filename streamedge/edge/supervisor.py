@@ -68,13 +68,13 @@ class Supervised:
                 self._target()
             except Exception as exc:  # the supervision policy: any crash is logged, counted and restarted
                 _LOG.error("%s thread crashed, restarting in %.1f s: %s", self.name, backoff, exc, exc_info=True,
-                           extra={"thread": self.name, "reason": type(exc).__name__})
+                           extra={"worker_thread": self.name, "reason": type(exc).__name__})
                 self._on_crash(exc)
             else:
                 if self._stop.is_set():
                     return
                 _LOG.error("%s thread returned while not stopping; restarting", self.name,
-                           extra={"thread": self.name})
+                           extra={"worker_thread": self.name})
             if time.monotonic() - started > self._max:
                 backoff = self._initial
             if self._stop.wait(backoff):
