@@ -34,7 +34,8 @@ class StreamMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         p = "streamedge_stream"
-        self.readings = Counter(f"{p}_readings_consumed", "Messages read from the readings topic",
+        self.readings = Counter(f"{p}_readings_consumed",
+                                "Readings read from the readings topic (every sample of a block; a refused message is one)",
                                 registry=registry)
         self.results = Counter(f"{p}_results", "Messages produced, by kind of output topic", ["kind"],
                                registry=registry)
