@@ -106,8 +106,13 @@ def _status(args: argparse.Namespace) -> int:
     settings = _settings(args)
     store = _store(settings)
     name = store.resolve_name(settings.model_name)
+    from streamedge.contracts.promotion import PromotionLedger
+
+    record = PromotionLedger(settings.model_dir).get(name)
     report: dict[str, Any] = {"model": name, "active": store.active_version(name),
-                              "previous": store.previous_version(name), "versions": store.versions(name)}
+                              "previous": store.previous_version(name), "versions": store.versions(name),
+                              "promotion": ({"sequence": record.sequence, "version": record.version,
+                                             "action": record.action} if record else None)}
     if settings.buffer_path.is_file():
         outbox = Outbox(settings.buffer_path, settings.buffer_max_bytes, settings.buffer_max_age_s)
         stats = outbox.stats()

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from streamedge.cli.main import main
+from streamedge.contracts.promotion import PromotionLedger
 from streamedge.contracts.signing import load_public_key
 from streamedge.edge.agent import EdgeAgent
 from streamedge.edge.errors import NoModelError
@@ -25,6 +26,7 @@ from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from streamedge.training.tiny import TinyModels
 from tests.edge.helpers import make_version, other_key, sine_readings, write_jsonl
+from tests.streamedge.updates import signed_update
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -72,7 +74,12 @@ def test_cli_install_status_rollback(tmp_path: Path, tiny_models: TinyModels,
     capsys.readouterr()
     assert main(["edge", "status", *common]) == 0
     status = json.loads(capsys.readouterr().out)
-    assert status == {"model": "tiny-forecaster", "active": 2, "previous": 1, "versions": [1, 2]}
+    assert status == {"model": "tiny-forecaster", "active": 2, "previous": 1, "versions": [1, 2], "promotion": None}
+    record = signed_update(v2, tiny_models.signing_key, 4).promotion
+    assert record is not None
+    PromotionLedger(tmp_path / "m").accept(record)
+    assert main(["edge", "status", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["promotion"] == {"sequence": 4, "version": 2, "action": "promote"}
     assert main(["edge", "rollback", *common]) == 0
     assert "v1 is active" in capsys.readouterr().out
     assert main(["edge", "status", "--public-key", str(tmp_path / "nokey.pem"), "--model-dir", "x"]) == 1
