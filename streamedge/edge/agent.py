@@ -102,12 +102,13 @@ class EdgeAgent:
                                               self._on_restart)
         self._latencies: deque[float] = deque(maxlen=1024)
         # Results whose buffer commit failed (disk full): intake stops until they are committed.
-        self._pending: list[dict[str, Any]] | None = None
+        self._pending: tuple[list[dict[str, Any]], list[tuple[str, int, str]]] | None = None
         self._pending_backoff_s = _PENDING_BACKOFF_S
         self._rejections: dict[str, int] = {}
         self._last_heartbeat = 0.0
         self._last_check = 0.0
         self._load_active()
+        self._restore_windows()
 
     # ---- model lifecycle -------------------------------------------------------------------
 
@@ -126,6 +127,20 @@ class EdgeAgent:
                            extra={"model": self.model_name, "version": version, "reason": str(exc)})
         _LOG.warning("no verified model %s under %s: waiting for a model update",
                      self.model_name, self.settings.model_dir)
+
+    def _restore_windows(self) -> None:
+        """Reload the windows saved with the last committed results (see :class:`Outbox`)."""
+        restored = 0
+        for key, last_seq, state in self.outbox.load_windows(self.settings.max_keys):
+            try:
+                values = [tuple(float(v) for v in row) for row in json.loads(state)]
+            except (ValueError, TypeError, RecursionError) as exc:
+                _LOG.warning("saved window of %s unreadable, starting it afresh: %s", key, exc)
+                continue
+            self.windows.restore(key, values, last_seq)
+            restored += 1
+        if restored:
+            _LOG.info("restored %d windows from the buffer", restored, extra={"keys": restored})
 
     def _serve(self, predictor: Predictor) -> None:
         self.predictor = predictor
@@ -244,6 +259,7 @@ class EdgeAgent:
             Results committed (acknowledged).
         """
         bodies: list[dict[str, Any]] = []
+        touched: dict[str, KeyState] = {}
         expected = self._expected_features()
         for parsed in _readings(payloads):
             if isinstance(parsed, Rejection):
@@ -256,11 +272,13 @@ class EdgeAgent:
             if state is None:
                 self._reject("out_of_order", f"{parsed.key} seq {parsed.seq} is not after the last seq seen")
                 continue
+            touched[parsed.key] = state
             self.metrics.readings.labels(outcome="accepted").inc()
             body = self._score(parsed, state)
             if body is not None:
                 bodies.append(body)
-        if bodies and self._commit_results(bodies):
+        windows = [(key, st.last_seq, json.dumps([list(v) for v in st.values])) for key, st in touched.items()]
+        if bodies and self._commit_results(bodies, windows):
             return len(bodies)
         return 0
 
@@ -286,8 +304,10 @@ class EdgeAgent:
                 "model": self.model_name, "version": predictor.version,
                 "idempotency_key": f"{body['type']}:{self.model_name}:{reading.key}:{reading.seq}", **body}
 
-    def _commit_results(self, bodies: list[dict[str, Any]]) -> bool:
-        """Commit results, then acknowledge the source; on a buffer write error keep them pending.
+    def _commit_results(self, bodies: list[dict[str, Any]], windows: list[tuple[str, int, str]]) -> bool:
+        """Commit results and the windows they came from, then acknowledge the source.
+
+        On a buffer write error both are kept pending.
 
         Returns:
             True when committed; False when the buffer refused them (intake stops, see :meth:`run`).
@@ -301,13 +321,13 @@ class EdgeAgent:
                     for i, body in enumerate(bodies)]
 
         try:
-            self.outbox.append(build, len(bodies))
+            self.outbox.append(build, len(bodies), windows=windows, keep_windows=self.settings.max_keys)
         except OutboxError as exc:
             self.metrics.buffer_write_errors.inc()
             if self._pending is None:
                 _LOG.error("buffer write failed, intake stopped until it succeeds (disk full?): %s", exc,
                            extra={"reason": "buffer_write", "pending": len(bodies)})
-            self._pending = bodies
+            self._pending = (bodies, windows)
             self.metrics.intake_paused.set(1)
             return False
         if self._pending is not None:
@@ -408,7 +428,7 @@ class EdgeAgent:
         exhausted = False
         try:
             while not stop.is_set():
-                if self._pending is not None and not self._commit_results(self._pending):
+                if self._pending is not None and not self._commit_results(*self._pending):
                     stop.wait(self._pending_backoff_s)
                     self._pending_backoff_s = min(self._pending_backoff_s * 2, _PENDING_BACKOFF_MAX_S)
                     self._housekeeping()

@@ -12,7 +12,11 @@ rows are deleted first and counted (``reason="size"`` or ``"age"``); newer data 
 to an operator than older data once the link has been down for that long.
 
 The sequence counter lives in the same database and is advanced in the same transaction as
-the rows, so sequence numbers never repeat across restarts.
+the rows, so sequence numbers never repeat across restarts. So do the per-key windows the
+results were computed from (``windows`` table: key, last seq, recent values as JSON): after a
+restart the agent resumes with exactly the windows its committed results saw, and a source
+that replays unacknowledged readings finds their ``seq`` already seen. The table keeps the
+``_WINDOW_KEEP_FACTOR x max_keys`` most recently written keys.
 """
 
 from __future__ import annotations
@@ -41,7 +45,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS windows (
+    key TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    tick INTEGER NOT NULL
+);
 """
+# Prune the windows table every this many appends, down to the most recent keys.
+_PRUNE_EVERY: Final = 256
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,8 @@ class Outbox:
         build: Callable[[int], Sequence[tuple[str, bytes | None, bytes]]],
         count: int,
         counter: str = "next_seq",
+        windows: Sequence[tuple[str, int, str]] = (),
+        keep_windows: int = 10_000,
     ) -> int:
         """Reserve ``count`` sequence numbers and commit the rows ``build(first_seq)`` returns, atomically.
 
@@ -132,6 +146,9 @@ class Outbox:
             count: sequence numbers to reserve (results in this batch).
             counter: which durable counter to draw from (results and telemetry count apart, so
                 result sequence numbers have no gaps).
+            windows: ``(key, last_seq, state_json)`` of the keys this batch changed, saved in
+                the same transaction.
+            keep_windows: how many most recently saved keys the windows table keeps.
 
         Returns:
             The first reserved sequence number.
@@ -147,6 +164,8 @@ class Outbox:
                     [(topic, key, value, now) for topic, key, value in rows],
                 )
                 self._set_meta(counter, first + count)
+                if windows:
+                    self._save_windows(windows, keep_windows)
                 self._bytes += sum(len(value) for _, _, value in rows)
                 dropped = self._enforce_bounds(now)
                 self._db.execute("COMMIT")
@@ -159,6 +178,25 @@ class Outbox:
                 raise
         self._report(dropped)
         return first
+
+    def _save_windows(self, windows: Sequence[tuple[str, int, str]], keep: int) -> None:
+        tick = self._meta("window_tick") + 1
+        self._set_meta("window_tick", tick)
+        self._db.executemany(
+            "INSERT OR REPLACE INTO windows (key, last_seq, state, tick) VALUES (?, ?, ?, ?)",
+            [(key, last_seq, state, tick) for key, last_seq, state in windows],
+        )
+        if tick % _PRUNE_EVERY == 0:
+            self._db.execute("DELETE FROM windows WHERE key NOT IN "
+                             "(SELECT key FROM windows ORDER BY tick DESC LIMIT ?)", (keep,))
+
+    def load_windows(self, limit: int) -> list[tuple[str, int, str]]:
+        """The ``limit`` most recently saved ``(key, last_seq, state_json)``, least recent first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, last_seq, state FROM windows ORDER BY tick DESC, key LIMIT ?", (limit,)
+            ).fetchall()
+        return [(str(k), int(seq), str(state)) for k, seq, state in reversed(rows)]
 
     def _rollback(self) -> None:
         """Undo the open transaction (if any) and re-read the byte count it may have changed."""

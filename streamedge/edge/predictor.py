@@ -79,6 +79,19 @@ class WindowStore:
         state.last_seq = reading.seq
         return state
 
+    def restore(self, key: str, values: list[tuple[float, ...]], last_seq: int) -> None:
+        """Put back a key's window saved before a restart (``values`` oldest first)."""
+        state = KeyState(values=deque(values, maxlen=self.history), count=len(values), last_seq=last_seq)
+        self._keys[key] = state
+        self._keys.move_to_end(key)
+        if len(self._keys) > self.max_keys:
+            self._keys.popitem(last=False)
+            self.evicted += 1
+
+    def state(self, key: str) -> KeyState | None:
+        """The state of ``key``, or None."""
+        return self._keys.get(key)
+
     def resize(self, history: int) -> None:
         """Keep ``history`` readings per key from now on (a model with a longer window arrived)."""
         if history == self.history:

@@ -107,3 +107,24 @@ def test_forwarder_crash_is_counted_and_marks_the_broker_unreachable(
     agent.forwarder._outbox = agent.outbox
     agent.forwarder.stop()
     agent.outbox.close()
+
+
+def test_windows_survive_a_restart_and_replays_make_no_duplicates(make_agent: Callable[..., EdgeAgent],
+                                                                   tmp_path: Path) -> None:
+    readings = sine_readings(30)
+    first = make_agent(IteratorSource(iter(()), queue_size=4), _OFFLINE, TopicLayout(prefix="t."))
+    assert first.process(readings[:20]) == 20 - 7  # forecasts from the 8th reading on (window 8)
+    first.outbox.close()  # the process dies here; its source never acknowledged readings 15-19, say
+
+    restarted = make_agent(IteratorSource(iter(()), queue_size=4), _OFFLINE, TopicLayout(prefix="t."))
+    state = restarted.windows.state("dev/s")
+    assert state is not None and state.last_seq == 19 and len(state.values) == 8
+    assert restarted.process(readings[15:20]) == 0  # the replay: already scored, nothing twice
+    assert restarted.metrics.registry.get_sample_value("streamedge_edge_readings_total",
+                                                       {"outcome": "out_of_order"}) == 5
+    assert restarted.process(readings[20:21]) == 1  # no warm-up: the window came back
+    restarted.outbox.close()
+    results = [r for r in _rows(tmp_path / "buffer.sqlite") if r.get("type") == "forecast"]
+    assert [r["source_seq"] for r in results] == list(range(7, 21))
+    keys = [r["idempotency_key"] for r in results]
+    assert len(set(keys)) == len(keys)
