@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     option(parser, "--block-sizes", default="1,16,256,1024", help="reading block sizes of the rate axis")
     option(parser, "--headline-block", type=int, default=256, help="block size measured for latency too")
     option(parser, "--block-readings", type=int, default=400_000, help="readings per block-size run (blocks > 1)")
+    option(parser, "--repeats", type=int, default=1,
+           help="runs of each rate-axis measurement, in alternation; the median is reported")
     option(parser, "--rate-only", action="store_true", default=False,
            help="run only the rate axis and its ceilings")
 
@@ -162,9 +164,17 @@ class _Rate:
         return out
 
 
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median readings/s, plus every run's readings/s (``runs_readings_per_s``)."""
+    ordered = sorted(runs, key=lambda run: float(run["readings_per_s"]))
+    return {**ordered[(len(ordered) - 1) // 2], "runs_readings_per_s": [run["readings_per_s"] for run in runs]}
+
+
 def rate_axis(bench: Any, args: argparse.Namespace, pipeline: Callable[..., Any], python: str, env: dict[str, str],
               logs: Path) -> dict[str, Any]:
-    """Run the block sizes and the three ceilings; returns ``{"blocks": ..., "ceilings": ...}``."""
+    """Run the block sizes and the three ceilings, each ``--repeats`` times in alternation (the
+    median run is reported: a shared machine's load moves every figure); returns
+    ``{"blocks": ..., "ceilings": ..., "rate_ratios": ...}``."""
     rate = _Rate(bench, args, pipeline, python, env, logs)
     keys = args.keys
     sizes = [int(b) for b in str(args.block_sizes).split(",") if b.strip()]
@@ -175,21 +185,28 @@ def rate_axis(bench: Any, args: argparse.Namespace, pipeline: Callable[..., Any]
     for size in sizes:
         total = args.messages if size == 1 else args.block_readings
         per_key = max(_WINDOW + size, total // keys // size * size)
-        layout = bench.layout()
-        messages = rate.fill(layout, keys, per_key, size)
-        expected = keys * (per_key - _WINDOW + 1) if size < _WINDOW else messages
         ceiling = size in (1, args.headline_block)
-        if ceiling:  # before the pipeline: the topic holds exactly the filled messages
-            ceilings["kafka_consumer_perf"][str(size)] = rate.consumer_perf(layout, messages, keys * per_key)
-        latency = (keys, per_key, size) if size == args.headline_block else None
-        figures = rate.drain(f"pipeline block={size}", layout, pipeline(batch, stride=stride),
-                             expected, latency)
-        blocks[str(size)] = {"block_size": size, "classify_stride": stride, "messages": messages, **figures}
-        if ceiling:
-            for name, start in (("faust_passthrough", rate.passthrough), ("aiokafka_loop", rate.aiokafka_loop)):
-                layout = bench.layout()
-                rate.fill(layout, keys, per_key, size)
-                ceilings[name][str(size)] = rate.drain(f"{name} block={size}", layout, start, messages)
+        runs: dict[str, list[dict[str, Any]]] = {"pipeline": [], **{name: [] for name in ceilings}}
+        messages = 0
+        for _ in range(args.repeats):
+            layout = bench.layout()
+            messages = rate.fill(layout, keys, per_key, size)
+            expected = keys * (per_key - _WINDOW + 1) if size < _WINDOW else messages
+            if ceiling:  # before the pipeline: the topic holds exactly the filled messages
+                runs["kafka_consumer_perf"].append(rate.consumer_perf(layout, messages, keys * per_key))
+            latency = (keys, per_key, size) if size == args.headline_block else None
+            runs["pipeline"].append(rate.drain(f"pipeline block={size}", layout, pipeline(batch, stride=stride),
+                                               expected, latency))
+            if ceiling:
+                for name, start in (("faust_passthrough", rate.passthrough), ("aiokafka_loop", rate.aiokafka_loop)):
+                    layout = bench.layout()
+                    rate.fill(layout, keys, per_key, size)
+                    runs[name].append(rate.drain(f"{name} block={size}", layout, start, messages))
+        blocks[str(size)] = {"block_size": size, "classify_stride": stride, "messages": messages,
+                             **_median(runs["pipeline"])}
+        for name in ceilings:
+            if runs[name]:
+                ceilings[name][str(size)] = _median(runs[name])
     for figures in ceilings.values():
         if "1" in figures:
             figures["messages_per_s"] = figures["1"]["messages_per_s"]
