@@ -72,6 +72,10 @@ def test_kafka_source_reads_the_readings_topic(make_topics: Callable[..., TopicL
     while (registry.get_sample_value("streamedge_edge_results_total", {"task": "forecast"}) or 0) < 60 - 7:
         assert time.monotonic() < deadline, "the agent did not consume the readings topic"
         time.sleep(0.1)
+    # Stopping drains nothing (drain_timeout applies only when a source ends): wait for the forwarder.
+    while (registry.get_sample_value("streamedge_edge_forwarded_total") or 0) < 60 - 7:
+        assert time.monotonic() < deadline, "the forwarder did not deliver the results"
+        time.sleep(0.1)
     stop.set()
     thread.join(timeout=30)
     assert registry.get_sample_value("streamedge_edge_readings_total", {"outcome": "missing_field"}) == 1
