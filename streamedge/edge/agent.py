@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from streamedge.contracts.manifest import ModelManifest
 from streamedge.contracts.model_update import FetchOptions
-from streamedge.contracts.promotion import PromotionLedger, StaleUpdateError
+from streamedge.contracts.promotion import PromotionLedger, PromotionRecord, StaleUpdateError
 from streamedge.contracts.reading import Reading, ReadingBlock, Rejection, parse_message
 from streamedge.edge.buffer import Outbox
 from streamedge.edge.errors import ModelRejectedError, NonFiniteOutputError, OutboxError
@@ -50,7 +50,6 @@ _LOG_EVERY = 1000  # after the first 10 rejections per reason, log one in this m
 # a log line per attempt at most every 30 s instead of a crash loop.
 _PENDING_BACKOFF_S = 0.5
 _PENDING_BACKOFF_MAX_S = 30.0
-
 
 
 def _readings(payloads: list[bytes]) -> Iterator[Reading | Rejection]:
@@ -207,7 +206,7 @@ class EdgeAgent:
             except StaleUpdateError as exc:
                 raise ModelRejectedError("stale", str(exc)) from exc
             if self.predictor is not None and self.predictor.version == version:
-                self.ledger.accept(record)
+                self._remember(record)
                 return False
             candidate = self._candidate(fetched)
             self.store.activate(self.model_name, version)
@@ -223,11 +222,20 @@ class EdgeAgent:
                              "reason": exc.reason, "detail": exc.detail, "serving": serving})
             return False
         self._serve(candidate)
-        self.ledger.accept(record)
+        self._remember(record)
         self.metrics.updates.labels(outcome="applied").inc()
         self._telemetry({"type": "model_update", "status": "applied", "version": version,
                          "action": fetched.update.action})
         return True
+
+    def _remember(self, record: PromotionRecord) -> None:
+        """Persist an applied record; a failed write is logged (the topic re-delivers the record at start)."""
+        try:
+            self.ledger.accept(record)
+        except OSError as exc:
+            self.metrics.buffer_write_errors.inc()
+            _LOG.error("promotion #%d of %s not persisted: %s", record.sequence, record.model, exc,
+                       extra={"reason": "ledger_write"})
 
     def _follow_local_swap(self) -> None:
         """Pick up a ``streamedge edge rollback`` done while the agent runs."""
