@@ -85,6 +85,21 @@ def test_server_token_ranges_etag_and_nothing_else(server: RegistryServer, regis
     assert _get(f"{server.url}/healthz")[0] == 200
 
 
+def test_download_from_the_registry_resumes_a_partial_file(server: RegistryServer, registry: ModelRegistry,
+                                                           tmp_path: Path) -> None:
+    url = f"{server.url}/models/{NAME}/2/model.tflite"
+    blob = (registry.path(NAME, 2) / "model.tflite").read_bytes()
+    digest = hashlib.sha256(blob).hexdigest()
+    partial = tmp_path / f".partial-{digest}"
+    options = FetchOptions(token=TOKEN, timeout_s=5)
+    for kept in (blob[: len(blob) // 3], blob):  # half-way, and already complete (the server answers 416)
+        partial.write_bytes(kept)
+        assert download(url, digest, tmp_path, options) == blob
+        assert not partial.exists()
+    with pytest.raises(VerificationError, match="HTTP 401"):
+        download(url, digest, tmp_path, FetchOptions(token="wrong", timeout_s=5))
+
+
 class _Flaky(BaseHTTPRequestHandler):
     """Serves ``blob`` with ranges, but the first full response stops halfway (a dropped link)."""
 
