@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kafka import KafkaProducer
 
 from streamedge.contracts.signing import load_public_key
@@ -54,6 +56,24 @@ def test_follower_refuses_hostile_and_stale_updates(make_processor: Callable[...
     rejected = processor.metrics.registry.get_sample_value(
         "streamedge_stream_model_reloads_total", {"model": "unparsable", "outcome": "rejected"})
     assert rejected == 5
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.one_of(st.none(), st.binary(max_size=20), st.just(KEY)),
+       value=st.one_of(st.none(), st.binary(max_size=400), st.sampled_from([b"[" * 5000, b"1" * 400, b"{}"])),
+       field=st.sampled_from(["version", "manifest", "promotion", "inline", "uri", "action"]),
+       junk=st.one_of(st.integers(min_value=-(10**400), max_value=10**400), st.text(max_size=8), st.none()))
+def test_follower_survives_any_message(make_processor: Callable[..., Processor], tiny_models: TinyModels,
+                                       tmp_path: Path, key: bytes | None, value: bytes | None, field: str,
+                                       junk: object) -> None:
+    processor = make_processor(routes=ROUTES)
+    follower = ModelFollower(processor, tmp_path / "models", load_public_key(tiny_models.public_key))
+    assert follower.handle(key, value) == "rejected"  # arbitrary bytes: refused, never raised
+    body = json.loads(signed_update(tiny_models.forecaster, tiny_models.signing_key, 2).to_json())
+    body[field] = junk
+    assert follower.handle(key, json.dumps(body).encode()) in ("rejected", "current")
+    assert processor.models.describe()[NAME] == 1
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("model.tflite"))
 
 
 def _publish(kafka: KafkaSettings, topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> None:
