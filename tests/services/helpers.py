@@ -44,6 +44,18 @@ def install(model_dir: Path, source: Path, name: str, version: int = 1) -> Path:
     return target
 
 
+def committed_offsets(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset per partition of ``topic`` (absent: nothing committed)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    reader = KafkaConsumer(**kafka.kafka_python_config(), group_id=group, enable_auto_commit=False)
+    try:
+        found = {p: reader.committed(TopicPartition(topic, p)) for p in reader.partitions_for_topic(topic) or ()}
+    finally:
+        reader.close()
+    return {partition: offset for partition, offset in found.items() if offset is not None}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -20,7 +20,7 @@ from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from streamedge.registry import ModelRegistry
 from streamedge.training.tiny import TINY_WINDOW, TinyModels
-from tests.services.helpers import WorkerProcess, consume_until, produce, reading
+from tests.services.helpers import WorkerProcess, committed_offsets, consume_until, produce, reading
 
 
 def _paced(kafka: KafkaSettings, topic: str, keys: int, seqs: int, seconds: float) -> threading.Thread:
@@ -38,18 +38,6 @@ def _paced(kafka: KafkaSettings, topic: str, keys: int, seqs: int, seconds: floa
     thread = threading.Thread(target=_run, daemon=True)
     thread.start()
     return thread
-
-
-def _committed(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int]:
-    """The group's committed offset per partition of ``topic`` (absent: nothing committed)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    reader = KafkaConsumer(**kafka.kafka_python_config(), group_id=group, enable_auto_commit=False)
-    try:
-        found = {p: reader.committed(TopicPartition(topic, p)) for p in reader.partitions_for_topic(topic) or ()}
-    finally:
-        reader.close()
-    return {partition: offset for partition, offset in found.items() if offset is not None}
 
 
 def _forecast_keys(kafka: KafkaSettings, layout: TopicLayout, expected: int, timeout: float = 120) -> list[dict[str, Any]]:
@@ -72,7 +60,7 @@ def test_sigkill_mid_stream_loses_no_reading(kafka_settings: KafkaSettings, make
         time.sleep(0.2)
     consumed_before_kill = first.metric("streamedge_stream_readings_consumed_total")
     first.kill()
-    committed_at_kill = _committed(kafka_settings, app_id, layout.readings)
+    committed_at_kill = committed_offsets(kafka_settings, app_id, layout.readings)
     assert producer.is_alive(), "the stream ended before the kill; the test proves nothing"
     second = start_worker(layout, app_id)
     producer.join(timeout=60)

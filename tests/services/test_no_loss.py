@@ -21,22 +21,10 @@ from streamedge.services.records import parse_dead_letter
 from streamedge.services.settings import StreamSettings
 from streamedge.training.tiny import TINY_WINDOW, TinyModels
 from tests.services.conftest import ROUTES
-from tests.services.helpers import WorkerProcess, consume_until, produce, reading
+from tests.services.helpers import WorkerProcess, committed_offsets, consume_until, produce, reading
 from tests.services.hostile import known_bad
 
 _SEQS = 20
-
-
-def _committed(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int]:
-    """The group's committed offset per partition of ``topic`` (absent: nothing committed)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    reader = KafkaConsumer(**kafka.kafka_python_config(), group_id=group, enable_auto_commit=False)
-    try:
-        found = {p: reader.committed(TopicPartition(topic, p)) for p in reader.partitions_for_topic(topic) or ()}
-    finally:
-        reader.close()
-    return {partition: offset for partition, offset in found.items() if offset is not None}
 
 
 def _set_topic_config(kafka: KafkaSettings, topic: str, configs: dict[str, str]) -> None:
@@ -98,7 +86,7 @@ def test_hostile_readings_are_dead_lettered_whole_or_summarised_and_nothing_is_l
     assert records[-1][0]["original_truncated"] is True and records[-1][0]["original_size"] > 980_000
 
     assert _forecast_seqs(kafka_settings, layout, _SEQS - TINY_WINDOW + 1) == set(range(TINY_WINDOW - 1, _SEQS))
-    _wait(lambda: _committed(kafka_settings, app_id, layout.readings).get(0) == len(messages),
+    _wait(lambda: committed_offsets(kafka_settings, app_id, layout.readings).get(0) == len(messages),
           "every offset committed", worker)
     assert worker.proc is not None and worker.proc.poll() is None
     assert worker.metric("streamedge_stream_send_retries_total") == 0
@@ -125,12 +113,12 @@ def test_a_refused_send_commits_nothing_turns_unhealthy_exits_and_a_restart_lose
     code = first.proc.wait(timeout=120)
     assert code != 0, "a stuck worker must exit non-zero"
     # Readings before the first full window produce nothing and may be committed; none after.
-    assert _committed(kafka_settings, app_id, layout.readings).get(0, 0) <= TINY_WINDOW - 1
+    assert committed_offsets(kafka_settings, app_id, layout.readings).get(0, 0) <= TINY_WINDOW - 1
 
     _set_topic_config(kafka_settings, layout.forecasts, {"max.message.bytes": "1048588"})
     second = start_worker(layout, app_id)
     assert _forecast_seqs(kafka_settings, layout, _SEQS - TINY_WINDOW + 1) == set(range(TINY_WINDOW - 1, _SEQS))
-    _wait(lambda: _committed(kafka_settings, app_id, layout.readings).get(0) == _SEQS, "all committed", second)
+    _wait(lambda: committed_offsets(kafka_settings, app_id, layout.readings).get(0) == _SEQS, "all committed", second)
     assert second.health()[0] == 200
 
 
