@@ -31,6 +31,7 @@ _AREAS: tuple[str, ...] = (
     "streamedge.edge.cli",
     "streamedge.benchmarks.cli",
     "streamedge.cli.demo_cmd",
+    "streamedge.simulate.cli",
 )
 
 
