@@ -53,8 +53,15 @@ class BrokerStatus:
 
 
 def new_cluster_id() -> str:
-    """A fresh KRaft cluster id (16 random bytes, URL-safe base64 without padding)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A fresh KRaft cluster id (16 random bytes, URL-safe base64 without padding).
+
+    Never starting with ``-`` (one id in 64 would): the storage tool would read it as an option,
+    and Kafka's own ``Uuid.randomUuid`` draws again for the same reason.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def min_insync_replicas(replicas: int) -> int:
@@ -100,7 +107,9 @@ class LocalBroker:
         replicas: replication factor of the internal topics (offsets, transactions) and the
             default of new topics: 1 for a single broker, 3 in a 3-node cluster (then with
             ``min.insync.replicas=2``).
-        libs_dir: where the jars are (shared by the nodes of a cluster); default ``<state_dir>/libs``.
+        libs_dir: jars fetched by someone else (the nodes of a cluster, a test broker's), used as
+            they are once fetched: never refetched or removed from here, since a running broker
+            may be reading them. Default ``<state_dir>/libs``, fetched and kept to the pom.
     """
 
     def __init__(self, state_dir: Path, port: int = 9092, controller_port: int = 9093, heap_mb: int = 512,
@@ -115,6 +124,7 @@ class LocalBroker:
         self.cluster_id = cluster_id
         self.replicas = replicas
         self.libs_dir = Path(libs_dir).resolve() if libs_dir is not None else self.state_dir / "libs"
+        self._libs_shared = libs_dir is not None
 
     @property
     def bootstrap(self) -> str:
@@ -162,7 +172,7 @@ class LocalBroker:
         pom = resources.files("streamedge.kafka").joinpath(_POM).read_bytes()
         digest = hashlib.sha256(pom).hexdigest()
         marker = libs / ".pom-sha256"
-        if marker.is_file() and marker.read_text() == digest:
+        if marker.is_file() and (self._libs_shared or marker.read_text() == digest):
             return libs
         mvn = shutil.which("mvn")
         if mvn is None:

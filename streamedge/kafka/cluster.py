@@ -70,8 +70,8 @@ class LocalCluster:
         brokers: node count (3 for the fault-tolerant layout; 1 works too).
         port: client port of node 1; node ``i`` uses ``port + 2 * (i - 1)`` and the next port.
         heap_mb: JVM max heap per node.
-        libs_dir: jars folder to use instead of ``<state_dir>/libs`` (tests share the one of
-            their single broker).
+        libs_dir: jars fetched elsewhere, used as they are (tests share the ones of their
+            single broker); default ``<state_dir>/libs``, fetched once for the cluster.
     """
 
     def __init__(self, state_dir: Path, brokers: int = 3, port: int = 9092, heap_mb: int = 384,
@@ -83,6 +83,7 @@ class LocalCluster:
         self.port = port
         self.heap_mb = heap_mb
         self.libs_dir = Path(libs_dir).resolve() if libs_dir is not None else self.state_dir / "libs"
+        self._own_libs = libs_dir is None
         known = read_cluster_file(self.state_dir)
         self.cluster_id = str(known["cluster_id"]) if known and "cluster_id" in known else new_cluster_id()
         voters = ",".join(f"{i}@127.0.0.1:{self._ports(i)[1]}" for i in range(1, brokers + 1))
@@ -115,8 +116,9 @@ class LocalCluster:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / _CLUSTER_FILE).write_text(json.dumps(
             {"brokers": self.brokers, "port": self.port, "cluster_id": self.cluster_id}))
-        if self.nodes:
-            self.nodes[0].fetch_jars()
+        if self._own_libs:
+            # Fetched (and kept to the pom) here, once; the nodes take them as they are.
+            LocalBroker(self.state_dir).fetch_jars()
         started = [(node, node.start()) for node in self.nodes]
         for node, process in started:
             if process is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from streamedge.cli.main import main
+from streamedge.kafka.broker import new_cluster_id
 from streamedge.kafka.cluster import LocalCluster, free_ports
 
 
@@ -50,3 +51,8 @@ def test_status_and_down_find_the_cluster_that_up_recorded(tmp_path: Path,
     assert f"127.0.0.1:{port + 4}" in out
     assert main(["kafka", "down", "--state-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == "not running"
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    # One random id in 64 starts with "-", which the storage tool would take for a flag.
+    assert not [cluster_id for cluster_id in (new_cluster_id() for _ in range(2000)) if cluster_id.startswith("-")]
