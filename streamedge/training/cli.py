@@ -15,6 +15,7 @@ from streamedge.cli.options import option
 from streamedge.errors import ConfigError
 from streamedge.paths import user_state_dir
 from streamedge.training.config import CLASSIFIER_MODELS
+from streamedge.training.gan_cli import register_gan
 
 __all__ = ["register"]
 
@@ -61,6 +62,7 @@ def register(subparsers: Any) -> None:
     fc.set_defaults(handler=_forecaster)
     _register_study(commands)
     _register_watch(commands)
+    register_gan(commands)
 
 
 def _register_study(commands: Any) -> None:

@@ -1,0 +1,51 @@
+"""One evaluation of a trained GAN: scores, and the report pictures and page when asked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamedge.training.gan import TrainedGan, sample
+from streamedge.training.gan_metrics import discriminative_score, predictive_score, scale_like
+from streamedge.training.gan_report import plot_losses, plot_pca, plot_samples, write_gan_index
+
+__all__ = ["evaluate_gan", "write_gan_report"]
+
+
+def evaluate_gan(trained: TrainedGan, seed: int, epochs: int = 20) -> dict[str, float]:
+    """Scores of one trained GAN against its own training windows.
+
+    Synthetic windows are drawn with the real class frequencies, as many as there are real
+    ones. Returns ``discriminative``, ``predictive`` (train on synthetic, MAE on the held-out
+    real 20%) and ``predictive_real`` (the same predictor trained on the real 80%: the bar a
+    perfect generator would reach).
+    """
+    real = trained.data.x
+    rng = np.random.default_rng(seed)
+    synthetic = sample(trained, trained.data.labels[rng.permutation(len(real))], seed)
+    real_s, synth_s = scale_like(real, synthetic)
+    order = rng.permutation(len(real_s))
+    cut = max(1, int(0.8 * len(real_s)))
+    real_train, real_test = real_s[order[:cut]], real_s[order[cut:]] if cut < len(real_s) else real_s[order[:1]]
+    return {
+        "discriminative": discriminative_score(real_s, synth_s, seed, epochs),
+        "predictive": predictive_score(synth_s, real_test, seed, epochs),
+        "predictive_real": predictive_score(real_train, real_test, seed, epochs),
+    }
+
+
+def write_gan_report(trained: TrainedGan, folder: Path, title: str, metrics: dict[str, Any], seed: int = 0) -> Path:
+    """PCA picture, sample windows and loss curves into ``folder``, and ``index.html``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = trained.data.labels
+    synthetic = sample(trained, labels, seed)
+    real_s, synth_s = scale_like(trained.data.x, synthetic)
+    images = [
+        plot_pca(real_s, synth_s, folder / "pca.png", title),
+        plot_samples(trained.data.x, labels, synthetic, labels, trained.data.classes, folder / "samples.png"),
+        plot_losses(trained.history, folder / "losses.png"),
+    ]
+    return write_gan_index(folder, title, metrics, images)

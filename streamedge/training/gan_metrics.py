@@ -1,0 +1,94 @@
+"""How good synthetic windows are, measured the way Yoon et al. 2019 (TimeGAN) measure it.
+
+- Discriminative score: a post-hoc recurrent classifier (one GRU layer) learns real vs
+  synthetic on 80% of an equal mix and is scored on the other 20%; the score is
+  ``|accuracy - 0.5|`` (0: indistinguishable).
+- Predictive score: a recurrent one-step predictor trained on synthetic windows, its mean
+  absolute error on real windows (lower is better). With several features it predicts the last
+  feature at ``t + 1`` from the others up to ``t`` (TimeGAN's protocol); with one feature, the
+  next value from the values so far.
+
+Both take windows ``(n, window, n_features)`` already scaled to [0, 1] with the real data's
+bounds, as in the paper. The paper trains its post-hoc networks for 2,000 (discriminative) and
+5,000 (predictive) mini-batches of 128; ``epochs`` here is much less, for CPU time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["discriminative_score", "pca_projection", "predictive_score", "scale_like"]
+
+FloatArray = npt.NDArray[np.float32]
+
+
+def scale_like(real: FloatArray, *others: FloatArray) -> list[FloatArray]:
+    """Every array min-max scaled per feature with ``real``'s bounds (real first in the result)."""
+    low = real.min(axis=(0, 1))
+    span = np.maximum(real.max(axis=(0, 1)) - low, 1e-9)
+    return [((a - low) / span).astype(np.float32) for a in (real, *others)]
+
+
+def _gru(window: int, n_in: int, hidden: int, sequences: bool) -> Any:
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((window, n_in))
+    x = layers.GRU(hidden, return_sequences=sequences)(inputs)
+    outputs = layers.Dense(1, activation="sigmoid")(x)
+    return keras.Model(inputs, outputs)
+
+
+def discriminative_score(real: FloatArray, synthetic: FloatArray, seed: int, epochs: int = 20) -> float:
+    """``|accuracy - 0.5|`` of a GRU telling real from synthetic on a held-out 20%."""
+    from streamedge.training.models import seed_everything
+
+    seed_everything(seed)
+    n = min(len(real), len(synthetic))
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([real[rng.permutation(len(real))[:n]], synthetic[rng.permutation(len(synthetic))[:n]]])
+    y = np.concatenate([np.ones(n), np.zeros(n)]).astype(np.float32)
+    order = rng.permutation(2 * n)
+    cut = int(0.8 * 2 * n)
+    train, test = order[:cut], order[cut:]
+    model = _gru(x.shape[1], x.shape[2], max(4, x.shape[2] // 2), sequences=False)
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    model.fit(x[train], y[train], epochs=epochs, batch_size=128, verbose=0, shuffle=True)
+    predicted = np.asarray(model.predict(x[test], batch_size=256, verbose=0))[:, 0] > 0.5
+    accuracy = float(np.mean(predicted == (y[test] > 0.5)))
+    return abs(accuracy - 0.5)
+
+
+def _one_step(windows: FloatArray) -> tuple[FloatArray, FloatArray]:
+    if windows.shape[2] == 1:
+        return windows[:, :-1, :], windows[:, 1:, :]
+    return windows[:, :-1, :-1], windows[:, 1:, -1:]
+
+
+def predictive_score(train: FloatArray, real_test: FloatArray, seed: int, epochs: int = 20) -> float:
+    """MAE on ``real_test`` of a GRU one-step predictor fitted on ``train`` (synthetic for the
+    score; real for the train-on-real reference)."""
+    from streamedge.training.models import seed_everything
+
+    seed_everything(seed)
+    x, y = _one_step(train)
+    model = _gru(x.shape[1], x.shape[2], max(4, train.shape[2] // 2), sequences=True)
+    model.compile(optimizer="adam", loss="mae")
+    model.fit(x, y, epochs=epochs, batch_size=128, verbose=0, shuffle=True)
+    x_test, y_test = _one_step(real_test)
+    predicted = np.asarray(model.predict(x_test, batch_size=256, verbose=0))
+    return float(np.mean(np.abs(predicted - y_test)))
+
+
+def pca_projection(real: FloatArray, synthetic: FloatArray) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Both sets on the first two principal components of ``real`` (windows averaged over
+    features first, as in TimeGAN's pictures): two ``(n, 2)`` arrays."""
+    flat_real = real.mean(axis=2).astype(np.float64)
+    flat_synth = synthetic.mean(axis=2).astype(np.float64)
+    centre = flat_real.mean(axis=0)
+    _, _, vt = np.linalg.svd(flat_real - centre, full_matrices=False)
+    axes = vt[:2].T
+    return (flat_real - centre) @ axes, (flat_synth - centre) @ axes
