@@ -1,8 +1,9 @@
-"""``streamedge demo``: the end-to-end job on real data (see :mod:`streamedge.demo`)."""
+"""``streamedge demo``: the whole living system on real data (see :mod:`streamedge.demo`)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +16,34 @@ __all__ = ["register"]
 
 def register(subparsers: Any) -> None:
     """Add the ``demo`` command."""
-    text = "train on real data, serve through Kafka and Faust, check the results end to end"
+    text = ("train on real data, serve through Kafka and Faust, drift and retrain live, ride out an edge outage; "
+            "a live view, a summary of every record and an HTML report")
     parser = subparsers.add_parser("demo", help=text, description=text)
     option(parser, "--workdir", type=Path, default=user_state_dir() / "demo",
-           help="folder for models, keys and logs; default under STREAMEDGE_HOME")
+           help="folder for models, keys, logs and the report; default under STREAMEDGE_HOME")
     option(parser, "--data-dir", type=Path, default=data_dir(), help="the data sets (default: the ones shipped in the package)")
     add_state_dir_option(parser)
     option(parser, "--port", type=int, default=9092, env="STREAMEDGE_KAFKA_PORT", help="local broker port")
-    option(parser, "--classifier-epochs", type=int, default=None, help="override the classifier's default epochs")
-    option(parser, "--forecaster-epochs", type=int, default=None, help="override the forecaster's default epochs")
+    option(parser, "--quick", action="store_true", help="few epochs, 300 meters, a faster edge replay (a few minutes)")
+    option(parser, "--keep-running", action="store_true",
+           help="after the summary, leave the broker, worker and retrainer up (Prometheus endpoints) until Ctrl-C")
+    option(parser, "--classifier-epochs", type=int, default=None, help="override the classifier's epochs")
+    option(parser, "--forecaster-epochs", type=int, default=None, help="override the forecaster's epochs")
+    option(parser, "--retrain-epochs", type=int, default=None, help="cap the retrainer's epochs")
     option(parser, "--web-port", type=int, default=6066, help="the demo worker's /metrics port")
+    option(parser, "--edge-metrics-port", type=int, default=9108, help="the demo edge agent's /metrics port")
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from streamedge.demo import DemoConfig, run_demo
 
-    return run_demo(DemoConfig(workdir=args.workdir, data_dir=args.data_dir, state_dir=args.state_dir, port=args.port,
-                               classifier_epochs=args.classifier_epochs, forecaster_epochs=args.forecaster_epochs,
-                               web_port=args.web_port))
+    config = DemoConfig(workdir=args.workdir, data_dir=args.data_dir, state_dir=args.state_dir, port=args.port,
+                        web_port=args.web_port, edge_metrics_port=args.edge_metrics_port, quick=bool(args.quick),
+                        keep_running=bool(args.keep_running), classifier_epochs=args.classifier_epochs,
+                        forecaster_epochs=args.forecaster_epochs, retrain_epochs=args.retrain_epochs)
+    try:
+        return run_demo(config)
+    except KeyboardInterrupt:
+        print("\ninterrupted: every process the demo started was stopped", file=sys.stderr, flush=True)
+        return 130

@@ -1,0 +1,111 @@
+"""The demo's readings: the vendored real data, replayed, with one injected spike and one level shift.
+
+- ``power``: every ItalyPowerDemand *test* series as one device (``meter-NNNN``), 24 hourly readings;
+  the true labels come back for the streamed confusion matrix.
+- ``passengers``: the Airline series for three airports (``airport-0..2``); ``airport-2`` has a
+  spike (x1.8) at month :data:`SPIKE_AT` the forecaster's band should flag. From month
+  :data:`SHIFT_AT` on, every airport's level is shifted up by ``shift`` passengers: the drift.
+- after the retrain, three more airports (``airport-3..5``) replay the whole series at the shifted
+  level: the error of the version that learnt the new level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamedge.contracts.reading import Reading
+
+__all__ = ["SHIFT_AT", "SPIKE_AT", "DemoData", "airline", "edge_readings", "load"]
+
+EPOCH = 1_700_000_000.0
+MONTH_S = 30.44 * 86400.0
+# Month of the spike (before the shift, so it is judged by the model trained on that level).
+SPIKE_AT = 60
+# Month where the level shift starts: the last third of the series, after 8 years of history.
+SHIFT_AT = 96
+# The level shift in units of the series' standard deviation: a window of shifted readings lies
+# far beyond the drift rule's 3 reference standard deviations.
+SHIFT_STDS = 4.0
+
+
+@dataclass(frozen=True)
+class DemoData:
+    """Readings per phase and what the checks need to know about them.
+
+    Attributes:
+        steady: classification readings and the airports before the shift.
+        drifted: the airports from :data:`SHIFT_AT` on, shifted.
+        after: the fresh airports, shifted throughout.
+        labels: true class of every ``meter-NNNN`` device.
+        values: every sent passengers value by ``(key, seq)`` (the truth forecasts are scored on).
+        shift: the level shift, passengers.
+    """
+
+    steady: list[Reading]
+    drifted: list[Reading]
+    after: list[Reading]
+    labels: dict[str, str]
+    values: dict[tuple[str, int], float]
+    shift: float
+
+
+def _ts_series(path: Path) -> Iterator[tuple[str, list[float]]]:
+    """(label, values) of every series in a univariate UCR ``.ts`` file."""
+    in_data = False
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.lower() == "@data":
+            in_data = True
+            continue
+        if in_data:
+            values, label = line.rsplit(":", 1)
+            yield label, [float(v) for v in values.split(",")]
+
+
+def airline(data_dir: Path) -> list[float]:
+    """The 144 monthly Airline passenger counts (1949-1960)."""
+    rows = (data_dir / "forecasting" / "Airline.csv").read_text().splitlines()[1:]
+    return [float(row.split(",")[1]) for row in rows if row.strip()]
+
+
+def _airport(index: int, values: list[float]) -> list[Reading]:
+    return [Reading(f"airport-{index}", "passengers", EPOCH + MONTH_S * j, (v,), j) for j, v in enumerate(values)]
+
+
+def load(data_dir: Path, meters: int | None = None) -> DemoData:
+    """The demo's readings; ``meters`` caps the ItalyPowerDemand devices (None: all 1,029)."""
+    steady: list[Reading] = []
+    labels: dict[str, str] = {}
+    series = list(_ts_series(data_dir / "ucr" / "ItalyPowerDemand_TEST.ts"))[:meters]
+    for i, (label, values) in enumerate(series):
+        device = f"meter-{i:04d}"
+        labels[device] = label
+        steady += [Reading(device, "power", EPOCH + 3600.0 * j, (v,), j) for j, v in enumerate(values)]
+    base = airline(data_dir)
+    mean = sum(base) / len(base)
+    shift = round(SHIFT_STDS * (sum((v - mean) ** 2 for v in base) / len(base)) ** 0.5)
+    drifted: list[Reading] = []
+    for k in range(3):
+        values = [v + (shift if j >= SHIFT_AT else 0.0) for j, v in enumerate(base)]
+        if k == 2:
+            values[SPIKE_AT] *= 1.8
+        readings = _airport(k, values)
+        steady += readings[:SHIFT_AT]
+        drifted += readings[SHIFT_AT:]
+    after = [r for k in range(3, 6) for r in _airport(k, [v + shift for v in base])]
+    values_by_key = {(r.key, r.seq): r.values[0] for r in (*steady, *drifted, *after) if r.stream == "passengers"}
+    # Interleave the airports month by month, as live feeds arrive.
+    drifted.sort(key=lambda r: (r.seq, r.device_id))
+    after.sort(key=lambda r: (r.seq, r.device_id))
+    return DemoData(steady, drifted, after, labels, values_by_key, float(shift))
+
+
+def edge_readings(data_dir: Path, device: str, streams: int) -> list[Reading]:
+    """``streams`` copies of the Airline series on one device, interleaved month by month."""
+    base = airline(data_dir)
+    return [Reading(device, f"passengers-{k}", EPOCH + MONTH_S * j, (v,), j) for j, v in enumerate(base)
+            for k in range(streams)]
