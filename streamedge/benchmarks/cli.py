@@ -17,6 +17,7 @@ _BENCHMARKS = {
     "edge": "edge TFLite runtimes vs Keras: latency, RSS, cold start, install size",
     "chaos": "random broker and worker faults on a local 3-broker cluster: lost and duplicated results",
     "models": "classifier candidates over many UCR/UEA data sets: accuracy vs published, int8 size and latency",
+    "gan": "conditional GAN: discriminative and predictive scores over several runs, beside TimeGAN's",
 }
 
 

@@ -1,0 +1,31 @@
+"""``streamedge bench gan`` at toy size: every data set gets runs, mean and spread, and TimeGAN's
+published figures beside the sines (figures are not judged here; the long run reports them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from streamedge.cli.main import main
+
+
+def test_bench_gan_writes_scores_with_spread(tmp_path: Path) -> None:
+    out, reports = tmp_path / "gan.json", tmp_path / "reports"
+    code = main(["bench", "gan", "--out", str(out), "--datasets", "sines,ItalyPowerDemand", "--runs", "2",
+                 "--steps", "3", "--sine-windows", "48", "--eval-epochs", "1", "--hidden", "8",
+                 "--report-dir", str(reports)])
+    assert code == 0
+    figures = json.loads(out.read_text())
+    assert set(figures["datasets"]) == {"sines", "ItalyPowerDemand"}
+    for name, data in figures["datasets"].items():
+        assert [r["seed"] for r in data["runs"]] == [0, 1]
+        for score in ("discriminative", "predictive", "predictive_real"):
+            assert data[f"{score}_std"] >= 0 and data[f"{score}_mean"] >= 0
+        assert 0 <= data["discriminative_mean"] <= 0.5
+        assert (reports / name / "index.html").is_file() and (reports / name / "pca.png").is_file()
+    assert figures["datasets"]["sines"]["published"]["timegan_discriminative"] == 0.011
+    assert figures["datasets"]["ItalyPowerDemand"]["windows"] == 67 + 1029
+
+
+def test_bench_gan_refuses_an_unknown_data_set(tmp_path: Path) -> None:
+    assert main(["bench", "gan", "--out", str(tmp_path / "g.json"), "--datasets", "NoSuchSet", "--runs", "1"]) == 1
