@@ -232,6 +232,11 @@ class ReadingBlock:
         return cls(reading.device_id, reading.stream, reading.seq, np.array([reading.ts], dtype=np.float64),
                    np.array([reading.values], dtype=np.float64))
 
+    def part(self, start: int, stop: int) -> ReadingBlock:
+        """Samples ``[start, stop)`` as a block of their own (views, no copy); ``0 <= start < stop <= n``."""
+        return ReadingBlock(self.device_id, self.stream, self.seq + start, self.ts[start:stop],
+                            self.values[start:stop])
+
     def reading(self, index: int) -> Reading:
         """Sample ``index`` as a single :class:`Reading`."""
         return Reading(self.device_id, self.stream, float(self.ts[index]), tuple(self.values[index].tolist()),

@@ -14,7 +14,7 @@ readings-topic messages (in consumption order) :meth:`Processor.process`:
 4. scores each block against its one-step forecasts in array operations (anomaly rule below) and
    encodes the results: a single reading gets the per-reading results (one message per reading
    and model, :func:`~services.records.result`); a block gets one message per block and model
-   (:func:`~services.records.block_result`: forecasts as an array, anomalies as the sample
+   (:mod:`services.block_results`: forecasts as an array, anomalies as the sample
    indexes and values that broke the band, classifications of the strided samples).
 
 Anomaly rule: sample ``seq`` is anomalous for forecaster ``m`` when ``m`` forecast it from the
@@ -39,18 +39,16 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from streamedge.contracts.reading import Reading, ReadingBlock, Rejection, parse_message
 from streamedge.errors import StreamedgeError
+from streamedge.services.block_results import (
+    RESULT_MAX_BYTES,
+    anomaly_messages,
+    classification_messages,
+    forecast_messages,
+)
 from streamedge.services.metrics import StreamMetrics
 from streamedge.services.models import LoadedModel, ModelSet
 from streamedge.services.monitor import ModelMonitor
-from streamedge.services.records import (
-    Output,
-    Source,
-    block_result,
-    dead_letter,
-    dead_letter_key,
-    float32_json,
-    result,
-)
+from streamedge.services.records import Output, Source, dead_letter, dead_letter_key, result
 from streamedge.services.settings import StreamSettings
 from streamedge.services.shadow import ShadowSet
 from streamedge.services.windows import Extension, PendingForecast, WindowStore
@@ -115,6 +113,8 @@ class Processor:
         self._default_route = self._routes.get("*", [])
         self._label_cache: dict[str, tuple[Any, Any]] = {}
         self.shadows: ShadowSet | None = None
+        # Largest block result message; a larger one is split (services.block_results).
+        self.result_max_bytes = RESULT_MAX_BYTES
         for _name, model in models.items():
             self._watch(model)
 
@@ -405,16 +405,7 @@ class Processor:
             state.pending[name] = PendingForecast(block.last_seq, name, model.version, tuple(steps[-1, 0].tolist()))
         if not emit or not ok.any():
             return
-        manifest = model.manifest
-        body: dict[str, Any] = {"horizon": manifest.horizon, "features": manifest.features,
-                                "forecast_seq": block.seq + int(picks[0])}
-        arrays: dict[str, str] = {}
-        if ok.all():
-            arrays["forecast"] = float32_json(steps)
-        else:
-            body["forecast"] = [row if good else None for row, good in zip(steps.tolist(), ok.tolist(), strict=True)]
-        value = block_result("forecast_block", block, job.source, name, model.version, body, now, arrays)
-        outputs.append(Output("forecasts", block.key.encode(), value, float(block.ts[-1])))
+        outputs += forecast_messages(block, job.source, model, picks, steps, ok, now, self.result_max_bytes)
 
     def _score(self, job: _Job, model: LoadedModel, version: int, predicted: npt.NDArray[np.float64], now: float,
                outputs: list[Output]) -> None:
@@ -438,12 +429,8 @@ class Processor:
         if not len(broke):
             return
         self._children(model.name)[1].inc(len(broke))
-        body = {"sample_indexes": broke.tolist(), "actual": block.values[broke].tolist(),
-                "forecast": predicted[broke].tolist(), "residual": residual[broke].tolist(),
-                "score": score[broke].tolist(), "threshold": band, "k": self.settings.anomaly_k,
-                "residual_std": residual_std, "features": model.manifest.features}
-        value = block_result("anomaly_block", block, job.source, model.name, version, body, now)
-        outputs.append(Output("anomalies", block.key.encode(), value, float(block.ts[-1])))
+        outputs += anomaly_messages(block, job.source, model, version, broke, predicted, residual, score, band,
+                                    self.settings.anomaly_k, now, self.result_max_bytes)
 
     def _observe_shadow(self, job: _Job, name: str) -> None:
         """Shadow scoring per sample (a diagnostic mode, off the hot path)."""
@@ -455,18 +442,10 @@ class Processor:
             self.shadows.observe(name, job.ext.state, job.block.reading(index), found.get(index))
 
     def _classify(self, job: _Job, model: LoadedModel, now: float, outputs: list[Output]) -> None:
-        name, block = model.name, job.block
-        probs, ok, picks = job.outputs[name], job.ok[name], job.picks[name]
-        labels = model.manifest.class_labels
-        good = probs[ok]
-        if not len(good):
-            return
-        best = good.argmax(axis=1)
-        body = {"sample_indexes": picks[ok].tolist(), "labels": [labels[i] for i in best.tolist()],
-                "class_labels": list(labels), "window": model.window}
-        arrays = {"probability": float32_json(good[np.arange(len(good)), best]), "probabilities": float32_json(good)}
-        value = block_result("classification_block", block, job.source, name, model.version, body, now, arrays)
-        outputs.append(Output("classifications", block.key.encode(), value, float(block.ts[-1])))
+        ok = job.ok[model.name]
+        if ok.any():
+            outputs += classification_messages(job.block, job.source, model, job.picks[model.name][ok],
+                                               job.outputs[model.name][ok], now, self.result_max_bytes)
 
     def _set_mae(self) -> None:
         for name, monitor in self.monitors.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -165,3 +166,23 @@ def test_a_rebuild_from_blocks_restores_the_state_without_output(make_processor:
     assert [r["type"] for r in expected] == ["forecast_block", "classification_block"]
     assert expected[0]["forecast_seq"] == 39
     assert _strip(rebuilt.process(nxt)) == expected
+
+
+def test_a_block_result_too_large_for_one_message_is_split_into_parts_that_tile_the_block(
+        make_processor: Callable[..., Processor]) -> None:
+    whole, split = make_processor(classify_stride=4), make_processor(classify_stride=4)
+    split.result_max_bytes = 2000
+    body = json.loads(_block("d1", 0, 256))
+    body["values"][100] = 500.0  # an anomaly in the middle of the block
+    payload = json.dumps(body).encode()
+    expected = whole.process(_sources([("d1/s", payload)]))
+    parts = split.process(_sources([("d1/s", payload)]))
+    assert len(_records(expected, "forecasts")) == 1 and all(len(o.value) <= 2000 for o in parts)
+    assert _records(expected, "anomalies")
+    forecasts = _records(parts, "forecasts")
+    assert len(forecasts) >= 2
+    # The parts tile the block: consecutive sample ranges, distinct idempotency keys.
+    assert forecasts[0]["seq"] == 0 and sum(f["samples"] for f in forecasts) == 256
+    assert all(a["seq"] + a["samples"] == b["seq"] for a, b in itertools.pairwise(forecasts))
+    assert len({f["idempotency_key"] for f in forecasts}) == len(forecasts)
+    _assert_same(_per_sample(expected), _per_sample(parts))
