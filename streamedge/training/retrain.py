@@ -69,6 +69,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+# Commit retries while the broker is down: first wait, and the cap of the doubling.
+_COMMIT_BACKOFF_S: Final = 0.5
+_COMMIT_MAX_BACKOFF_S: Final = 5.0
 
 OutcomeKind = Literal["promoted", "rejected", "stale", "rate_limited", "needs_labels", "invalid", "failed"]
 OUTCOMES: Final = ("promoted", "rejected", "stale", "rate_limited", "needs_labels", "invalid", "failed")
@@ -373,7 +376,34 @@ def serve(retrainer: Retrainer, group_id: str, max_requests: int | None = None, 
                 for record in records:
                     outcomes.append(retrainer.handle(record.value))
                     handled += 1
-                    consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "", -1)})
+                    _commit(consumer, {tp: OffsetAndMetadata(record.offset + 1, "", -1)}, stop)
         return list(outcomes)
     finally:
         consumer.close()
+
+
+def _commit(consumer: Any, offsets: dict[Any, Any], stop: Event | None) -> None:
+    """Commit ``offsets``, retrying with backoff while the broker is unreachable.
+
+    A broker that dies mid-retrain must not stop the retrainer: the commit waits for it (or for
+    ``stop``). A commit the group refuses (the partition moved in a rebalance) is given up, as is
+    one still pending at ``stop``: the request is then redelivered, and a redelivered request
+    whose retrain was already promoted ends as ``stale`` (at-least-once, never lost).
+    """
+    from kafka.errors import CommitFailedError, KafkaError
+
+    backoff = _COMMIT_BACKOFF_S
+    while True:
+        try:
+            consumer.commit(offsets)
+            return
+        except CommitFailedError as exc:
+            _log.warning("commit refused after a rebalance; the request will be redelivered: %s", exc)
+            return
+        except KafkaError as exc:
+            if stop is not None and stop.is_set():
+                _log.warning("stopping with a commit pending; the request will be redelivered: %s", exc)
+                return
+            _log.warning("commit failed (%s); retrying in %.1f s", exc, backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, _COMMIT_MAX_BACKOFF_S)
