@@ -15,6 +15,7 @@ partitions kept across it keep their windows.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -90,6 +91,7 @@ class StreamWorker:
         self.health = Health(self.metrics, settings.unhealthy_after_s, settings.exit_after_s)
         self.delivery: Delivery | None = None
         self._stopping = False
+        self._crash_task: asyncio.Future[None] | None = None
         self._topics = {name: getattr(self.layout, name) for name in
                         ("forecasts", "anomalies", "classifications", "dead_letters", "retrain_requests")}
 
@@ -310,6 +312,13 @@ class StreamWorker:
             _log.exception("processing a batch of %d readings failed", len(events))
             await self._stop(app, f"processing a batch failed: {type(exc).__name__}: {exc}"[:500])
             return
+        except asyncio.CancelledError:
+            # Cancelled mid-batch while the app goes on (seen when a broker dies during a rebuild):
+            # the held batch would block every later rebalance, so exit and let a restart replay it.
+            # A cancel because the app itself is stopping needs nothing: nothing past it commits.
+            if not getattr(app, "should_stop", False):
+                self._crash_task = asyncio.ensure_future(self._stop(app, "processing a batch was cancelled"))
+            raise
         messages = [(self._topics[o.topic], o.key, o.value) for o in outputs]
         await self.delivery.deliver(held, messages, lambda: self._record(app, batch, outputs))
 

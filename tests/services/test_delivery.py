@@ -117,9 +117,10 @@ def test_an_undelivered_batch_stays_held_and_ages_into_stuck() -> None:
 
 
 class _App:
-    def __init__(self) -> None:
+    def __init__(self, should_stop: bool = False) -> None:
         self.crashed: list[BaseException] = []
         self.consumer = self
+        self.should_stop = should_stop
 
     def highwater(self, tp: TP) -> int | None:
         return None
@@ -160,6 +161,31 @@ def test_an_exception_before_delivery_acks_nothing_and_stops_the_worker(
     assert consumer.acked == [], "a batch that produced nothing was acknowledged: lost"
     assert len(app.crashed) == 1 and worker.health.report()[0] == 503
     assert f"bug in {where}" in worker.health.report()[1]["failure"]
+
+
+@pytest.mark.parametrize("app_stopping", [False, True])
+def test_a_batch_cancelled_mid_rebuild_acks_nothing_and_exits_unless_the_app_is_stopping(
+        model_dir: Path, tiny_models: TinyModels, monkeypatch: pytest.MonkeyPatch, app_stopping: bool) -> None:
+    worker = _worker(model_dir, tiny_models)
+    worker.create_app()
+    worker.reassign([TP(worker.layout.readings, 0)])
+
+    async def _cancelled(*args: object, **kwargs: object) -> None:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(worker, "_rebuild", _cancelled)
+    consumer, app = _Consumer(), _App(should_stop=app_stopping)
+    events = [_Event(consumer, offset, reading("d", offset)) for offset in range(5)]
+
+    async def _run() -> None:
+        with pytest.raises(asyncio.CancelledError):
+            await worker._handle(app, events)  # type: ignore[arg-type]
+        _take_events_ack(events)
+        await asyncio.sleep(0)  # let a scheduled exit run
+
+    asyncio.run(_run())
+    assert consumer.acked == [], "a cancelled batch was acknowledged: lost"
+    assert len(app.crashed) == (0 if app_stopping else 1)
 
 
 def test_a_rebalance_keeps_the_windows_of_kept_partitions(model_dir: Path, tiny_models: TinyModels) -> None:
