@@ -85,6 +85,27 @@ class _Job:
     failures: dict[str, _Refusal] = field(default_factory=dict)
 
 
+# Most float32 window bytes per TFLite invoke: a micro-batch of hostile 4,096-sample blocks
+# cut into 150 x 64-feature windows would otherwise need 157 MB per message.
+_INVOKE_BYTES = 32 * 1024 * 1024
+
+
+def _chunks(views: list[npt.NDArray[np.float64]], limit: int) -> list[list[npt.NDArray[np.float64]]]:
+    """``views`` (arrays of windows, in order) regrouped into chunks of at most ``limit`` windows."""
+    chunks: list[list[npt.NDArray[np.float64]]] = [[]]
+    room = limit
+    for view in views:
+        start = 0
+        while start < len(view):
+            if room == 0:
+                chunks.append([])
+                room = limit
+            take = min(room, len(view) - start)
+            chunks[-1].append(view[start : start + take])
+            start, room = start + take, room - take
+    return chunks
+
+
 # The picks of a single reading: its only sample (read-only, shared).
 _ONLY = np.zeros(1, dtype=np.intp)
 _ONLY.setflags(write=False)
@@ -265,23 +286,14 @@ class Processor:
             picked = [job for job in jobs if name in job.windows]
             if not picked:
                 continue
-            with np.errstate(over="ignore"):  # values beyond float32 become inf: non_finite_output below
-                batch = np.concatenate([job.windows[name] for job in picked], dtype=np.float32)
-            began = time.perf_counter()
             try:
-                out = model.predict(batch)
+                out, shadow_rows = self._run(name, model, [job.windows[name] for job in picked], emit)
             except (StreamedgeError, ValueError, RuntimeError) as exc:
                 # A model that cannot run these windows must not stop the stream: the blocks
                 # stay in their windows and go to the dead-letter topic with the reason.
                 for job in picked:
                     job.failures[name] = ("inference_error", f"{name} v{model.version}: {exc}"[:300], None)
                 continue
-            if emit:
-                self.metrics.inference_seconds.labels(name).observe(time.perf_counter() - began)
-                self.metrics.batch_size.labels(name).observe(len(batch))
-            shadow_rows = None
-            if self.shadows is not None and name in self.shadows:
-                shadow_rows = self.shadows.run(name, batch, out)
             finite = np.isfinite(out.reshape(len(out), -1)).all(axis=1)
             flags: list[bool] = finite.tolist()
             # One conversion per batch: the per-reading path works on plain floats.
@@ -304,6 +316,28 @@ class Processor:
                     job.failures[name] = ("non_finite_output", f"{name} v{model.version} gave NaN or infinity",
                                           int(job.picks[name][int(np.argmin(ok))]))
                 offset += count
+
+    def _run(self, name: str, model: LoadedModel, views: list[npt.NDArray[np.float64]],
+             emit: bool) -> tuple[npt.NDArray[np.float32], list[Any] | None]:
+        """Run ``model`` on every window in ``views``: one invoke, unless the float32 windows
+        would exceed :data:`_INVOKE_BYTES` (hostile blocks of long, wide windows), then one per
+        chunk of that size. Returns the outputs in order and the shadow candidate's rows."""
+        per_window = model.window * model.manifest.n_features * 4
+        outs: list[npt.NDArray[np.float32]] = []
+        shadow_rows: list[Any] | None = [] if self.shadows is not None and name in self.shadows else None
+        for chunk in _chunks(views, max(1, _INVOKE_BYTES // per_window)):
+            with np.errstate(over="ignore"):  # values beyond float32 become inf: non_finite_output
+                batch = np.concatenate(chunk, dtype=np.float32)
+            began = time.perf_counter()
+            out = model.predict(batch)
+            if emit:
+                self.metrics.inference_seconds.labels(name).observe(time.perf_counter() - began)
+                self.metrics.batch_size.labels(name).observe(len(batch))
+            if shadow_rows is not None and self.shadows is not None:
+                rows = self.shadows.run(name, batch, out)
+                shadow_rows.extend(rows if rows is not None else [None] * len(batch))
+            outs.append(out)
+        return (outs[0] if len(outs) == 1 else np.concatenate(outs)), shadow_rows
 
     def _emit(self, job: _Job, now: float, outputs: list[Output], emit: bool) -> None:
         if job.failures and emit:
