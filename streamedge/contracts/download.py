@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from streamedge.errors import VerificationError
+from streamedge.errors import ConfigError, VerificationError
 
-__all__ = ["FetchOptions", "download"]
+__all__ = ["FetchOptions", "download", "fetch_options"]
 
 _CHUNK: Final = 64 * 1024
 _ATTEMPTS: Final = 4
@@ -43,6 +43,21 @@ class FetchOptions:
     token: str | None = None
     cafile: Path | None = None
     timeout_s: float = 10.0
+
+
+def fetch_options(max_bytes: int, token_file: Path | None, cafile: Path | None, timeout_s: float) -> FetchOptions:
+    """FetchOptions with the bearer token read (and stripped) from ``token_file``, if given.
+
+    Raises:
+        ConfigError: the token file cannot be read.
+    """
+    token = None
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read registry token file {token_file}: {exc}") from exc
+    return FetchOptions(max_bytes=max_bytes, token=token or None, cafile=cafile, timeout_s=timeout_s)
 
 
 def download(url: str, expected_sha256: str, partial_dir: Path, options: FetchOptions) -> bytes:

@@ -23,8 +23,8 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import CollectorRegistry
 
+from streamedge.contracts.download import FetchOptions, fetch_options
 from streamedge.contracts.manifest import ModelManifest
-from streamedge.contracts.model_update import FetchOptions
 from streamedge.contracts.promotion import PromotionLedger, PromotionRecord, StaleUpdateError
 from streamedge.contracts.reading import Reading, ReadingBlock, Rejection, parse_message
 from streamedge.edge.buffer import Outbox
@@ -37,7 +37,7 @@ from streamedge.edge.settings import EdgeSettings
 from streamedge.edge.sources import Source
 from streamedge.edge.supervisor import Supervised
 from streamedge.edge.updates import FetchedUpdate, UpdateWatcher
-from streamedge.errors import ConfigError, ManifestError, RunnerError, VerificationError
+from streamedge.errors import ManifestError, RunnerError, VerificationError
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 
@@ -464,11 +464,5 @@ class EdgeAgent:
 
 def _fetch_options(settings: EdgeSettings) -> FetchOptions:
     """How this device downloads models: size cap, bearer token (read from its file), TLS trust."""
-    token = None
-    if settings.registry_token_file is not None:
-        try:
-            token = settings.registry_token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read registry_token_file {settings.registry_token_file}: {exc}") from exc
-    return FetchOptions(max_bytes=settings.max_model_bytes, token=token or None, cafile=settings.registry_cafile,
-                        timeout_s=settings.kafka_timeout_s * 2)
+    return fetch_options(settings.max_model_bytes, settings.registry_token_file, settings.registry_cafile,
+                         settings.kafka_timeout_s * 2)

@@ -23,6 +23,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from streamedge.contracts.download import fetch_options
 from streamedge.contracts.signing import load_public_key
 from streamedge.errors import ConfigError
 from streamedge.kafka.settings import KafkaSettings
@@ -82,7 +83,8 @@ class StreamWorker:
         self.processor = Processor(settings, self.models, self.metrics)
         if settings.shadow:
             self.processor.shadows = self._load_shadows()
-        self.follower = ModelFollower(self.processor, settings.model_dir, self.public_key, settings.runtime)
+        fetch = fetch_options(settings.max_model_bytes, settings.registry_token_file, settings.registry_cafile, 10.0)
+        self.follower = ModelFollower(self.processor, settings.model_dir, self.public_key, settings.runtime, fetch)
         self._update_offsets: dict[int, int] | None = None
         self._rebuilt: set[int] = set()
         self._assigned: set[int] = set()

@@ -63,6 +63,9 @@ class StreamSettings(BaseSettings):
             broker to acknowledge its results, seconds.
         exit_after_s: the worker exits non-zero once a batch has waited this long, seconds; a
             restart resumes from the committed offsets.
+        max_model_bytes: largest model file fetched over ``http(s)://``; bigger ones are refused.
+        registry_token_file: file holding the bearer token for the registry's HTTP(S) server.
+        registry_cafile: CA bundle (PEM) trusted for ``https://`` model URIs (None: the system store).
     """
 
     model_config = SettingsConfigDict(env_prefix="STREAMEDGE_STREAM_", frozen=True, extra="forbid")
@@ -98,6 +101,9 @@ class StreamSettings(BaseSettings):
     dead_letter_max_bytes: int = Field(default=900_000, ge=4096, le=1_000_000)
     unhealthy_after_s: float = Field(default=60.0, gt=0)
     exit_after_s: float = Field(default=300.0, gt=0)
+    max_model_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    registry_token_file: Path | None = None
+    registry_cafile: Path | None = None
 
     @model_validator(mode="after")
     def _check(self) -> StreamSettings:

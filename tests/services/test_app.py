@@ -39,3 +39,16 @@ def test_worker_settings_errors_are_one_line(model_dir: Path, tiny_models: TinyM
         StreamWorker(StreamSettings(public_key=tiny_models.public_key), KafkaSettings())
     with pytest.raises(ConfigError, match="shadow candidate tiny-forecaster v7"):
         StreamWorker(_settings(model_dir, tiny_models, shadow={"tiny-forecaster": 7}), KafkaSettings())
+
+
+def test_worker_fetches_models_with_its_registry_token_and_size_cap(model_dir: Path, tiny_models: TinyModels,
+                                                                     tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    worker = StreamWorker(_settings(model_dir, tiny_models, registry_token_file=token, max_model_bytes=4096,
+                                    registry_cafile=tmp_path / "ca.pem"), KafkaSettings(), CollectorRegistry())
+    fetch = worker.follower.fetch
+    assert (fetch.token, fetch.max_bytes, fetch.cafile) == ("s3cret", 4096, tmp_path / "ca.pem")
+    with pytest.raises(ConfigError, match="cannot read registry token file"):
+        StreamWorker(_settings(model_dir, tiny_models, registry_token_file=tmp_path / "missing"), KafkaSettings(),
+                     CollectorRegistry())
