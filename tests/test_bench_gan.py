@@ -6,17 +6,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
+from streamedge.benchmarks.gan import _load
 from streamedge.cli.main import main
 
 
 def test_bench_gan_writes_scores_with_spread(tmp_path: Path) -> None:
     out, reports = tmp_path / "gan.json", tmp_path / "reports"
-    code = main(["bench", "gan", "--out", str(out), "--datasets", "sines,ItalyPowerDemand", "--runs", "2",
+    code = main(["bench", "gan", "--out", str(out), "--datasets", "sines", "--runs", "2",
                  "--steps", "3", "--sine-windows", "48", "--eval-epochs", "1", "--hidden", "8",
                  "--report-dir", str(reports)])
     assert code == 0
     figures = json.loads(out.read_text())
-    assert set(figures["datasets"]) == {"sines", "ItalyPowerDemand"}
+    assert set(figures["datasets"]) == {"sines"}
     for name, data in figures["datasets"].items():
         assert [r["seed"] for r in data["runs"]] == [0, 1]
         for score in ("discriminative", "predictive", "predictive_real"):
@@ -24,7 +27,12 @@ def test_bench_gan_writes_scores_with_spread(tmp_path: Path) -> None:
         assert 0 <= data["discriminative_mean"] <= 0.5
         assert (reports / name / "index.html").is_file() and (reports / name / "pca.png").is_file()
     assert figures["datasets"]["sines"]["published"]["timegan_discriminative"] == 0.011
-    assert figures["datasets"]["ItalyPowerDemand"]["windows"] == 67 + 1029
+
+
+def test_real_sets_join_their_train_and_test_files() -> None:
+    data = _load("ItalyPowerDemand", 0)
+    assert data.x.shape == (67 + 1029, 24, 1) and data.classes == ["1", "2"]
+    assert np.bincount(data.labels).tolist() == [547, 549]
 
 
 def test_bench_gan_refuses_an_unknown_data_set(tmp_path: Path) -> None:
