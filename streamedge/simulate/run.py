@@ -206,6 +206,8 @@ def simulate(kafka: KafkaSettings, topic: str, settings: SimulateSettings,
         ConfigError: bad source files or an oversized block.
     """
     from kafka import KafkaProducer
+    from kafka.errors import KafkaTimeoutError
+    from kafka.partitioner.default import murmur2
 
     source = source if source is not None else open_source(settings)
     start_ts = settings.start_ts if settings.start_ts is not None else round(time.time(), 3)
@@ -213,6 +215,14 @@ def simulate(kafka: KafkaSettings, topic: str, settings: SimulateSettings,
     producer = KafkaProducer(acks="all", enable_idempotence=True, linger_ms=10, batch_size=512 * 1024,
                              max_request_size=1_048_576,
                              **kafka.kafka_python_config())
+    try:
+        partitions = sorted(producer.partitions_for(topic))
+    except KafkaTimeoutError as exc:
+        producer.close()
+        raise ConfigError(f"topic {topic} not found on {kafka.bootstrap_servers}") from exc
+    # The default partitioner's choice (murmur2 of the key, as the Java client), computed once per
+    # device: hashing every message's key in pure Python costs more than the send itself.
+    partition_of: dict[bytes, int] = {}
     per_second: Counter[int] = Counter()
     sent = 0
     started = time.monotonic()
@@ -221,7 +231,11 @@ def simulate(kafka: KafkaSettings, topic: str, settings: SimulateSettings,
             before = sent
             sent = tally.readings
             for key, value in messages:
-                producer.send(topic, key=key, value=value).add_callback(delivery.ok).add_errback(delivery.error)
+                partition = partition_of.get(key)
+                if partition is None:
+                    partition = partition_of[key] = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+                future = producer.send(topic, key=key, value=value, partition=partition)
+                future.add_callback(delivery.ok).add_errback(delivery.error)
             now = time.monotonic()
             per_second[int(now - started)] += sent - before
             if settings.rate > 0:

@@ -6,9 +6,11 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from kafka.partitioner.default import murmur2
 
 from streamedge.cli.main import main
 from streamedge.contracts.reading import Reading, ReadingBlock, Rejection, parse_message
@@ -17,7 +19,8 @@ from streamedge.kafka.topics import TopicLayout
 from streamedge.simulate import SimulateSettings, simulate
 
 
-def _read_all(settings: KafkaSettings, topic: str, expect: int, timeout_s: float = 60.0) -> list[bytes]:
+def _read_all(settings: KafkaSettings, topic: str, expect: int, timeout_s: float = 60.0) -> list[Any]:
+    """Every record of ``topic`` from the start (kafka-python ConsumerRecords)."""
     consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None, enable_auto_commit=False)
     try:
         partitions = consumer.partitions_for_topic(topic)
@@ -25,11 +28,11 @@ def _read_all(settings: KafkaSettings, topic: str, expect: int, timeout_s: float
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        values: list[bytes] = []
+        values: list[Any] = []
         deadline = time.monotonic() + timeout_s
         while len(values) < expect and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
-                values.extend(r.value for r in records)
+                values.extend(records)
         return values
     finally:
         consumer.close()
@@ -44,9 +47,12 @@ def test_every_reading_and_malformed_record_arrives(kafka_settings: KafkaSetting
     report = simulate(kafka_settings, layout.readings, settings)
     assert report.failed == 0 and report.readings == 2000
     assert report.delivered == report.messages + report.garbage_total
-    values = _read_all(kafka_settings, layout.readings, report.delivered)
-    assert len(values) == report.delivered
-    parsed = [parse_message(v) for v in values]
+    records = _read_all(kafka_settings, layout.readings, report.delivered)
+    assert len(records) == report.delivered
+    parsed = [parse_message(r.value) for r in records]
+    # Keyed as the Java client would: one partition per device, murmur2 of the key.
+    assert {(r.key, r.partition) for r in records} == {
+        (f"sim-{i}/signal".encode(), (murmur2(f"sim-{i}/signal".encode()) & 0x7FFFFFFF) % 3) for i in range(5)}
     samples = sum(1 if isinstance(p, Reading) else len(p) for p in parsed if not isinstance(p, Rejection))
     rejected = Counter(p.reason for p in parsed if isinstance(p, Rejection))
     assert samples == report.readings
