@@ -15,7 +15,7 @@ from streamedge.cli.main import main
 def test_bench_gan_writes_scores_with_spread(tmp_path: Path) -> None:
     out, reports = tmp_path / "gan.json", tmp_path / "reports"
     code = main(["bench", "gan", "--out", str(out), "--datasets", "sines", "--runs", "2",
-                 "--steps", "3", "--sine-windows", "48", "--eval-epochs", "1", "--hidden", "8",
+                 "--steps", "3", "--sine-windows", "48", "--disc-iterations", "1", "--pred-iterations", "1", "--hidden", "8",
                  "--report-dir", str(reports)])
     assert code == 0
     figures = json.loads(out.read_text())

@@ -40,7 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=1000, help="generator updates per training")
     parser.add_argument("--hidden", type=int, default=32, help="convolution width")
     parser.add_argument("--sine-windows", type=int, default=2000, help="windows of the sine data set")
-    parser.add_argument("--eval-epochs", type=int, default=20, help="epochs of the post-hoc scoring networks")
+    parser.add_argument("--disc-iterations", type=int, default=2000,
+                        help="mini-batches of the discriminative score's classifier (the paper's 2000)")
+    parser.add_argument("--pred-iterations", type=int, default=5000,
+                        help="mini-batches of the predictive score's predictor (the paper's 5000)")
     parser.add_argument("--report-dir", type=Path, default=None,
                         help="write the HTML report (PCA, samples, losses) of each data set's first run here")
 
@@ -78,11 +81,12 @@ def run(args: argparse.Namespace) -> int:
     from streamedge.training.gan import GanConfig, train_gan
     from streamedge.training.gan_eval import evaluate_gan, write_gan_report
 
-    if args.runs < 1 or args.eval_epochs < 1:
-        raise ConfigError("--runs and --eval-epochs must be positive")
+    if min(args.runs, args.disc_iterations, args.pred_iterations) < 1:
+        raise ConfigError("--runs, --disc-iterations and --pred-iterations must be positive")
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     figures: dict[str, Any] = {
-        "protocol": {"runs": args.runs, "steps": args.steps, "hidden": args.hidden, "eval_epochs": args.eval_epochs,
+        "protocol": {"runs": args.runs, "steps": args.steps, "hidden": args.hidden, "disc_iterations": args.disc_iterations,
+                     "pred_iterations": args.pred_iterations,
                      "sine_windows": args.sine_windows, "loss": "WGAN-GP", "n_critic": 5},
         "datasets": {},
     }
@@ -94,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             started = time.perf_counter()
             trained = train_gan(data, GanConfig(steps=args.steps, hidden=args.hidden, seed=seed), progress=False)
             train_s = time.perf_counter() - started
-            scores = evaluate_gan(trained, seed, args.eval_epochs)
+            scores = evaluate_gan(trained, seed, args.disc_iterations, args.pred_iterations)
             runs.append({**{k: round(v, 4) for k, v in scores.items()}, "seed": seed, "train_s": round(train_s, 1)})
             if seed == 0 and args.report_dir is not None:
                 write_gan_report(trained, args.report_dir / name, f"GAN on {name}", {"scores": scores})

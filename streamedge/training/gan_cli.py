@@ -30,8 +30,10 @@ def register_gan(commands: Any) -> None:
     option(gan, "--steps", type=int, default=1500, env="STREAMEDGE_TRAIN_STEPS", help="generator updates")
     option(gan, "--noise-dim", type=int, default=8, env="STREAMEDGE_TRAIN_NOISE_DIM", help="noise channels per step")
     option(gan, "--hidden", type=int, default=32, env="STREAMEDGE_TRAIN_HIDDEN", help="convolution width")
-    option(gan, "--eval-epochs", type=int, default=20, env="STREAMEDGE_TRAIN_EVAL_EPOCHS",
-           help="epochs of the post-hoc scoring networks")
+    option(gan, "--disc-iterations", type=int, default=2000, env="STREAMEDGE_TRAIN_DISC_ITERATIONS",
+           help="mini-batches of the discriminative score's classifier (the paper's 2000)")
+    option(gan, "--pred-iterations", type=int, default=5000, env="STREAMEDGE_TRAIN_PRED_ITERATIONS",
+           help="mini-batches of the predictive score's predictor (the paper's 5000)")
     option(gan, "--seed", type=int, default=0, env="STREAMEDGE_TRAIN_SEED", help="random seed")
     option(gan, "--no-progress", action="store_true", env="STREAMEDGE_TRAIN_NO_PROGRESS", help="hide progress bars")
     gan.set_defaults(handler=_gan)
@@ -47,13 +49,13 @@ def _gan(args: argparse.Namespace) -> int:
         config = GanConfig(noise_dim=args.noise_dim, hidden=args.hidden, steps=args.steps, seed=args.seed)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    if args.eval_epochs < 1:
-        raise ConfigError(f"--eval-epochs must be positive, got {args.eval_epochs}")
+    if args.disc_iterations < 1 or args.pred_iterations < 1:
+        raise ConfigError("--disc-iterations and --pred-iterations must be positive")
     data = load_gan_data(args.data, args.condition, args.window)
     args.out.mkdir(parents=True, exist_ok=True)
     trained = train_gan(data, config, args.out, progress=not args.no_progress)
     parity = export_generator(trained, args.out)
-    scores = evaluate_gan(trained, args.seed, args.eval_epochs)
+    scores = evaluate_gan(trained, args.seed, args.disc_iterations, args.pred_iterations)
     metrics: dict[str, Any] = {"task": "generate", "data": args.data.name, "windows": len(data.x),
                                "window": int(data.x.shape[1]), "n_features": int(data.x.shape[2]),
                                "classes": data.classes, "scores": scores, "tflite": parity}

@@ -9,12 +9,14 @@
   next value from the values so far.
 
 Both take windows ``(n, window, n_features)`` already scaled to [0, 1] with the real data's
-bounds, as in the paper. The paper trains its post-hoc networks for 2,000 (discriminative) and
-5,000 (predictive) mini-batches of 128; ``epochs`` here is much less, for CPU time.
+bounds, as in the paper, and train their post-hoc network for ``iterations`` mini-batches of 128
+(the paper: 2,000 for the discriminative score, 5,000 for the predictive one), rounded up to
+whole epochs. The GRU has ``max(2, n_features // 2)`` units (the paper: ``n_features // 2``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,14 @@ import numpy.typing as npt
 __all__ = ["discriminative_score", "pca_projection", "predictive_score", "scale_like"]
 
 FloatArray = npt.NDArray[np.float32]
+_BATCH = 128
+
+
+def _epochs(iterations: int, n: int) -> int:
+    """Whole epochs covering ``iterations`` mini-batches of 128 over ``n`` samples."""
+    if iterations < 1:
+        raise ValueError(f"iterations must be positive, got {iterations}")
+    return max(1, math.ceil(iterations / math.ceil(n / _BATCH)))
 
 
 def scale_like(real: FloatArray, *others: FloatArray) -> list[FloatArray]:
@@ -42,7 +52,7 @@ def _gru(window: int, n_in: int, hidden: int, sequences: bool) -> Any:
     return keras.Model(inputs, outputs)
 
 
-def discriminative_score(real: FloatArray, synthetic: FloatArray, seed: int, epochs: int = 20) -> float:
+def discriminative_score(real: FloatArray, synthetic: FloatArray, seed: int, iterations: int = 2000) -> float:
     """``|accuracy - 0.5|`` of a GRU telling real from synthetic on a held-out 20%."""
     from streamedge.training.models import seed_everything
 
@@ -54,9 +64,9 @@ def discriminative_score(real: FloatArray, synthetic: FloatArray, seed: int, epo
     order = rng.permutation(2 * n)
     cut = int(0.8 * 2 * n)
     train, test = order[:cut], order[cut:]
-    model = _gru(x.shape[1], x.shape[2], max(4, x.shape[2] // 2), sequences=False)
+    model = _gru(x.shape[1], x.shape[2], max(2, x.shape[2] // 2), sequences=False)
     model.compile(optimizer="adam", loss="binary_crossentropy")
-    model.fit(x[train], y[train], epochs=epochs, batch_size=128, verbose=0, shuffle=True)
+    model.fit(x[train], y[train], epochs=_epochs(iterations, len(train)), batch_size=_BATCH, verbose=0, shuffle=True)
     predicted = np.asarray(model.predict(x[test], batch_size=256, verbose=0))[:, 0] > 0.5
     accuracy = float(np.mean(predicted == (y[test] > 0.5)))
     return abs(accuracy - 0.5)
@@ -68,16 +78,16 @@ def _one_step(windows: FloatArray) -> tuple[FloatArray, FloatArray]:
     return windows[:, :-1, :-1], windows[:, 1:, -1:]
 
 
-def predictive_score(train: FloatArray, real_test: FloatArray, seed: int, epochs: int = 20) -> float:
+def predictive_score(train: FloatArray, real_test: FloatArray, seed: int, iterations: int = 5000) -> float:
     """MAE on ``real_test`` of a GRU one-step predictor fitted on ``train`` (synthetic for the
     score; real for the train-on-real reference)."""
     from streamedge.training.models import seed_everything
 
     seed_everything(seed)
     x, y = _one_step(train)
-    model = _gru(x.shape[1], x.shape[2], max(4, train.shape[2] // 2), sequences=True)
+    model = _gru(x.shape[1], x.shape[2], max(2, train.shape[2] // 2), sequences=True)
     model.compile(optimizer="adam", loss="mae")
-    model.fit(x, y, epochs=epochs, batch_size=128, verbose=0, shuffle=True)
+    model.fit(x, y, epochs=_epochs(iterations, len(x)), batch_size=_BATCH, verbose=0, shuffle=True)
     x_test, y_test = _one_step(real_test)
     predicted = np.asarray(model.predict(x_test, batch_size=256, verbose=0))
     return float(np.mean(np.abs(predicted - y_test)))

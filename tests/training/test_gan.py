@@ -94,7 +94,7 @@ def test_training_resumes_from_its_checkpoint(trained: tuple[TrainedGan, Path], 
 
 
 def test_scores_are_in_range(trained: tuple[TrainedGan, Path]) -> None:
-    scores = evaluate_gan(trained[0], seed=0, epochs=1)
+    scores = evaluate_gan(trained[0], seed=0, disc_iterations=1, pred_iterations=1)
     assert 0.0 <= scores["discriminative"] <= 0.5
     assert scores["predictive"] > 0 and scores["predictive_real"] > 0
 
@@ -134,7 +134,7 @@ def test_bad_data_and_config_are_refused(tmp_path: Path) -> None:
 def test_cli_trains_exports_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "gan"
     code = main(["train", "gan", "--data", str(data_dir() / "ucr" / "ItalyPowerDemand_TRAIN.ts"), "--out", str(out),
-                 "--steps", "6", "--hidden", "8", "--eval-epochs", "1", "--no-progress"])
+                 "--steps", "6", "--hidden", "8", "--disc-iterations", "1", "--pred-iterations", "1", "--no-progress"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tflite"]["parity"] == "passed" and metrics["classes"] == ["1", "2"]
