@@ -27,8 +27,10 @@ lint: install
 test: system-deps lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
+# `make demo DEMO_ARGS=--quick` for the few-epoch run the tests use; `--keep-running` to look around after.
+DEMO_ARGS ?=
 demo: system-deps install
-	$(BIN)/streamedge demo
+	$(BIN)/streamedge demo $(DEMO_ARGS)
 
 bench: install
 	$(BIN)/streamedge bench edge --out runs/bench/edge.json

@@ -37,7 +37,7 @@ def _forecast(run: _Run, errors: list[tuple[str, int, int, float, float]]) -> An
 
     fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     anomalies = [a.body for a in run.collector.records(run.topics["anomalies"]) if isinstance(a.body, dict)]
-    for ax, key in zip(axes, ("airport-2/passengers", "airport-4/passengers"), strict=True):
+    for ax, key in zip(axes, ("airport-2/passengers", f"airport-{demo_data.AIRPORTS + 1}/passengers"), strict=True):
         actual = [run.data.values[(key, j)] for j in range(144)]
         ax.plot(range(144), actual, color="black", lw=1.2, label="actual")
         for version, colour in ((1, "tab:blue"), (2, "tab:green")):
@@ -50,7 +50,8 @@ def _forecast(run: _Run, errors: list[tuple[str, int, int, float, float]]) -> An
             ax.scatter(*zip(*marks, strict=True), color="red", zorder=3, label="anomaly")
         if key.startswith("airport-2"):
             ax.axvline(demo_data.SHIFT_AT, color="grey", ls="--", label="level shift")
-        ax.set_title(key + (" (replayed, shifted from month 96)" if key.startswith("airport-2") else " (after the retrain)"))
+        shifted = f" (replayed, shifted from month {demo_data.SHIFT_AT})"
+        ax.set_title(key + (shifted if key.startswith("airport-2") else " (after the retrain)"))
         ax.set_ylabel("passengers")
         ax.legend(fontsize=7)
     axes[-1].set_xlabel("month")

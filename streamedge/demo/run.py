@@ -64,8 +64,12 @@ class DemoConfig:
     meters: int | None = field(default=None)
 
     def epochs(self, given: int | None) -> int | None:
-        """``given``, else 5 in quick mode, else None (the trainer's default)."""
-        return given if given is not None else (5 if self.quick else None)
+        """``given``, else 30 in quick mode, else None (the trainer's default).
+
+        The retrainer trains with at most the promoted version's epochs: 30 lets a candidate
+        learn the new level from the airports' history.
+        """
+        return given if given is not None else (30 if self.quick else None)
 
 
 def run_demo(config: DemoConfig) -> int:
@@ -151,7 +155,7 @@ class _Run:
         self.timeline.start = time.monotonic()
         self._produce(self.data.steady, garbage_every=100)
         forecaster_window = self.registry.manifest(FORECASTER, 1).window
-        steady_forecasts = 3 * (demo_data.SHIFT_AT - forecaster_window + 1)
+        steady_forecasts = demo_data.AIRPORTS * (demo_data.SHIFT_AT - forecaster_window + 1)
         self._wait("steady results", lambda: len(self._bodies("classifications")) >= len(self.data.labels)
                    and len(self._bodies("forecasts")) >= steady_forecasts
                    and len(self._bodies("dead_letters")) >= self.garbage)
@@ -165,7 +169,8 @@ class _Run:
             f'streamedge_stream_model_version{{model="{FORECASTER}"}}', 0) >= 2 else None)
         self._phase("after")
         self._produce(self.data.after)
-        expected_forecasts = steady_forecasts + 3 * (144 - demo_data.SHIFT_AT) + 3 * (144 - forecaster_window + 1)
+        drifted_forecasts = demo_data.AIRPORTS * (144 - demo_data.SHIFT_AT)
+        expected_forecasts = steady_forecasts + drifted_forecasts + 3 * (144 - forecaster_window + 1)
         self._wait("results after the switch", lambda: len(self._bodies("forecasts")) >= expected_forecasts)
         self._phase("edge drain")
         self._wait("edge agent", lambda: time.monotonic() if not self.stack.running("edge") else None)
@@ -218,7 +223,8 @@ class _Run:
         signed = ["--register", str(self.registry.root), "--signing-key", str(self.keys["private"])]
         classifier = ["train", "classifier", "--train", str(data / "ucr" / "ItalyPowerDemand_TRAIN.ts"), "--test",
                       str(data / "ucr" / "ItalyPowerDemand_TEST.ts"), "--out", str(work / "italy"), "--name", CLASSIFIER]
-        forecaster = ["train", "forecaster", "--data", str(data / "forecasting" / "Airline.csv"), "--column", "Passengers",
+        history = demo_data.write_training_csv(data, work / "airline-1949-1956.csv")
+        forecaster = ["train", "forecaster", "--data", str(history), "--column", "Passengers",
                       "--horizon", "12", "--season", "12", "--out", str(work / "airline"), "--name", FORECASTER]
         for args, epochs, name in ((classifier, config.epochs(config.classifier_epochs), "train-classifier"),
                                    (forecaster, config.epochs(config.forecaster_epochs), "train-forecaster")):
@@ -248,7 +254,9 @@ class _Run:
         self.stack.start("retrainer", ["train", "watch", "--registry", str(self.registry.root), "--signing-key",
                                        str(self.keys["private"]), "--public-key", public, "--routes", routes,
                                        "--group-id", f"{self.app_id}-retrainer", "--work-dir", str(work / "retrain"),
-                                       "--no-progress", *(["--epochs", str(epochs)] if epochs else []), *self.common])
+                                       # The new level only: the years before the shift teach nothing now.
+                                       "--history", str(144 - demo_data.SHIFT_AT), "--no-progress",
+                                       *(["--epochs", str(epochs)] if epochs else []), *self.common])
         self._start_edge()
         self._wait("worker /metrics", lambda: bool(scrape(config.web_port)))
 

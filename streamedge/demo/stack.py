@@ -58,7 +58,9 @@ class Stack:
         """Start ``streamedge <args>`` as ``name``, logging to ``<workdir>/<name>.log``."""
         with (self._workdir / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", "streamedge.cli.main", *args], stdout=log,
-                                    stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+                                    stderr=subprocess.STDOUT,
+                                    # Unbuffered: what a child printed is in its log when it is stopped.
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         self._procs[name] = proc
         self._write_pids()
         return proc
