@@ -16,7 +16,7 @@ def test_bench_gan_writes_scores_with_spread(tmp_path: Path) -> None:
     out, reports = tmp_path / "gan.json", tmp_path / "reports"
     code = main(["bench", "gan", "--out", str(out), "--datasets", "sines", "--runs", "2",
                  "--steps", "3", "--sine-windows", "48", "--disc-iterations", "1", "--pred-iterations", "1", "--hidden", "8",
-                 "--report-dir", str(reports)])
+                 "--report-dir", str(reports), "--tstr", "ItalyPowerDemand", "--tstr-epochs", "1"])
     assert code == 0
     figures = json.loads(out.read_text())
     assert set(figures["datasets"]) == {"sines"}
@@ -27,6 +27,9 @@ def test_bench_gan_writes_scores_with_spread(tmp_path: Path) -> None:
         assert 0 <= data["discriminative_mean"] <= 0.5
         assert (reports / name / "index.html").is_file() and (reports / name / "pca.png").is_file()
     assert figures["datasets"]["sines"]["published"]["timegan_discriminative"] == 0.011
+    tstr = figures["tstr"]["ItalyPowerDemand"]
+    assert len(tstr["runs"]) == 2 and tstr["test_windows"] == 1029
+    assert all(0 <= tstr[f"{k}_mean"] <= 1 for k in ("trtr", "tstr", "augmented"))
 
 
 def test_real_sets_join_their_train_and_test_files() -> None:
@@ -37,3 +40,4 @@ def test_real_sets_join_their_train_and_test_files() -> None:
 
 def test_bench_gan_refuses_an_unknown_data_set(tmp_path: Path) -> None:
     assert main(["bench", "gan", "--out", str(tmp_path / "g.json"), "--datasets", "NoSuchSet", "--runs", "1"]) == 1
+    assert main(["bench", "gan", "--out", str(tmp_path / "g.json"), "--datasets", "", "--tstr", "NoSuchSet"]) == 1

@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mini-batches of the discriminative score's classifier (the paper's 2000)")
     parser.add_argument("--pred-iterations", type=int, default=5000,
                         help="mini-batches of the predictive score's predictor (the paper's 5000)")
+    parser.add_argument("--tstr", default="ItalyPowerDemand",
+                        help="UCR sets for train-on-synthetic/test-on-real with the FCN, comma-separated ('' for none)")
+    parser.add_argument("--tstr-epochs", type=int, default=100, help="FCN epochs of the TSTR comparison")
     parser.add_argument("--report-dir", type=Path, default=None,
                         help="write the HTML report (PCA, samples, losses) of each data set's first run here")
 
@@ -108,6 +111,33 @@ def run(args: argparse.Namespace) -> int:
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(figures, indent=2))
+    for name in [n.strip() for n in args.tstr.split(",") if n.strip()]:
+        figures.setdefault("tstr", {})[name] = _tstr(name, args)
+        args.out.write_text(json.dumps(figures, indent=2))
     print(json.dumps({n: {k: v for k, v in d.items() if k.endswith(("_mean", "_std"))}
-                      for n, d in figures["datasets"].items()}))
+                      for n, d in {**figures["datasets"], **figures.get("tstr", {})}.items()}))
     return 0
+
+
+def _tstr(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """FCN test accuracy trained on real, synthetic and both, over ``--runs`` seeds."""
+    from streamedge.paths import data_dir
+    from streamedge.training.gan import GanConfig
+    from streamedge.training.gan_data import load_gan_data
+    from streamedge.training.gan_tstr import tstr_accuracies
+
+    folder = data_dir() / "ucr"
+    train, test = (load_gan_data(folder / f"{name}_{part}.ts") for part in ("TRAIN", "TEST"))
+    runs = []
+    for seed in range(args.runs):
+        print(f"{name} TSTR: run {seed + 1}/{args.runs} ...", file=sys.stderr)
+        config = GanConfig(steps=args.steps, hidden=args.hidden, seed=seed)
+        runs.append({k: round(v, 4) for k, v in tstr_accuracies(train, test, config, args.tstr_epochs).items()})
+    out: dict[str, Any] = {"train_windows": len(train.x), "test_windows": len(test.x), "classifier": "fcn",
+                           "epochs": args.tstr_epochs}
+    for key in ("trtr", "tstr", "augmented"):
+        values = [r[key] for r in runs]
+        out[f"{key}_mean"] = round(statistics.fmean(values), 4)
+        out[f"{key}_std"] = round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
+    out["runs"] = runs
+    return out
