@@ -141,3 +141,14 @@ def test_cli_trains_exports_and_reports(tmp_path: Path, capsys: pytest.CaptureFi
     assert {"discriminative", "predictive", "predictive_real"} <= metrics["scores"].keys()
     assert all((out / name).is_file() for name in ("index.html", "pca.png", "samples.png", GENERATOR_FILE))
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["out"] == str(out)
+
+
+def test_a_table_is_cut_into_windows_conditioned_on_a_column(tmp_path: Path) -> None:
+    table = tmp_path / "plant.csv"
+    rows = [f"{m},{i},{(i % 7) + (10 if m == 'press' else 0)}" for m in ("lathe", "press") for i in range(40)]
+    table.write_text("machine,step,value\n" + "\n".join(rows) + "\n")
+    data = load_gan_data(table, condition="machine", window=8)
+    assert data.classes == ["lathe", "press"] and data.x.shape[1] == 8
+    assert np.bincount(data.labels).tolist() == [9, 9]  # 40 rows, windows of 8 every 4 rows
+    assert data.features == ["step", "value"]
+    assert data.x[data.labels == 1, :, 1].min() >= 10 and data.x[data.labels == 0, :, 1].max() < 10
