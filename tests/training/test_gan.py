@@ -4,6 +4,8 @@ without TensorFlow through the runner, score; hostile generator folders are refu
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +154,10 @@ def test_a_table_is_cut_into_windows_conditioned_on_a_column(tmp_path: Path) -> 
     assert np.bincount(data.labels).tolist() == [9, 9]  # 40 rows, windows of 8 every 4 rows
     assert data.features == ["step", "value"]
     assert data.x[data.labels == 1, :, 1].min() >= 10 and data.x[data.labels == 0, :, 1].max() < 10
+
+
+def test_sampling_a_generator_imports_no_tensorflow(trained: tuple[TrainedGan, Path]) -> None:
+    code = ("import sys; from streamedge.simulate.sources import GeneratorSource; "
+            f"print(GeneratorSource({str(trained[1])!r}, 2, 0).samples(0, 40).shape, 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.split() == ["(2,", "40,", "2)", "False"]
