@@ -61,14 +61,16 @@ def tally(name: str, arrivals: Iterable[Arrival], expected: set[str] | int) -> T
 def edge_order(arrivals: list[Arrival]) -> tuple[int, int, bool]:
     """``(unique, duplicates, in_order)`` of one device's edge results in the order they were read.
 
-    ``in_order``: the outbox sequence numbers, read in offset order, are strictly increasing and
-    leave no gap.
+    The forwarder delivers at least once: a pass whose acknowledgement timed out is sent again
+    with the same outbox sequence numbers, which the reader drops (``duplicates``).
+    ``in_order``: the first arrival of each sequence number, in offset order, is strictly
+    increasing and leaves no gap.
     """
     seqs = [int(a.body["seq"]) for a in sorted(arrivals, key=lambda a: (a.partition, a.offset))
             if isinstance(a.body, dict) and "seq" in a.body]
-    unique = len(set(seqs))
-    in_order = bool(seqs) and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-    return unique, len(seqs) - unique, in_order
+    first = list(dict.fromkeys(seqs))
+    in_order = bool(first) and first == list(range(first[0], first[0] + len(first)))
+    return len(first), len(seqs) - len(first), in_order
 
 
 def _first_step(body: dict[str, Any]) -> float | None:

@@ -279,7 +279,7 @@ class _Run:
         self.stack.start("edge", ["edge", "run", "--device-id", "edge-demo", *device, "--source", "file",
                                   "--source-path", str(source), "--rate", str(rate), "--buffer-path",
                                   str(edge / "buffer.sqlite"), "--metrics-port", str(self.config.edge_metrics_port),
-                                  "--model-updates", "false", "--log-format", "text", "--kafka-timeout-s", "2",
+                                  "--model-updates", "false", "--log-format", "text", "--kafka-timeout-s", "10",
                                   "--drain-timeout-s", "120", "--bootstrap-servers", f"127.0.0.1:{self.proxy.port}",
                                   "--topic-prefix", self.layout.prefix])
 
