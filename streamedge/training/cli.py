@@ -34,6 +34,10 @@ def register(subparsers: Any) -> None:
            help="minirocket (default: fixed random convolutions + ridge head) or fcn (trained CNN)")
     option(clf, "--features", type=int, default=None, env="STREAMEDGE_TRAIN_FEATURES",
            help="MiniRocket features (default 1008, chosen by the bench models protocol; MiniRocket's paper used 10000)")
+    option(clf, "--augment-with", type=Path, default=None, env="STREAMEDGE_TRAIN_AUGMENT_WITH",
+           help="'streamedge train gan' folder: top up small classes with synthetic windows")
+    option(clf, "--augment-ratio", type=float, default=1.0, env="STREAMEDGE_TRAIN_AUGMENT_RATIO",
+           help="with --augment-with: every class is topped up to this times the largest class's count")
     _common(clf)
     clf.set_defaults(handler=_classifier)
 
@@ -220,7 +224,13 @@ def _classifier(args: argparse.Namespace) -> int:
     if args.register is not None and args.signing_key is None:
         raise ValueError("--register needs --signing-key")
     config = ClassifierConfig(**_overrides(args, ("model", "features", "epochs", "seed")))
-    metrics = train_classifier(args.train, args.test, args.out, config, name=args.name,
+    train = args.train
+    if args.augment_with is not None:
+        from streamedge.training.gan_augment import augment_ts
+
+        train, added = augment_ts(args.train, args.augment_with, args.out, args.augment_ratio, args.seed or 0)
+        print(f"augmented with synthetic windows per class: {added['synthetic']}")
+    metrics = train_classifier(train, args.test, args.out, config, name=args.name,
                                progress=not args.no_progress)
     _summary(metrics, ("accuracy", "f1_macro"), args.out)
     return _maybe_register(args)
