@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ __all__ = ["DemoConfig", "run_demo"]
 
 CLASSIFIER, FORECASTER = "italy-fcn", "airline-lstm"
 ROUTES = {"power": [CLASSIFIER], "passengers": [FORECASTER]}
+_RUN_FOLDERS = ("registry", "italy", "airline", "worker-models", "worker-data", "retrain", "edge")
 _GARBAGE = (b"{not json", b'{"device_id": "x", "stream": "power"}',
             b'{"device_id": "m", "stream": "power", "ts": 1, "value": NaN, "seq": 1}', b"\xff\xfe", b"[]")
 
@@ -84,6 +86,10 @@ def run_demo(config: DemoConfig) -> int:
     """
     work = config.workdir
     work.mkdir(parents=True, exist_ok=True)
+    # Every run starts from version 1 of each model: nothing of an earlier run (interrupted or not)
+    # is served, promoted or replayed again. The signing keys are kept.
+    for folder in _RUN_FOLDERS:
+        shutil.rmtree(work / folder, ignore_errors=True)
     broker = LocalBroker(config.state_dir, port=config.port, controller_port=config.port + 1)
     started_broker = not broker.status().running
     print(broker.up().detail, flush=True)
@@ -259,6 +265,10 @@ class _Run:
                                        *(["--epochs", str(epochs)] if epochs else []), *self.common])
         self._start_edge()
         self._wait("worker /metrics", lambda: bool(scrape(config.web_port)))
+        # Faust's own line once the worker has its partitions: readings sent from now on are
+        # served at once, so the latencies measure the pipeline, not the worker's start.
+        log = work / "worker.log"
+        self._wait("worker ready", lambda: "Worker ready" in log.read_text(errors="replace"))
 
     def _start_edge(self) -> None:
         """Install v1 on a device whose link is cut, and start it replaying Airline from a file."""

@@ -55,8 +55,8 @@ class Stack:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Start ``streamedge <args>`` as ``name``, logging to ``<workdir>/<name>.log``."""
-        with (self._workdir / f"{name}.log").open("ab") as log:
+        """Start ``streamedge <args>`` as ``name``, logging to ``<workdir>/<name>.log`` (a fresh one)."""
+        with (self._workdir / f"{name}.log").open("wb") as log:
             proc = subprocess.Popen([sys.executable, "-m", "streamedge.cli.main", *args], stdout=log,
                                     stderr=subprocess.STDOUT,
                                     # Unbuffered: what a child printed is in its log when it is stopped.
