@@ -3,7 +3,7 @@
 Every area runs as its public ``streamedge`` command in a child process (:mod:`.stack`), so this
 module imports neither Faust nor TensorFlow. Whatever ends the run (the last phase, an error,
 Ctrl-C), every child is stopped, the link proxy and the reader are closed, and a broker the demo
-started itself is stopped unless ``keep_running``.
+started itself is stopped. With ``keep_running`` that end is Ctrl-C after the summary.
 """
 
 from __future__ import annotations
@@ -96,14 +96,12 @@ def run_demo(config: DemoConfig) -> int:
     stack, proxy = Stack(work), LinkProxy(("127.0.0.1", config.port))
     collector: Collector | None = None
     view: LiveView | None = None
-    keep = False
     try:
         run = _Run(config, broker, stack, proxy)
         collector = run.collector
         view = run.view
         code = run.all()
-        keep = config.keep_running
-        if keep:
+        if config.keep_running:
             print(f"\nThe stack keeps running: worker metrics http://127.0.0.1:{config.web_port}/metrics, broker "
                   f"{broker.bootstrap}, topic prefix {run.layout.prefix}. Ctrl-C stops it.", flush=True)
             while True:
@@ -116,7 +114,7 @@ def run_demo(config: DemoConfig) -> int:
         proxy.close()
         if collector is not None:
             collector.stop()
-        if started_broker and not keep:
+        if started_broker:
             broker.down()
 
 
