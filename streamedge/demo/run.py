@@ -103,7 +103,7 @@ def run_demo(config: DemoConfig) -> int:
         code = run.all()
         if config.keep_running:
             print(f"\nThe stack keeps running: worker metrics http://127.0.0.1:{config.web_port}/metrics, broker "
-                  f"{broker.bootstrap}, topic prefix {run.layout.prefix}. Ctrl-C stops it.", flush=True)
+                  f"{broker.bootstrap}, topic prefix '{run.layout.prefix}'; Ctrl-C stops it.", flush=True)
             while True:
                 time.sleep(3600)
         return code
