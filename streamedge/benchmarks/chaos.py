@@ -43,6 +43,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Final
 
+from streamedge.benchmarks.stream import serves_metrics
 from streamedge.cli.options import option
 from streamedge.kafka.cluster import free_ports
 from streamedge.paths import user_state_dir
@@ -139,7 +140,7 @@ class _Workers:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            if _serves_metrics(port):
+            if serves_metrics(port):
                 return
             time.sleep(0.3)
         raise RuntimeError(f"worker not ready within {timeout:.0f} s: {log.read_text()[-2000:]}")
@@ -165,16 +166,6 @@ class _Workers:
         for proc, _ in self.live:
             stop_process(proc, timeout=30)
         self.live = []
-
-
-def _serves_metrics(port: int) -> bool:
-    import urllib.request
-
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
-    except OSError:
-        return False
-    return True
 
 
 def _reading(device: str, seq: int, t0: float) -> bytes:

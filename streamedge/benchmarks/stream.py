@@ -34,7 +34,7 @@ from streamedge.cli.options import option
 from streamedge.paths import user_state_dir
 from streamedge.processes import stop_process
 
-__all__ = ["add_arguments", "run", "tiny_model_dir"]
+__all__ = ["add_arguments", "run", "serves_metrics", "tiny_model_dir"]
 
 _WINDOW = 8
 
@@ -182,7 +182,7 @@ def tiny_model_dir(work: Path) -> tuple[Path, Path]:
     return root, root / "public.pem"
 
 
-def _serves_metrics(port: int) -> bool:
+def serves_metrics(port: int) -> bool:
     """Whether a worker answers on ``127.0.0.1:port/metrics`` yet (not yet is normal while starting)."""
     import urllib.request
 
@@ -201,7 +201,7 @@ def _spawn(cmd: list[str], env: dict[str, str], log: Path, ready: str | None = N
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{cmd[2]} exited: {log.read_text()[-2000:]}")
-        if (port is not None and _serves_metrics(port)) or (port is None and ready is not None
+        if (port is not None and serves_metrics(port)) or (port is None and ready is not None
                                                               and ready in log.read_text()):
             return proc
         time.sleep(0.3)

@@ -165,31 +165,42 @@ def _parse_values(value: Any) -> tuple[float, ...] | Rejection:
     return floats
 
 
-def _validate(obj: dict[str, Any]) -> Reading | Rejection:
-    missing = sorted(_FIELDS - obj.keys())
+def _check_fields(obj: dict[str, Any], required: frozenset[str], allowed: frozenset[str]) -> Rejection | None:
+    """The field-name and id rules a reading and a block share: nothing missing, nothing unknown."""
+    missing = sorted(required - obj.keys())
     if missing:
         return Rejection("missing_field", f"missing field(s): {', '.join(missing)}")
-    unknown = sorted(obj.keys() - _FIELDS)
+    unknown = sorted(obj.keys() - allowed)
     if unknown:
         return Rejection("unknown_field", f"unknown field(s): {', '.join(name[:40] for name in unknown[:5])}")
     for name in ("device_id", "stream"):
         rejection = _check_id(obj, name)
         if rejection is not None:
             return rejection
+    return None
+
+
+def _check_seq(seq: Any) -> Rejection | None:
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        return Rejection("wrong_type", f"seq must be an integer, got {type(seq).__name__}")
+    if not 0 <= seq < 2**63:
+        return Rejection("out_of_range", f"seq {seq} is outside [0, 2**63)")
+    return None
+
+
+def _validate(obj: dict[str, Any]) -> Reading | Rejection:
+    rejection = _check_fields(obj, _FIELDS, _FIELDS) or _check_ts(obj["ts"])
+    if rejection is not None:
+        return rejection
     ts, seq = obj["ts"], obj["seq"]
-    if not _is_number(ts):
-        return Rejection("wrong_type", f"ts must be a number of seconds, got {type(ts).__name__}")
-    if isinstance(ts, int) and not MIN_TS <= ts <= MAX_TS:
-        return Rejection("out_of_range", f"ts {ts} is outside [{MIN_TS}, {MAX_TS}] seconds since epoch")
     ts_float = float(ts)
     if not math.isfinite(ts_float):
         return Rejection("non_finite", "ts is NaN or infinite")
     if not MIN_TS <= ts_float <= MAX_TS:
         return Rejection("out_of_range", f"ts {ts_float!r} is outside [{MIN_TS}, {MAX_TS}] seconds since epoch")
-    if not isinstance(seq, int) or isinstance(seq, bool):
-        return Rejection("wrong_type", f"seq must be an integer, got {type(seq).__name__}")
-    if not 0 <= seq < 2**63:
-        return Rejection("out_of_range", f"seq {seq} is outside [0, 2**63)")
+    rejection = _check_seq(seq)
+    if rejection is not None:
+        return rejection
     values = _parse_values(obj["value"])
     if isinstance(values, Rejection):
         return values
@@ -349,25 +360,17 @@ def _check_ts(ts: Any) -> Rejection | None:
 
 
 def _validate_block(obj: dict[str, Any]) -> ReadingBlock | Rejection:
-    missing = sorted(_BLOCK_REQUIRED - obj.keys())
-    if missing:
-        return Rejection("missing_field", f"missing field(s): {', '.join(missing)}")
-    unknown = sorted(obj.keys() - _BLOCK_FIELDS)
-    if unknown:
-        return Rejection("unknown_field", f"unknown field(s): {', '.join(name[:40] for name in unknown[:5])}")
-    for name in ("device_id", "stream"):
-        rejection = _check_id(obj, name)
-        if rejection is not None:
-            return rejection
+    rejection = _check_fields(obj, _BLOCK_REQUIRED, _BLOCK_FIELDS)
+    if rejection is not None:
+        return rejection
     values = _block_values(obj["values"])
     if isinstance(values, Rejection):
         return values
     n = len(values)
     seq = obj["seq"]
-    if not isinstance(seq, int) or isinstance(seq, bool):
-        return Rejection("wrong_type", f"seq must be an integer, got {type(seq).__name__}")
-    if not 0 <= seq < 2**63:
-        return Rejection("out_of_range", f"seq {seq} is outside [0, 2**63)")
+    rejection = _check_seq(seq)
+    if rejection is not None:
+        return rejection
     if seq + n - 1 >= 2**63:
         return Rejection("out_of_range", f"the sample's seq {2**63} is outside [0, 2**63)", 2**63 - seq)
     times = _block_times(obj, n)
