@@ -6,10 +6,16 @@ Layout::
     <root>/<name>/<version>/<model_file>    the selected .tflite
     <root>/<name>/<version>/report/         training report, when the trainer wrote one
     <root>/<name>/<version>/metrics.json    training metrics, when present
-    <root>/<name>/promotions.json           {"active": 3, "history": [1, 3], "sequence": 4, "record": {...}}
+    <root>/<name>/promotions.json           {"active": 3, "history": [1, 3], "sequence": 4, "record": {...},
+                                             "canary": {"version": 4, "target": "canary:10"} or null}
 
 Versions are immutable once added. ``promote`` appends to the history and makes a version
-active; ``rollback`` returns to the version promoted before the active one. The registry signs
+active; ``rollback`` returns to the version promoted before the active one. A staged
+promotion (``target="group:eu"`` or ``"canary:10"``, see :mod:`streamedge.contracts.rollout`)
+leaves ``active`` (the fleet version) alone and records the ``canary``; its record names both
+versions, so the latest record still describes the whole fleet. While a canary is out,
+``rollback`` (or :meth:`ModelRegistry.rollback_canary`) ends it: a new record puts every
+device back on the fleet version. A whole-fleet ``promote`` ends it too. The registry signs
 each version's manifest on ``add``, and each promotion and rollback as its own
 :class:`~streamedge.contracts.promotion.PromotionRecord` whose per-model ``sequence`` grows by
 one every time (under a file lock, so two promoters never issue the same number). Consumers
@@ -39,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from streamedge.contracts.manifest import ModelManifest, read_manifest, verify_model_file, write_manifest
 from streamedge.contracts.model_update import INLINE_MAX_BYTES, ModelUpdate
 from streamedge.contracts.promotion import PromotionRecord, UpdateAction, sign_record
+from streamedge.contracts.rollout import parse_target
 from streamedge.contracts.signing import sign_manifest, verify_model_dir
 from streamedge.errors import StreamedgeError
 
@@ -129,10 +136,11 @@ class ModelRegistry:
     def _promotions(self, name: str) -> dict[str, Any]:
         path = self.root / name / _PROMOTIONS
         if not path.is_file():
-            return {"active": None, "history": [], "sequence": 0, "record": None}
+            return {"active": None, "history": [], "sequence": 0, "record": None, "canary": None}
         data: dict[str, Any] = json.loads(path.read_text())
         data.setdefault("sequence", len(data.get("history", [])))
         data.setdefault("record", None)
+        data.setdefault("canary", None)
         return data
 
     def _write_promotions(self, name: str, data: dict[str, Any]) -> None:
@@ -158,6 +166,11 @@ class ModelRegistry:
         active = self._promotions(name)["active"]
         return int(active) if active is not None else None
 
+    def canary(self, name: str) -> tuple[int, str] | None:
+        """The staged version and its target (``"canary:10"``, ``"group:eu"``) while one is out, else None."""
+        canary = self._promotions(name)["canary"]
+        return (int(canary["version"]), str(canary["target"])) if canary else None
+
     def history(self, name: str) -> list[int]:
         """Promoted versions, oldest first (the active one last)."""
         return [int(v) for v in self._promotions(name)["history"]]
@@ -170,8 +183,16 @@ class ModelRegistry:
     def _issue(self, name: str, data: dict[str, Any], action: UpdateAction,
                signing_key: Ed25519PrivateKey | None) -> PromotionRecord:
         version = int(data["active"])
-        record = PromotionRecord(name, version, action, int(data["sequence"]) + 1, round(time.time(), 3),
-                                 self.manifest(name, version).sha256)
+        staged = data["canary"]
+        if staged:
+            fleet = version
+            version = int(staged["version"])
+            record = PromotionRecord(name, version, action, int(data["sequence"]) + 1, round(time.time(), 3),
+                                     self.manifest(name, version).sha256, target=staged["target"],
+                                     fleet_version=fleet, fleet_sha256=self.manifest(name, fleet).sha256)
+        else:
+            record = PromotionRecord(name, version, action, int(data["sequence"]) + 1, round(time.time(), 3),
+                                     self.manifest(name, version).sha256)
         key = signing_key or self.signing_key
         if key is not None:
             record = sign_record(record, key)
@@ -203,28 +224,66 @@ class ModelRegistry:
         return ModelUpdate(name, record.version, uri, manifest, record.action, record, content)
 
     def promote(self, name: str, version: int, signing_key: Ed25519PrivateKey | None = None, *,
-                base_url: str | None = None, inline: bool = True) -> ModelUpdate:
+                base_url: str | None = None, inline: bool = True, target: str | None = None) -> ModelUpdate:
         """Make ``version`` active under a new signed record; returns the update to publish.
 
         Args:
             signing_key: signs the record (default: the registry's key). Subscribers refuse an
                 unsigned record, so without any key the promotion is bookkeeping only.
             base_url, inline: see :meth:`announcement`.
+            target: ``None``/``"all"`` for the whole fleet (ends any canary), or ``"group:<name>"``
+                / ``"canary:<pct>"``: only those devices serve ``version``, the others keep the
+                active (fleet) version, which must exist and differ from ``version``.
+
+        Raises:
+            RegistryError: unknown version; a staged promotion without a different fleet version.
+            ManifestError: a malformed target.
         """
         self.path(name, version)
+        rollout = parse_target(target) if target is not None else None
         with self._locked(name):
             data = self._promotions(name)
-            if data["active"] != version:
-                data["history"].append(version)
-                data["active"] = version
+            if rollout is not None and rollout.kind != "all":
+                if data["active"] is None or int(data["active"]) == version:
+                    raise RegistryError(f"{name} v{version} to {rollout}: the fleet must serve another version "
+                                        f"first (active: {data['active']})")
+                data["canary"] = {"version": version, "target": str(rollout)}
+            else:
+                data["canary"] = None
+                if data["active"] != version:
+                    data["history"].append(version)
+                    data["active"] = version
             self._issue(name, data, "promote", signing_key)
+        return self.announcement(name, base_url, inline)
+
+    def rollback_canary(self, name: str, signing_key: Ed25519PrivateKey | None = None, *,
+                        base_url: str | None = None, inline: bool = True) -> ModelUpdate:
+        """End the staged promotion of ``name``: a new, higher record puts every device on the fleet version.
+
+        Raises:
+            RegistryError: no canary is out (so a watcher never rolls back a whole-fleet promotion).
+        """
+        with self._locked(name):
+            data = self._promotions(name)
+            if not data["canary"]:
+                raise RegistryError(f"model {name!r} has no staged promotion to roll back")
+            data["canary"] = None
+            self._issue(name, data, "rollback", signing_key)
         return self.announcement(name, base_url, inline)
 
     def rollback(self, name: str, signing_key: Ed25519PrivateKey | None = None, *,
                  base_url: str | None = None, inline: bool = True) -> ModelUpdate:
-        """Return to the version promoted before the active one, under a new, higher record."""
+        """Return to the version promoted before the active one, under a new, higher record.
+
+        While a staged promotion is out, end it instead (:meth:`rollback_canary`): the fleet
+        version stays active.
+        """
         with self._locked(name):
             data = self._promotions(name)
+            if data["canary"]:
+                data["canary"] = None
+                self._issue(name, data, "rollback", signing_key)
+                return self.announcement(name, base_url, inline)
             if len(data["history"]) < 2:
                 raise RegistryError(f"model {name!r} has no earlier promoted version to roll back to")
             data["history"].pop()

@@ -12,6 +12,15 @@ field except ``signature``, so it can never be mistaken for a manifest signature
 binds the record to the version's model file (the manifest's ``sha256``); ``time`` (unix
 seconds) is informative only, ordering is by ``sequence``.
 
+**Staged rollouts.** A record may name a ``target`` (:mod:`streamedge.contracts.rollout`: a
+device group or a canary share of the fleet) and then also ``fleet_version`` and
+``fleet_sha256``: the version every device outside the target keeps (or goes back to)
+serving. So the latest record per model, the one a compacted topic keeps, always describes the
+whole fleet, and a device decides from the verified record alone which version it must serve
+(:meth:`PromotionRecord.serving_version`). These fields are signed like the others; a record
+without them (every record issued before staged rollouts) targets the whole fleet, and its
+signed payload and JSON are exactly what they were.
+
 Subscribers persist the highest accepted record per model in a :class:`PromotionLedger`
 (``<root>/<name>/promotion.json``, replaced atomically), so the order survives restarts.
 """
@@ -30,6 +39,7 @@ from typing import Any, Final, Literal, get_args
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from streamedge.contracts.rollout import RolloutTarget, parse_target
 from streamedge.errors import ManifestError, SignatureError, VerificationError
 
 __all__ = [
@@ -51,6 +61,9 @@ _DOMAIN: Final = b"streamedge-promotion-v1\n"
 # Sequences and versions are JSON integers every consumer can hold exactly (2**53: a double's mantissa).
 _MAX_INT: Final = 1 << 53
 _MAX_NAME: Final = 256
+# Optional fields: left out of the signed payload and the JSON when None, so records issued
+# before staged rollouts keep their signatures and bytes.
+_OPTIONAL: Final = ("target", "fleet_version", "fleet_sha256")
 
 
 class StaleUpdateError(VerificationError):
@@ -69,6 +82,9 @@ class PromotionRecord:
         time: unix seconds when the registry issued it (informative; order is ``sequence``).
         sha256: the model file's sha256 (the version's manifest ``sha256``).
         signature: base64 Ed25519 signature of :meth:`signing_payload`, or None.
+        target: ``"group:<name>"`` or ``"canary:<pct>"`` (or ``"all"``); None: the whole fleet.
+        fleet_version: with a partial target, the version devices outside it serve.
+        fleet_sha256: that version's model sha256.
     """
 
     model: str
@@ -78,6 +94,9 @@ class PromotionRecord:
     time: float
     sha256: str
     signature: str | None = None
+    target: str | None = None
+    fleet_version: int | None = None
+    fleet_sha256: str | None = None
 
     def __post_init__(self) -> None:
         _check(isinstance(self.model, str) and 0 < len(self.model) <= _MAX_NAME,
@@ -93,16 +112,59 @@ class PromotionRecord:
                and all(c in "0123456789abcdef" for c in self.sha256), "promotion sha256 must be 64 lowercase hex digits")
         _check(self.signature is None or (isinstance(self.signature, str) and len(self.signature) < 256),
                "promotion signature must be a short base64 string or null")
+        self._check_target()
+
+    def _check_target(self) -> None:
+        if self.target is None:
+            _check(self.fleet_version is None and self.fleet_sha256 is None,
+                   "promotion fleet_version/fleet_sha256 need a target")
+            return
+        _check(isinstance(self.target, str) and str(parse_target(self.target)) == self.target,
+               f"promotion target {str(self.target)[:80]!r} is not in canonical form")
+        if self.rollout().kind == "all":
+            _check(self.fleet_version is None and self.fleet_sha256 is None,
+                   "a promotion to 'all' names no fleet version")
+            return
+        _check(_small_int(self.fleet_version) and (self.fleet_version or 0) >= 1 and self.fleet_version != self.version,
+               f"promotion to {self.target} needs a fleet_version other than v{self.version}, got {self.fleet_version!r}")
+        _check(isinstance(self.fleet_sha256, str) and len(self.fleet_sha256) == 64
+               and all(c in "0123456789abcdef" for c in self.fleet_sha256),
+               "promotion fleet_sha256 must be 64 lowercase hex digits")
+
+    def rollout(self) -> RolloutTarget:
+        """The parsed target (no target: the whole fleet)."""
+        return parse_target(self.target) if self.target is not None else RolloutTarget("all")
+
+    @property
+    def partial(self) -> bool:
+        """Whether the record targets only part of the fleet (a group or a canary share)."""
+        return self.rollout().kind != "all"
+
+    @property
+    def fleet_serving(self) -> int:
+        """The version devices outside the target serve (the record's version for a whole-fleet record)."""
+        return self.fleet_version if self.partial and self.fleet_version is not None else self.version
+
+    def serving_version(self, device_id: str, group: str = "") -> int:
+        """The version the device ``device_id`` (in ``group``) must serve under this record."""
+        return self.version if self.rollout().includes(self.model, device_id, group) else self.fleet_serving
 
     def signing_payload(self) -> bytes:
-        """The bytes the signature covers: a domain prefix and every field but ``signature``."""
-        body = asdict(self)
+        """The bytes the signature covers: a domain prefix and every field but ``signature``.
+
+        The optional target fields are covered when present and left out when None.
+        """
+        body = self.to_dict()
         body.pop("signature")
         return _DOMAIN + json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy."""
-        return asdict(self)
+        """A JSON-ready copy (the optional target fields only when set)."""
+        body = asdict(self)
+        for name in _OPTIONAL:
+            if body[name] is None:
+                body.pop(name)
+        return body
 
     @classmethod
     def from_dict(cls, data: Any) -> PromotionRecord:
@@ -110,8 +172,9 @@ class PromotionRecord:
         if not isinstance(data, dict):
             raise ManifestError("promotion record must be a JSON object")
         names = {f.name for f in fields(cls)}
-        if not data.keys() <= names or not (names - {"signature"}) <= data.keys():
-            raise ManifestError(f"promotion record must hold exactly {sorted(names)}")
+        required = names - {"signature", *_OPTIONAL}
+        if not data.keys() <= names or not required <= data.keys():
+            raise ManifestError(f"promotion record must hold {sorted(required)} and at most {sorted(names - required)}")
         return cls(**data)
 
 

@@ -96,10 +96,14 @@ class EdgeAgent:
         if settings.model_updates:
             self.watcher = UpdateWatcher(self._kafka_config, layout.model_updates, self.model_name,
                                          settings.model_dir, public_key, self.ledger, settings.kafka_timeout_s,
-                                         _fetch_options(settings), self._on_refused)
+                                         _fetch_options(settings), self._on_refused, settings.device_id,
+                                         settings.group)
             self._watcher_thread = Supervised("edge-updates", self.watcher.run, self.watcher.stop_event,
                                               self._on_restart)
         self._latencies: deque[float] = deque(maxlen=1024)
+        # Live error of the serving version: |reading - its one-step forecast|, reset on every swap.
+        self._errors: deque[float] = deque(maxlen=settings.error_window)
+        self._scored = 0
         # Results whose buffer commit failed (disk full): intake stops until they are committed.
         self._pending: tuple[list[dict[str, Any]], list[tuple[str, int, str]]] | None = None
         self._pending_backoff_s = _PENDING_BACKOFF_S
@@ -143,6 +147,8 @@ class EdgeAgent:
 
     def _serve(self, predictor: Predictor) -> None:
         self.predictor = predictor
+        self._errors.clear()
+        self._scored = 0
         self.windows.resize(max(predictor.manifest.window, self.windows.history))
         self.metrics.model_version.labels(model=self.model_name).set(predictor.version)
         _LOG.info("serving %s v%d (%s, %s)", self.model_name, predictor.version, predictor.manifest.task,
@@ -156,14 +162,26 @@ class EdgeAgent:
         return self.windows.feature_count()
 
     def _candidate(self, fetched: FetchedUpdate) -> Predictor:
-        """Load, shape-check and smoke-test an installed candidate; raises ModelRejectedError."""
-        if fetched.error is not None or fetched.folder is None:
-            raise ModelRejectedError("verification", fetched.error or "not installed")
-        version = fetched.update.version
+        """Load, shape-check and smoke-test the version an update names; raises ModelRejectedError.
+
+        For a record that targets other devices (``fetched.stay``) that is the record's fleet
+        version, which must already be installed here and match the record's ``fleet_sha256``.
+        """
+        record = fetched.update.promotion
+        if fetched.stay and record is not None:
+            version, sha256 = record.fleet_serving, record.fleet_sha256
+            if version not in self.store.versions(self.model_name):
+                raise ModelRejectedError("not_installed", f"fleet version v{version} is not installed here")
+        else:
+            if fetched.error is not None or fetched.folder is None:
+                raise ModelRejectedError("verification", fetched.error or "not installed")
+            version, sha256 = fetched.update.version, None
         try:
             manifest, path, content = self.store.load(self.model_name, version)
         except (ManifestError, VerificationError, LookupError) as exc:
             raise ModelRejectedError("verification", str(exc)) from exc
+        if sha256 is not None and manifest.sha256 != sha256:
+            raise ModelRejectedError("verification", f"installed v{version} is not the one the record names")
         expected = self._expected_features()
         if expected is not None and manifest.n_features != expected:
             raise ModelRejectedError(
@@ -194,10 +212,11 @@ class EdgeAgent:
         """Swap to a fetched version if it passes every check; else keep serving and report why.
 
         The update's promotion record is checked against the ledger once more (the watcher may
-        have queued an older record behind a newer one) and accepted only after the swap.
+        have queued an older record behind a newer one) and accepted only after the swap. A
+        record that targets other devices keeps this one on (or returns it to) the fleet version.
         """
-        version = fetched.update.version
         record = fetched.update.promotion
+        version = record.fleet_serving if fetched.stay and record is not None else fetched.update.version
         try:
             if record is None:
                 raise ModelRejectedError("verification", "no promotion record")
@@ -212,7 +231,7 @@ class EdgeAgent:
             self.store.activate(self.model_name, version)
         except ModelRejectedError as exc:
             self.metrics.updates.labels(outcome=exc.reason).inc()
-            if fetched.installed:
+            if fetched.installed and not fetched.stay:
                 self.store.discard(self.model_name, version)
             serving = self.predictor.version if self.predictor else None
             _LOG.error("model update %s v%d refused (%s): %s; still serving v%s", self.model_name, version,
@@ -225,7 +244,7 @@ class EdgeAgent:
         self._remember(record)
         self.metrics.updates.labels(outcome="applied").inc()
         self._telemetry({"type": "model_update", "status": "applied", "version": version,
-                         "action": fetched.update.action})
+                         "action": fetched.update.action, "target": record.target if record else None})
         return True
 
     def _remember(self, record: PromotionRecord) -> None:
@@ -306,6 +325,9 @@ class EdgeAgent:
             return None
         self.metrics.latency.observe(elapsed)
         self._latencies.append(elapsed)
+        if body.get("residual"):
+            self._errors.append(float(np.mean(np.abs(body["residual"]))))
+            self._scored += 1
         if not emit and not body.get("anomaly"):
             return None
         return {"key": reading.key, "source_seq": reading.seq, "ts": reading.ts,
@@ -382,7 +404,9 @@ class EdgeAgent:
             "runtime": self.predictor.runner.runtime if self.predictor else None,
             "buffer_depth": stats.depth, "buffer_oldest_age_s": round(stats.oldest_age_s, 3),
             "buffer_dropped": stats.dropped, "broker_reachable": self.forwarder.reachable,
-            "keys": len(self.windows), "latency": summary,
+            "keys": len(self.windows), "latency": summary, "group": self.settings.group or None,
+            "error": {"mae": round(float(np.mean(self._errors)), 6) if self._errors else None,
+                      "count": self._scored, "window": len(self._errors)},
         })
 
     def _housekeeping(self) -> None:

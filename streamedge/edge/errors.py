@@ -24,7 +24,8 @@ class ModelRejectedError(EdgeError, VerificationError):
 
     Attributes:
         reason: a short code safe as a metric label (``"verification"``, ``"shape"``,
-            ``"load"``, ``"smoke_test"``).
+            ``"load"``, ``"smoke_test"``, ``"not_installed"``: a staged record's fleet version
+            is not on this device).
     """
 
     def __init__(self, reason: str, detail: str) -> None:

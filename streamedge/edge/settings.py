@@ -27,6 +27,8 @@ class EdgeSettings(BaseSettings):
 
     device_id: str = Field(default="edge-1", pattern=r"^[A-Za-z0-9._:\-]{1,128}$",
                            description="this device's id, carried by every result and heartbeat")
+    group: str = Field(default="", pattern=r"^[A-Za-z0-9._:\-]{0,128}$",
+                       description="device group a staged promotion may target (promote --to GROUP); empty: none")
     model_dir: Path = Field(default=Path("models"), description="local model folder: <model_dir>/<name>/<version>/ + current")
     model_name: str = Field(default="", description="model to serve (empty: the only name in model_dir)")
     public_key: Path | None = Field(default=None, description="trusted Ed25519 public key (PEM); models are verified with it")
@@ -52,6 +54,8 @@ class EdgeSettings(BaseSettings):
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="Prometheus port on metrics_host (0: disabled)")
     metrics_host: str = Field(default="127.0.0.1", description="address the metrics endpoint binds")
     model_updates: bool = Field(default=True, description="follow the model-updates topic")
+    error_window: int = Field(default=256, ge=1, le=100_000,
+                              description="scored forecasts in the live error (rolling MAE) a heartbeat reports")
     max_model_bytes: int = Field(default=64 * 1024 * 1024, ge=1024,
                                  description="largest model file a device downloads; bigger ones are refused")
     registry_token_file: Path | None = Field(

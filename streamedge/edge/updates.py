@@ -10,7 +10,11 @@ and for each message of its model:
 2. verifies both signatures (:func:`~streamedge.contracts.model_update.verify_update`), then
    asks the agent's :class:`~streamedge.contracts.promotion.PromotionLedger` whether the record
    is newer than the highest one accepted (a replayed, older record is ``stale``);
-3. fetches the model (inline, ``file://`` or ``http(s)://``; sha256 checked before anything is
+3. asks the record which version this device must serve (a staged promotion targets a device
+   group or a canary share, :meth:`~streamedge.contracts.promotion.PromotionRecord.serving_version`);
+   a device outside the target fetches nothing and is told to stay on (or return to) the
+   record's fleet version;
+4. fetches the model (inline, ``file://`` or ``http(s)://``; sha256 checked before anything is
    installed).
 
 The outcome is handed to the agent's thread, which runs the shape check and the smoke test,
@@ -48,12 +52,14 @@ class FetchedUpdate:
         folder: the installed version folder, or None when the fetch failed.
         error: ``"<reason>: <detail>"`` when refused before the agent's checks.
         installed: whether this update installed ``folder`` (only then may a refusal remove it).
+        stay: the record targets other devices: serve its fleet version, fetch nothing.
     """
 
     update: ModelUpdate
     folder: Path | None
     error: str | None = None
     installed: bool = False
+    stay: bool = False
 
 
 class UpdateWatcher:
@@ -70,11 +76,15 @@ class UpdateWatcher:
         fetch: size cap, bearer token and TLS trust for ``http(s)://`` models.
         on_refused: called with a reason (``malformed``, ``verification``, ``stale``) for each
             message refused before it reaches the agent.
+        device_id, group: this device, for records that target a group or a canary share.
     """
 
     def __init__(self, kafka_config: dict[str, Any], topic: str, model_name: str, models_root: Path,
                  public_key: Ed25519PublicKey, ledger: PromotionLedger, timeout_s: float = 5.0,
-                 fetch: FetchOptions | None = None, on_refused: Callable[[str], None] | None = None) -> None:
+                 fetch: FetchOptions | None = None, on_refused: Callable[[str], None] | None = None,
+                 device_id: str = "", group: str = "") -> None:
+        self._device = device_id
+        self._group = group
         self._config = kafka_config
         self._topic = topic
         self._name = model_name
@@ -154,6 +164,9 @@ class UpdateWatcher:
             return
         except (VerificationError, ManifestError) as exc:
             self._refuse("verification", f"unverified model update ignored: {exc}")
+            return
+        if record.serving_version(self._device, self._group) != update.version:
+            self._put(FetchedUpdate(update, None, stay=True))
             return
         try:
             folder, installed = fetch_model(update, self._root, self._key, self._fetch)

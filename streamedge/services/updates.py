@@ -10,7 +10,11 @@ version. The artefact is fetched with :func:`~streamedge.contracts.model_update.
 loaded beside the active version, and :meth:`services.processor.Processor.install`
 smoke-tests it on recent windows and swaps it in; only then is the record accepted, so a
 restarted worker loads exactly the version it last served (:func:`services.models.active_version_dir`).
-The processor runs batches synchronously, so a swap always falls between two batches. Any
+The processor runs batches synchronously, so a swap always falls between two batches.
+Workers serve the fleet: a staged record (a canary share or a device group, see
+:mod:`streamedge.contracts.rollout`) keeps them on its ``fleet_version``; they accept it (so
+the ledger's order holds) and load the fleet version from ``model_dir`` when they do not
+serve it yet, never the canary. Any
 message, however malformed, is logged and counted (``streamedge_stream_model_reloads_total
 {outcome="rejected"}``; model label ``unparsable`` unless it names a routed model) and the old
 version keeps serving: nothing a message says can stop the worker or its start-up catch-up.
@@ -111,7 +115,7 @@ class ModelFollower:
         except StreamedgeError as exc:
             return self._rejected(update, ModelRejectedError(str(exc)))
         active = self.processor.models.get(update.name)
-        if active is not None and active.version == update.version:
+        if active is not None and active.version == record.fleet_serving:
             self._accept(record)
             return "current"
         return update
@@ -123,7 +127,24 @@ class ModelFollower:
             _log.error("promotion #%d of %s not persisted: %s", record.sequence, record.model, exc)
 
     def _load(self, update: ModelUpdate) -> LoadedModel:
-        """Fetch (signature, sha256) and load the announced version; touches disk only."""
+        """Fetch (signature, sha256) and load the version to serve; touches disk only.
+
+        For a staged record that is its fleet version, which must be in ``model_dir`` already
+        with the record's ``fleet_sha256`` (the message carries only the staged version).
+        """
+        record = update.promotion
+        if record is not None and record.partial:
+            folder = self.model_dir / update.name / str(record.fleet_serving)
+            if not folder.is_dir():
+                raise ModelRejectedError(f"{update.name}: staged record #{record.sequence} keeps workers on "
+                                         f"v{record.fleet_serving}, which is not in {self.model_dir}")
+            try:
+                loaded = load_model(folder, self.public_key, self.runtime)
+            except StreamedgeError as exc:
+                raise ModelRejectedError(f"fleet version v{record.fleet_serving} of {update.name}: {exc}") from exc
+            if loaded.manifest.sha256 != record.fleet_sha256:
+                raise ModelRejectedError(f"{folder} is not the v{record.fleet_serving} record #{record.sequence} names")
+            return loaded
         try:
             folder, _ = fetch_model(update, self.model_dir, self.public_key, self.fetch)
         except (StreamedgeError, OSError) as exc:
@@ -138,7 +159,7 @@ class ModelFollower:
             return self._rejected(update, exc)
         if update.promotion is not None:
             self._accept(update.promotion)
-        _log.info("%s v%d is now active (%s)", update.name, update.version, update.action)
+        _log.info("%s v%d is now active (%s)", update.name, loaded.manifest.version, update.action)
         return "loaded"
 
     def _rejected(self, update: ModelUpdate, exc: ModelRejectedError) -> str:
