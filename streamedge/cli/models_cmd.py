@@ -1,4 +1,4 @@
-"""``streamedge models ...``: the model registry (add, list, show, promote, rollback, verify, keygen, serve)."""
+"""``streamedge models ...``: the model registry (add, list, show, promote, rollback, verify, keygen, serve, watch-canary)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from streamedge.cli.canary_cmd import register_watch
 from streamedge.cli.common import add_kafka_options, kafka_settings, topic_layout
 from streamedge.cli.options import option
 from streamedge.paths import user_state_dir
@@ -60,6 +61,11 @@ def register(subparsers: Any) -> None:
         sub.add_argument("name")
         if name == "promote":
             sub.add_argument("version", type=int)
+            option(sub, "--to", dest="to_group", default=None, metavar="GROUP",
+                   help="promote to the devices of this group only (edge --group); the others keep the fleet version")
+            option(sub, "--canary", default=None, metavar="PCT",
+                   help="promote to a stable share of the fleet (e.g. 10%%: devices whose hash of model and "
+                        "device id falls in 0..PCT-1 of 0..99); the others keep the fleet version")
         _registry_option(sub)
         option(sub, "--public-key", type=Path, required=True, help="trusted Ed25519 public key (PEM)")
         option(sub, "--signing-key", type=Path, required=True,
@@ -71,6 +77,8 @@ def register(subparsers: Any) -> None:
         option(sub, "--no-publish", action="store_true", help="update the registry only, publish nothing")
         add_kafka_options(sub)
         sub.set_defaults(handler=handler)
+
+    register_watch(commands)
 
     serve = commands.add_parser("serve", help="serve the registry's artefacts over HTTP(S) (range requests, ETag)")
     _registry_option(serve)
@@ -168,7 +176,9 @@ def _publish(args: argparse.Namespace, update: Any) -> None:
         return
     publish_model_update(kafka_settings(args), topic_layout(args), update)
     record = update.promotion
-    print(f"{update.name} v{update.version} is active (record #{record.sequence if record else '-'}, "
+    state = (f"is staged to {record.target}, the fleet keeps v{record.fleet_serving}"
+             if record is not None and record.partial else "is active")
+    print(f"{update.name} v{update.version} {state} (record #{record.sequence if record else '-'}, "
           f"{'inline' if update.inline is not None else update.uri}); published to {topic_layout(args).model_updates}")
 
 
@@ -177,8 +187,14 @@ def _promote(args: argparse.Namespace) -> int:
 
     registry = _registry(args)
     registry.verify(args.name, args.version, _load_key(args))
+    from streamedge.errors import ConfigError
+
+    if args.to_group and args.canary:
+        raise ConfigError("--to and --canary exclude each other")
+    target = (f"group:{args.to_group}" if args.to_group else
+              f"canary:{str(args.canary).removesuffix('%')}" if args.canary else None)
     _publish(args, registry.promote(args.name, args.version, load_private_key(args.signing_key),
-                                    base_url=args.serve_url, inline=not args.no_inline))
+                                    base_url=args.serve_url, inline=not args.no_inline, target=target))
     return 0
 
 
