@@ -1,4 +1,8 @@
-"""``streamedge kafka up|down|status|topics``: the local broker and the topic layout."""
+"""``streamedge kafka up|down|status|topics``: the local broker and the topic layout.
+
+``up --secure`` starts it with SASL_SSL and ACLs (:mod:`streamedge.kafka.security`); the state
+folder then holds ``security/`` and ``down``/``status`` find it there.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +34,13 @@ def register(subparsers: Any) -> None:
                     "--port, --port+2, --port+4 (replication 3, min.insync.replicas 2). "
                     "down/status default to what up started in --state-dir")
         sub.set_defaults(handler=handler)
+        if name == "up":
+            option(sub, "--secure", action="store_true",
+                   help="SASL_SSL (SCRAM-SHA-512) listeners and ACLs; writes the CA, credentials and one "
+                        "--config file per principal under --state-dir/security (kept for later starts)")
+            option(sub, "--topic-prefix", default="streamedge.", help="topic prefix the ACLs of --secure cover")
+            option(sub, "--worker-group-prefix", default="streamedge-stream",
+                   help="--secure: stream workers' app ids (consumer groups, Faust topics) start with this")
     topics = commands.add_parser("topics", help="create the topic layout (existing topics are kept)")
     add_kafka_options(topics)
     option(topics, "--partitions", type=int, default=6, help="partitions of the readings and result topics")
@@ -42,19 +53,33 @@ def _broker(args: argparse.Namespace) -> Any:
     """The single broker, or the cluster that ``--brokers`` (else ``cluster.json``) asks for."""
     from streamedge.kafka.broker import LocalBroker
     from streamedge.kafka.cluster import LocalCluster, read_cluster_file
+    from streamedge.kafka.security import BrokerSecurity
 
     brokers, port = args.brokers, args.port
     known = read_cluster_file(args.state_dir)
     if brokers is None and known is not None:
         brokers, port = int(str(known["brokers"])), int(str(known["port"]))
+    folder = args.state_dir / "security"
+    security = BrokerSecurity.ensure(folder) if getattr(args, "secure", False) or BrokerSecurity.exists(folder) else None
     if brokers is not None and brokers > 1:
-        return LocalCluster(args.state_dir, brokers=brokers, port=port)
-    return LocalBroker(args.state_dir, port=args.port, controller_port=args.controller_port)
+        return LocalCluster(args.state_dir, brokers=brokers, port=port, security=security)
+    return LocalBroker(args.state_dir, port=args.port, controller_port=args.controller_port, security=security)
 
 
 def _up(args: argparse.Namespace) -> int:
-    status = _broker(args).up()
+    broker = _broker(args)
+    status = broker.up()
     print(status.detail)
+    if broker.security is not None:
+        from streamedge.kafka.acls import grant_acls
+        from streamedge.kafka.topics import TopicLayout
+
+        security = broker.security
+        grants = grant_acls(security.client_settings("admin", status.bootstrap), TopicLayout(prefix=args.topic_prefix),
+                            args.worker_group_prefix)
+        configs = security.write_client_configs(status.bootstrap)
+        print(f"SASL_SSL (SCRAM-SHA-512) with {len(grants)} ACLs on {args.topic_prefix}*; CA {security.cafile}")
+        print(f"client configs (streamedge --config FILE): {', '.join(str(path) for path in configs)}")
     return 0
 
 

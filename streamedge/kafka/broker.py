@@ -29,8 +29,12 @@ import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamedge.errors import StreamedgeError
+
+if TYPE_CHECKING:
+    from streamedge.kafka.security import BrokerSecurity
 
 __all__ = ["BrokerError", "BrokerStatus", "LocalBroker", "min_insync_replicas", "new_cluster_id"]
 
@@ -110,11 +114,14 @@ class LocalBroker:
         libs_dir: jars fetched by someone else (the nodes of a cluster, a test broker's), used as
             they are once fetched: never refetched or removed from here, since a running broker
             may be reading them. Default ``<state_dir>/libs``, fetched and kept to the pom.
+        security: SASL_SSL listeners, SCRAM users and the ACL authorizer
+            (:mod:`streamedge.kafka.security`) instead of PLAINTEXT; must be given from the first
+            start on, since the SCRAM users are created when the storage is formatted.
     """
 
     def __init__(self, state_dir: Path, port: int = 9092, controller_port: int = 9093, heap_mb: int = 512,
                  *, node_id: int = 1, quorum_voters: str | None = None, cluster_id: str | None = None,
-                 replicas: int = 1, libs_dir: Path | None = None) -> None:
+                 replicas: int = 1, libs_dir: Path | None = None, security: BrokerSecurity | None = None) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.port = port
         self.controller_port = controller_port
@@ -125,6 +132,7 @@ class LocalBroker:
         self.replicas = replicas
         self.libs_dir = Path(libs_dir).resolve() if libs_dir is not None else self.state_dir / "libs"
         self._libs_shared = libs_dir is not None
+        self.security = security
 
     @property
     def bootstrap(self) -> str:
@@ -152,6 +160,8 @@ class LocalBroker:
         return pid
 
     def _answers(self, timeout: float = 2.0) -> bool:
+        if self.security is not None:
+            return self.security.probe("127.0.0.1", self.port, timeout)
         try:
             return _metadata_brokers("127.0.0.1", self.port, timeout) >= 1
         except (OSError, struct.error, BrokerError):
@@ -218,8 +228,11 @@ class LocalBroker:
             "auto.create.topics.enable": "true",
             "log.retention.hours": "24",
         }
+        if self.security is not None:
+            properties.update(self.security.server_properties(self.port, self.controller_port))
         config = self.state_dir / "server.properties"
         config.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+        config.chmod(0o600)  # a secure broker's holds the keystore and inter-broker passwords
         (self.state_dir / "log4j.properties").write_text(
             "log4j.rootLogger=INFO, stdout\n"
             "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
@@ -241,8 +254,9 @@ class LocalBroker:
         if (self.state_dir / "data" / "meta.properties").is_file():
             return
         cluster_id = self.cluster_id or new_cluster_id()
+        scram = self.security.format_args() if self.security is not None else []
         result = subprocess.run(
-            self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *scram),
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:

@@ -23,8 +23,12 @@ import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamedge.kafka.broker import BrokerError, BrokerStatus, LocalBroker, new_cluster_id
+
+if TYPE_CHECKING:
+    from streamedge.kafka.security import BrokerSecurity
 
 __all__ = ["ClusterStatus", "LocalCluster", "free_ports", "read_cluster_file"]
 
@@ -72,10 +76,12 @@ class LocalCluster:
         heap_mb: JVM max heap per node.
         libs_dir: jars fetched elsewhere, used as they are (tests share the ones of their
             single broker); default ``<state_dir>/libs``, fetched once for the cluster.
+        security: SASL_SSL and ACLs on every node (one CA, broker certificate and set of SCRAM
+            users for all of them), as for :class:`LocalBroker`.
     """
 
     def __init__(self, state_dir: Path, brokers: int = 3, port: int = 9092, heap_mb: int = 384,
-                 libs_dir: Path | None = None) -> None:
+                 libs_dir: Path | None = None, security: BrokerSecurity | None = None) -> None:
         if brokers < 1:
             raise BrokerError(f"a cluster needs at least one broker, got {brokers}")
         self.state_dir = Path(state_dir).resolve()
@@ -84,13 +90,14 @@ class LocalCluster:
         self.heap_mb = heap_mb
         self.libs_dir = Path(libs_dir).resolve() if libs_dir is not None else self.state_dir / "libs"
         self._own_libs = libs_dir is None
+        self.security = security
         known = read_cluster_file(self.state_dir)
         self.cluster_id = str(known["cluster_id"]) if known and "cluster_id" in known else new_cluster_id()
         voters = ",".join(f"{i}@127.0.0.1:{self._ports(i)[1]}" for i in range(1, brokers + 1))
         self.nodes = [
             LocalBroker(self.state_dir / f"node-{i}", *self._ports(i), heap_mb=heap_mb, node_id=i,
                         quorum_voters=voters, cluster_id=self.cluster_id, replicas=min(3, brokers),
-                        libs_dir=self.libs_dir)
+                        libs_dir=self.libs_dir, security=security)
             for i in range(1, brokers + 1)
         ]
 
