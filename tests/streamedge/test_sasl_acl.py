@@ -1,0 +1,193 @@
+"""A secure broker of its own (SASL_SSL, SCRAM-SHA-512, ACLs): each principal's real path, and the refusals.
+
+One broker for the module, on free ports in a temporary folder (never the shared PLAINTEXT test
+broker): started through the Python API, then ``streamedge kafka up`` on the same state folder
+finds its ``security/`` folder, grants the ACLs and writes the per-principal config files.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streamedge.cli.main import main
+from streamedge.contracts.signing import load_public_key
+from streamedge.edge.agent import EdgeAgent
+from streamedge.edge.models import ModelStore
+from streamedge.edge.settings import EdgeSettings
+from streamedge.edge.sources import IteratorSource, simulator_payloads
+from streamedge.errors import ConfigError
+from streamedge.kafka.acls import acl_table
+from streamedge.kafka.broker import LocalBroker
+from streamedge.kafka.cluster import free_ports
+from streamedge.kafka.login import KafkaAccessError, KafkaLoginError, check_login
+from streamedge.kafka.model_updates import publish_model_update
+from streamedge.kafka.security import BrokerSecurity
+from streamedge.kafka.settings import KafkaSettings
+from streamedge.kafka.topics import TopicLayout
+from streamedge.training.tiny import TINY_WINDOW, TinyModels
+from tests.conftest import REPO
+from tests.edge.helpers import consume_all, make_version
+from tests.services.helpers import WorkerProcess, consume_until, install, produce, reading
+from tests.streamedge.updates import signed_update
+
+LAYOUT = TopicLayout()  # the broker is this module's own: the default prefix, as in production
+
+
+@dataclass(frozen=True)
+class Secure:
+    """The running secure broker, its security files and the CLI's config file per principal."""
+
+    broker: LocalBroker
+    security: BrokerSecurity
+    configs: dict[str, Path]
+
+    def settings(self, principal: Any) -> KafkaSettings:
+        return self.security.client_settings(principal, self.broker.bootstrap, client_id="streamedge-sasl-tests")
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secure]:
+    state = tmp_path_factory.mktemp("secure-kafka")
+    libs = LocalBroker(REPO / ".streamedge" / "test-kafka").fetch_jars()  # the test broker's cached jars
+    port = free_ports(2)
+    security = BrokerSecurity.ensure(state / "security")
+    broker = LocalBroker(state, port, port + 1, security=security, libs_dir=libs)
+    broker.up(timeout=120)
+    try:
+        common = ["--state-dir", str(state), "--port", str(port), "--controller-port", str(port + 1)]
+        assert main(["kafka", "up", *common]) == 0  # found secure: grants the ACLs, writes the configs
+        configs = {name: state / "security" / f"{name}.toml" for name in ("admin", "device", "worker", "promoter")}
+        assert main(["--config", str(configs["admin"]), "kafka", "topics", "--partitions", "3"]) == 0
+        assert main(["kafka", "status", *common]) == 0
+        yield Secure(broker, security, configs)
+    finally:
+        broker.down()
+
+
+def test_the_listener_refuses_plaintext_and_the_acl_table_keeps_model_updates_to_the_promoter() -> None:
+    writers = {(g.principal, g.name) for g in acl_table(LAYOUT) if g.operation in ("WRITE", "ALL")}
+    assert {who for who, topic in writers if topic == LAYOUT.model_updates} == {"promoter"}
+    assert not any(LAYOUT.model_updates.startswith(name) for _, name in writers if name != LAYOUT.model_updates)
+    with pytest.raises(ConfigError, match="also covers topic"):
+        acl_table(LAYOUT, worker_group_prefix="streamedge.")  # a prefix grant that would cover model-updates
+
+
+def test_worker_reads_readings_and_writes_results_over_sasl_ssl(secure: Secure, tiny_models: TinyModels,
+                                                               tmp_path: Path) -> None:
+    devices, seqs = 3, 12
+    messages = [(f"d{d}/s".encode(), reading(f"d{d}", seq)) for seq in range(seqs) for d in range(devices)]
+    messages.append((b"d0/s", b"{oops"))
+    produce(secure.settings("device"), LAYOUT.readings, messages)  # a device writes readings
+
+    model_dir = tmp_path / "models"
+    install(model_dir, tiny_models.forecaster, "tiny-forecaster")
+    install(model_dir, tiny_models.classifier, "tiny-classifier")
+    worker_settings = secure.settings("worker")
+    worker = WorkerProcess(worker_settings, LAYOUT, model_dir, tiny_models.public_key,
+                           {"s": ["tiny-forecaster", "tiny-classifier"]}, tmp_path / "worker.log",
+                           "streamedge-stream-sasl")
+    assert worker_settings.sasl_password is not None
+    worker.env.update({
+        "STREAMEDGE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "STREAMEDGE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "STREAMEDGE_KAFKA_SASL_USERNAME": "worker",
+        "STREAMEDGE_KAFKA_SASL_PASSWORD": worker_settings.sasl_password.get_secret_value(),
+        "STREAMEDGE_KAFKA_SSL_CAFILE": str(secure.security.cafile),
+    })
+    worker.start()
+    try:
+        worker.wait_ready(timeout=90)
+        per_kind = devices * (seqs - TINY_WINDOW + 1)
+        found = consume_until(secure.settings("admin"), [LAYOUT.forecasts, LAYOUT.classifications, LAYOUT.dead_letters],
+                              lambda ms: len(ms) >= 2 * per_kind + 1, timeout=60)
+        by_topic = {topic: [m for m in found if m.topic == topic]
+                    for topic in (LAYOUT.forecasts, LAYOUT.classifications, LAYOUT.dead_letters)}
+        assert [len(by_topic[t]) for t in (LAYOUT.forecasts, LAYOUT.classifications, LAYOUT.dead_letters)] == [
+            per_kind, per_kind, 1]
+        assert {json.loads(m.value)["key"] for m in by_topic[LAYOUT.forecasts]} == {f"d{d}/s" for d in range(devices)}
+        assert worker.proc is not None and worker.proc.poll() is None
+        assert worker.metric("streamedge_stream_readings_consumed_total") == len(messages)
+    finally:
+        worker.stop()
+
+
+def test_promotion_reaches_a_running_agent_over_sasl_ssl(secure: Secure, tiny_models: TinyModels, tmp_path: Path) -> None:
+    key, public = tiny_models.signing_key, tiny_models.public_key
+    registry = tmp_path / "registry"
+    v2 = make_version(tiny_models.forecaster, tmp_path / "v2", 2, key)
+    for folder in (tiny_models.forecaster, v2):
+        assert main(["models", "add", str(folder), "--registry", str(registry), "--signing-key", str(key)]) == 0
+
+    device_models = tmp_path / "device-models"
+    ModelStore(device_models, load_public_key(public)).install(tiny_models.forecaster)
+    settings = EdgeSettings(device_id="dev-sasl", model_dir=device_models, public_key=public,
+                            buffer_path=tmp_path / "buffer.sqlite", metrics_port=0, heartbeat_interval_s=1.0,
+                            kafka_timeout_s=5.0, drain_timeout_s=30.0, model_updates=True, log_format="text",
+                            batch_size=16)
+    source = IteratorSource(simulator_payloads(keys=1, rate=200.0), queue_size=64)
+    agent = EdgeAgent(settings, secure.settings("device"), LAYOUT, source, load_public_key(public), CollectorRegistry())
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        # The registry's promoter publishes, through the CLI with its config file.
+        assert main(["--config", str(secure.configs["promoter"]), "models", "promote", "tiny-forecaster", "2",
+                     "--registry", str(registry), "--public-key", str(public), "--signing-key", str(key)]) == 0
+        deadline = time.monotonic() + 30
+        while agent.predictor.version != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert agent.predictor.version == 2  # read with the device's credential, verified, swapped
+        time.sleep(1.0)  # a few results from the new version
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    results = consume_all(secure.settings("admin"), LAYOUT.edge_results, expect=100_000, timeout_s=5)
+    assert {r["device_id"] for r in results} == {"dev-sasl"} and 2 in {r["version"] for r in results}
+
+
+@pytest.mark.parametrize("principal", ["device", "worker"])
+def test_device_and_worker_cannot_publish_model_updates(secure: Secure, tiny_models: TinyModels, principal: str) -> None:
+    from kafka.errors import TopicAuthorizationFailedError
+
+    update = signed_update(tiny_models.forecaster, tiny_models.signing_key, 99)
+    with pytest.raises(KafkaAccessError, match="TopicAuthorizationFailed") as refused:
+        publish_model_update(secure.settings(principal), LAYOUT, update, timeout=10)
+    assert isinstance(refused.value.__cause__, TopicAuthorizationFailedError)
+    assert f"'{principal}'" in str(refused.value)
+
+    check_login(secure.settings(principal))  # the credential itself is good: only the write is refused
+    published = consume_all(secure.settings("admin"), LAYOUT.model_updates, expect=100, timeout_s=2)
+    assert all(u["promotion"]["sequence"] != 99 for u in published if u.get("promotion"))
+
+
+def test_a_wrong_password_is_one_clear_line(secure: Secure, tiny_models: TinyModels, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from pydantic import SecretStr
+
+    wrong = secure.security.client_settings("promoter", secure.broker.bootstrap, password=SecretStr("not-it"))
+    with pytest.raises(KafkaLoginError, match="invalid credentials"):
+        check_login(wrong)
+
+    config = tmp_path / "wrong.toml"
+    config.write_text(secure.configs["promoter"].read_text().replace(
+        f'sasl_password = "{secure.security.password("promoter").get_secret_value()}"', 'sasl_password = "not-it"'))
+    assert 'sasl_password = "not-it"' in config.read_text()
+    registry = tmp_path / "registry"
+    key, public = tiny_models.signing_key, tiny_models.public_key
+    assert main(["models", "add", str(tiny_models.forecaster), "--registry", str(registry), "--signing-key", str(key)]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "models", "promote", "tiny-forecaster", "1", "--registry", str(registry),
+                 "--public-key", str(public), "--signing-key", str(key)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert err.startswith("streamedge: error: Kafka login as 'promoter' at 127.0.0.1:")
+    assert "invalid credentials" in err and "not-it" not in err
