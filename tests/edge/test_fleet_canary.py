@@ -113,7 +113,10 @@ def test_ten_agents_bad_canary_is_rolled_back_and_the_others_never_switch(
     bad = {"mean": [m + 2.0 * s for m, s in zip(norm["mean"], norm["std"], strict=True)], "std": norm["std"]}
     registry.add(make_version(tiny_models.forecaster, tmp_path / "bad", 2, tiny_models.signing_key,
                               normalisation=bad), key)
-    publish = lambda update: publish_model_update(kafka_settings, layout, update)  # noqa: E731
+
+    def publish(update: ModelUpdate) -> None:
+        publish_model_update(kafka_settings, layout, update)
+
     publish(registry.promote(NAME, 1))
     public = load_public_key(tiny_models.public_key)
 
