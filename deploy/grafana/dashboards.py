@@ -138,6 +138,10 @@ _EDGE = (
                                     "{{device}}"),), unit="ops"),
     Panel("Model version per device", ((f"max by (device, model) (streamedge_edge_model_version{_D})",
                                         "{{device}} {{model}}"),), kind="table"),
+    Panel("Versions by device", ((f'count_values by (model) ("version", streamedge_edge_model_version{_D})',
+                                  "{{model}} v{{version}}"),), kind="timeseries", width=12,
+          description="Devices serving each model version: a canary shows as a second version on a few devices "
+                      "until it is promoted to all or rolled back (streamedge models watch-canary)"),
 )
 
 
