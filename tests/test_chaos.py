@@ -73,3 +73,5 @@ def test_short_chaos_run_loses_nothing(kafka_broker: LocalBroker, tiny_models: T
           f"{report['worker_crashes']} worker exit(s) restarted")
     # The killed broker led partitions of the readings topic; they moved and the stream went on.
     assert report["leaders_moved"] > 0
+    # The workers' own Faust topic is replicated like the layout's, so no broker is a single point.
+    assert report["worker_topic_replicas"] == 3

@@ -371,6 +371,20 @@ class _Run:
         letters = read([self.layout.dead_letters], lambda found: True, 30.0)
         return results, letters
 
+    def worker_topic_replicas(self) -> int:
+        """The fewest replicas of any topic the workers' Faust app created for itself (its
+        leader-election topic): on this cluster it must be 3, like the layout's topics."""
+        from kafka.admin import KafkaAdminClient
+
+        admin = KafkaAdminClient(**self.kafka.kafka_python_config())
+        try:
+            own = [name for name in admin.list_topics() if name.startswith(f"{self.layout.prefix}app-")]
+            described = admin.describe_topics(own) if own else []
+        finally:
+            admin.close()
+        counts = [len(p["replica_nodes"]) for topic in described for p in topic["partitions"]]
+        return min(counts) if counts else 0
+
     def close(self) -> None:
         """Stop the workers, the producer and the cluster, whatever ``open`` got to."""
         try:
@@ -403,6 +417,7 @@ def run(args: argparse.Namespace) -> int:
         expected = expected_keys(devices, _STREAM, seqs, _WINDOW, _MODELS)
         results, letters = chaos.results(set(expected))
         figures = tally(expected, results)
+        worker_topic_replicas = chaos.worker_topic_replicas()
     finally:
         chaos.close()
     poison = set(chaos.poison)
@@ -418,6 +433,7 @@ def run(args: argparse.Namespace) -> int:
         "poison_sent": len(poison), "poison_dead_lettered": len(poison & lettered),
         "valid_readings_dead_lettered": len(lettered - poison),
         "leaders_moved": sum(int(e.get("leaders_moved", 0)) for e in chaos.log),
+        "worker_topic_replicas": worker_topic_replicas,
         "worker_crashes": len(chaos.workers.unexpected_exits),
         "elapsed_s": round(time.monotonic() - started, 1), "fault_log": chaos.log,
     }

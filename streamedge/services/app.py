@@ -27,7 +27,7 @@ from streamedge.contracts.download import fetch_options
 from streamedge.contracts.signing import load_public_key
 from streamedge.errors import ConfigError
 from streamedge.kafka.settings import KafkaSettings
-from streamedge.kafka.topics import TopicLayout
+from streamedge.kafka.topics import TopicLayout, default_replication
 from streamedge.services.delivery import Delivery
 from streamedge.services.errors import ModelRejectedError
 from streamedge.services.exactly_once import TransactionalBatches
@@ -94,6 +94,8 @@ class StreamWorker:
         self.delivery: Delivery | None = None
         self._stopping = False
         self._crash_task: asyncio.Future[None] | None = None
+        # Replicas of Faust's own topics (its leader-election topic): set by prepare().
+        self._replicas = 1
         self._topics = {name: getattr(self.layout, name) for name in
                         ("forecasts", "anomalies", "classifications", "dead_letters", "retrain_requests")}
 
@@ -119,7 +121,8 @@ class StreamWorker:
         return shadows
 
     def prepare(self) -> None:
-        """Apply the model-updates topic as it is now, then insist every routed model is loaded.
+        """Apply the model-updates topic as it is now, then insist every routed model is loaded,
+        and size the replication of Faust's own topics to the cluster (3 with 3 brokers or more).
 
         Raises:
             ConfigError: a routed model is neither installed locally nor announced.
@@ -131,6 +134,7 @@ class StreamWorker:
             raise ConfigError(f"routed model(s) not available in {self.settings.model_dir} nor on "
                               f"{self.layout.model_updates}: {', '.join(missing)}")
         self.processor.store.resize(self.models.max_window())
+        self._replicas = default_replication(self.kafka)
 
     def create_app(self) -> Any:
         """The Faust app with the readings agent, the model follower task and ``/metrics``."""
@@ -154,7 +158,9 @@ class StreamWorker:
             broker_commit_interval=s.commit_interval_s if s.processing_guarantee == "at_least_once" else _NEVER_S,
             broker_session_timeout=s.session_timeout_s,
             broker_heartbeat_interval=s.session_timeout_s / 5,
+            consumer_metadata_max_age_ms=int(s.metadata_max_age_s * 1000),
             producer_acks=-1,
+            topic_replication_factor=self._replicas,
             # A micro-batch produces its results in one burst; 16 KiB batches (the default) made
             # that burst wait on several broker round trips per partition.
             producer_max_batch_size=_PRODUCER_BATCH_BYTES,

@@ -1,4 +1,4 @@
-"""Entry point for the plain Faust CLI: ``faust -A services.faust_app worker -l info``.
+"""Entry point for the plain Faust CLI: ``faust -A streamedge.services.faust_app worker -l info``.
 
 Importing this module does nothing; the ``app`` attribute is built on first access (PEP 562)
 from ``STREAMEDGE_STREAM_*`` and ``STREAMEDGE_KAFKA_*`` env vars.

@@ -42,6 +42,10 @@ class StreamSettings(BaseSettings):
         commit_interval_s: Faust offset commit interval, seconds.
         session_timeout_s: consumer group session timeout, seconds: how soon a killed worker's
             partitions move to the others (Faust's default is 60).
+        metadata_max_age_s: the consumer refreshes topic metadata at least this often, seconds;
+            a worker that joined while its readings topic was missing from the metadata (created
+            late, or a broker still catching up after a restart) is assigned nothing and only
+            rejoins for it at the next refresh (Kafka's default of 300 s left it idle that long).
         mae_window: readings in the rolling forecast MAE.
         drift_window: readings in the rolling input mean used for drift.
         drift_z: input drift when ``|rolling mean - reference mean| / reference std`` exceeds it.
@@ -88,6 +92,7 @@ class StreamSettings(BaseSettings):
     web_port: int = Field(default=6066, ge=0, le=65535)
     commit_interval_s: float = Field(default=1.0, gt=0)
     session_timeout_s: float = Field(default=10.0, ge=6)
+    metadata_max_age_s: float = Field(default=10.0, ge=1)
     mae_window: int = Field(default=500, ge=1)
     drift_window: int = Field(default=1000, ge=10)
     drift_z: float = Field(default=3.0, gt=0)

@@ -79,6 +79,9 @@ OUTCOMES: Final = ("promoted", "rejected", "stale", "rate_limited", "needs_label
 _MAX_POLL_INTERVAL_MS: Final = 3_600_000
 _KEPT_OUTCOMES: Final = 1000
 _METADATA_TIMEOUT_S: Final = 30.0
+# Metadata refresh: a rejoin while a restarted broker still catches up can find the topic
+# missing and assign nothing until the next refresh (Kafka's default: five minutes).
+_METADATA_MAX_AGE_MS: Final = 10_000
 # Model names double as registry folder names: no separators, no "." or "..".
 _MODEL_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -360,6 +363,7 @@ def serve(retrainer: Retrainer, group_id: str, max_requests: int | None = None, 
     topic = retrainer.layout.retrain_requests
     consumer = KafkaConsumer(group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
                              max_poll_records=1, max_poll_interval_ms=_MAX_POLL_INTERVAL_MS,
+                             metadata_max_age_ms=_METADATA_MAX_AGE_MS,
                              **retrainer.kafka.kafka_python_config())
     try:
         # Subscribing before the client knows the topic's partitions joins the group with no
