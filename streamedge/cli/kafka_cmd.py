@@ -11,6 +11,7 @@ from typing import Any
 
 from streamedge.cli.common import add_kafka_options, add_state_dir_option, kafka_settings, topic_layout
 from streamedge.cli.options import option
+from streamedge.errors import ConfigError
 
 __all__ = ["register"]
 
@@ -60,7 +61,12 @@ def _broker(args: argparse.Namespace) -> Any:
     if brokers is None and known is not None:
         brokers, port = int(str(known["brokers"])), int(str(known["port"]))
     folder = args.state_dir / "security"
-    security = BrokerSecurity.ensure(folder) if getattr(args, "secure", False) or BrokerSecurity.exists(folder) else None
+    secure = getattr(args, "secure", False)
+    formatted = [*args.state_dir.glob("data/meta.properties"), *args.state_dir.glob("node-*/data/meta.properties")]
+    if secure and not BrokerSecurity.exists(folder) and formatted:
+        raise ConfigError(f"{args.state_dir} was formatted without --secure (its SCRAM users are made at format "
+                          "time): use a new --state-dir")
+    security = BrokerSecurity.ensure(folder) if secure or BrokerSecurity.exists(folder) else None
     if brokers is not None and brokers > 1:
         return LocalCluster(args.state_dir, brokers=brokers, port=port, security=security)
     return LocalBroker(args.state_dir, port=args.port, controller_port=args.controller_port, security=security)
@@ -96,12 +102,15 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
+    from streamedge.kafka.login import access_errors, check_login
     from streamedge.kafka.topics import TopicLayout, create_topics, default_replication
 
     layout = TopicLayout(prefix=topic_layout(args).prefix, partitions=args.partitions)
     settings = kafka_settings(args)
-    replicas = args.replication_factor if args.replication_factor is not None else default_replication(settings)
-    created = create_topics(settings, layout, replicas)
+    check_login(settings)  # a wrong password is one line here, not the admin client's timeout
+    with access_errors(settings):
+        replicas = args.replication_factor if args.replication_factor is not None else default_replication(settings)
+        created = create_topics(settings, layout, replicas)
     for spec in layout.specs():
         state = "created" if spec.name in created else "exists"
         print(f"{spec.name:40s} partitions={spec.partitions:<3d} {spec.configs['cleanup.policy']:8s} {state}")

@@ -191,3 +191,15 @@ def test_a_wrong_password_is_one_clear_line(secure: Secure, tiny_models: TinyMod
     assert err.count("\n") == 0 and "Traceback" not in err
     assert err.startswith("streamedge: error: Kafka login as 'promoter' at 127.0.0.1:")
     assert "invalid credentials" in err and "not-it" not in err
+
+    assert main(["--config", str(config), "kafka", "topics"]) == 1  # the admin path says the same
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Kafka login as 'promoter'" in err and "invalid credentials" in err
+
+
+def test_secure_refuses_a_state_folder_formatted_without_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "meta.properties").write_text("node.id=1\n")  # what a PLAINTEXT first start leaves
+    assert main(["kafka", "up", "--secure", "--state-dir", str(tmp_path), "--port", "1", "--controller-port", "2"]) == 1
+    assert "formatted without --secure" in capsys.readouterr().err
+    assert not (tmp_path / "security").exists()
