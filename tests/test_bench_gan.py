@@ -26,6 +26,7 @@ def test_bench_gan_writes_scores_with_spread(tmp_path: Path) -> None:
             assert data[f"{score}_std"] >= 0 and data[f"{score}_mean"] >= 0
         assert 0 <= data["discriminative_mean"] <= 0.5
         assert (reports / name / "index.html").is_file() and (reports / name / "pca.png").is_file()
+        assert (reports / name / "tsne.png").is_file()
     assert figures["datasets"]["sines"]["published"]["timegan_discriminative"] == 0.011
     tstr = figures["tstr"]["ItalyPowerDemand"]
     assert len(tstr["runs"]) == 2 and tstr["test_windows"] == 1029

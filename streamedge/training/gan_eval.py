@@ -9,7 +9,7 @@ import numpy as np
 
 from streamedge.training.gan import TrainedGan, sample
 from streamedge.training.gan_metrics import discriminative_score, predictive_score, scale_like
-from streamedge.training.gan_report import plot_losses, plot_pca, plot_samples, write_gan_index
+from streamedge.training.gan_report import plot_losses, plot_pca, plot_samples, plot_tsne, write_gan_index
 
 __all__ = ["evaluate_gan", "write_gan_report"]
 
@@ -49,7 +49,7 @@ def _paper_units(real: np.ndarray[Any, Any], synthetic: np.ndarray[Any, Any]) ->
 
 
 def write_gan_report(trained: TrainedGan, folder: Path, title: str, metrics: dict[str, Any], seed: int = 0) -> Path:
-    """PCA picture, sample windows and loss curves into ``folder``, and ``index.html``."""
+    """PCA and t-SNE pictures, sample windows and loss curves into ``folder``, and ``index.html``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     labels = trained.data.labels
@@ -57,6 +57,7 @@ def write_gan_report(trained: TrainedGan, folder: Path, title: str, metrics: dic
     real_s, synth_s = scale_like(trained.data.x, synthetic)
     images = [
         plot_pca(real_s, synth_s, folder / "pca.png", title),
+        plot_tsne(real_s, synth_s, folder / "tsne.png", title, seed),
         plot_samples(trained.data.x, labels, synthetic, labels, trained.data.classes, folder / "samples.png"),
         plot_losses(trained.history, folder / "losses.png"),
     ]

@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["discriminative_score", "pca_projection", "predictive_score", "scale_like"]
+__all__ = ["discriminative_score", "pca_projection", "predictive_score", "scale_like", "tsne_projection"]
 
 FloatArray = npt.NDArray[np.float32]
 _BATCH = 128
+# Points per set in the t-SNE picture (TimeGAN's pictures use 1,000): t-SNE is quadratic-ish.
+_TSNE_POINTS = 1000
 
 
 def _epochs(iterations: int, n: int) -> int:
@@ -102,3 +104,28 @@ def pca_projection(real: FloatArray, synthetic: FloatArray) -> tuple[npt.NDArray
     _, _, vt = np.linalg.svd(flat_real - centre, full_matrices=False)
     axes = vt[:2].T
     return (flat_real - centre) @ axes, (flat_synth - centre) @ axes
+
+
+def tsne_projection(real: FloatArray, synthetic: FloatArray, seed: int = 0,
+                    points: int = _TSNE_POINTS) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Both sets embedded together by t-SNE (scikit-learn; windows averaged over features, as in
+    TimeGAN's pictures; at most ``points`` windows of each, drawn with ``seed``): two ``(n, 2)``
+    arrays.
+
+    Raises:
+        ImportError: scikit-learn is missing (it comes with the ``train`` extra).
+    """
+    try:
+        from sklearn.manifold import TSNE
+        from threadpoolctl import threadpool_limits
+    except ImportError as exc:
+        raise ImportError("t-SNE needs scikit-learn: pip install 'streamedge[train]'") from exc
+    rng = np.random.default_rng(seed)
+    picked = [windows[np.sort(rng.permutation(len(windows))[:points])].mean(axis=2).astype(np.float64)
+              for windows in (real, synthetic)]
+    joint = np.concatenate(picked)
+    perplexity = float(min(30, max(2, (len(joint) - 1) // 3)))
+    # One thread: OpenMP threads spinning on a busy machine made a 160-point embedding 20x slower.
+    with threadpool_limits(limits=1):
+        embedded = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(joint)
+    return embedded[:len(picked[0])], embedded[len(picked[0]):]

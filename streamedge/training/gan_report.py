@@ -1,4 +1,4 @@
-"""The GAN's HTML report: PCA of real vs synthetic, sample windows per class, loss curves."""
+"""The GAN's HTML report: PCA and t-SNE of real vs synthetic, sample windows per class, loss curves."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamedge.training.gan_metrics import pca_projection
+from streamedge.training.gan_metrics import pca_projection, tsne_projection
 
-__all__ = ["plot_losses", "plot_pca", "plot_samples", "write_gan_index"]
+__all__ = ["plot_losses", "plot_pca", "plot_samples", "plot_tsne", "write_gan_index"]
 
 
 def _pyplot() -> Any:
@@ -26,12 +26,24 @@ def _pyplot() -> Any:
 
 def plot_pca(real: npt.NDArray[np.float32], synthetic: npt.NDArray[np.float32], path: Path, title: str) -> Path:
     """Real and synthetic windows on the first two principal components of the real ones."""
-    plt = _pyplot()
     real_2d, synth_2d = pca_projection(real, synthetic)
+    return _scatter(real_2d, synth_2d, path, f"PCA: {title}", ("PC 1", "PC 2"))
+
+
+def plot_tsne(real: npt.NDArray[np.float32], synthetic: npt.NDArray[np.float32], path: Path, title: str,
+              seed: int = 0) -> Path:
+    """Real and synthetic windows embedded together by t-SNE (overlapping clouds: alike)."""
+    real_2d, synth_2d = tsne_projection(real, synthetic, seed)
+    return _scatter(real_2d, synth_2d, path, f"t-SNE: {title}", ("t-SNE 1", "t-SNE 2"))
+
+
+def _scatter(real_2d: npt.NDArray[np.float64], synth_2d: npt.NDArray[np.float64], path: Path, title: str,
+             labels: tuple[str, str]) -> Path:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.scatter(real_2d[:, 0], real_2d[:, 1], s=6, alpha=0.4, label="real", color="tab:red")
     ax.scatter(synth_2d[:, 0], synth_2d[:, 1], s=6, alpha=0.4, label="synthetic", color="tab:blue")
-    ax.set(title=f"PCA: {title}", xlabel="PC 1", ylabel="PC 2")
+    ax.set(title=title, xlabel=labels[0], ylabel=labels[1])
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)

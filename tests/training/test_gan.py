@@ -141,7 +141,7 @@ def test_cli_trains_exports_and_reports(tmp_path: Path, capsys: pytest.CaptureFi
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tflite"]["parity"] == "passed" and metrics["classes"] == ["1", "2"]
     assert {"discriminative", "predictive", "predictive_real"} <= metrics["scores"].keys()
-    assert all((out / name).is_file() for name in ("index.html", "pca.png", "samples.png", GENERATOR_FILE))
+    assert all((out / name).is_file() for name in ("index.html", "pca.png", "tsne.png", "samples.png", GENERATOR_FILE))
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["out"] == str(out)
 
 
