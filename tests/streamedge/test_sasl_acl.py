@@ -73,13 +73,20 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secure]:
         broker.down()
 
 
-def test_the_listener_refuses_plaintext_and_the_acl_table_keeps_model_updates_to_the_promoter() -> None:
+def test_the_acl_table_keeps_model_updates_to_the_promoter() -> None:
     writers = {(g.principal, g.name) for g in acl_table(LAYOUT) if g.operation in ("WRITE", "ALL")}
     assert {who for who, topic in writers if topic == LAYOUT.model_updates} == {"promoter"}
     assert not any(LAYOUT.model_updates.startswith(name) for _, name in writers if name != LAYOUT.model_updates)
     with pytest.raises(ConfigError, match="also covers topic"):
         acl_table(LAYOUT, worker_group_prefix="streamedge.")  # a prefix grant that would cover model-updates
 
+
+
+def test_the_client_port_speaks_no_plaintext(secure: Secure) -> None:
+    broker = secure.broker
+    assert broker.status().running  # TLS handshake verified against the run's CA, SCRAM offered
+    plain = LocalBroker(broker.state_dir, broker.port, broker.controller_port)  # the same process, PLAINTEXT probe
+    assert plain.status().detail.endswith(f"alive but not answering on {broker.bootstrap}")
 
 def test_worker_reads_readings_and_writes_results_over_sasl_ssl(secure: Secure, tiny_models: TinyModels,
                                                                tmp_path: Path) -> None:
