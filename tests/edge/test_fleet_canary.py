@@ -78,6 +78,8 @@ class _Telemetry:
 
     def _run(self) -> None:
         partitions = self._consumer.partitions_for_topic(self._topic)
+        while not partitions and not self.stop.wait(0.2):  # metadata of a topic created a moment ago
+            partitions = self._consumer.partitions_for_topic(self._topic)
         tps = [TopicPartition(self._topic, p) for p in sorted(partitions or ())]
         self._consumer.assign(tps)
         self._consumer.seek_to_end(*tps)
@@ -153,10 +155,15 @@ def test_ten_agents_bad_canary_is_rolled_back_and_the_others_never_switch(
     try:
         def fleet_ready() -> bool:
             reports = watcher.view.reports(NAME, time.monotonic(), 10.0)
-            return len({r.device_id for r in reports if r.version == 1 and r.count >= 40}) == 10
+            return (len({r.device_id for r in reports if r.version == 1 and r.count >= 40}) == 10
+                    and all(PromotionLedger(tmp_path / d / "models").get(NAME) == registry.record(NAME)
+                            for d in devices))
 
-        started = _wait(fleet_ready, 60, "10 agents serving v1 with a live error")
-        assert all(PromotionLedger(tmp_path / d / "models").get(NAME) == registry.record(NAME) for d in devices)
+        try:
+            started = _wait(fleet_ready, 90, "10 agents serving v1 with a live error and record #1 accepted")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; exits: {[p.poll() for p in procs.values()]}; first agent's log: "
+                                 f"{(tmp_path / devices[0] / 'agent.log').read_text()[-2000:]}") from None
 
         promoted_at = time.time()
         canary = registry.promote(NAME, 2, target="canary:20")
