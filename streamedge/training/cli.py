@@ -60,7 +60,11 @@ def register(subparsers: Any) -> None:
     option(fc, "--season", type=int, required=True, env="STREAMEDGE_TRAIN_SEASON",
            help="season length in readings (1 if none)")
     option(fc, "--window", type=int, default=None, env="STREAMEDGE_TRAIN_WINDOW",
-           help="input window; default max(3 * season, 2 * horizon, 8)")
+           help="input window; default max(3 * season, 2 * horizon, 8), or two seasons with --recent")
+    option(fc, "--recent", type=int, default=None, env="STREAMEDGE_TRAIN_RECENT",
+           help="seasonal-lag input: the LSTM reads this many recent readings, the head the forecast hours one "
+                "and two seasons back; default min(season, max(2 * horizon, 8)) for seasons over 48, else 0 "
+                "(the LSTM reads window - season readings)")
     option(fc, "--units", type=int, default=None, env="STREAMEDGE_TRAIN_UNITS", help="LSTM units (default 32)")
     _common(fc)
     fc.set_defaults(handler=_forecaster)
@@ -239,14 +243,15 @@ def _classifier(args: argparse.Namespace) -> int:
 def _forecaster(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from streamedge.training.config import ForecasterConfig
-    from streamedge.training.forecast import default_window, train_forecaster
+    from streamedge.training.forecast import default_recent, default_window, train_forecaster
 
     if args.register is not None and args.signing_key is None:
         raise ValueError("--register needs --signing-key")
     if (args.data is None) == (args.from_topic is None):
         raise ConfigError("give exactly one of --data FILE or --from-topic TOPIC")
-    window = args.window if args.window is not None else default_window(args.season, args.horizon)
-    config = ForecasterConfig(window=window, horizon=args.horizon, season=args.season,
+    recent = args.recent if args.recent is not None else default_recent(args.season, args.horizon)
+    window = args.window if args.window is not None else default_window(args.season, args.horizon, recent)
+    config = ForecasterConfig(window=window, horizon=args.horizon, season=args.season, recent=recent,
                               **_overrides(args, ("epochs", "seed", "units")))
     columns = _split(args.column)
     data: Any = args.data

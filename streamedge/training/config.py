@@ -89,6 +89,9 @@ class ForecasterConfig:
         patience: early-stopping patience in epochs.
         val_fraction: share of each series' latest training windows held out for early stopping.
         seed: seeds Python, numpy and TensorFlow.
+        recent: 0 for the classic input (the LSTM reads ``window - season`` readings); otherwise
+            the LSTM reads this many recent readings and the head the seasonal lags
+            (needs ``recent + season <= window`` and ``horizon <= season``).
     """
 
     window: int = 36
@@ -101,11 +104,17 @@ class ForecasterConfig:
     patience: int = 40
     val_fraction: float = 0.15
     seed: int = 0
+    recent: int = 0
 
     def __post_init__(self) -> None:
         _positive(self, ("window", "horizon", "season", "units", "epochs", "batch_size", "patience"))
         if self.season >= self.window:
             raise ValueError(f"window ({self.window}) must be longer than season ({self.season})")
+        if not isinstance(self.recent, int) or self.recent < 0:
+            raise ValueError(f"recent must be a non-negative integer, got {self.recent!r}")
+        if self.recent and (self.recent + self.season > self.window or self.horizon > self.season):
+            raise ValueError(f"seasonal-lag input needs recent ({self.recent}) + season ({self.season}) <= window "
+                             f"({self.window}) and horizon ({self.horizon}) <= season")
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
 

@@ -4,10 +4,17 @@ Test points are the last ``horizon`` readings of every series; everything before
 split into training windows and (the latest windows of each series) validation windows for
 early stopping. Training windows whose targets would overlap the first validation target
 are left out, so validation never scores a target the model trained on.
+
+Many short series (one global model): a series too short for a test window is skipped, one too
+short for a training window is only tested; ``metrics.json -> data`` counts both and
+``warnings`` says so (:func:`training.windowing.partition_series`). Only when no series can
+give a training window does training fail.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -21,10 +28,12 @@ from streamedge.training.errors import DataError
 from streamedge.training.metrics import forecast_metrics, seasonal_naive_forecast, seasonal_naive_scale
 from streamedge.training.models import build_forecaster, fit, seed_everything
 from streamedge.training.report import plot_forecasts, plot_learning_curves, write_index
-from streamedge.training.windowing import Normaliser, make_windows, split_series
+from streamedge.training.seasonal_lags import default_recent
+from streamedge.training.windowing import Normaliser, make_windows, partition_series, split_series
 
-__all__ = ["MAX_MAE_GROWTH", "default_window", "train_forecaster"]
+__all__ = ["MAX_MAE_GROWTH", "default_recent", "default_window", "seasonal_naive_verdict", "train_forecaster"]
 
+_log = logging.getLogger(__name__)
 _REPRESENTATIVE: Final = 200
 # Int8 calibration margin beyond the history's range, as a share of that range.
 _HEADROOM: Final = 0.25
@@ -32,9 +41,32 @@ _HEADROOM: Final = 0.25
 MAX_MAE_GROWTH: Final = 0.05
 
 
-def default_window(season: int, horizon: int) -> int:
-    """Three seasons of input, at least two horizons and 8 readings."""
+def default_window(season: int, horizon: int, recent: int = 0) -> int:
+    """Three seasons of input, at least two horizons and 8 readings.
+
+    In seasonal-lag mode (``recent > 0``, long seasons): two seasons, so the head sees the
+    forecast hours one and two seasons back (and at least ``recent + season``).
+    """
+    if recent:
+        return max(2 * season, recent + season)
     return max(3 * season, 2 * horizon, 8)
+
+
+def seasonal_naive_verdict(metrics: dict[str, dict[str, Any]], naive_mase: float) -> tuple[dict[str, bool], list[str]]:
+    """Which models beat seasonal naive in MASE on the test set, and a warning for each that does not.
+
+    Args:
+        metrics: model name (``keras``, a TFLite variant) -> its test metrics with ``mase``.
+        naive_mase: the seasonal-naive forecast's test MASE.
+
+    Returns:
+        ``({name: mase < naive_mase}, warnings)``.
+    """
+    verdict = {name: bool(m["mase"] < naive_mase) for name, m in metrics.items()}
+    warnings = [f"{name} does not beat seasonal naive on the test set: MASE {metrics[name]['mase']:.3f} "
+                f">= {naive_mase:.3f}; seasonal naive is the better forecast here"
+                for name, beats in verdict.items() if not beats]
+    return verdict, warnings
 
 
 def _windows(
@@ -96,19 +128,37 @@ def train_forecaster(
         The ``metrics.json`` content.
 
     Raises:
-        DataError: unreadable data, or a series shorter than ``window + 2 * horizon``.
+        DataError: unreadable data, or no series of at least ``window + 2 * horizon`` points.
     """
     data = data_path if isinstance(data_path, SeriesData) else load_table(data_path, columns, id_column)
     stem = "forecaster" if isinstance(data_path, SeriesData) else Path(data_path).stem
     w, h, season = config.window, config.horizon, config.season
-    splits = [split_series(s, h, w, f"series {sid!r}") for s, sid in zip(data.series, data.ids, strict=True)]
+    trained, test_only, skipped = partition_series([len(s) for s in data.series], w, h, season)
+    if not trained:
+        first = data.series[0]
+        if len(data.series) == 1:
+            if len(first) > season + h:
+                split_series(first, h, w, f"series {data.ids[0]!r}")  # raises: names the shortfall
+            raise DataError(f"series {data.ids[0]!r}: {len(first) - h} history points cannot give a "
+                            f"seasonal-naive scale for season {season}")
+        raise DataError(f"none of the {len(data.series)} series has the {w + 2 * h} points that window {w} + "
+                        f"horizon {h} need for a training window and the held-out test")
+    warnings = []
+    if skipped:
+        warnings.append(f"{len(skipped)} of {len(data.series)} series skipped: fewer than {w + h} points "
+                        f"(window {w} + horizon {h}) or a history of at most season {season}")
+    if test_only:
+        warnings.append(f"{len(test_only)} of {len(data.series)} series only tested: fewer than {w + 2 * h} "
+                        "points, too short for a training window")
+    for warning in warnings:
+        _log.warning("%s", warning)
+    evaluated = sorted(trained + test_only)
+    ids = [data.ids[i] for i in evaluated]
+    splits = [(np.asarray(data.series[i], np.float32)[:-h], np.asarray(data.series[i], np.float32)[-(w + h):])
+              for i in evaluated]
     histories = [hist for hist, _ in splits]
-    for hist, sid in zip(histories, data.ids, strict=True):
-        if len(hist) <= season:
-            raise DataError(f"series {sid!r}: {len(hist)} history points cannot give a seasonal-naive scale "
-                            f"for season {season}")
     normaliser = Normaliser.fit(np.concatenate(histories))
-    x_train, y_train, x_val, y_val = _windows([normaliser.transform(hst) for hst in histories], config)
+    x_train, y_train, x_val, y_val = _windows([normaliser.transform(data.series[i][:-h]) for i in trained], config)
     contexts = np.stack([ctx[:w] for _, ctx in splits])
     actual = np.stack([ctx[w:] for _, ctx in splits])
     x_test = normaliser.transform(contexts)
@@ -118,8 +168,10 @@ def train_forecaster(
 
     seed_everything(config.seed)
     model = build_forecaster(n_feat, config)
+    started = time.perf_counter()
     history = fit(model, (x_train, y_train), (x_val, y_val), config.epochs, min(config.batch_size, len(x_train)),
                   config.patience, progress)
+    fit_seconds = time.perf_counter() - started
     model.save(out / "model.keras")
 
     def denorm(outputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -147,15 +199,25 @@ def train_forecaster(
     for r in results:
         if not r.passed:
             print(f"parity gate: variant {r.variant} refused: {r.reason}")
+    beats, losses = seasonal_naive_verdict({"keras": keras_metrics, **{r.variant: r.metrics for r in results}},
+                                           baseline["mase"])
+    for warning in losses:
+        _log.warning("%s", warning)
     manifest, metrics = write_output(
         out, name=name or f"{stem}-lstm", task="forecast", results=results,
         keras_metrics=keras_metrics, keras_ms=keras_ms,
         extra_metrics={
             "baselines": {"seasonal_naive": baseline},
+            "beats_seasonal_naive": beats,
+            "warnings": warnings + losses,
             "history": history,
             "epochs_run": len(history["loss"]),
-            "data": {**data.report.to_dict(), "series": len(data.series), "train_windows": len(x_train),
-                     "validation_windows": len(x_val), "test_points": int(actual.size)},
+            "fit_seconds": fit_seconds,
+            "data": {**data.report.to_dict(), "series": len(evaluated), "series_in_file": len(data.series),
+                     "series_skipped": len(skipped), "series_test_only": len(test_only),
+                     "skipped_ids": [data.ids[i] for i in skipped][:50],
+                     "train_windows": len(x_train), "validation_windows": len(x_val),
+                     "test_points": int(actual.size)},
         },
         manifest_fields={
             "input_shape": [-1, w, n_feat], "output_shape": [-1, h * n_feat], "window": w, "horizon": h,
@@ -174,6 +236,6 @@ def train_forecaster(
     if selected != "int8":
         shown["tflite int8"] = denorm(outputs["int8"])
     images = [plot_learning_curves(history, report / "learning_curves.png"),
-              plot_forecasts(contexts, actual, shown, data.ids, data.features, report / "forecast_vs_actual.png")]
+              plot_forecasts(contexts, actual, shown, ids, data.features, report / "forecast_vs_actual.png")]
     write_index(report, f"{manifest.name}: forecaster report", metrics, images)
     return metrics

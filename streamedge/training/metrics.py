@@ -19,6 +19,7 @@ __all__ = [
     "forecast_metrics",
     "seasonal_naive_forecast",
     "seasonal_naive_scale",
+    "smape",
 ]
 
 
@@ -52,6 +53,20 @@ def seasonal_naive_forecast(context: npt.ArrayLike, horizon: int, season: int) -
     return arr[..., index, :]
 
 
+def smape(actual: npt.ArrayLike, predicted: npt.ArrayLike) -> float:
+    """Symmetric MAPE in percent: mean of ``2 |p - y| / (|y| + |p|)`` times 100, in [0, 200].
+
+    A point where both are zero counts as 0 (a perfect forecast), not as undefined.
+    """
+    y = np.asarray(actual, dtype=np.float64)
+    p = np.asarray(predicted, dtype=np.float64)
+    if y.shape != p.shape:
+        raise ValueError(f"actual {y.shape} and predicted {p.shape} differ in shape")
+    denom = np.abs(y) + np.abs(p)
+    ratio = np.where(denom == 0, 0.0, 2.0 * np.abs(p - y) / np.where(denom == 0, 1.0, denom))
+    return float(np.mean(ratio) * 100)
+
+
 def forecast_metrics(actual: npt.ArrayLike, predicted: npt.ArrayLike, scale: npt.ArrayLike) -> dict[str, Any]:
     """MAE, RMSE, MAPE (or sMAPE where zeros occur) and MASE.
 
@@ -71,15 +86,14 @@ def forecast_metrics(actual: npt.ArrayLike, predicted: npt.ArrayLike, scale: npt
         raise ValueError(f"actual {y.shape} and predicted {p.shape} differ in shape")
     err = p - y
     mae = float(np.mean(np.abs(err)))
-    denom = np.abs(y) + np.abs(p)
-    smape = float(np.mean(np.where(denom == 0, 0.0, 2.0 * np.abs(err) / np.where(denom == 0, 1.0, denom))) * 100)
+    symmetric = smape(y, p)
     has_zero = bool(np.any(y == 0))
-    mape = smape if has_zero else float(np.mean(np.abs(err) / np.abs(y)) * 100)
+    mape = symmetric if has_zero else float(np.mean(np.abs(err) / np.abs(y)) * 100)
     return {
         "mae": mae,
         "rmse": float(np.sqrt(np.mean(err**2))),
         "mape": mape,
-        "smape": smape,
+        "smape": symmetric,
         "mase": float(np.mean(np.abs(err) / np.maximum(np.asarray(scale, dtype=np.float64), 1e-12))),
         "mape_kind": "smape" if has_zero else "mape",
     }

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamedge.training.config import ClassifierConfig, ForecasterConfig
+from streamedge.training.seasonal_lags import SeasonalLagLayout
 
 __all__ = ["best_epoch", "build_classifier", "build_forecaster", "fit", "seed_everything"]
 
@@ -58,7 +59,7 @@ def build_classifier(length: int, n_channels: int, n_classes: int, config: Class
 
 def build_forecaster(n_features: int, config: ForecasterConfig, unroll: bool = True,
                      batch_size: int | None = None) -> Any:
-    """Unrolled LSTM that corrects the seasonal-naive forecast.
+    """Unrolled LSTM that corrects the seasonal-naive forecast (seasonal-lag mode when ``config.recent``).
 
     ``LSTM(unroll=True)`` converts to builtin TFLite ops with a dynamic batch (Keras 3's
     while-loop LSTM needs Flex ops). Input ``(batch, window, n_features)``, output
@@ -70,6 +71,8 @@ def build_forecaster(n_features: int, config: ForecasterConfig, unroll: bool = T
 
     window, season, horizon = config.window, config.season, config.horizon
     inputs = keras.Input((window, n_features), batch_size=batch_size, name="window")
+    if config.recent:
+        return _seasonal_lag_forecaster(inputs, n_features, config, unroll)
     recent = layers.Cropping1D((season, 0))(inputs)
     lagged = layers.Cropping1D((0, season))(inputs)
     seasonal_diff = layers.Subtract()([recent, lagged])
@@ -81,6 +84,31 @@ def build_forecaster(n_features: int, config: ForecasterConfig, unroll: bool = T
     tiled = last_season if repeats == 1 else layers.Concatenate(axis=1)([last_season] * repeats)
     naive = layers.Cropping1D((0, repeats * season - horizon))(tiled) if repeats * season > horizon else tiled
     outputs = layers.Add(name="forecast")([layers.Flatten()(naive), correction])
+    model = keras.Model(inputs, outputs, name="lstm_forecaster")
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
+    return model
+
+
+def _seasonal_lag_forecaster(inputs: Any, n_features: int, config: ForecasterConfig, unroll: bool) -> Any:
+    """The long-season variant: LSTM over ``recent`` readings, head over the seasonal lag blocks.
+
+    Crops exactly the slices :func:`training.seasonal_lags.seasonal_lag_inputs` describes; the
+    forecast is lag block 1 (seasonal naive) plus a dense correction of the LSTM state and every
+    lag block.
+    """
+    import keras
+    from keras import layers
+
+    layout = SeasonalLagLayout(config.window, config.season, config.horizon, config.recent)
+    w, r, s, h = layout.window, layout.recent, layout.season, layout.horizon
+    recent = layers.Cropping1D((w - r, 0), name="recent")(inputs)
+    partner = layers.Cropping1D((w - r - s, s), name="recent_season_back")(inputs)
+    features = layers.Concatenate(axis=-1)([recent, layers.Subtract()([recent, partner])])
+    hidden = layers.LSTM(config.units, unroll=unroll)(features)
+    lags = [layers.Flatten()(layers.Cropping1D((layout.lag_start(m), w - layout.lag_start(m) - h), name=f"lag{m}")(inputs))
+            for m in range(1, layout.lags + 1)]
+    correction = layers.Dense(h * n_features, name="correction")(layers.Concatenate()([hidden, *lags]))
+    outputs = layers.Add(name="forecast")([lags[0], correction])
     model = keras.Model(inputs, outputs, name="lstm_forecaster")
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
     return model

@@ -117,6 +117,17 @@ def plot_forecasts(
     return path
 
 
+def _verdict(metrics: dict[str, Any]) -> str:
+    """Whether each model beats seasonal naive (forecasters), and every warning, as HTML paragraphs."""
+    parts = []
+    beats = metrics.get("beats_seasonal_naive")
+    if beats:
+        listed = ", ".join(f"{html.escape(k)}: {'yes' if v else '<b>no</b>'}" for k, v in beats.items())
+        parts.append(f"<p>Beats seasonal naive (test MASE): {listed}</p>")
+    parts += [f"<p><b>Warning:</b> {html.escape(str(w))}</p>" for w in metrics.get("warnings", [])]
+    return "\n".join(parts)
+
+
 def _table(metrics: dict[str, Any], keys: list[str]) -> str:
     rows = [("keras", metrics["keras"])]
     rows += [(f"tflite {v}", m) for v, m in metrics["tflite"].items()]
@@ -138,7 +149,7 @@ def write_index(folder: Path, title: str, metrics: dict[str, Any], images: list[
     if metrics["task"] == "classify":
         keys = ["accuracy", "f1_macro", "precision_macro", "recall_macro"]
     else:
-        keys = ["mae", "rmse", "mape", "mase"]
+        keys = ["mae", "rmse", "mape", "smape", "mase"]
     keys += ["size_bytes", "latency_ms_p50", "parity", "reason"]
     figures = "".join(f'<figure><img src="{html.escape(p.name)}" alt="{html.escape(p.stem)}"></figure>' for p in images)
     page = f"""<!doctype html>
@@ -148,6 +159,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:10
 <body><h1>{html.escape(title)}</h1>
 <p>Selected variant: <b>{html.escape(str(metrics["selected_variant"]))}</b>
 ({html.escape(str(metrics.get("selection_reason", "")))})</p>
+{_verdict(metrics)}
 {_table(metrics, keys)}
 {figures}
 <h2>metrics.json</h2><pre>{html.escape(json.dumps(metrics, indent=1)[:20000])}</pre>

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from streamedge.training.errors import DataError
 
-__all__ = ["Normaliser", "count_windows", "make_windows", "split_series"]
+__all__ = ["Normaliser", "count_windows", "make_windows", "partition_series", "split_series"]
 
 FloatArray = npt.NDArray[np.float32]
 # A feature whose training std is below this is constant; dividing by it would blow up noise.
@@ -87,6 +87,39 @@ def split_series(
             f"{needed} (one training window of {window + horizon} plus {horizon} held-out test points)"
         )
     return arr[:-horizon], arr[-(window + horizon):]
+
+
+def partition_series(
+    lengths: list[int], window: int, horizon: int, season: int
+) -> tuple[list[int], list[int], list[int]]:
+    """Sort series by what their length allows: training and test, test only, or nothing.
+
+    A series of ``T`` readings is held out on its last ``horizon`` points; its history
+    (``T - horizon`` points) must be longer than ``season`` for the MASE scale.
+
+    Args:
+        lengths: readings per series.
+        window: input length.
+        horizon: forecast steps.
+        season: season length.
+
+    Returns:
+        ``(trained, test_only, skipped)`` indices into ``lengths``: ``trained`` have at least
+        ``window + 2 * horizon`` points (a training window plus the test), ``test_only`` at least
+        ``window + horizon`` (the test window alone), ``skipped`` the rest or a history of at
+        most ``season`` points.
+    """
+    trained: list[int] = []
+    test_only: list[int] = []
+    skipped: list[int] = []
+    for i, length in enumerate(lengths):
+        if length - horizon <= season or length < window + horizon:
+            skipped.append(i)
+        elif length < window + 2 * horizon:
+            test_only.append(i)
+        else:
+            trained.append(i)
+    return trained, test_only, skipped
 
 
 @dataclass(frozen=True)
