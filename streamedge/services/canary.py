@@ -150,9 +150,12 @@ class FleetView:
             body = json.loads(value) if value else None
             if not isinstance(body, dict) or body.get("type") != "heartbeat":
                 return None
+            device, model = body.get("device_id"), body.get("model")
+            if not isinstance(device, str) or not isinstance(model, str):
+                return None
             error = body.get("error") or {}
             version, mae, count = body.get("version"), error.get("mae"), error.get("count", 0)
-            report = DeviceReport(str(body["device_id"]), str(body["model"]),
+            report = DeviceReport(device, model,
                                   version if isinstance(version, int) and not isinstance(version, bool) else None,
                                   float(mae) if isinstance(mae, int | float) and mae == mae else None,
                                   int(count) if isinstance(count, int) else 0, now)
