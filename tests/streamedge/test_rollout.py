@@ -130,3 +130,27 @@ def test_registry_stages_a_canary_and_rolls_it_back(tiny_models: TinyModels, tmp
     full = registry.promote(name, 2)  # the whole fleet: the group promotion ends
     assert full.promotion is not None and full.promotion.target is None and registry.canary(name) is None
     assert registry.active_version(name) == 2 and registry.history(name) == [1, 2]
+
+
+def test_cli_promotes_to_a_group_or_a_canary_share(tiny_models: TinyModels, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from streamedge.cli.main import main
+
+    key = load_private_key(tiny_models.signing_key)
+    registry = ModelRegistry(tmp_path / "registry", key)
+    registry.add(tiny_models.forecaster, key)
+    registry.add(make_version(tiny_models.forecaster, tmp_path / "v2", 2, tiny_models.signing_key), key)
+    name = registry.names()[0]
+    common = ["--registry", str(registry.root), "--public-key", str(tiny_models.public_key),
+              "--signing-key", str(tiny_models.signing_key), "--no-publish"]
+    assert main(["models", "promote", name, "1", *common]) == 0
+    assert main(["models", "promote", name, "2", "--canary", "20%", *common]) == 0
+    assert registry.canary(name) == (2, "canary:20") and registry.active_version(name) == 1
+    assert main(["models", "promote", name, "2", "--to", "eu-west", *common]) == 0
+    record = registry.record(name)
+    assert record is not None and (record.target, record.fleet_version, record.sequence) == ("group:eu-west", 1, 3)
+    assert main(["models", "promote", name, "2", "--to", "eu", "--canary", "5", *common]) == 1
+    assert main(["models", "promote", name, "2", "--canary", "150%", *common]) == 1
+    assert "canary:<1-100>" in capsys.readouterr().err
+    assert main(["models", "rollback", name, *common]) == 0
+    assert registry.canary(name) is None and registry.active_version(name) == 1
