@@ -39,13 +39,17 @@ class ModelMonitor:
     drift_z: float
     min_interval_s: float
     _errors: deque[float] = field(init=False)
-    _inputs: deque[tuple[float, ...]] = field(init=False)
+    # The last ``drift_window`` inputs as a ring of rows (order does not matter to a mean):
+    # a block's samples are copied in one or two slices, not one tuple per sample.
+    _inputs: npt.NDArray[np.float64] = field(init=False)
+    _input_next: int = field(init=False, default=0)
+    _input_count: int = field(init=False, default=0)
     _error_sum: float = field(init=False, default=0.0)
     _last_request: float = field(init=False, default=float("-inf"))
 
     def __post_init__(self) -> None:
         self._errors = deque(maxlen=self.mae_window)
-        self._inputs = deque(maxlen=self.drift_window)
+        self._inputs = np.zeros((self.drift_window, self.manifest.n_features))
 
     def add_error(self, abs_error: float) -> None:
         """One scored reading's mean absolute one-step error (original units)."""
@@ -67,11 +71,18 @@ class ModelMonitor:
     def add_inputs(self, values: npt.NDArray[np.float64]) -> None:
         """Several readings' values, ``(n, n_features)``, oldest first."""
         kept = values[len(values) - min(self.drift_window, len(values)):]
-        self._inputs.extend(map(tuple, kept.tolist()))
+        at, n = self._input_next, len(kept)
+        head = min(n, self.drift_window - at)
+        self._inputs[at:at + head] = kept[:head]
+        self._inputs[:n - head] = kept[head:]
+        self._input_next = (at + n) % self.drift_window
+        self._input_count = min(self.drift_window, self._input_count + n)
 
     def add_input(self, values: tuple[float, ...]) -> None:
         """One reading's values as fed to the model."""
-        self._inputs.append(values)
+        self._inputs[self._input_next] = values
+        self._input_next = (self._input_next + 1) % self.drift_window
+        self._input_count = min(self.drift_window, self._input_count + 1)
 
     @property
     def mae(self) -> float | None:
@@ -80,10 +91,10 @@ class ModelMonitor:
 
     def drift_z_score(self) -> float | None:
         """Largest per-feature drift z score, or None until ``drift_window`` inputs are seen."""
-        if len(self._inputs) < self.drift_window:
+        if self._input_count < self.drift_window:
             return None
         mean, std = self._reference()
-        rolling: npt.NDArray[np.float64] = np.asarray(self._inputs, dtype=np.float64).mean(axis=0)
+        rolling: npt.NDArray[np.float64] = self._inputs.mean(axis=0)
         if rolling.shape != mean.shape:
             return None
         return float(np.max(np.abs(rolling - mean) / np.maximum(std, 1e-12)))

@@ -10,7 +10,7 @@ readings-topic messages (in consumption order) :meth:`Processor.process`:
    every full window of the block as numpy views: every sample for a forecaster, every sample
    whose ``seq % classify_stride == 0`` for a classifier;
 3. runs each model once on all its windows of the batch, from every key (one TFLite invoke per
-   model);
+   model; steps 2 and 3 are :mod:`services.inference`);
 4. scores each block against its one-step forecasts in array operations (anomaly rule below) and
    encodes the results: a single reading gets the per-reading results (one message per reading
    and model, :func:`~services.records.result`); a block gets one message per block and model
@@ -30,85 +30,28 @@ import fnmatch
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 
 from streamedge.contracts.reading import Reading, ReadingBlock, Rejection, parse_message
-from streamedge.errors import StreamedgeError
 from streamedge.services.block_results import (
     RESULT_MAX_BYTES,
     anomaly_messages,
     classification_messages,
     forecast_messages,
 )
+from streamedge.services.inference import Job, Refusal, collect_windows, infer
 from streamedge.services.metrics import StreamMetrics
 from streamedge.services.models import LoadedModel, ModelSet
 from streamedge.services.monitor import ModelMonitor
 from streamedge.services.records import Output, Source, dead_letter, dead_letter_key, result
 from streamedge.services.settings import StreamSettings
 from streamedge.services.shadow import ShadowSet
-from streamedge.services.windows import Extension, PendingForecast, WindowStore
+from streamedge.services.windows import PendingForecast, WindowStore
 
 __all__ = ["Processor"]
-
-# (reason, detail, first offending sample or None)
-_Refusal = tuple[str, str, int | None]
-
-
-@dataclass
-class _Job:
-    """One admitted message: its block, where it came from, and what each model made of it.
-
-    ``picks[name]`` are the block's sample indexes with a window for ``name`` (ascending);
-    ``windows[name]`` the ``(len(picks), window, n_features)`` float64 views of those windows;
-    ``outputs[name]`` the model's rows for them and ``ok[name]`` which rows are finite. A message
-    that was a single reading (``single``) takes the per-reading path: ``row[name]`` is its one
-    finite output row as plain floats.
-    """
-
-    block: ReadingBlock
-    single: Reading | None
-    source: Source
-    ext: Extension
-    models: list[str]
-    payload: bytes | None
-    picks: dict[str, npt.NDArray[np.intp]] = field(default_factory=dict)
-    windows: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
-    outputs: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
-    ok: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
-    row: dict[str, list[Any]] = field(default_factory=dict)
-    shadow: dict[str, list[Any]] = field(default_factory=dict)
-    failures: dict[str, _Refusal] = field(default_factory=dict)
-
-
-# Most float32 window bytes per TFLite invoke: a micro-batch of hostile 4,096-sample blocks
-# cut into 150 x 64-feature windows would otherwise need 157 MB per message.
-_INVOKE_BYTES = 32 * 1024 * 1024
-
-
-def _chunks(views: list[npt.NDArray[np.float64]], limit: int) -> list[list[npt.NDArray[np.float64]]]:
-    """``views`` (arrays of windows, in order) regrouped into chunks of at most ``limit`` windows."""
-    chunks: list[list[npt.NDArray[np.float64]]] = [[]]
-    room = limit
-    for view in views:
-        start = 0
-        while start < len(view):
-            if room == 0:
-                chunks.append([])
-                room = limit
-            take = min(room, len(view) - start)
-            chunks[-1].append(view[start : start + take])
-            start, room = start + take, room - take
-    return chunks
-
-
-# The picks of a single reading: its only sample (read-only, shared).
-_ONLY = np.zeros(1, dtype=np.intp)
-_ONLY.setflags(write=False)
 
 
 class Processor:
@@ -169,7 +112,7 @@ class Processor:
     def _routed(self, stream: str) -> list[str]:
         return self._routes.get(stream, self._default_route)
 
-    def _admit(self, payload: bytes | None, source: Source) -> _Job | _Refusal:
+    def _admit(self, payload: bytes | None, source: Source) -> Job | Refusal:
         parsed = parse_message(payload)
         if isinstance(parsed, Rejection):
             return parsed.reason, parsed.detail, parsed.sample
@@ -192,7 +135,7 @@ class Processor:
         if isinstance(ext, str):
             return (ext, f"seq {block.seq} ts {float(block.ts[0])} after seq {self._last(block.key)}",
                     None if single is not None else 0)
-        return _Job(block, single, source, ext, names, payload)
+        return Job(block, single, source, ext, names, payload)
 
     def _last(self, key: str) -> str:
         state = self.store.get(key)
@@ -209,13 +152,13 @@ class Processor:
         """
         now = self.clock()
         outputs: list[Output] = []
-        jobs: list[_Job] = []
+        jobs: list[Job] = []
         evicted = self.store.evicted
         samples = 0
         for payload, source in batch:
             admitted = self._admit(payload, source)
-            if isinstance(admitted, _Job):
-                self._collect_windows(admitted)
+            if isinstance(admitted, Job):
+                collect_windows(admitted, self.models, self.settings.classify_stride)
                 jobs.append(admitted)
                 samples += len(admitted.block)
             elif emit:
@@ -224,7 +167,7 @@ class Processor:
                 outputs.append(self._dead_letter(payload, source, reason, detail, now, sample))
         if emit:
             self.metrics.readings.inc(samples)
-        self._infer(jobs, emit)
+        infer(jobs, self.models, self.metrics, self.shadows, emit)
         for job in jobs:
             self._emit(job, now, outputs, emit)
         if emit:
@@ -242,104 +185,7 @@ class Processor:
         value = dead_letter(payload, source, reason, detail, now, self.settings.dead_letter_max_bytes, sample)
         return Output("dead_letters", dead_letter_key(source.key), value)
 
-    def _collect_windows(self, job: _Job) -> None:
-        """Pick the samples with a full window per model and cut their windows as views."""
-        rows, start, n = job.ext.rows, job.ext.start, len(job.block)
-        stride = self.settings.classify_stride
-        if job.single is not None:
-            self._collect_one(job, rows, start)
-            return
-        for name in job.models:
-            model = self.models.get(name)
-            if model is None:
-                continue
-            length = model.window
-            first = max(0, length - 1 - start)
-            step = 1
-            if model.manifest.task == "classify" and stride > 1:
-                first += -(job.block.seq + first) % stride
-                step = stride
-            if first >= n:
-                continue
-            picks = np.arange(first, n, step)
-            # Window ending at rows[p] is view[p - length + 1], laid out (features, window).
-            view = sliding_window_view(rows, length, axis=0)
-            begin = start + first - length + 1
-            job.picks[name] = picks
-            job.windows[name] = view[begin : begin + step * (len(picks) - 1) + 1 : step].transpose(0, 2, 1)
-
-    def _collect_one(self, job: _Job, rows: npt.NDArray[np.float64], start: int) -> None:
-        """A single reading's windows: one slice per model (numpy calls cost more than the work)."""
-        seq = job.block.seq
-        for name in job.models:
-            model = self.models.get(name)
-            if model is None:
-                continue
-            length = model.window
-            if start + 1 < length or (model.manifest.task == "classify" and seq % self.settings.classify_stride):
-                continue
-            job.picks[name] = _ONLY
-            job.windows[name] = rows[start + 1 - length : start + 1][np.newaxis]
-
-    def _infer(self, jobs: list[_Job], emit: bool) -> None:
-        for name, model in self.models.items():
-            picked = [job for job in jobs if name in job.windows]
-            if not picked:
-                continue
-            try:
-                out, shadow_rows = self._run(name, model, [job.windows[name] for job in picked], emit)
-            except (StreamedgeError, ValueError, RuntimeError) as exc:
-                # A model that cannot run these windows must not stop the stream: the blocks
-                # stay in their windows and go to the dead-letter topic with the reason.
-                for job in picked:
-                    job.failures[name] = ("inference_error", f"{name} v{model.version}: {exc}"[:300], None)
-                continue
-            finite = np.isfinite(out.reshape(len(out), -1)).all(axis=1)
-            flags: list[bool] = finite.tolist()
-            # One conversion per batch: the per-reading path works on plain floats.
-            listed: list[Any] | None = out.tolist() if any(job.single is not None for job in picked) else None
-            offset = 0
-            for job in picked:
-                count = len(job.picks[name])
-                if shadow_rows is not None:
-                    job.shadow[name] = shadow_rows[offset : offset + count]
-                if listed is not None and job.single is not None:
-                    if flags[offset]:
-                        job.row[name] = listed[offset]
-                    else:
-                        job.failures[name] = ("non_finite_output", f"{name} v{model.version} gave NaN or infinity", None)
-                    offset += count
-                    continue
-                ok = finite[offset : offset + count]
-                job.outputs[name], job.ok[name] = out[offset : offset + count], ok
-                if not all(flags[offset : offset + count]):
-                    job.failures[name] = ("non_finite_output", f"{name} v{model.version} gave NaN or infinity",
-                                          int(job.picks[name][int(np.argmin(ok))]))
-                offset += count
-
-    def _run(self, name: str, model: LoadedModel, views: list[npt.NDArray[np.float64]],
-             emit: bool) -> tuple[npt.NDArray[np.float32], list[Any] | None]:
-        """Run ``model`` on every window in ``views``: one invoke, unless the float32 windows
-        would exceed :data:`_INVOKE_BYTES` (hostile blocks of long, wide windows), then one per
-        chunk of that size. Returns the outputs in order and the shadow candidate's rows."""
-        per_window = model.window * model.manifest.n_features * 4
-        outs: list[npt.NDArray[np.float32]] = []
-        shadow_rows: list[Any] | None = [] if self.shadows is not None and name in self.shadows else None
-        for chunk in _chunks(views, max(1, _INVOKE_BYTES // per_window)):
-            with np.errstate(over="ignore"):  # values beyond float32 become inf: non_finite_output
-                batch = np.concatenate(chunk, dtype=np.float32)
-            began = time.perf_counter()
-            out = model.predict(batch)
-            if emit:
-                self.metrics.inference_seconds.labels(name).observe(time.perf_counter() - began)
-                self.metrics.batch_size.labels(name).observe(len(batch))
-            if shadow_rows is not None and self.shadows is not None:
-                rows = self.shadows.run(name, batch, out)
-                shadow_rows.extend(rows if rows is not None else [None] * len(batch))
-            outs.append(out)
-        return (outs[0] if len(outs) == 1 else np.concatenate(outs)), shadow_rows
-
-    def _emit(self, job: _Job, now: float, outputs: list[Output], emit: bool) -> None:
+    def _emit(self, job: Job, now: float, outputs: list[Output], emit: bool) -> None:
         if job.failures and emit:
             reason, detail, sample = next(iter(job.failures.values()))
             outputs.append(self._dead_letter(job.payload, job.source, reason, detail, now, sample))
@@ -357,7 +203,7 @@ class Processor:
             elif emit and name in job.outputs:
                 self._classify(job, model, now, outputs)
 
-    def _emit_one(self, job: _Job, reading: Reading, now: float, outputs: list[Output], emit: bool) -> None:
+    def _emit_one(self, job: Job, reading: Reading, now: float, outputs: list[Output], emit: bool) -> None:
         """The per-reading path of a single reading: plain floats, per-reading results."""
         key = reading.key.encode()
         for name in job.models:
@@ -388,7 +234,7 @@ class Processor:
                 value = result("classification", reading, job.source, name, model.version, body, now)
                 outputs.append(Output("classifications", key, value, reading.ts))
 
-    def _score_one(self, job: _Job, reading: Reading, model: LoadedModel, monitor: ModelMonitor, now: float,
+    def _score_one(self, job: Job, reading: Reading, model: LoadedModel, monitor: ModelMonitor, now: float,
                    outputs: list[Output], emit: bool) -> None:
         pending = job.ext.state.pending.pop(model.name, None)
         if pending is None or pending.seq != reading.seq - 1 or not emit:
@@ -412,7 +258,7 @@ class Processor:
         value = result("anomaly", reading, job.source, model.name, pending.version, body, now)
         outputs.append(Output("anomalies", reading.key.encode(), value, reading.ts))
 
-    def _forecast(self, job: _Job, model: LoadedModel, now: float, outputs: list[Output], emit: bool) -> None:
+    def _forecast(self, job: Job, model: LoadedModel, now: float, outputs: list[Output], emit: bool) -> None:
         name, block, state = model.name, job.block, job.ext.state
         n = len(block)
         picks = job.picks.get(name)
@@ -441,7 +287,7 @@ class Processor:
             return
         outputs += forecast_messages(block, job.source, model, picks, steps, ok, now, self.result_max_bytes)
 
-    def _score(self, job: _Job, model: LoadedModel, version: int, predicted: npt.NDArray[np.float64], now: float,
+    def _score(self, job: Job, model: LoadedModel, version: int, predicted: npt.NDArray[np.float64], now: float,
                outputs: list[Output]) -> None:
         """Score every sample with a one-step forecast; emit the anomalies (array operations)."""
         block = job.block
@@ -466,7 +312,7 @@ class Processor:
         outputs += anomaly_messages(block, job.source, model, version, broke, predicted, residual, score, band,
                                     self.settings.anomaly_k, now, self.result_max_bytes)
 
-    def _observe_shadow(self, job: _Job, name: str) -> None:
+    def _observe_shadow(self, job: Job, name: str) -> None:
         """Shadow scoring per sample (a diagnostic mode, off the hot path)."""
         assert self.shadows is not None
         picks = job.picks.get(name)
@@ -475,7 +321,7 @@ class Processor:
         for index in range(len(job.block)):
             self.shadows.observe(name, job.ext.state, job.block.reading(index), found.get(index))
 
-    def _classify(self, job: _Job, model: LoadedModel, now: float, outputs: list[Output]) -> None:
+    def _classify(self, job: Job, model: LoadedModel, now: float, outputs: list[Output]) -> None:
         ok = job.ok[model.name]
         if ok.any():
             outputs += classification_messages(job.block, job.source, model, job.picks[model.name][ok],

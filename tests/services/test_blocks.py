@@ -190,12 +190,12 @@ def test_a_block_result_too_large_for_one_message_is_split_into_parts_that_tile_
 
 def test_windows_beyond_the_invoke_budget_run_in_chunks_with_the_same_results(
         make_processor: Callable[..., Processor], monkeypatch: pytest.MonkeyPatch) -> None:
-    import streamedge.services.processor as processor_module
+    import streamedge.services.inference as inference_module
 
     whole, chunked = make_processor(), make_processor()
     messages = _sources([(f"{d}/s", _block(d, 0, 100)) for d in KEYS])
     expected = whole.process(messages)
-    monkeypatch.setattr(processor_module, "_INVOKE_BYTES", TINY_WINDOW * 4 * 50)  # 50 windows per invoke
+    monkeypatch.setattr(inference_module, "_INVOKE_BYTES", TINY_WINDOW * 4 * 50)  # 50 windows per invoke
     got = chunked.process(messages)
     _assert_same(_per_sample(expected), _per_sample(got))
     value = chunked.metrics.registry.get_sample_value

@@ -211,3 +211,22 @@ def test_drift_reference_reads_the_trainers_per_feature_layout(tiny_models: Tiny
     assert monitor.drift_z_score() == pytest.approx(5.0)
     request = monitor.check(now=1.0)
     assert request is not None and request["trigger"] == "drift"
+
+
+def test_drift_window_holds_the_last_inputs_of_blocks_and_single_readings(tiny_models: TinyModels) -> None:
+    from streamedge.services.monitor import ModelMonitor
+
+    manifest = load_model(tiny_models.forecaster, load_public_key(tiny_models.public_key)).manifest
+    trained = manifest.replace(reference_stats={"n": 10, "features": {"value": {"mean": 0.0, "std": 1.0}}})
+    monitor = ModelMonitor(trained, mae_window=10, drift_window=7, mae_factor=2.0, drift_z=3.0, min_interval_s=0)
+    fed: list[float] = []
+    rng = np.random.default_rng(2)
+    for size in (3, 1, 5, 1, 1, 9, 2, 13, 6):
+        values = rng.normal(size=(size, 1))
+        if size == 1:
+            monitor.add_input((float(values[0, 0]),))
+        else:
+            monitor.add_inputs(values)
+        fed += values[:, 0].tolist()
+        expected = None if len(fed) < 7 else abs(float(np.mean(fed[-7:])))
+        assert monitor.drift_z_score() == (None if expected is None else pytest.approx(expected))
