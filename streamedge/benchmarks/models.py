@@ -32,7 +32,7 @@ from streamedge.paths import data_dir, user_state_dir
 
 __all__ = ["SELECTION", "UNSEEN", "add_arguments", "mean_ranks", "run"]
 
-SELECTION = ("GunPoint", "ItalyPowerDemand", "BasicMotions")
+SELECTION = ("GunPoint", "ItalyPowerDemand", "BasicMotions", "ArrowHead")
 UNSEEN = ("JapaneseVowels", "PickupGestureWiimoteZ", "Coffee")
 # Candidate name -> ClassifierConfig fields (besides the seed).
 _CANDIDATES: dict[str, dict[str, Any]] = {

@@ -32,4 +32,5 @@ PUBLISHED: Final[dict[str, dict[str, float | None]]] = {
     "JapaneseVowels": {"FCN": 99.30, "ResNet": 99.16, "InceptionTime": None, "ROCKET": None},
     "PickupGestureWiimoteZ": {"FCN": 74.40, "ResNet": 70.40, "InceptionTime": 76.00, "ROCKET": 83.00},
     "Coffee": {"FCN": 100.0, "ResNet": 100.0, "InceptionTime": 100.0, "ROCKET": 100.0},
+    "ArrowHead": {"FCN": 84.29, "ResNet": 84.46, "InceptionTime": 84.57, "ROCKET": 81.43},
 }
