@@ -78,9 +78,10 @@ class BufferStats:
     next_seq: int
 
 
-def steady_clock() -> Callable[[], float]:
-    """Epoch seconds that only move with the monotonic clock: ``time()`` at the call plus elapsed time."""
-    wall, mono = time.time(), time.monotonic()
+def steady_clock(floor: float = 0.0) -> Callable[[], float]:
+    """Epoch seconds that only move with the monotonic clock: ``max(time(), floor)`` at the call
+    plus the monotonic time elapsed since."""
+    wall, mono = max(time.time(), floor), time.monotonic()
     return lambda: wall + (time.monotonic() - mono)
 
 
@@ -95,7 +96,10 @@ class Outbox:
         on_drop: called with ``(reason, count)`` whenever rows are dropped.
         clock: seconds since the epoch; default :func:`steady_clock`, the wall clock read once
             and advanced by the monotonic clock, so an NTP step while the agent runs (a device
-            without an RTC syncing after boot) neither ages nor rejuvenates the backlog.
+            without an RTC syncing after boot) neither ages nor rejuvenates the backlog. Across
+            restarts it never starts before the newest time the buffer recorded (its newest row,
+            or the time saved at the last :meth:`expire` or :meth:`close`): a device that boots
+            with its clock at 1970 ages its backlog from where it left off, not from 1970.
     """
 
     def __init__(
@@ -111,7 +115,6 @@ class Outbox:
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self._on_drop = on_drop
-        self._clock = clock or steady_clock()
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,8 +123,11 @@ class Outbox:
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             self._db.executescript(_SCHEMA)
             self._bytes = int(self._db.execute("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM outbox").fetchone()[0])
+            newest = self._db.execute("SELECT COALESCE(MAX(created), 0) FROM outbox").fetchone()[0]
+            floor = max(float(newest), self._meta("clock_ms") / 1000)
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open buffer {self.path}: {exc}") from exc
+        self._clock = clock or steady_clock(floor)
 
     def _meta(self, name: str) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -239,7 +245,9 @@ class Outbox:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                dropped = self._enforce_bounds(self._clock())
+                now = self._clock()
+                dropped = self._enforce_bounds(now)
+                self._set_meta("clock_ms", int(now * 1000))
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
@@ -272,8 +280,10 @@ class Outbox:
         return BufferStats(int(depth), self._bytes, age, dropped, next_seq)
 
     def close(self) -> None:
-        """Checkpoint the WAL and close the database."""
+        """Save the clock, checkpoint the WAL and close the database."""
         with self._lock:
+            with contextlib.suppress(sqlite3.Error):  # a read-only or full disk: the rows still bound it
+                self._set_meta("clock_ms", int(self._clock() * 1000))
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:

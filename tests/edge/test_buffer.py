@@ -63,6 +63,23 @@ def test_age_bound_drops_stale_rows(tmp_path: Path) -> None:
     box.close()
 
 
+def test_a_restart_with_the_clock_at_1970_ages_the_backlog_from_where_it_left_off(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    box = Outbox(tmp_path / "b.sqlite", max_age_s=3600)
+    box.append(_rows("r", 2), 2)  # type: ignore[arg-type]
+    box.expire()
+    box.close()
+    monkeypatch.setattr(time, "time", lambda: 0.0)  # booted without an RTC, before NTP
+    reopened = Outbox(tmp_path / "b.sqlite", max_age_s=3600)
+    assert 0.0 <= reopened.stats().oldest_age_s < 60
+    reopened.append(_rows("r", 1), 1)  # type: ignore[arg-type]
+    created = [row.created for row in reopened.peek(10)]
+    assert created == sorted(created) and created[0] > 1.6e9
+    reopened.expire()
+    assert reopened.stats().depth == 3  # nothing expired as if 56 years old, nothing "from the future"
+    reopened.close()
+
+
 _WRITER = """
 import sys
 from pathlib import Path
