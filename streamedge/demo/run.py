@@ -32,7 +32,7 @@ from streamedge.registry import ModelRegistry
 
 __all__ = ["DemoConfig", "run_demo"]
 
-CLASSIFIER, FORECASTER = "italy-fcn", "airline-lstm"
+CLASSIFIER, FORECASTER = "italy-power", "airline-lstm"
 ROUTES = {"power": [CLASSIFIER], "passengers": [FORECASTER]}
 _RUN_FOLDERS = ("registry", "italy", "airline", "worker-models", "worker-data", "retrain", "edge")
 _GARBAGE = (b"{not json", b'{"device_id": "x", "stream": "power"}',

@@ -70,7 +70,7 @@ def summarise(run: _Run, offline: dict[str, Any]) -> int:
     readings = [*data.steady, *data.drifted, *data.after]
     airports = sorted({r.key for r in readings if r.stream == "passengers"})
     forecast_ids = {f"forecast:airline-lstm:{key}:{seq}" for key in airports for seq in range(window - 1, 144)}
-    class_ids = {f"classification:italy-fcn:{device}/power:23" for device in data.labels}
+    class_ids = {f"classification:italy-power:{device}/power:23" for device in data.labels}
     tallies: list[Tally] = [
         tally("classifications", records["classifications"], class_ids),
         tally("forecasts", records["forecasts"], forecast_ids),
