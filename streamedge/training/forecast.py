@@ -37,6 +37,8 @@ _log = logging.getLogger(__name__)
 _REPRESENTATIVE: Final = 200
 # Int8 calibration margin beyond the history's range, as a share of that range.
 _HEADROOM: Final = 0.25
+# Series whose MASE scales differ more than this share one normalisation badly (M1: 10^8).
+_MAX_SCALE_SPREAD: Final = 100.0
 # The parity gate: a TFLite variant's MAE may exceed the Keras MAE by at most 5 %.
 MAX_MAE_GROWTH: Final = 0.05
 
@@ -67,6 +69,13 @@ def seasonal_naive_verdict(metrics: dict[str, dict[str, Any]], naive_mase: float
                 f">= {naive_mase:.3f}; seasonal naive is the better forecast here"
                 for name, beats in verdict.items() if not beats]
     return verdict, warnings
+
+
+def _scale_spread(scale: npt.NDArray[np.float64]) -> float:
+    """Largest over smallest per-series MASE scale (1.0 for one series or zero scales)."""
+    values = scale.reshape(len(scale), -1).max(axis=1)
+    positive = values[values > 0]
+    return float(positive.max() / positive.min()) if len(positive) > 1 else 1.0
 
 
 def _windows(
@@ -164,6 +173,12 @@ def train_forecaster(
     x_test = normaliser.transform(contexts)
     n_feat = len(data.features)
     scale = np.array([[[seasonal_naive_scale(hst[:, f], season) for f in range(n_feat)]] for hst in histories])
+    spread = _scale_spread(scale)
+    if spread > _MAX_SCALE_SPREAD:
+        warnings.append(f"series scales (in-sample seasonal-naive MAE) differ {spread:.0f}x; one normalisation "
+                        "serves every series, so the smallest are forecast at the resolution of the largest: "
+                        "train series of very different scales separately, or rescale them first")
+        _log.warning("%s", warnings[-1])
     out.mkdir(parents=True, exist_ok=True)
 
     seed_everything(config.seed)

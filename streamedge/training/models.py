@@ -93,8 +93,8 @@ def _seasonal_lag_forecaster(inputs: Any, n_features: int, config: ForecasterCon
     """The long-season variant: LSTM over ``recent`` readings, head over the seasonal lag blocks.
 
     Crops exactly the slices :func:`training.seasonal_lags.seasonal_lag_inputs` describes; the
-    forecast is lag block 1 (seasonal naive) plus a dense correction of the LSTM state and every
-    lag block.
+    forecast is lag block 1 (seasonal naive) plus a dense correction of the LSTM state and the
+    differences between every further lag block and lag block 1.
     """
     import keras
     from keras import layers
@@ -107,7 +107,11 @@ def _seasonal_lag_forecaster(inputs: Any, n_features: int, config: ForecasterCon
     hidden = layers.LSTM(config.units, unroll=unroll)(features)
     lags = [layers.Flatten()(layers.Cropping1D((layout.lag_start(m), w - layout.lag_start(m) - h), name=f"lag{m}")(inputs))
             for m in range(1, layout.lags + 1)]
-    correction = layers.Dense(h * n_features, name="correction")(layers.Concatenate()([hidden, *lags]))
+    # The head reads only differences (recent state, lag m - lag 1), never levels, so that it
+    # stays valid when the level drifts; zero-initialised, training starts at seasonal naive.
+    changes = [layers.Subtract()([lag, lags[0]]) for lag in lags[1:]]
+    head_in = layers.Concatenate()([hidden, *changes]) if changes else hidden
+    correction = layers.Dense(h * n_features, kernel_initializer="zeros", name="correction")(head_in)
     outputs = layers.Add(name="forecast")([lags[0], correction])
     model = keras.Model(inputs, outputs, name="lstm_forecaster")
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")

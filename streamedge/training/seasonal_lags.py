@@ -10,7 +10,8 @@ train (1,008 unrolled steps for the old default window of three seasons). In sea
   ``x[t] - x[t - season]``, which the LSTM reads (``recent`` unrolled steps);
 - one **lag block** per whole season in the window, ``m = 1 .. window // season``: the readings
   at the forecast hours ``m`` seasons back, ``x[t + 1 + h - m * season]`` for ``h = 0 .. horizon - 1``.
-  Lag 1 is the seasonal-naive forecast; the dense head reads every lag block.
+  Lag 1 is the seasonal-naive forecast. The dense head reads the LSTM state and the changes
+  ``lag m - lag 1`` (m >= 2), never levels, and starts at zero: training starts from seasonal naive.
 
 Index rules for a window ``w[0 .. window - 1]`` whose last reading ``w[window - 1]`` is time ``t``:
 the recent block is ``w[window - recent :]``, its seasonal partner ``w[window - recent - season :
