@@ -257,19 +257,32 @@ class ModelRegistry:
         return self.announcement(name, base_url, inline)
 
     def rollback_canary(self, name: str, signing_key: Ed25519PrivateKey | None = None, *,
-                        base_url: str | None = None, inline: bool = True) -> ModelUpdate:
+                        base_url: str | None = None, inline: bool = True,
+                        expect_sequence: int | None = None) -> ModelUpdate:
         """End the staged promotion of ``name``: a new, higher record puts every device on the fleet version.
 
+        Args:
+            expect_sequence: end the canary only while the latest record is still this one (the
+                record a watcher judged); None ends whatever canary is out.
+
         Raises:
-            RegistryError: no canary is out (so a watcher never rolls back a whole-fleet promotion).
+            RegistryError: no canary is out (so a watcher never rolls back a whole-fleet promotion),
+                or the latest record is no longer ``expect_sequence`` (a newer promotion replaced it).
         """
         with self._locked(name):
             data = self._promotions(name)
             if not data["canary"]:
                 raise RegistryError(f"model {name!r} has no staged promotion to roll back")
-            data["canary"] = None
-            self._issue(name, data, "rollback", signing_key)
+            if expect_sequence is not None and int(data["sequence"]) != expect_sequence:
+                raise RegistryError(f"the latest record of {name!r} is #{data['sequence']}, not the judged "
+                                    f"#{expect_sequence}: not rolled back")
+            self._end_canary(name, data, signing_key)
         return self.announcement(name, base_url, inline)
+
+    def _end_canary(self, name: str, data: dict[str, Any], signing_key: Ed25519PrivateKey | None) -> None:
+        """Issue the rollback record that puts every device on the fleet version (caller holds the lock)."""
+        data["canary"] = None
+        self._issue(name, data, "rollback", signing_key)
 
     def rollback(self, name: str, signing_key: Ed25519PrivateKey | None = None, *,
                  base_url: str | None = None, inline: bool = True) -> ModelUpdate:
@@ -281,14 +294,13 @@ class ModelRegistry:
         with self._locked(name):
             data = self._promotions(name)
             if data["canary"]:
-                data["canary"] = None
+                self._end_canary(name, data, signing_key)
+            else:
+                if len(data["history"]) < 2:
+                    raise RegistryError(f"model {name!r} has no earlier promoted version to roll back to")
+                data["history"].pop()
+                data["active"] = data["history"][-1]
                 self._issue(name, data, "rollback", signing_key)
-                return self.announcement(name, base_url, inline)
-            if len(data["history"]) < 2:
-                raise RegistryError(f"model {name!r} has no earlier promoted version to roll back to")
-            data["history"].pop()
-            data["active"] = data["history"][-1]
-            self._issue(name, data, "rollback", signing_key)
         return self.announcement(name, base_url, inline)
 
     def verify(self, name: str, version: int, public_key: Ed25519PublicKey) -> ModelManifest:

@@ -12,8 +12,8 @@ The canary bucket of a device is ``int.from_bytes(sha256(model + "\\n" + device_
 stable across restarts and processes, independent of the fleet's size, and drawn per model,
 so a canary of one model does not always land on the same devices as another's. A share of
 ``pct`` percent targets each device with probability ``pct / 100``; for a fleet of ``n``
-devices the exact count is whatever the hash gives (``streamedge models promote`` can print it
-for a list of device ids), not ``round(n * pct / 100)``.
+devices the exact count is whatever the hash gives (:func:`canary_bucket` of each device id
+tells), not ``round(n * pct / 100)``.
 """
 
 from __future__ import annotations

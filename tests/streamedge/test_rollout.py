@@ -132,6 +132,24 @@ def test_registry_stages_a_canary_and_rolls_it_back(tiny_models: TinyModels, tmp
     assert registry.active_version(name) == 2 and registry.history(name) == [1, 2]
 
 
+def test_rollback_canary_ends_only_the_record_it_was_given(tiny_models: TinyModels, tmp_path: Path) -> None:
+    key = load_private_key(tiny_models.signing_key)
+    registry = ModelRegistry(tmp_path / "registry", key)
+    registry.add(tiny_models.forecaster, key)
+    registry.add(make_version(tiny_models.forecaster, tmp_path / "v2", 2, tiny_models.signing_key), key)
+    name = registry.names()[0]
+    registry.promote(name, 1)
+    judged = registry.promote(name, 2, target="canary:10").promotion
+    assert judged is not None and judged.sequence == 2
+    registry.promote(name, 2, target="group:eu")  # a newer staged promotion replaces the judged one
+    with pytest.raises(RegistryError, match="#3, not the judged #2"):
+        registry.rollback_canary(name, expect_sequence=judged.sequence)
+    assert registry.canary(name) == (2, "group:eu")
+    back = registry.rollback_canary(name, expect_sequence=3)
+    assert back.promotion is not None and (back.version, back.promotion.sequence) == (1, 4)
+    assert registry.canary(name) is None and registry.history(name) == [1]
+
+
 def test_cli_promotes_to_a_group_or_a_canary_share(tiny_models: TinyModels, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from streamedge.cli.main import main
