@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from kafka import KafkaConsumer, TopicPartition
+
 from streamedge.contracts.promotion import PromotionLedger
 from streamedge.contracts.signing import load_private_key, load_public_key
 from streamedge.edge.models import ModelStore
@@ -42,6 +44,16 @@ def _agent(folder: Path, device: str, kafka: KafkaSettings, layout: TopicLayout,
             "--metrics-port", "0", "--log-format", "text",
             "--bootstrap-servers", kafka.bootstrap_servers, "--topic-prefix", layout.prefix]
     return subprocess.Popen(argv, stdout=(folder / "agent.log").open("ab"), stderr=subprocess.STDOUT)
+
+
+def _delivered(kafka: KafkaSettings, topic: str) -> int:
+    """Messages on ``topic`` so far (sum of its partitions' end offsets)."""
+    consumer = KafkaConsumer(**kafka.kafka_python_config(), group_id=None, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return sum(consumer.end_offsets(partitions).values()) if partitions else 0
+    finally:
+        consumer.close()
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -100,14 +112,18 @@ def test_sigkill_while_forwarding_loses_nothing_and_keeps_every_result_identity(
     layout = make_topics(2)
     public = load_public_key(tiny_models.public_key)
     ModelStore(tmp_path / "models", public).install(tiny_models.forecaster)
-    n = 6000  # six seconds at the replay rate: longer than any kill delay, so every kill is mid-stream
+    n = 6000  # six seconds at the replay rate: every run is killed before it reads them all
     readings = write_jsonl(tmp_path / "readings.jsonl", sine_readings(n, device="dev-k"))
     source = ("--source", "file", "--source-path", str(readings), "--rate", "1000", "--model-updates", "false")
     rng = random.Random(11)
     kills = 4
     for _ in range(kills):
+        before = _delivered(kafka_settings, layout.edge_results)
         agent = _agent(tmp_path, "dev-k", kafka_settings, layout, tiny_models.public_key, *source)
-        time.sleep(rng.uniform(1.5, 4.0))  # startup takes about a second, then it forwards as it reads
+        # Killed only once this run has forwarded results of its own, at a seeded point after that.
+        _wait(lambda floor=before + 50: _delivered(kafka_settings, layout.edge_results) >= floor, 60,
+              "forwarding to start")
+        time.sleep(rng.uniform(0.0, 1.5))
         assert agent.poll() is None, (tmp_path / "agent.log").read_text()[-3000:]
         agent.send_signal(signal.SIGKILL)
         agent.wait(timeout=30)

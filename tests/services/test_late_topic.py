@@ -2,8 +2,10 @@
 
 Seen in the chaos run: a worker joining while a restarted broker was still catching up got an
 empty assignment ("Ignoring missing topic") and idled until the consumer's next metadata refresh,
-five minutes by Kafka's default. Deleting the readings topic before the worker starts and creating
-it after reproduces the same join deterministically.
+five minutes by Kafka's default. Deleting the readings topic before the worker starts reproduces
+the same join: the test waits for that empty assignment in the worker's log, then makes sure the
+topic exists (the worker's own metadata request may already have auto-created it, the broker
+allowing that; either way it joined without it) and checks the worker reads it.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def test_a_worker_takes_up_a_readings_topic_created_after_it_joined(
         while "Ignoring missing topic" not in worker.log.read_text():
             assert time.monotonic() < deadline, "the worker never joined without its topic"
             time.sleep(0.3)
-        if layout.readings not in admin.list_topics():
+        if layout.readings not in admin.list_topics():  # else auto-created by the worker's metadata request
             admin.create_topics([NewTopic(layout.readings, 3, 1)])
     finally:
         admin.close()
