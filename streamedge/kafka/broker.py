@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streamedge.errors import StreamedgeError
+from streamedge.kafka._wire import request
 
 if TYPE_CHECKING:
     from streamedge.kafka.security import BrokerSecurity
@@ -75,26 +76,10 @@ def min_insync_replicas(replicas: int) -> int:
 
 def _metadata_brokers(host: str, port: int, timeout: float) -> int:
     """Send a Metadata v0 request and return how many brokers the cluster reports."""
-    client_id = b"streamedge-probe"
-    body = struct.pack(">hhih", _METADATA_API_KEY, 0, 1, len(client_id)) + client_id + struct.pack(">i", 0)
     with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(struct.pack(">i", len(body)) + body)
-        size = struct.unpack(">i", _recv_exact(sock, 4))[0]
-        response = _recv_exact(sock, size)
-    correlation_id, n_brokers = struct.unpack(">ii", response[:8])
-    if correlation_id != 1:
-        raise BrokerError(f"unexpected correlation id {correlation_id} from {host}:{port}")
+        response = request(sock, _METADATA_API_KEY, 0, 1, b"streamedge-probe", struct.pack(">i", 0))
+    (n_brokers,) = struct.unpack(">i", response[:4])
     return int(n_brokers)
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
-        if not chunk:
-            raise ConnectionError("connection closed mid-response")
-        chunks.extend(chunk)
-    return bytes(chunks)
 
 
 class LocalBroker:
@@ -164,7 +149,7 @@ class LocalBroker:
             return self.security.probe("127.0.0.1", self.port, timeout)
         try:
             return _metadata_brokers("127.0.0.1", self.port, timeout) >= 1
-        except (OSError, struct.error, BrokerError):
+        except (OSError, struct.error, ValueError):  # ValueError: an answer to another request
             return False
 
     def status(self) -> BrokerStatus:
@@ -231,8 +216,13 @@ class LocalBroker:
         if self.security is not None:
             properties.update(self.security.server_properties(self.port, self.controller_port))
         config = self.state_dir / "server.properties"
-        config.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
-        config.chmod(0o600)  # a secure broker's holds the keystore and inter-broker passwords
+        text = "".join(f"{key}={value}\n" for key, value in properties.items())
+        if self.security is not None:  # it holds the keystore and inter-broker passwords: 0600 from creation
+            from streamedge.kafka.security import write_secret
+
+            write_secret(config, text.encode())
+        else:
+            config.write_text(text)
         (self.state_dir / "log4j.properties").write_text(
             "log4j.rootLogger=INFO, stdout\n"
             "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"

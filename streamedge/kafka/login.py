@@ -21,12 +21,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from streamedge.errors import StreamedgeError
+from streamedge.kafka._wire import OutOfOrderError, request
 from streamedge.kafka.settings import KafkaSettings
 
 __all__ = ["KafkaAccessError", "KafkaLoginError", "access_errors", "check_login"]
 
 _SASL_HANDSHAKE = 17
 _SASL_AUTHENTICATE = 36
+# Kafka's own SCRAM iteration limit; a larger count from a broker would only stall the login.
+_MAX_ITERATIONS = 16384
 
 
 class KafkaAccessError(StreamedgeError, PermissionError):
@@ -46,23 +49,10 @@ class _Connection:
 
     def request(self, api_key: int, version: int, body: bytes) -> bytes:
         self._correlation += 1
-        client_id = b"streamedge-login"
-        header = struct.pack(">hhih", api_key, version, self._correlation, len(client_id)) + client_id
-        self._sock.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
-        size = struct.unpack(">i", self._recv(4))[0]
-        response = self._recv(size)
-        if struct.unpack(">i", response[:4])[0] != self._correlation:
-            raise KafkaLoginError("the broker answered out of order")
-        return response[4:]
-
-    def _recv(self, size: int) -> bytes:
-        chunks = bytearray()
-        while len(chunks) < size:
-            chunk = self._sock.recv(size - len(chunks))
-            if not chunk:
-                raise ConnectionError("the broker closed the connection")
-            chunks.extend(chunk)
-        return bytes(chunks)
+        try:
+            return request(self._sock, api_key, version, self._correlation, b"streamedge-login", body)
+        except OutOfOrderError as exc:
+            raise KafkaLoginError("the broker answered out of order") from exc
 
 
 def _string(value: bytes) -> bytes:
@@ -81,24 +71,49 @@ def _authenticate(conn: _Connection, token: bytes) -> bytes:
     return response[offset + 4:offset + 4 + max(size, 0)]
 
 
+def _server_first(message: bytes, nonce: str) -> tuple[str, bytes, int]:
+    """The server-first-message's combined nonce, salt and iteration count (RFC 5802 section 5.1).
+
+    Raises:
+        KafkaLoginError: the message is not one (not UTF-8, a part without ``=``, ``r``, ``s`` or
+            ``i`` missing or malformed), or its nonce does not extend ``nonce``.
+    """
+    try:
+        text = message.decode()
+        fields = dict(part.split("=", 1) for part in text.split(","))
+    except ValueError as exc:  # UnicodeDecodeError, or a part without "=" (a 1-element split)
+        raise KafkaLoginError(f"the broker's SCRAM server-first-message is malformed: {message[:80]!r}") from exc
+    missing = [name for name in ("r", "s", "i") if name not in fields]
+    if missing:
+        raise KafkaLoginError(f"the broker's SCRAM server-first-message lacks {', '.join(missing)}: {text[:80]!r}")
+    if not fields["r"].startswith(nonce) or fields["r"] == nonce:
+        raise KafkaLoginError("the broker's SCRAM nonce does not extend ours")
+    try:
+        salt = base64.b64decode(fields["s"], validate=True)
+        iterations = int(fields["i"])
+    except ValueError as exc:  # binascii.Error is a ValueError
+        raise KafkaLoginError(f"the broker's SCRAM salt or iteration count is malformed: {text[:80]!r}") from exc
+    if not 1 <= iterations <= _MAX_ITERATIONS:
+        raise KafkaLoginError(f"the broker's SCRAM iteration count {iterations} is outside 1..{_MAX_ITERATIONS}")
+    return fields["r"], salt, iterations
+
+
 def _scram(conn: _Connection, user: str, password: str, digest: str) -> None:
     """The RFC 5802 client exchange; verifies the server's signature too."""
     escaped = user.replace("=", "=3D").replace(",", "=2C")
     nonce = base64.b64encode(secrets.token_bytes(18)).decode()
     first_bare = f"n={escaped},r={nonce}"
-    server_first = _authenticate(conn, f"n,,{first_bare}".encode()).decode()
-    fields = dict(part.split("=", 1) for part in server_first.split(","))
-    if not fields.get("r", "").startswith(nonce):
-        raise KafkaLoginError("the broker's SCRAM nonce does not extend ours")
-    salted = hashlib.pbkdf2_hmac(digest, password.encode(), base64.b64decode(fields["s"]), int(fields["i"]))
+    server_first = _authenticate(conn, f"n,,{first_bare}".encode())
+    combined_nonce, salt, iterations = _server_first(server_first, nonce)
+    salted = hashlib.pbkdf2_hmac(digest, password.encode(), salt, iterations)
     client_key = hmac.digest(salted, b"Client Key", digest)
-    without_proof = f"c=biws,r={fields['r']}"
-    auth_message = f"{first_bare},{server_first},{without_proof}".encode()
+    without_proof = f"c=biws,r={combined_nonce}"
+    auth_message = f"{first_bare},{server_first.decode()},{without_proof}".encode()
     signature = hmac.digest(hashlib.new(digest, client_key).digest(), auth_message, digest)
     proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature, strict=True))).decode()
-    server_final = _authenticate(conn, f"{without_proof},p={proof}".encode()).decode()
+    server_final = _authenticate(conn, f"{without_proof},p={proof}".encode())
     expected = hmac.digest(hmac.digest(salted, b"Server Key", digest), auth_message, digest)
-    if server_final != "v=" + base64.b64encode(expected).decode():
+    if not hmac.compare_digest(server_final, b"v=" + base64.b64encode(expected)):
         raise KafkaLoginError("the broker's SCRAM signature is wrong (not the broker that holds these credentials)")
 
 

@@ -48,9 +48,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import SecretStr
 
 from streamedge.errors import ConfigError
+from streamedge.kafka._wire import request
 from streamedge.kafka.settings import KafkaSettings
 
-__all__ = ["BROKER_PRINCIPAL", "MECHANISM", "PRINCIPALS", "BrokerSecurity", "Principal", "sasl_handshake"]
+__all__ = ["BROKER_PRINCIPAL", "MECHANISM", "PRINCIPALS", "BrokerSecurity", "Principal", "sasl_handshake",
+           "write_secret"]
 
 Principal = Literal["admin", "device", "worker", "promoter"]
 PRINCIPALS: tuple[Principal, ...] = get_args(Principal)
@@ -62,10 +64,15 @@ _VALID_DAYS = 825
 _SASL_HANDSHAKE_API_KEY = 17
 
 
-def _write_secret(path: Path, data: bytes) -> None:
-    """Write ``data`` readable by the owner only (created 0600, never world-readable in between)."""
+def write_secret(path: Path, data: bytes) -> None:
+    """Write ``data`` readable by the owner only: created 0600, never world-readable in between.
+
+    An existing file is cut to 0600 before ``data`` goes in (``os.open``'s mode applies only to a
+    file it creates).
+    """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)
         handle.write(data)
 
 
@@ -104,10 +111,10 @@ def _issue_certificates(folder: Path, keystore_password: str) -> None:
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
-    _write_secret(folder / "ca.pem", ca_cert.public_bytes(pem))
-    _write_secret(folder / "ca-key.pem", ca_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                                              serialization.NoEncryption()))
-    _write_secret(folder / "broker.p12", pkcs12.serialize_key_and_certificates(
+    write_secret(folder / "ca.pem", ca_cert.public_bytes(pem))
+    write_secret(folder / "ca-key.pem", ca_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                             serialization.NoEncryption()))
+    write_secret(folder / "broker.p12", pkcs12.serialize_key_and_certificates(
         b"broker", broker_key, broker_cert, [ca_cert],
         serialization.BestAvailableEncryption(keystore_password.encode())))
 
@@ -154,7 +161,7 @@ class BrokerSecurity:
         passwords: dict[str, str] = {name: secrets.token_urlsafe(24) for name in PRINCIPALS}
         keystore_password = secrets.token_urlsafe(24)
         _issue_certificates(folder, keystore_password)
-        _write_secret(folder / "credentials.json", json.dumps(
+        write_secret(folder / "credentials.json", json.dumps(
             {"mechanism": MECHANISM, "users": passwords, "keystore_password": keystore_password}, indent=2).encode())
         return cls(folder, passwords, keystore_password)
 
@@ -216,7 +223,7 @@ class BrokerSecurity:
                     f'sasl_mechanism = "{MECHANISM}"\nsasl_username = "{name}"\n'
                     f'sasl_password = "{self._passwords[name]}"\nssl_cafile = "{self.cafile}"\n')
             path = self.folder / f"{name}.toml"
-            _write_secret(path, text.encode())
+            write_secret(path, text.encode())
             written.append(path)
         return written
 
@@ -235,30 +242,15 @@ def sasl_handshake(host: str, port: int, cafile: Path, timeout: float) -> list[s
     credentials are sent: the connection is closed after the handshake answer.
     """
     context = ssl.create_default_context(cafile=str(cafile))
-    client_id, mechanism = b"streamedge-probe", MECHANISM.encode()
-    body = (struct.pack(">hhih", _SASL_HANDSHAKE_API_KEY, 1, 1, len(client_id)) + client_id
-            + struct.pack(">h", len(mechanism)) + mechanism)
+    mechanism = MECHANISM.encode()
     with socket.create_connection((host, port), timeout=timeout) as raw, \
             context.wrap_socket(raw, server_hostname=host) as sock:
-        sock.sendall(struct.pack(">i", len(body)) + body)
-        size = struct.unpack(">i", _recv_exact(sock, 4))[0]
-        response = _recv_exact(sock, size)
-    correlation_id, _error, count = struct.unpack(">ihi", response[:10])
-    if correlation_id != 1:
-        raise ValueError(f"unexpected correlation id {correlation_id} from {host}:{port}")
-    mechanisms, offset = [], 10
+        response = request(sock, _SASL_HANDSHAKE_API_KEY, 1, 1, b"streamedge-probe",
+                            struct.pack(">h", len(mechanism)) + mechanism)
+    _error, count = struct.unpack(">hi", response[:6])
+    mechanisms, offset = [], 6
     for _ in range(count):
         (length,) = struct.unpack(">h", response[offset:offset + 2])
         mechanisms.append(response[offset + 2:offset + 2 + length].decode())
         offset += 2 + length
     return mechanisms
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
-        if not chunk:
-            raise ConnectionError("connection closed mid-response")
-        chunks.extend(chunk)
-    return bytes(chunks)
