@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
     option(clf, "--model", choices=CLASSIFIER_MODELS, default=None, env="STREAMEDGE_TRAIN_MODEL",
            help="minirocket (default: fixed random convolutions + ridge head) or fcn (trained CNN)")
     option(clf, "--features", type=int, default=None, env="STREAMEDGE_TRAIN_FEATURES",
-           help="MiniRocket features (default 10000, the paper's, chosen by the bench models protocol; 1008 is 3-5x cheaper)")
+           help="MiniRocket features (default 10000, the paper's, chosen by the bench models protocol; 1008 is 3-8x faster)")
     option(clf, "--augment-with", type=Path, default=None, env="STREAMEDGE_TRAIN_AUGMENT_WITH",
            help="'streamedge train gan' folder: top up small classes with synthetic windows")
     option(clf, "--augment-ratio", type=float, default=1.0, env="STREAMEDGE_TRAIN_AUGMENT_RATIO",

@@ -24,8 +24,8 @@ class ClassifierConfig:
         model: ``"minirocket"`` or ``"fcn"``.
         features: MiniRocket feature count (rounded down to a multiple of 84). The paper's 10,000
             won the selection protocol against 1,008 and the FCN once ArrowHead joined the
-            selection sets (docs/training.md, "Choosing the default classifier"); 1,008 is about
-            five times cheaper per window for a fraction of a point.
+            selection sets (docs/training.md, "Choosing the default classifier"); 1,008 is
+            3-8x faster per window (float32) for a fraction of a point.
         filters: filters per conv block.
         kernels: kernel size per conv block (same length as ``filters``).
         epochs: maximum epochs; early stopping on validation loss usually ends sooner.
