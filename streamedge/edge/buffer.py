@@ -282,8 +282,10 @@ class Outbox:
     def close(self) -> None:
         """Save the clock, checkpoint the WAL and close the database."""
         with self._lock:
-            with contextlib.suppress(sqlite3.Error):  # a read-only or full disk: the rows still bound it
+            try:
                 self._set_meta("clock_ms", int(self._clock() * 1000))
+            except sqlite3.Error as exc:  # a full disk: the newest row still bounds the next start's clock
+                _LOG.warning("buffer clock not saved at close: %s", exc)
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:
