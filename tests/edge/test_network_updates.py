@@ -159,16 +159,19 @@ def test_devices_without_the_registry_folder_update_over_http_and_inline(
     layout = make_topics(1)
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    # Device 0 starts from v1 installed by hand in its own folder; device 1 starts with no model at all.
-    ModelStore(tmp_path / "device-0" / "models", load_public_key(tiny_models.public_key)).install(registry.path(NAME, 1))
+    # Ten devices: the first five start from v1 installed by hand in their own folders, the other
+    # five with no model at all.
+    public = load_public_key(tiny_models.public_key)
+    for i in range(5):
+        ModelStore(tmp_path / f"device-{i}" / "models", public).install(registry.path(NAME, 1))
     agents = [
         make_agent(IteratorSource(simulator_payloads(keys=1, rate=200.0), queue_size=64), kafka_settings, layout,
                    device_id=f"dev-{i}", model_dir=tmp_path / f"device-{i}" / "models", model_name=NAME,
                    buffer_path=tmp_path / f"device-{i}" / "buffer.sqlite", model_updates=True,
                    registry_token_file=token_file)
-        for i in range(2)
+        for i in range(10)
     ]
-    assert agents[1].predictor is None
+    assert all(agent.predictor is None for agent in agents[5:])
     stop = threading.Event()
     threads = [threading.Thread(target=a.run, args=(stop,), daemon=True) for a in agents]
     for thread in threads:
@@ -177,18 +180,24 @@ def test_devices_without_the_registry_folder_update_over_http_and_inline(
         over_http = registry.promote(NAME, 2, base_url=server.url, inline=False)
         assert over_http.inline is None and over_http.uri.startswith("http://")
         publish_model_update(kafka_settings, layout, over_http)
-        _wait_serving(agents, 2)
+        http_s = _wait_serving(agents, 2)
         dead_url = "http://127.0.0.1:9"  # nothing listens: only the inline bytes can deliver v3
         inline = registry.promote(NAME, 3, base_url=dead_url)
         assert inline.inline is not None
         publish_model_update(kafka_settings, layout, inline)
-        _wait_serving(agents, 3)
+        inline_s = _wait_serving(agents, 3)
     finally:
         stop.set()
         for thread in threads:
             thread.join(timeout=60)
     for i, agent in enumerate(agents):
-        assert agent.store.versions(NAME) == ([1, 2, 3] if i == 0 else [2, 3])
+        assert agent.store.versions(NAME) == ([1, 2, 3] if i < 5 else [2, 3])
         assert agent.ledger.get(NAME) == registry.record(NAME)
         applied = agent.metrics.registry.get_sample_value("streamedge_edge_model_updates_total", {"outcome": "applied"})
         assert applied == 2, i
+    # Over HTTP a device reads the message (manifest and URI) and downloads the model file alone.
+    model_bytes = (registry.path(NAME, 2) / over_http.manifest.model_file).stat().st_size
+    http_bytes = len(over_http.to_json()) + model_bytes
+    print(f"\npromote -> 10 devices serving: {http_s:.2f} s over HTTP ({http_bytes / 1000:.1f} KB per device: "
+          f"{len(over_http.to_json()) / 1000:.1f} KB message + {model_bytes / 1000:.1f} KB model), "
+          f"{inline_s:.2f} s inline ({len(inline.to_json()) / 1000:.1f} KB per device: the message)")
