@@ -42,6 +42,8 @@ def register(subparsers: Any) -> None:
             option(sub, "--topic-prefix", default="streamedge.", help="topic prefix the ACLs of --secure cover")
             option(sub, "--worker-group-prefix", default="streamedge-stream",
                    help="--secure: stream workers' app ids (consumer groups, Faust topics) start with this")
+            option(sub, "--retrainer-group-prefix", default="streamedge-retrainer",
+                   help="--secure: the retrainer's consumer group ('train watch --group-id') starts with this")
     topics = commands.add_parser("topics", help="create the topic layout (existing topics are kept)")
     add_kafka_options(topics)
     option(topics, "--partitions", type=int, default=6, help="partitions of the readings and result topics")
@@ -82,7 +84,7 @@ def _up(args: argparse.Namespace) -> int:
 
         security = broker.security
         grants = grant_acls(security.client_settings("admin", status.bootstrap), TopicLayout(prefix=args.topic_prefix),
-                            args.worker_group_prefix)
+                            args.worker_group_prefix, retrainer_group_prefix=args.retrainer_group_prefix)
         configs = security.write_client_configs(status.bootstrap)
         print(f"SASL_SSL (SCRAM-SHA-512) with {len(grants)} ACLs on {args.topic_prefix}*; CA {security.cafile}")
         print(f"client configs (streamedge --config FILE): {', '.join(str(path) for path in configs)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +19,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from streamedge.cli.main import main
+from streamedge.cli.main import build_parser, main
 from streamedge.contracts.signing import load_public_key
 from streamedge.edge.agent import EdgeAgent
 from streamedge.edge.models import ModelStore
 from streamedge.edge.settings import EdgeSettings
 from streamedge.edge.sources import IteratorSource, simulator_payloads
 from streamedge.errors import ConfigError
-from streamedge.kafka.acls import acl_table
+from streamedge.kafka.acls import RETRAINER_GROUP_PREFIX, Grant, acl_table
 from streamedge.kafka.broker import LocalBroker
 from streamedge.kafka.cluster import free_ports
 from streamedge.kafka.login import KafkaAccessError, KafkaLoginError, check_login
@@ -35,7 +36,7 @@ from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from streamedge.training.tiny import TINY_WINDOW, TinyModels
 from tests.conftest import REPO
-from tests.edge.helpers import consume_all, make_version
+from tests.edge.helpers import make_version
 from tests.services.helpers import WorkerProcess, consume_until, install, produce, reading
 from tests.streamedge.updates import signed_update
 
@@ -74,12 +75,33 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secure]:
 
 
 def test_the_acl_table_keeps_model_updates_to_the_promoter() -> None:
-    writers = {(g.principal, g.name) for g in acl_table(LAYOUT) if g.operation in ("WRITE", "ALL")}
+    table = acl_table(LAYOUT)
+    writers = {(g.principal, g.name) for g in table if g.operation in ("WRITE", "ALL")}
     assert {who for who, topic in writers if topic == LAYOUT.model_updates} == {"promoter"}
     assert not any(LAYOUT.model_updates.startswith(name) for _, name in writers if name != LAYOUT.model_updates)
     with pytest.raises(ConfigError, match="also covers topic"):
         acl_table(LAYOUT, worker_group_prefix="streamedge.")  # a prefix grant that would cover model-updates
+    with pytest.raises(ConfigError, match="also covers topic"):
+        acl_table(LAYOUT, retrainer_group_prefix="streamedge.")
 
+
+def test_the_acl_table_lets_the_promoter_run_the_canary_watcher_and_the_retrainer() -> None:
+    table = acl_table(LAYOUT)
+    readers = {(g.principal, g.name) for g in table if g.kind == "topic" and g.operation in ("READ", "ALL")}
+    writers = {(g.principal, g.name) for g in table if g.operation in ("WRITE", "ALL")}
+    # models watch-canary follows edge-telemetry (no group); train watch reads retrain-requests in a
+    # group and replays readings. Both publish signed updates, so both run as the promoter, not admin.
+    assert {(who, t) for who, t in readers if t in (LAYOUT.edge_telemetry, LAYOUT.retrain_requests)} == {
+        ("promoter", LAYOUT.edge_telemetry), ("promoter", LAYOUT.retrain_requests)}
+    assert ("promoter", LAYOUT.readings) in readers
+    assert Grant("promoter", "group", RETRAINER_GROUP_PREFIX, "READ", prefixed=True) in table
+    watch = build_parser().parse_args(["train", "watch", "--registry", "r", "--signing-key", "k", "--public-key", "p",
+                                       "--routes", "{}"])
+    assert watch.group_id.startswith(RETRAINER_GROUP_PREFIX)  # the default group is covered
+    # The promoter writes model-updates only, and reads nothing of the workers' output.
+    assert {t for who, t in writers if who == "promoter"} == {LAYOUT.model_updates}
+    assert {t for who, t in readers if who == "promoter"} == {
+        LAYOUT.edge_telemetry, LAYOUT.retrain_requests, LAYOUT.readings}
 
 
 def test_the_client_port_speaks_no_plaintext(secure: Secure) -> None:
@@ -87,6 +109,7 @@ def test_the_client_port_speaks_no_plaintext(secure: Secure) -> None:
     assert broker.status().running  # TLS handshake verified against the run's CA, SCRAM offered
     plain = LocalBroker(broker.state_dir, broker.port, broker.controller_port)  # the same process, PLAINTEXT probe
     assert plain.status().detail.endswith(f"alive but not answering on {broker.bootstrap}")
+
 
 def test_worker_reads_readings_and_writes_results_over_sasl_ssl(secure: Secure, tiny_models: TinyModels,
                                                                tmp_path: Path) -> None:
@@ -152,13 +175,23 @@ def test_promotion_reaches_a_running_agent_over_sasl_ssl(secure: Secure, tiny_mo
         while agent.predictor.version != 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert agent.predictor.version == 2  # read with the device's credential, verified, swapped
-        time.sleep(1.0)  # a few results from the new version
+        found = consume_until(secure.settings("admin"), [LAYOUT.edge_results],
+                              lambda ms: any(json.loads(m.value)["version"] == 2 for m in ms), timeout=60)
+        results = [json.loads(m.value) for m in found]
+        assert {r["device_id"] for r in results} == {"dev-sasl"} and 2 in {r["version"] for r in results}
+        # What models watch-canary reads: the device's heartbeats, with the promoter's credential.
+        beats = consume_until(secure.settings("promoter"), [LAYOUT.edge_telemetry],
+                              lambda ms: any(_is_heartbeat(m.value, "dev-sasl", 2) for m in ms), timeout=60)
+        assert any(_is_heartbeat(m.value, "dev-sasl", 2) for m in beats)
     finally:
         stop.set()
         thread.join(timeout=60)
     assert not thread.is_alive()
-    results = consume_all(secure.settings("admin"), LAYOUT.edge_results, expect=100_000, timeout_s=5)
-    assert {r["device_id"] for r in results} == {"dev-sasl"} and 2 in {r["version"] for r in results}
+
+
+def _is_heartbeat(value: bytes, device: str, version: int) -> bool:
+    event = json.loads(value)
+    return bool(event["device_id"] == device and event["type"] == "heartbeat" and event["version"] == version)
 
 
 @pytest.mark.parametrize("principal", ["device", "worker"])
@@ -172,8 +205,51 @@ def test_device_and_worker_cannot_publish_model_updates(secure: Secure, tiny_mod
     assert f"'{principal}'" in str(refused.value)
 
     check_login(secure.settings(principal))  # the credential itself is good: only the write is refused
-    published = consume_all(secure.settings("admin"), LAYOUT.model_updates, expect=100, timeout_s=2)
-    assert all(u["promotion"]["sequence"] != 99 for u in published if u.get("promotion"))
+    # model-updates has one partition: a marker the promoter sends after the refusal is the first
+    # message the refused update could have come before.
+    marker = f"acl-marker-{principal}-{uuid.uuid4().hex}".encode()
+    produce(secure.settings("promoter"), LAYOUT.model_updates, [(marker, None)])  # a tombstone: no update
+    found = consume_until(secure.settings("admin"), [LAYOUT.model_updates],
+                          lambda ms: any(m.key == marker for m in ms), timeout=60)
+    keys = [m.key for m in found]
+    assert marker in keys
+    before = found[:keys.index(marker)]
+    assert update.to_json() not in {m.value for m in before}
+    assert all(json.loads(m.value)["promotion"]["sequence"] != 99 for m in before if m.value and b"promotion" in m.value)
+
+
+def test_the_promoter_runs_the_retrainer_in_its_consumer_group(secure: Secure, tiny_models: TinyModels,
+                                                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streamedge.training.kafka_source import replay_topic
+
+    produce(secure.settings("device"), LAYOUT.readings, [(b"dev-replay/s", reading("dev-replay", seq)) for seq in range(3)])
+    replayed = replay_topic(secure.settings("promoter"), LAYOUT.readings, keys=["dev-replay/s"])
+    assert replayed.ids == ["dev-replay/s"] and len(replayed.series[0]) == 3  # the retrainer's history replay
+
+    admin = KafkaConsumer(**secure.settings("admin").kafka_python_config(), group_id=None)
+    try:
+        partition = TopicPartition(LAYOUT.retrain_requests, 0)  # one partition: requests are answered in order
+        earlier = admin.end_offsets([partition])[partition]  # e.g. what the worker test's monitor asked
+    finally:
+        admin.close()
+    run = uuid.uuid4().hex
+    produce(secure.settings("worker"), LAYOUT.retrain_requests, [
+        (b"tiny-forecaster", json.dumps({"model": "tiny-forecaster", "version": 1, "trigger": f"{name}-{run}"}).encode())
+        for name in ("first", "second")])
+    watch = ["--config", str(secure.configs["promoter"]), "train", "watch", "--registry", str(tmp_path / "registry"),
+             "--signing-key", str(tiny_models.signing_key), "--public-key", str(tiny_models.public_key),
+             "--routes", '{"s": ["tiny-forecaster"]}', "--group-id", "streamedge-retrainer-sasl",
+             "--work-dir", str(tmp_path / "work"), "--no-progress"]
+    capsys.readouterr()
+    assert main([*watch, "--max-requests", str(earlier + 1)]) == 0
+    outcomes = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [o["trigger"] for o in outcomes[-1:]] == [f"first-{run}"]
+    # The registry has no promoted version: answered (not retrained), and committed in the group.
+    assert outcomes[-1]["outcome"] == "failed" and "no promoted version" in outcomes[-1]["reason"]
+    assert main([*watch, "--max-requests", "1"]) == 0
+    assert [json.loads(line)["trigger"] for line in capsys.readouterr().out.splitlines()] == [f"second-{run}"]
 
 
 def test_a_wrong_password_is_one_clear_line(secure: Secure, tiny_models: TinyModels, tmp_path: Path,
