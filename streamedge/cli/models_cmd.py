@@ -1,4 +1,5 @@
-"""``streamedge models ...``: the model registry (add, list, show, promote, rollback, verify, keygen, serve, watch-canary)."""
+"""``streamedge models ...``: the model registry (add, list, show, promote, rollback, announce, verify, keygen,
+serve, watch-canary)."""
 
 from __future__ import annotations
 
@@ -61,11 +62,16 @@ def register(subparsers: Any) -> None:
         sub.add_argument("name")
         if name == "promote":
             sub.add_argument("version", type=int)
-            option(sub, "--to", dest="to_group", default=None, metavar="GROUP",
-                   help="promote to the devices of this group only (edge --group); the others keep the fleet version")
-            option(sub, "--canary", default=None, metavar="PCT",
-                   help="promote to a stable share of the fleet (e.g. 10%%: devices whose hash of model and "
-                        "device id falls in 0..PCT-1 of 0..99); the others keep the fleet version")
+            # Flags only, never from an env var or the config file: a leftover setting must not
+            # turn every later promotion into a staged one.
+            staged = sub.add_mutually_exclusive_group()
+            staged.add_argument("--to", dest="to_group", default=None, metavar="GROUP",
+                                help="promote to the devices of this group only (edge --group); the others keep "
+                                     "the fleet version [flag only: no env var]")
+            staged.add_argument("--canary", default=None, metavar="PCT",
+                                help="promote to a stable share of the fleet (e.g. 10%%: devices whose hash of "
+                                     "model and device id falls in 0..PCT-1 of 0..99); the others keep the fleet "
+                                     "version [flag only: no env var]")
         _registry_option(sub)
         option(sub, "--public-key", type=Path, required=True, help="trusted Ed25519 public key (PEM)")
         option(sub, "--signing-key", type=Path, required=True,
@@ -77,6 +83,19 @@ def register(subparsers: Any) -> None:
         option(sub, "--no-publish", action="store_true", help="update the registry only, publish nothing")
         add_kafka_options(sub)
         sub.set_defaults(handler=handler)
+
+    text = ("publish the current signed promotion record of NAME again (e.g. after a rollback whose "
+            "publish failed); issues no new record")
+    announce = commands.add_parser("announce", help=text, description=text)
+    announce.add_argument("name")
+    _registry_option(announce)
+    option(announce, "--public-key", type=Path, required=True, help="trusted Ed25519 public key (PEM)")
+    option(announce, "--serve-url", env="STREAMEDGE_MODELS_SERVE_URL", default=None,
+           help="base URL of 'streamedge models serve' (e.g. https://registry:8765); default: a file:// URI")
+    option(announce, "--no-inline", action="store_true",
+           help="never carry the model inside the message (default: inline when under 512 KiB)")
+    add_kafka_options(announce)
+    announce.set_defaults(handler=_announce, no_publish=False)
 
     register_watch(commands)
 
@@ -189,10 +208,14 @@ def _promote(args: argparse.Namespace) -> int:
     registry.verify(args.name, args.version, _load_key(args))
     from streamedge.errors import ConfigError
 
-    if args.to_group and args.canary:
+    if args.to_group is not None and args.canary is not None:
         raise ConfigError("--to and --canary exclude each other")
-    target = (f"group:{args.to_group}" if args.to_group else
-              f"canary:{str(args.canary).removesuffix('%')}" if args.canary else None)
+    for flag, value in (("--to", args.to_group), ("--canary", args.canary)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag} needs a value (a group name / a share such as 10%); "
+                              "leave the flag out to promote to the whole fleet")
+    target = (f"group:{args.to_group}" if args.to_group is not None else
+              f"canary:{args.canary.removesuffix('%')}" if args.canary is not None else None)
     _publish(args, registry.promote(args.name, args.version, load_private_key(args.signing_key),
                                     base_url=args.serve_url, inline=not args.no_inline, target=target))
     return 0
@@ -203,6 +226,11 @@ def _rollback(args: argparse.Namespace) -> int:
 
     _publish(args, _registry(args).rollback(args.name, load_private_key(args.signing_key),
                                             base_url=args.serve_url, inline=not args.no_inline))
+    return 0
+
+
+def _announce(args: argparse.Namespace) -> int:
+    _publish(args, _registry(args).announcement(args.name, base_url=args.serve_url, inline=not args.no_inline))
     return 0
 
 

@@ -124,7 +124,9 @@ def test_ten_agents_bad_canary_is_rolled_back_and_the_others_never_switch(
 
     fleet_metrics = CollectorRegistry()
     watcher = CanaryWatcher(registry, NAME, key, publish,
-                            CanaryPolicy(margin=0.5, min_samples=40, min_devices=2, stale_after_s=10.0),
+                            # 60 s: far beyond a late heartbeat (0.5 s period) on a loaded machine, so the
+                            # exact counts below (8 fleet devices, the gauges) never miss one.
+                            CanaryPolicy(margin=0.5, min_samples=40, min_devices=2, stale_after_s=60.0),
                             FleetMetrics(fleet_metrics))
     watcher_stop, watcher_ready = threading.Event(), threading.Event()
     result: list[ModelUpdate | None] = []
@@ -154,7 +156,7 @@ def test_ten_agents_bad_canary_is_rolled_back_and_the_others_never_switch(
                                          stderr=subprocess.STDOUT)
     try:
         def fleet_ready() -> bool:
-            reports = watcher.view.reports(NAME, time.monotonic(), 10.0)
+            reports = watcher.view.reports(time.monotonic())
             return (len({r.device_id for r in reports if r.version == 1 and r.count >= 40}) == 10
                     and all(PromotionLedger(tmp_path / d / "models").get(NAME) == registry.record(NAME)
                             for d in devices))

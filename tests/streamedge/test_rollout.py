@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from streamedge.contracts.model_update import ModelUpdate
 from streamedge.contracts.promotion import PromotionLedger, PromotionRecord, StaleUpdateError, sign_record, verify_record
 from streamedge.contracts.rollout import RolloutTarget, canary_bucket, parse_target
 from streamedge.contracts.signing import generate_keypair, load_private_key, load_public_key
@@ -167,8 +169,72 @@ def test_cli_promotes_to_a_group_or_a_canary_share(tiny_models: TinyModels, tmp_
     assert main(["models", "promote", name, "2", "--to", "eu-west", *common]) == 0
     record = registry.record(name)
     assert record is not None and (record.target, record.fleet_version, record.sequence) == ("group:eu-west", 1, 3)
-    assert main(["models", "promote", name, "2", "--to", "eu", "--canary", "5", *common]) == 1
+    with pytest.raises(SystemExit) as usage:
+        main(["models", "promote", name, "2", "--to", "eu", "--canary", "5", *common])
+    assert usage.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
     assert main(["models", "promote", name, "2", "--canary", "150%", *common]) == 1
     assert "canary:<1-100>" in capsys.readouterr().err
     assert main(["models", "rollback", name, *common]) == 0
     assert registry.canary(name) is None and registry.active_version(name) == 1
+
+
+def test_cli_refuses_an_empty_target_and_reads_none_from_the_environment(
+        tiny_models: TinyModels, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamedge.cli.main import main
+
+    key = load_private_key(tiny_models.signing_key)
+    registry = ModelRegistry(tmp_path / "registry", key)
+    registry.add(tiny_models.forecaster, key)
+    registry.add(make_version(tiny_models.forecaster, tmp_path / "v2", 2, tiny_models.signing_key), key)
+    name = registry.names()[0]
+    common = ["--registry", str(registry.root), "--public-key", str(tiny_models.public_key),
+              "--signing-key", str(tiny_models.signing_key), "--no-publish"]
+    assert main(["models", "promote", name, "1", *common]) == 0
+    for flag in ("--to", "--canary"):
+        for empty in ("", " "):
+            assert main(["models", "promote", name, "2", flag, empty, *common]) == 1
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and f"{flag} needs a value" in err
+    assert registry.active_version(name) == 1 and registry.record(name).sequence == 1  # type: ignore[union-attr]
+    # A leftover export (under the names option() would have derived, or any other) stages nothing.
+    for env in ("STREAMEDGE_TO_GROUP", "STREAMEDGE_CANARY", "STREAMEDGE_MODELS_PROMOTE_TO",
+                "STREAMEDGE_MODELS_PROMOTE_CANARY"):
+        monkeypatch.setenv(env, "10")
+    assert main(["models", "promote", name, "2", *common]) == 0
+    record = registry.record(name)
+    assert record is not None and record.target is None and registry.canary(name) is None
+    assert "[flag only: no env var]" in _help(main, ["models", "promote", "--help"], capsys)
+
+
+def _help(main: Any, argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit):
+        main(argv)
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_cli_announce_republishes_the_current_record_without_issuing_one(
+        tiny_models: TinyModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from streamedge.cli.main import main
+    from streamedge.kafka import model_updates
+
+    key = load_private_key(tiny_models.signing_key)
+    registry = ModelRegistry(tmp_path / "registry", key)
+    registry.add(tiny_models.forecaster, key)
+    registry.add(make_version(tiny_models.forecaster, tmp_path / "v2", 2, tiny_models.signing_key), key)
+    name = registry.names()[0]
+    registry.promote(name, 1)
+    registry.promote(name, 2, target="canary:20")
+    registry.rollback_canary(name)
+    sent: list[ModelUpdate] = []
+    monkeypatch.setattr(model_updates, "publish_model_update", lambda settings, layout, update: sent.append(update))
+    assert main(["models", "announce", name, "--registry", str(registry.root),
+                 "--public-key", str(tiny_models.public_key)]) == 0
+    assert len(sent) == 1 and sent[0].promotion == registry.record(name)
+    back = sent[0].promotion
+    assert back is not None and (sent[0].version, sent[0].action, back.sequence) == (1, "rollback", 3)
+    assert "record #3" in capsys.readouterr().out
+    assert main(["models", "announce", "unknown", "--registry", str(registry.root),
+                 "--public-key", str(tiny_models.public_key)]) == 1
+    assert "no promotion to announce" in capsys.readouterr().err and len(sent) == 1
