@@ -125,14 +125,17 @@ class StreamWorker:
         and size the replication of Faust's own topics to the cluster (3 with 3 brokers or more).
 
         Raises:
-            ConfigError: a routed model is neither installed locally nor announced.
+            ConfigError: a routed model is neither installed locally nor announced (with the
+                reason its update was refused, e.g. a staged record whose fleet version is gone).
         """
         if self.settings.follow_updates:
             self._update_offsets = catch_up(self.follower, self.kafka, self.layout.model_updates)
         missing = [name for name in self.settings.model_names() if name not in self.models]
         if missing:
+            why = self.follower.refusals
             raise ConfigError(f"routed model(s) not available in {self.settings.model_dir} nor on "
-                              f"{self.layout.model_updates}: {', '.join(missing)}")
+                              f"{self.layout.model_updates}: "
+                              + ", ".join(f"{name} ({why[name]})" if name in why else name for name in missing))
         self.processor.store.resize(self.models.max_window())
         self._replicas = default_replication(self.kafka)
 

@@ -14,7 +14,10 @@ The processor runs batches synchronously, so a swap always falls between two bat
 Workers serve the fleet: a staged record (a canary share or a device group, see
 :mod:`streamedge.contracts.rollout`) keeps them on its ``fleet_version``; they accept it (so
 the ledger's order holds) and load the fleet version from ``model_dir`` when they do not
-serve it yet, never the canary. Any
+serve it yet, never the canary. A staged message carries only the canary's model, so at
+start-up :func:`catch_up` first installs a missing fleet version from the newest whole-fleet
+record of it still on the topic (before compaction removes it); without one, the staged
+record is refused with that reason. Any
 message, however malformed, is logged and counted (``streamedge_stream_model_reloads_total
 {outcome="rejected"}``; model label ``unparsable`` unless it names a routed model) and the old
 version keeps serving: nothing a message says can stop the worker or its start-up catch-up.
@@ -63,6 +66,8 @@ class ModelFollower:
         self.fetch = fetch or FetchOptions()
         self.ledger = PromotionLedger(model_dir)
         self.routed = set(processor.settings.model_names())
+        # Why the last update of a model was refused (one line), until one is applied.
+        self.refusals: dict[str, str] = {}
 
     def handle(self, key: bytes | None, payload: bytes | None) -> str:
         """Apply one update message; returns ``ignored``, ``current``, ``loaded`` or ``rejected``."""
@@ -117,8 +122,50 @@ class ModelFollower:
         active = self.processor.models.get(update.name)
         if active is not None and active.version == record.fleet_serving:
             self._accept(record)
+            self.refusals.pop(update.name, None)
             return "current"
         return update
+
+    def install_fleet_version(self, staged: PromotionRecord, source: ModelUpdate | None) -> bool:
+        """Before applying the verified staged record ``staged``, make sure its fleet version is in ``model_dir``.
+
+        Only the files are installed (fetched and verified like any update); no record is
+        accepted and nothing is swapped, so the staged record alone decides what is served and
+        nothing is downgraded.
+
+        Args:
+            staged: a verified record with a partial target.
+            source: a verified whole-fleet update of ``staged.fleet_version`` with ``staged.fleet_sha256``
+                (an earlier record of the topic), or None when none is left.
+
+        Returns:
+            Whether the fleet version is there (or already served); False after logging and
+            counting the refusal.
+        """
+        name, version = staged.model, staged.fleet_serving
+        active = self.processor.models.get(name)
+        if (self.model_dir / name / str(version)).is_dir() or (active is not None and active.version == version):
+            return True
+        if source is None or source.promotion is None or source.promotion.partial \
+                or (source.version, source.manifest.sha256) != (version, staged.fleet_sha256):
+            reason = (f"staged record #{staged.sequence} keeps workers on v{version}, which is neither in "
+                      f"{self.model_dir} nor announced by a whole-fleet record still on the topic (compacted "
+                      f"away): install v{version} there, or end the staged promotion")
+            _log.error("%s: %s", name, reason)
+            self.refusals[name] = reason
+            self.processor.metrics.model_rejected(name)
+            return False
+        try:
+            fetch_model(source, self.model_dir, self.public_key, self.fetch)
+        except (StreamedgeError, OSError) as exc:
+            reason = f"fleet version v{version} (record #{source.promotion.sequence}) not installed: {exc}"
+            _log.error("%s: %s", name, reason)
+            self.refusals[name] = reason
+            self.processor.metrics.model_rejected(name)
+            return False
+        _log.info("%s v%d installed from record #%d: the fleet version of staged record #%d", name, version,
+                  source.promotion.sequence, staged.sequence)
+        return True
 
     def _accept(self, record: PromotionRecord) -> None:
         try:
@@ -159,6 +206,7 @@ class ModelFollower:
             return self._rejected(update, exc)
         if update.promotion is not None:
             self._accept(update.promotion)
+        self.refusals.pop(update.name, None)
         _log.info("%s v%d is now active (%s)", update.name, loaded.manifest.version, update.action)
         return "loaded"
 
@@ -166,6 +214,7 @@ class ModelFollower:
         active = self.processor.models.get(update.name)
         _log.error("%s v%d rejected, v%s keeps serving: %s", update.name, update.version,
                    active.version if active else "-", exc)
+        self.refusals[update.name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         self.processor.metrics.model_rejected(update.name)
         return "rejected"
 
@@ -199,7 +248,11 @@ def catch_up(follower: ModelFollower, kafka: KafkaSettings, topic: str, timeout_
 
     Every message is parsed and verified; per routed model only the verified one with the
     highest promotion sequence is applied (so a forged or replayed message later in the log
-    cannot shadow the real latest one, and only one version per model is loaded).
+    cannot shadow the real latest one, and only one version per model is loaded). When that one
+    is staged (its message carries the canary's model only) and the worker lacks its fleet
+    version, the newest verified whole-fleet update of that version and sha256 still on the topic
+    provides the files first (:meth:`ModelFollower.install_fleet_version`); the ledger still ends
+    on the newest record.
     """
     from kafka import KafkaConsumer, TopicPartition
 
@@ -210,7 +263,9 @@ def catch_up(follower: ModelFollower, kafka: KafkaSettings, topic: str, timeout_
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         ends = consumer.end_offsets(tps)
-        latest: dict[str, tuple[int, bytes, bytes | None]] = {}
+        latest: dict[str, tuple[ModelUpdate, bytes, bytes | None]] = {}
+        # Newest whole-fleet update per (model, version, sha256): a staged record's fleet version.
+        fleet: dict[tuple[str, int, str], ModelUpdate] = {}
         deadline = time.monotonic() + timeout_s
         for tp in tps:
             while consumer.position(tp) < ends[tp]:
@@ -221,11 +276,25 @@ def catch_up(follower: ModelFollower, kafka: KafkaSettings, topic: str, timeout_
                         update = follower.verified(record.key, record.value)
                         if isinstance(update, str) or update.promotion is None:
                             continue
+                        promotion = update.promotion
                         held = latest.get(update.name)
-                        if held is None or update.promotion.sequence > held[0]:
-                            latest[update.name] = (update.promotion.sequence, record.key, record.value)
-        for _, key, value in latest.values():
+                        if held is None or promotion.sequence > _sequence(held[0]):
+                            latest[update.name] = (update, record.key, record.value)
+                        if not promotion.partial:
+                            slot = (update.name, promotion.version, promotion.sha256)
+                            if slot not in fleet or promotion.sequence > _sequence(fleet[slot]):
+                                fleet[slot] = update
+        for update, key, value in latest.values():
+            staged = update.promotion
+            if staged is not None and staged.partial:
+                source = fleet.get((update.name, staged.fleet_serving, staged.fleet_sha256 or ""))
+                if not follower.install_fleet_version(staged, source):
+                    continue
             follower.handle(key, value)
         return {tp.partition: ends[tp] for tp in tps}
     finally:
         consumer.close()
+
+
+def _sequence(update: ModelUpdate) -> int:
+    return update.promotion.sequence if update.promotion is not None else 0
