@@ -41,7 +41,7 @@ def test_bench_forecasters_scores_every_method_on_many_short_series(tmp_path: Pa
 def test_bench_anomalies_scores_both_detectors_point_and_event_wise(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     t = np.arange(400)
-    values = np.sin(2 * np.pi * t / 24) + 0.05 * rng.standard_normal(len(t))
+    values = np.sin(2 * np.pi * t / 6) + 0.05 * rng.standard_normal(len(t))
     labels = np.zeros(len(t), dtype=int)
     for at in (260, 330):
         values[at] += 4.0
@@ -51,10 +51,11 @@ def test_bench_anomalies_scores_both_detectors_point_and_event_wise(tmp_path: Pa
     (data / "yahoo.csv").write_text("data,label\n" + "\n".join(f"{v:.5f},{y}" for v, y in zip(values, labels, strict=True)))
     out = tmp_path / "anomalies.json"
     argv = ["bench", "anomalies", "--out", str(out), "--series", "yahoo", "--data-dir", str(data),
-            "--work-dir", str(tmp_path / "work"), "--epochs", "1", "--k", "4"]
+            "--work-dir", str(tmp_path / "work"), "--epochs", "1", "--k", "4", "--season", "6"]
     assert main(argv) == 0
     row = json.loads(out.read_text())["rows"][0]
     assert row["train_end"] == 200 and row["test_readings"] == 200 and row["labelled_in_test"] == 2
+    assert row["spec"]["season"] == 6 and row["window"] == 18
     zscore = row["detectors"]["rolling_zscore k=4"]
     assert zscore["event"]["events_found"] == 2 and zscore["point"]["recall"] == 1.0
     residual = row["detectors"]["forecast_residual k=4"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import sys
 import time
@@ -62,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", default="3,4", help="band half-widths in standard deviations, comma-separated "
                                                     "(4 is the stream worker's and edge agent's default)")
     parser.add_argument("--epochs", type=int, default=None, help="override the maximum epochs (toy runs)")
+    parser.add_argument("--season", type=int, default=None, help="override every series' season (toy runs)")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
 
 
@@ -100,6 +102,8 @@ def _one_series(args: argparse.Namespace, spec: LabelledSeries, ks: list[float])
     )
     from streamedge.training.forecast import default_recent, default_window, train_forecaster
 
+    if args.season is not None:
+        spec = dataclasses.replace(spec, season=args.season)
     series, labels = _read((args.data_dir or data_dir() / "anomaly") / spec.file)
     first = int(np.argmax(labels)) if labels.any() else len(series)
     train_end = min(len(series) // 2, first)
