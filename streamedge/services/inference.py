@@ -8,6 +8,7 @@ windows of the batch, from every key, and hands each job its rows (or the reason
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,8 @@ Refusal = tuple[str, str, int | None]
 
 @dataclass
 class Job:
-    """One admitted message: its block, where it came from, and what each model made of it.
+    """One admitted message: a reading block or a single reading, where it came from, and what
+    each model made of it.
 
     ``picks[name]`` are the block's sample indexes with a window for ``name`` (ascending);
     ``windows[name]`` the ``(len(picks), window, n_features)`` float64 views of those windows;
@@ -41,8 +43,7 @@ class Job:
     finite output row as plain floats.
     """
 
-    block: ReadingBlock
-    single: Reading | None
+    message: Reading | ReadingBlock
     source: Source
     ext: Extension
     models: list[str]
@@ -54,6 +55,17 @@ class Job:
     row: dict[str, list[Any]] = field(default_factory=dict)
     shadow: dict[str, list[Any]] = field(default_factory=dict)
     failures: dict[str, Refusal] = field(default_factory=dict)
+
+    @property
+    def single(self) -> Reading | None:
+        """The message when it was a single reading (the per-reading path), else None."""
+        return self.message if isinstance(self.message, Reading) else None
+
+    @functools.cached_property
+    def block(self) -> ReadingBlock:
+        """The message as a block (a single reading: a block of one, built only when asked)."""
+        message = self.message
+        return message if isinstance(message, ReadingBlock) else ReadingBlock.from_reading(message)
 
 
 # Most float32 window bytes per TFLite invoke: a micro-batch of hostile 4,096-sample blocks
@@ -85,10 +97,12 @@ _ONLY.setflags(write=False)
 def collect_windows(job: Job, models: ModelSet, classify_stride: int) -> None:
     """Pick the samples with a full window per model and cut their windows as views
     (``job.picks`` and ``job.windows``)."""
-    rows, start, n = job.ext.rows, job.ext.start, len(job.block)
-    if job.single is not None:
-        _collect_one(job, models, classify_stride, rows, start)
+    rows, start = job.ext.rows, job.ext.start
+    single = job.single
+    if single is not None:
+        _collect_one(job, single.seq, models, classify_stride, rows, start)
         return
+    n = len(job.block)
     for name in job.models:
         model = models.get(name)
         if model is None:
@@ -109,10 +123,9 @@ def collect_windows(job: Job, models: ModelSet, classify_stride: int) -> None:
         job.windows[name] = view[begin : begin + step * (len(picks) - 1) + 1 : step].transpose(0, 2, 1)
 
 
-def _collect_one(job: Job, models: ModelSet, classify_stride: int, rows: npt.NDArray[np.float64],
+def _collect_one(job: Job, seq: int, models: ModelSet, classify_stride: int, rows: npt.NDArray[np.float64],
                  start: int) -> None:
     """A single reading's windows: one slice per model (numpy calls cost more than the work)."""
-    seq = job.block.seq
     for name in job.models:
         model = models.get(name)
         if model is None:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamedge.contracts.reading import Reading, ReadingBlock, Rejection, parse_message
+from streamedge.contracts.reading import Reading, Rejection, parse_message
 from streamedge.services.block_results import (
     RESULT_MAX_BYTES,
     anomaly_messages,
@@ -116,26 +116,25 @@ class Processor:
         parsed = parse_message(payload)
         if isinstance(parsed, Rejection):
             return parsed.reason, parsed.detail, parsed.sample
-        single = parsed if isinstance(parsed, Reading) else None
-        block = ReadingBlock.from_reading(parsed) if isinstance(parsed, Reading) else parsed
-        if self.settings.devices and not any(fnmatch.fnmatchcase(block.device_id, p) for p in self.settings.devices):
-            return "unknown_device", f"device {block.device_id!r} is not in the allow-list", None
-        names = self._routed(block.stream)
+        single = isinstance(parsed, Reading)
+        if self.settings.devices and not any(fnmatch.fnmatchcase(parsed.device_id, p) for p in self.settings.devices):
+            return "unknown_device", f"device {parsed.device_id!r} is not in the allow-list", None
+        names = self._routed(parsed.stream)
         if not names:
-            return "unknown_stream", f"no model is routed to stream {block.stream!r}", None
-        width = block.values.shape[1]
+            return "unknown_stream", f"no model is routed to stream {parsed.stream!r}", None
+        width = len(parsed.values) if isinstance(parsed, Reading) else parsed.values.shape[1]
         for name in names:
             model = self.models.get(name)
             if model is None:
-                return "model_unavailable", f"model {name!r} routed to {block.stream!r} is not loaded", None
+                return "model_unavailable", f"model {name!r} routed to {parsed.stream!r} is not loaded", None
             if model.manifest.n_features != width:
                 return ("wrong_feature_count", f"{width} values but {name} takes {model.manifest.n_features} features",
                         None)
-        ext = self.store.accept(block, source.timestamp, source.partition)
+        ext = self.store.accept(parsed, source.timestamp, source.partition)
         if isinstance(ext, str):
-            return (ext, f"seq {block.seq} ts {float(block.ts[0])} after seq {self._last(block.key)}",
-                    None if single is not None else 0)
-        return Job(block, single, source, ext, names, payload)
+            first_ts = parsed.ts if isinstance(parsed, Reading) else float(parsed.ts[0])
+            return (ext, f"seq {parsed.seq} ts {first_ts} after seq {self._last(parsed.key)}", None if single else 0)
+        return Job(parsed, source, ext, names, payload)
 
     def _last(self, key: str) -> str:
         state = self.store.get(key)
@@ -160,7 +159,7 @@ class Processor:
             if isinstance(admitted, Job):
                 collect_windows(admitted, self.models, self.settings.classify_stride)
                 jobs.append(admitted)
-                samples += len(admitted.block)
+                samples += 1 if admitted.single is not None else len(admitted.block)
             elif emit:
                 reason, detail, sample = admitted
                 samples += 1
@@ -189,8 +188,9 @@ class Processor:
         if job.failures and emit:
             reason, detail, sample = next(iter(job.failures.values()))
             outputs.append(self._dead_letter(job.payload, job.source, reason, detail, now, sample))
-        if job.single is not None:
-            self._emit_one(job, job.single, now, outputs, emit)
+        single = job.single
+        if single is not None:
+            self._emit_one(job, single, now, outputs, emit)
             return
         for name in job.models:
             model = self.models.get(name)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from streamedge.contracts.reading import Reading, ReadingBlock
 
@@ -88,6 +89,9 @@ def result(kind: str, reading: Reading, source: Source, model: str, version: int
         model, version: the model that produced the result.
         body: the kind's own fields.
         produced_at: wall-clock seconds since the epoch.
+
+    Every number in ``body`` must be finite (the processor scores and emits only finite values;
+    orjson, which writes a result in a tenth of the time ``json`` takes, would write NaN as null).
     """
     record = {
         "type": kind,
@@ -102,7 +106,7 @@ def result(kind: str, reading: Reading, source: Source, model: str, version: int
         "produced_at": produced_at,
         **body,
     }
-    return _encode(record).encode()
+    return orjson.dumps(record)
 
 
 @functools.lru_cache(maxsize=64)

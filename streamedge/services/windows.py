@@ -141,17 +141,15 @@ class WindowStore:
             partition: the source partition (so a revoked partition's keys can be dropped).
         """
         if isinstance(block, Reading):
-            block = ReadingBlock.from_reading(block)
+            return self._accept_one(block, seen_at, partition)
         self._now = max(self._now, seen_at)
         key = block.key
         state = self._keys.get(key)
         last_seq, last_ts = block.last_seq, float(block.ts[-1])
         if state is not None:
-            first_ts = float(block.ts[0])
-            if block.seq == state.last_seq or first_ts == state.last_ts:
-                return "duplicate"
-            if block.seq < state.last_seq or first_ts < state.last_ts:
-                return "out_of_order"
+            rejected = self._order(state, block.seq, float(block.ts[0]))
+            if rejected is not None:
+                return rejected
             if block.values.shape[1] != state.n_features:
                 # A key that changes its feature count starts a fresh window.
                 state.values = state.values[:0].reshape(0, block.values.shape[1])
@@ -171,6 +169,47 @@ class WindowStore:
             self._drop(next(iter(self._keys)))
             self.evicted += 1
         return Extension(state, block.values, 0)
+
+    def _accept_one(self, reading: Reading, seen_at: float, partition: int) -> Extension | OrderRejection:
+        """:meth:`accept` for a single reading: the same rules, with one row copied in place of a
+        block's arrays (a numpy call costs more than the work here)."""
+        if seen_at > self._now:
+            self._now = seen_at
+        key = reading.key
+        state = self._keys.get(key)
+        width = len(reading.values)
+        if state is None or state.n_features != width:
+            if state is not None:
+                rejected = self._order(state, reading.seq, reading.ts)
+                if rejected is not None:
+                    return rejected
+                # A key that changes its feature count starts a fresh window.
+                state.values = state.values[:0].reshape(0, width)
+                state.pending.clear()
+                state.n_features = width
+            else:
+                return self.accept(ReadingBlock.from_reading(reading), seen_at, partition)
+        rejected = self._order(state, reading.seq, reading.ts)
+        if rejected is not None:
+            return rejected
+        kept = state.values
+        start = len(kept)
+        rows = np.empty((start + 1, width))
+        rows[:start] = kept
+        rows[start] = reading.values
+        # A view of the fresh ``rows``: at most one row more than the capacity stays allocated.
+        state.values = rows[1:] if start + 1 > self.capacity else rows
+        state.last_seq, state.last_ts, state.last_seen = reading.seq, reading.ts, seen_at
+        self._keys.move_to_end(key)
+        return Extension(state, rows, start)
+
+    @staticmethod
+    def _order(state: KeyState, seq: int, first_ts: float) -> OrderRejection | None:
+        if seq == state.last_seq or first_ts == state.last_ts:
+            return "duplicate"
+        if seq < state.last_seq or first_ts < state.last_ts:
+            return "out_of_order"
+        return None
 
     def expire(self) -> int:
         """Drop keys idle for longer than ``idle_ttl_s``; returns how many were dropped."""
