@@ -135,6 +135,11 @@ def _reject_constant(name: str) -> float:
     raise _NonFiniteConstant(name)
 
 
+# Built once: ``json.loads`` with a keyword argument builds a new decoder per call.
+_STRICT = json.JSONDecoder(parse_constant=_reject_constant)
+_LENIENT = json.JSONDecoder(parse_constant=float)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -393,7 +398,9 @@ def _decode(payload: bytes | bytearray | memoryview | None, limit: int,
     except UnicodeDecodeError as exc:
         return Rejection("not_utf8", f"not UTF-8 at byte {exc.start}")
     try:
-        obj = json.loads(text, parse_constant=float if constants else _reject_constant)
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        obj = (_LENIENT if constants else _STRICT).decode(text)
     except _NonFiniteConstant as exc:
         return Rejection("non_finite", f"JSON holds the non-standard constant {exc}")
     except ValueError as exc:

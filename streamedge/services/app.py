@@ -171,8 +171,9 @@ class StreamWorker:
         )
         readings = app.topic(self.layout.readings, key_serializer="raw", value_serializer="raw")
 
-        async def send(topic: str, key: bytes | None, value: bytes) -> Any:
-            return await app.producer.send(topic, key, value, None, None, None)
+        def send(topic: str, key: bytes | None, value: bytes) -> Any:
+            # The producer's own coroutine, awaited by Delivery: no wrapper coroutine per message.
+            return app.producer.send(topic, key, value, None, None, None)
 
         self.delivery = Delivery(send, self.metrics, _MAX_INFLIGHT)
 

@@ -24,8 +24,7 @@ import functools
 import hashlib
 import json
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -49,9 +48,9 @@ _DETAIL_CHARS = 1000
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where a message came from: topic, partition, offset, Kafka timestamp (seconds), key."""
+class Source(NamedTuple):
+    """Where a message came from: topic, partition, offset, Kafka timestamp (seconds), key
+    (a tuple: one is built per message, and a frozen dataclass costs several times as much)."""
 
     topic: str
     partition: int
@@ -63,8 +62,7 @@ class Source:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
+class Output(NamedTuple):
     """One message to produce: ``topic`` is a layout attribute name (``forecasts``, ...)."""
 
     topic: str
