@@ -46,6 +46,7 @@ from typing import Any, Final, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 __all__ = [
     "MAX_BLOCK_BYTES",
@@ -393,6 +394,22 @@ def _decode(payload: bytes | bytearray | memoryview | None, limit: int,
     raw = bytes(payload)
     if len(raw) > limit:
         return Rejection("too_large", f"{len(raw)} bytes, at most {limit} allowed")
+    if not constants:
+        # orjson reads a block in a fifth of the time. What it refuses (NaN, lone surrogates,
+        # bad UTF-8, a BOM) goes to the standard decoder, which says why; so does a float seq:
+        # orjson reads integers beyond 64 bits as floats, where the standard decoder keeps them.
+        try:
+            fast = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            fast = None
+        if isinstance(fast, dict) and not isinstance(fast.get("seq"), float):
+            return fast
+    return _decode_standard(raw, constants)
+
+
+def _decode_standard(raw: bytes, constants: bool = False) -> dict[str, Any] | Rejection:
+    """:func:`_decode` by the standard library's decoder: the reference, and the one that says
+    why a payload is not JSON."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

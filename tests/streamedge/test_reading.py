@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamedge.contracts import reading as reading_module
 from streamedge.contracts.reading import (
     MAX_BLOCK_BYTES,
     MAX_READING_BYTES,
@@ -220,3 +223,34 @@ def test_nan_in_a_block_names_its_sample() -> None:
     assert isinstance(refused, Rejection) and (refused.reason, refused.sample) == ("non_finite", 1)
     single = parse_message(b'{"device_id":"d","stream":"s","ts":1,"value":NaN,"seq":1}')
     assert isinstance(single, Rejection) and (single.reason, single.sample) == ("non_finite", None)
+
+
+def _outcome(result: Reading | ReadingBlock | Rejection) -> object:
+    """What a caller can act on: the reading or block (exact values), or the reason and sample."""
+    if isinstance(result, Rejection):
+        return result.reason, result.sample
+    if isinstance(result, ReadingBlock):
+        return result.key, result.seq, result.ts.tolist(), result.values.tolist()
+    return result
+
+
+_wide_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(min_value=2**63, max_value=2**70)
+    | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.booleans(), st.dictionaries(st.sampled_from(["device_id", "stream", "seq", "ts", "period", "values", "value"]),
+                                      _wide_values | st.lists(_wide_values, max_size=4), max_size=2), st.booleans())
+def test_the_fast_decoder_changes_no_outcome(block: bool, changes: dict[str, object], ascii_only: bool) -> None:
+    """orjson's reading (the fast path) and the standard library's give the same reading, block or
+    rejection reason, whatever a valid message's fields are changed to (integers beyond 64 bits,
+    NaN, lone surrogates)."""
+    raw = json.dumps({**(BLOCK if block else GOOD), **changes}, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    fast = parse_message(raw)
+    with mock.patch.object(reading_module.orjson, "loads", side_effect=orjson.JSONDecodeError("off", "", 0)):
+        standard = parse_message(raw)
+    assert _outcome(fast) == _outcome(standard)
