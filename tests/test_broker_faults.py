@@ -17,10 +17,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from streamedge.contracts.results import decode_results
 from streamedge.contracts.signing import load_private_key, load_public_key
 from streamedge.edge.buffer import Outbox
 from streamedge.edge.forwarder import Forwarder
@@ -68,6 +70,11 @@ def _buffer(outbox: Outbox, forwarder: Forwarder, topic: str, count: int) -> Non
     forwarder.wake()
 
 
+def _seqs(messages: list[Any]) -> set[int]:
+    """The result seqs in ``messages``, single results and result blocks alike."""
+    return {row["seq"] for m in messages for row in decode_results(m.value)}
+
+
 def test_worker_and_forwarder_survive_broker_kill_and_pause(broker: LocalCluster, tiny_models: TinyModels,
                                                             tmp_path: Path) -> None:
     kafka, layout = _layout(broker)
@@ -77,7 +84,8 @@ def test_worker_and_forwarder_survive_broker_kill_and_pause(broker: LocalCluster
     worker = WorkerProcess(kafka, layout, model_dir, tiny_models.public_key, ROUTES, tmp_path / "worker.log",
                            f"{layout.prefix}app", session_timeout_s=6).start()
     outbox = Outbox(tmp_path / "outbox.db")
-    forwarder = Forwarder(outbox, kafka.kafka_python_config(), timeout_s=2.0)
+    forwarder = Forwarder(outbox, kafka.kafka_python_config(), timeout_s=2.0, block_rows=8,
+                          block_topics=(layout.edge_results,))
     try:
         worker.wait_ready()
         forwarder.start()
@@ -109,9 +117,8 @@ def test_worker_and_forwarder_survive_broker_kill_and_pause(broker: LocalCluster
         assert not lost, (lost[:10], worker.log.read_text()[-3000:])
         assert worker.proc is not None and worker.proc.poll() is None, "the worker did not survive"
 
-        rows = consume_until(kafka, [layout.edge_results], lambda ms: len({json.loads(m.value)["seq"] for m in ms}) >= 80,
-                             timeout=120)
-        assert {json.loads(m.value)["seq"] for m in rows} == set(range(80))
+        rows = consume_until(kafka, [layout.edge_results], lambda ms: len(_seqs(ms)) >= 80, timeout=120)
+        assert _seqs(rows) == set(range(80))
     finally:
         forwarder.stop()
         outbox.close()

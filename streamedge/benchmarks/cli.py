@@ -1,4 +1,4 @@
-"""``streamedge bench stream|edge|chaos|models|gan|forecasters|anomalies``: run one benchmark and write its JSON figures.
+"""``streamedge bench stream|edge|chaos|models|gan|forecasters|anomalies|forwarding``: run a benchmark, write its JSON figures.
 
 Each benchmark module exposes ``add_arguments(parser)`` and ``run(args) -> int`` and keeps its
 heavy imports (TensorFlow, Faust) inside functions, so building the parser stays cheap.
@@ -20,6 +20,7 @@ _BENCHMARKS = {
     "gan": "conditional GAN: discriminative and predictive scores over several runs, beside TimeGAN's",
     "forecasters": "the default LSTM forecaster vs seasonal naive, AutoETS and AutoTheta: MASE and sMAPE",
     "anomalies": "the forecast-residual anomaly rule vs a rolling z-score on labelled series: point and event F1",
+    "forwarding": "the edge forwarder draining a backlog: one message per result vs result blocks",
 }
 
 

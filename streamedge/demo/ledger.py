@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from streamedge.contracts.results import ResultFormatError, result_rows
 from streamedge.demo.collect import Arrival
 
-__all__ = ["Tally", "edge_order", "latencies", "one_step_errors", "tally"]
+__all__ = ["Tally", "edge_order", "edge_rows", "latencies", "one_step_errors", "tally"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,19 @@ def tally(name: str, arrivals: Iterable[Arrival], expected: set[str] | int) -> T
         return Tally(name, expected, min(len(seen), expected), duplicates, max(0, len(seen) - expected))
     unique = len(expected & seen.keys())
     return Tally(name, len(expected), unique, duplicates, len(seen.keys() - expected))
+
+
+def edge_rows(arrivals: Iterable[Arrival]) -> list[Arrival]:
+    """One arrival per edge result: a result block (:mod:`streamedge.contracts.results`) gives one per
+    row, each with the block's topic, partition, offset and arrival time; a single result, or a
+    record that is neither form, stays as it came."""
+    rows: list[Arrival] = []
+    for arrival in arrivals:
+        try:
+            rows.extend(replace(arrival, body=row) for row in result_rows(arrival.body))
+        except ResultFormatError:
+            rows.append(arrival)
+    return rows
 
 
 def edge_order(arrivals: list[Arrival]) -> tuple[int, int, bool]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from streamedge.demo import data as demo_data
-from streamedge.demo.ledger import Tally, edge_order, latencies, one_step_errors, tally
+from streamedge.demo.ledger import Tally, edge_order, edge_rows, latencies, one_step_errors, tally
 from streamedge.demo.stack import scrape
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def summarise(run: _Run, offline: dict[str, Any]) -> int:
         tally("forecasts", records["forecasts"], forecast_ids),
         tally("dead letters", records["dead_letters"], run.garbage),
     ]
-    edge_unique, edge_dups, edge_in_order = edge_order(records["edge_results"])
+    edge_unique, edge_dups, edge_in_order = edge_order(edge_rows(records["edge_results"]))
     tallies.append(Tally("edge results", run.edge_expected, min(edge_unique, run.edge_expected), edge_dups,
                          max(0, edge_unique - run.edge_expected)))
     labels = {str(a.body["device_id"]): str(a.body["label"]) for a in records["classifications"]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from streamedge.demo.collect import Collector
-from streamedge.demo.ledger import latencies
+from streamedge.demo.ledger import edge_rows, latencies
 from streamedge.demo.stack import scrape
 
 __all__ = ["LiveView", "Sample"]
@@ -107,7 +107,7 @@ class LiveView:
             versions=versions,
             drift_z=worker.get(f'streamedge_stream_input_drift_z{{model="{self.drift_model}"}}', 0.0),
             edge_buffer=int(_first(edge, "streamedge_edge_buffer_depth_rows")),
-            edge_delivered=len(records["edge_results"]), link_up=self.link_up())
+            edge_delivered=len(edge_rows(records["edge_results"])), link_up=self.link_up())
         self.samples.append(sample)
         return sample
 

@@ -27,6 +27,7 @@ from streamedge.contracts.download import FetchOptions, fetch_options
 from streamedge.contracts.manifest import ModelManifest
 from streamedge.contracts.promotion import PromotionLedger, PromotionRecord, StaleUpdateError
 from streamedge.contracts.reading import Reading, ReadingBlock, Rejection, parse_message
+from streamedge.contracts.results import encode_result
 from streamedge.edge.buffer import Outbox
 from streamedge.edge.errors import ModelRejectedError, NonFiniteOutputError, OutboxError
 from streamedge.edge.forwarder import Forwarder
@@ -87,9 +88,12 @@ class EdgeAgent:
         self.windows = WindowStore(history=1, max_keys=settings.max_keys)
         self.predictor: Predictor | None = None
         self._kafka_config = kafka.kafka_python_config()
+        # Results go in blocks of consecutive rows (docs/edge.md, "Forwarding in blocks");
+        # telemetry stays one message per event, as the canary watcher reads it.
         self.forwarder = Forwarder(self.outbox, self._kafka_config, settings.kafka_timeout_s,
-                                   on_sent=self._on_sent, on_state=self.metrics.reachable.set,
-                                   on_restart=self._on_restart)
+                                   block_rows=settings.forward_block_rows, block_bytes=settings.forward_block_bytes,
+                                   block_topics=(layout.edge_results,), on_sent=self._on_sent,
+                                   on_state=self.metrics.reachable.set, on_restart=self._on_restart)
         self.ledger = PromotionLedger(settings.model_dir)
         self.watcher: UpdateWatcher | None = None
         self._watcher_thread: Supervised | None = None
@@ -347,9 +351,8 @@ class EdgeAgent:
         topic, key = self.layout.edge_results, device.encode()
 
         def build(first: int) -> list[tuple[str, bytes | None, bytes]]:
-            return [(topic, key, json.dumps({"device_id": device, "seq": first + i, **body},
-                                            separators=(",", ":"), allow_nan=False).encode())
-                    for i, body in enumerate(bodies)]
+            # One outbox row per result; the forwarder packs consecutive rows into result blocks.
+            return [(topic, key, encode_result(device, first + i, body)) for i, body in enumerate(bodies)]
 
         try:
             self.outbox.append(build, len(bodies), windows=windows, keep_windows=self.settings.max_keys)

@@ -12,6 +12,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamedge.contracts.results import MAX_BLOCK_RESULTS, MAX_RESULT_BLOCK_BYTES
+from streamedge.edge.forwarder import DEFAULT_BLOCK_BYTES
+
 __all__ = ["EdgeSettings", "SourceKind"]
 
 SourceKind = Literal["simulator", "file", "stdin", "kafka"]
@@ -61,6 +64,12 @@ class EdgeSettings(BaseSettings):
     registry_token_file: Path | None = Field(
         default=None, description="file holding the bearer token for the registry's HTTP(S) server")
     registry_cafile: Path | None = Field(default=None, description="CA bundle (PEM) trusted for https:// model URIs")
+    forward_block_rows: int = Field(
+        default=256, ge=1, le=MAX_BLOCK_RESULTS,
+        description="results per Kafka message: consecutive results go as one result block (1: one message each)")
+    forward_block_bytes: int = Field(
+        default=DEFAULT_BLOCK_BYTES, ge=4096, le=MAX_RESULT_BLOCK_BYTES,
+        description="largest result block in bytes; a result larger than that goes alone")
     kafka_timeout_s: float = Field(default=5.0, gt=0, description="bound on any one Kafka call; a dead broker never blocks")
     drain_timeout_s: float = Field(default=10.0, ge=0, description="when the source ends, time to forward the buffer")
     log_format: Literal["json", "text"] = Field(default="json", description="structured JSON logs or plain text")

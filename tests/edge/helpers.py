@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
 from streamedge.contracts.manifest import read_manifest, write_manifest
+from streamedge.contracts.results import decode_results
 from streamedge.contracts.signing import generate_keypair, load_private_key, sign_manifest
 from streamedge.kafka.settings import KafkaSettings
 
-__all__ = ["consume_all", "make_version", "sine_readings", "write_jsonl"]
+__all__ = ["consume_all", "consume_results", "count_results", "make_version", "sine_readings", "write_jsonl"]
 
 
 def make_version(source: Path, dest: Path, version: int, signing_key: Path, **changes: Any) -> Path:
@@ -49,13 +52,11 @@ def write_jsonl(path: Path, payloads: list[bytes]) -> Path:
     return path
 
 
-def consume_all(settings: KafkaSettings, topic: str, expect: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
-    """Every message of ``topic`` (all partitions, from the start), decoded, in offset order per partition.
-
-    Reads until ``expect`` messages arrived or ``timeout_s`` passed.
-    """
-    import time
-
+def _read(settings: KafkaSettings, topic: str, expect: int, timeout_s: float,
+          decode: Callable[[bytes], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """What ``decode`` makes of every message of ``topic`` (all partitions, from the start), each item
+    with its message's partition and offset, in offset order per partition; until ``expect``
+    items arrived or ``timeout_s`` passed."""
     consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None, enable_auto_commit=False,
                              auto_offset_reset="earliest")
     try:
@@ -69,11 +70,53 @@ def consume_all(settings: KafkaSettings, topic: str, expect: int, timeout_s: flo
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        messages: list[dict[str, Any]] = []
-        while len(messages) < expect and time.monotonic() < deadline:
+        items: list[dict[str, Any]] = []
+        while len(items) < expect and time.monotonic() < deadline:
             for tp, records in sorted(consumer.poll(timeout_ms=500).items()):
-                messages.extend({"partition": tp.partition, "offset": r.offset, **json.loads(r.value)}
-                                for r in records)
-        return messages
+                items.extend({"partition": tp.partition, "offset": r.offset, **item}
+                             for r in records for item in decode(r.value))
+        return items
+    finally:
+        consumer.close()
+
+
+def consume_all(settings: KafkaSettings, topic: str, expect: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Every message of ``topic`` (all partitions, from the start), decoded, in offset order per partition.
+
+    Reads until ``expect`` messages arrived or ``timeout_s`` passed.
+    """
+    return _read(settings, topic, expect, timeout_s, lambda value: [json.loads(value)])
+
+
+def consume_results(settings: KafkaSettings, topic: str, expect: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Every result row on the results ``topic``, single results and result blocks alike, decoded
+    with the shared :func:`~streamedge.contracts.results.decode_results`; each row carries the
+    partition and offset of the message that brought it. Reads until ``expect`` rows arrived or
+    ``timeout_s`` passed."""
+    return _read(settings, topic, expect, timeout_s, decode_results)
+
+
+def count_results(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -> tuple[int, int]:
+    """``(messages, rows)`` on the results ``topic`` so far: every message up to the end offsets
+    read now, decoded with :func:`~streamedge.contracts.results.decode_results`."""
+    consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None, enable_auto_commit=False,
+                             auto_offset_reset="earliest")
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return 0, 0
+        ends = consumer.end_offsets(tps)
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        messages = rows = 0
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"{topic} not read to its end offsets in {timeout_s} s"
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                for record in records:
+                    if record.offset < ends[tp]:
+                        messages += 1
+                        rows += len(decode_results(record.value))
+        return messages, rows
     finally:
         consumer.close()

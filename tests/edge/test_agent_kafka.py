@@ -9,7 +9,7 @@ from streamedge.edge.sources import IteratorSource
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from streamedge.training.tiny import TINY_WINDOW
-from tests.edge.helpers import consume_all, sine_readings
+from tests.edge.helpers import consume_all, consume_results, sine_readings
 
 
 def test_results_and_heartbeats_arrive(make_topics: Callable[..., TopicLayout], kafka_settings: KafkaSettings,
@@ -22,7 +22,7 @@ def test_results_and_heartbeats_arrive(make_topics: Callable[..., TopicLayout], 
     agent = make_agent(IteratorSource(payloads, queue_size=8), kafka_settings, layout)
     assert agent.run() is True  # type: ignore[attr-defined]
 
-    results = consume_all(kafka_settings, layout.edge_results, expect=n - TINY_WINDOW + 1)
+    results = consume_results(kafka_settings, layout.edge_results, expect=n - TINY_WINDOW + 1)
     assert len(results) == n - TINY_WINDOW + 1
     assert [r["seq"] for r in results] == list(range(len(results)))  # one key -> one partition, in order
     assert {r["device_id"] for r in results} == {"dev-1"}
@@ -79,5 +79,5 @@ def test_kafka_source_reads_the_readings_topic(make_topics: Callable[..., TopicL
     stop.set()
     thread.join(timeout=30)
     assert registry.get_sample_value("streamedge_edge_readings_total", {"outcome": "missing_field"}) == 1
-    results = consume_all(kafka_settings, layout.edge_results, expect=60 - TINY_WINDOW + 1)
+    results = consume_results(kafka_settings, layout.edge_results, expect=60 - TINY_WINDOW + 1)
     assert sorted(r["source_seq"] for r in results) == list(range(TINY_WINDOW - 1, 60))

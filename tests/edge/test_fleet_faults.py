@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
-
 from streamedge.contracts.promotion import PromotionLedger
 from streamedge.contracts.signing import load_private_key, load_public_key
 from streamedge.edge.models import ModelStore
@@ -23,7 +21,7 @@ from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from streamedge.registry import ModelRegistry
 from streamedge.training.tiny import TINY_WINDOW, TinyModels
-from tests.edge.helpers import consume_all, make_version, sine_readings, write_jsonl
+from tests.edge.helpers import consume_results, count_results, make_version, sine_readings, write_jsonl
 
 NAME = "tiny-forecaster"
 
@@ -47,13 +45,8 @@ def _agent(folder: Path, device: str, kafka: KafkaSettings, layout: TopicLayout,
 
 
 def _delivered(kafka: KafkaSettings, topic: str) -> int:
-    """Messages on ``topic`` so far (sum of its partitions' end offsets)."""
-    consumer = KafkaConsumer(**kafka.kafka_python_config(), group_id=None, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        return sum(consumer.end_offsets(partitions).values()) if partitions else 0
-    finally:
-        consumer.close()
+    """Result rows on ``topic`` so far (single results and the rows of result blocks, duplicates included)."""
+    return count_results(kafka, topic)[1]
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -131,7 +124,7 @@ def test_sigkill_while_forwarding_loses_nothing_and_keeps_every_result_identity(
     assert final.wait(timeout=180) == 0, (tmp_path / "agent.log").read_text()[-3000:]
 
     expected = {f"forecast:{NAME}:dev-k/s:{seq}" for seq in range(TINY_WINDOW - 1, n)}
-    results = consume_all(kafka_settings, layout.edge_results, expect=len(expected), timeout_s=60)
+    results = consume_results(kafka_settings, layout.edge_results, expect=len(expected), timeout_s=60)
     seen = {r["idempotency_key"] for r in results}
     assert expected <= seen, f"{len(expected - seen)} lost, e.g. {sorted(expected - seen)[:3]}"
     # One identity per result: every copy of a reading's result has the same idempotency key and

@@ -15,7 +15,7 @@ from streamedge.kafka.model_updates import publish_model_update
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from streamedge.training.tiny import TinyModels
-from tests.edge.helpers import consume_all, make_version, other_key
+from tests.edge.helpers import consume_all, consume_results, make_version, other_key
 from tests.streamedge.updates import signed_update
 
 
@@ -84,5 +84,5 @@ def test_bad_updates_are_refused_and_a_good_one_swaps(
     assert updates[4]["status"] == "refused" and updates[4]["reason"] == "shape"
     assert all(updates[v]["serving"] == 1 for v in (2, 4))
     assert updates[5]["status"] == "applied"
-    results = consume_all(kafka_settings, layout.edge_results, expect=10_000, timeout_s=8)
+    results = consume_results(kafka_settings, layout.edge_results, expect=10_000, timeout_s=8)
     assert {r["version"] for r in results} == {1, 5}  # no refused version ever produced a result

@@ -19,7 +19,7 @@ from streamedge.kafka.broker import LocalBroker
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout, create_topics
 from streamedge.training.tiny import TINY_WINDOW, TinyModels
-from tests.edge.helpers import consume_all, sine_readings, write_jsonl
+from tests.edge.helpers import consume_results, sine_readings, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,7 +85,7 @@ def test_outage_buffers_then_forwards_everything_in_order(
         thread.join(timeout=180)
         assert not thread.is_alive() and outcome["drained"] is True
 
-        results = consume_all(settings, layout.edge_results, expect=n - TINY_WINDOW + 1, timeout_s=60)
+        results = consume_results(settings, layout.edge_results, expect=n - TINY_WINDOW + 1, timeout_s=60)
         _check_delivery(results, n - TINY_WINDOW + 1)
         assert buffered >= 100
         assert registry.get_sample_value("streamedge_edge_buffer_dropped_total", {"reason": "size"}) == 0
@@ -142,7 +142,7 @@ def test_sigkill_loses_nothing_acknowledged(
     restarted = subprocess.run(command(kafka_settings.bootstrap_servers, empty), cwd=REPO,
                                capture_output=True, timeout=120)
     assert restarted.returncode == 0, restarted.stderr.decode()[-2000:]
-    results = consume_all(kafka_settings, layout.edge_results, expect=len(survived))
+    results = consume_results(kafka_settings, layout.edge_results, expect=len(survived))
     _check_delivery(results, len(survived))
     delivered = {r["seq"]: r for r in results}
     for seq, payload in survived.items():

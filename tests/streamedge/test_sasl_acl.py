@@ -20,6 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from streamedge.cli.main import build_parser, main
+from streamedge.contracts.results import decode_results
 from streamedge.contracts.signing import load_public_key
 from streamedge.edge.agent import EdgeAgent
 from streamedge.edge.models import ModelStore
@@ -176,8 +177,9 @@ def test_promotion_reaches_a_running_agent_over_sasl_ssl(secure: Secure, tiny_mo
             time.sleep(0.1)
         assert agent.predictor.version == 2  # read with the device's credential, verified, swapped
         found = consume_until(secure.settings("admin"), [LAYOUT.edge_results],
-                              lambda ms: any(json.loads(m.value)["version"] == 2 for m in ms), timeout=60)
-        results = [json.loads(m.value) for m in found]
+                              lambda ms: any(r["version"] == 2 for m in ms for r in decode_results(m.value)),
+                              timeout=60)
+        results = [r for m in found for r in decode_results(m.value)]  # single results and result blocks
         assert {r["device_id"] for r in results} == {"dev-sasl"} and 2 in {r["version"] for r in results}
         # What models watch-canary reads: the device's heartbeats, with the promoter's credential.
         beats = consume_until(secure.settings("promoter"), [LAYOUT.edge_telemetry],
