@@ -195,6 +195,7 @@ def _one_series(args: argparse.Namespace, spec: BenchSeries) -> dict[str, Any]:
         "test_points": int(actual.size), "epochs_run": metrics["epochs_run"],
         "train_windows": metrics["data"]["train_windows"], "fit_seconds": metrics["fit_seconds"],
         "wall_seconds": wall, "statistical_seconds": stat_seconds,
+        "per_series_scaling": metrics["scaling"]["per_series"], "scale_spread": metrics["scaling"]["scale_spread"],
         "first_origin_keras_mase_from_training": metrics["keras"]["mase"],
         "first_origin_naive_mase_from_training": metrics["baselines"]["seasonal_naive"]["mase"],
         "beats_seasonal_naive_first_origin": metrics["beats_seasonal_naive"], "warnings": metrics["warnings"],

@@ -9,6 +9,13 @@ Many short series (one global model): a series too short for a test window is sk
 short for a training window is only tested; ``metrics.json -> data`` counts both and
 ``warnings`` says so (:func:`training.windowing.partition_series`). Only when no series can
 give a training window does training fail.
+
+Series of very different scales (a global model whose series' MASE scales differ more than
+``MAX_SCALE_SPREAD``): per-series scaling. The model scales each window by its own statistics
+inside the graph (:func:`training.models.build_forecaster`), the manifest's normalisation only
+divides by one global scale (mean 0, so float32 keeps the small series' digits), and every
+training window's error is weighted by one over its series' MASE scale: the loss is the
+training windows' MASE. The runtime contract does not change: raw window in, raw forecast out.
 """
 
 from __future__ import annotations
@@ -31,15 +38,18 @@ from streamedge.training.report import plot_forecasts, plot_learning_curves, wri
 from streamedge.training.seasonal_lags import default_recent
 from streamedge.training.windowing import Normaliser, make_windows, partition_series, split_series
 
-__all__ = ["MAX_MAE_GROWTH", "default_recent", "default_window", "seasonal_naive_verdict", "train_forecaster"]
+__all__ = ["MAX_MAE_GROWTH", "MAX_SCALE_SPREAD", "default_recent", "default_window", "seasonal_naive_verdict",
+           "train_forecaster"]
 
 _log = logging.getLogger(__name__)
 _REPRESENTATIVE: Final = 200
 # Int8 calibration margin beyond the history's range, as a share of that range.
 _HEADROOM: Final = 0.25
-# Series whose MASE scales differ more than this share one normalisation badly (M1: 10^8).
-_MAX_SCALE_SPREAD: Final = 100.0
-# The parity gate: a TFLite variant's MAE may exceed the Keras MAE by at most 5 %.
+# Series whose MASE scales differ more than this share one normalisation badly (M1: 10^8): above
+# it a global model scales every window by its own statistics (per-series scaling).
+MAX_SCALE_SPREAD: Final = 100.0
+# The parity gate: a TFLite variant's MAE, and its MASE, may exceed Keras' by at most 5 %. MASE
+# too: in a global model the MAE is the largest series' error and would hide the small ones'.
 MAX_MAE_GROWTH: Final = 0.05
 
 
@@ -79,23 +89,48 @@ def _scale_spread(scale: npt.NDArray[np.float64]) -> float:
 
 
 def _windows(
-    histories: list[npt.NDArray[np.float32]], config: ForecasterConfig
+    histories: list[npt.NDArray[np.float32]], config: ForecasterConfig, weights: list[float] | None = None
 ) -> tuple[npt.NDArray[np.float32], ...]:
-    xs_train, ys_train, xs_val, ys_val = [], [], [], []
-    for history in histories:
+    """Training and validation windows of every history, and each window's loss weight.
+
+    ``weights`` (one per history, default 1) is repeated over that history's windows and the
+    training weights rescaled to mean 1 (validation by the same factor).
+
+    Returns:
+        ``(x_train, y_train, x_val, y_val, w_train, w_val)``; ``y`` flattened step-major.
+    """
+    xs_train, ys_train, xs_val, ys_val, ws_train, ws_val = [], [], [], [], [], []
+    for k, history in enumerate(histories):
+        weight = 1.0 if weights is None else weights[k]
         x, y = make_windows(history, config.window, config.horizon)
         n_val = max(1, round(config.val_fraction * len(x)))
         n_train = len(x) - n_val - (config.horizon - 1)
         xs_val.append(x[-n_val:])
         ys_val.append(y[-n_val:])
+        ws_val.append(np.full(n_val, weight))
         if n_train > 0:
             xs_train.append(x[:n_train])
             ys_train.append(y[:n_train])
+            ws_train.append(np.full(n_train, weight))
     if not xs_train:
         raise DataError("too little history for both training and validation windows; "
                         f"use a shorter --window (now {config.window}) or more data")
     flat = [np.concatenate(a) for a in (xs_train, ys_train, xs_val, ys_val)]
-    return flat[0], flat[1].reshape(len(flat[1]), -1), flat[2], flat[3].reshape(len(flat[3]), -1)
+    w_train, w_val = np.concatenate(ws_train), np.concatenate(ws_val)
+    norm = float(w_train.mean())
+    return (flat[0], flat[1].reshape(len(flat[1]), -1), flat[2], flat[3].reshape(len(flat[3]), -1),
+            (w_train / norm).astype(np.float32), (w_val / norm).astype(np.float32))
+
+
+def _series_weights(scale: npt.NDArray[np.float64], std: npt.NDArray[np.float64]) -> list[float]:
+    """One over each series' MASE scale in normalised units (mean over features), floored.
+
+    A constant history (scale 0) gets the weight of a series at a thousandth of the median scale.
+    """
+    per_series = (scale.reshape(len(scale), -1) / std.reshape(1, -1)).mean(axis=1)
+    positive = per_series[per_series > 0]
+    floor = 1e-3 * float(np.median(positive)) if len(positive) else 1.0
+    return [1.0 / max(float(v), floor) for v in per_series]
 
 
 def _representative(windows: npt.NDArray[np.float32], seed: int) -> npt.NDArray[np.float32]:
@@ -120,6 +155,7 @@ def train_forecaster(
     id_column: str | None = None,
     name: str | None = None,
     progress: bool = True,
+    per_series_scaling: bool | None = None,
 ) -> dict[str, Any]:
     """Load, train, test once on the last ``horizon`` points of each series, export every variant.
 
@@ -132,6 +168,8 @@ def train_forecaster(
         id_column: series id column for long format (one global model across series).
         name: model name; default ``<file stem>-lstm`` (``forecaster`` for loaded series).
         progress: show progress bars.
+        per_series_scaling: scale every window by its own statistics inside the model; ``None``
+            (default) turns it on when the series' MASE scales differ more than ``MAX_SCALE_SPREAD``.
 
     Returns:
         The ``metrics.json`` content.
@@ -166,26 +204,33 @@ def train_forecaster(
     splits = [(np.asarray(data.series[i], np.float32)[:-h], np.asarray(data.series[i], np.float32)[-(w + h):])
               for i in evaluated]
     histories = [hist for hist, _ in splits]
-    normaliser = Normaliser.fit(np.concatenate(histories))
-    x_train, y_train, x_val, y_val = _windows([normaliser.transform(data.series[i][:-h]) for i in trained], config)
-    contexts = np.stack([ctx[:w] for _, ctx in splits])
-    actual = np.stack([ctx[w:] for _, ctx in splits])
-    x_test = normaliser.transform(contexts)
     n_feat = len(data.features)
     scale = np.array([[[seasonal_naive_scale(hst[:, f], season) for f in range(n_feat)]] for hst in histories])
     spread = _scale_spread(scale)
-    if spread > _MAX_SCALE_SPREAD:
+    scaled = spread > MAX_SCALE_SPREAD if per_series_scaling is None else per_series_scaling
+    if scaled:
+        _log.info("series scales (in-sample seasonal-naive MAE) differ %.0fx: per-series scaling", spread)
+    elif spread > MAX_SCALE_SPREAD:
         warnings.append(f"series scales (in-sample seasonal-naive MAE) differ {spread:.0f}x; one normalisation "
                         "serves every series, so the smallest are forecast at the resolution of the largest: "
-                        "train series of very different scales separately, or rescale them first")
+                        "train with per-series scaling, or train series of very different scales separately")
         _log.warning("%s", warnings[-1])
+    trained_pos = [evaluated.index(i) for i in trained]
+    normaliser = (Normaliser.fit_scale if scaled else Normaliser.fit)(np.concatenate(histories))
+    weights = _series_weights(scale[trained_pos], normaliser.std) if scaled else None
+    x_train, y_train, x_val, y_val, w_train, w_val = _windows(
+        [normaliser.transform(data.series[i][:-h]) for i in trained], config, weights)
+    contexts = np.stack([ctx[:w] for _, ctx in splits])
+    actual = np.stack([ctx[w:] for _, ctx in splits])
+    x_test = normaliser.transform(contexts)
     out.mkdir(parents=True, exist_ok=True)
 
     seed_everything(config.seed)
-    model = build_forecaster(n_feat, config)
+    model = build_forecaster(n_feat, config, per_series_scaling=scaled)
     started = time.perf_counter()
-    history = fit(model, (x_train, y_train), (x_val, y_val), config.epochs, min(config.batch_size, len(x_train)),
-                  config.patience, progress)
+    # Per-series scaling weighs each window by one over its series' scale: the loss is their MASE.
+    train, val = ((x_train, y_train, w_train), (x_val, y_val, w_val)) if scaled else ((x_train, y_train), (x_val, y_val))
+    history = fit(model, train, val, config.epochs, min(config.batch_size, len(x_train)), config.patience, progress)
     fit_seconds = time.perf_counter() - started
     model.save(out / "model.keras")
 
@@ -202,10 +247,10 @@ def train_forecaster(
     val_residuals = denorm(np.asarray(model.predict(x_val, verbose=0))) - denorm(y_val)
 
     def gate(metrics: dict[str, Any]) -> str:
-        limit = keras_metrics["mae"] * (1 + MAX_MAE_GROWTH)
-        if metrics["mae"] > limit:
-            growth = (metrics["mae"] / keras_metrics["mae"] - 1) * 100
-            return f"MAE grows {growth:.1f}% over Keras (> {MAX_MAE_GROWTH * 100:.0f}%)"
+        for key in ("mae", "mase"):
+            if metrics[key] > keras_metrics[key] * (1 + MAX_MAE_GROWTH):
+                growth = (metrics[key] / keras_metrics[key] - 1) * 100
+                return f"{key.upper()} grows {growth:.1f}% over Keras (> {MAX_MAE_GROWTH * 100:.0f}%)"
         return ""
 
     representative = _representative(np.concatenate([x_train, x_val]), config.seed)
@@ -227,6 +272,7 @@ def train_forecaster(
             "warnings": warnings + losses,
             "history": history,
             "epochs_run": len(history["loss"]),
+            "scaling": {"per_series": bool(scaled), "scale_spread": spread, "max_scale_spread": MAX_SCALE_SPREAD},
             "fit_seconds": fit_seconds,
             "data": {**data.report.to_dict(), "series": len(evaluated), "series_in_file": len(data.series),
                      "series_skipped": len(skipped), "series_test_only": len(test_only),

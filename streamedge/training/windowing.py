@@ -137,12 +137,21 @@ class Normaliser:
     @classmethod
     def fit(cls, data: npt.ArrayLike) -> Normaliser:
         """Learn statistics over every axis but the last (features)."""
-        arr = np.asarray(data, dtype=np.float64)
-        if arr.size == 0:
-            raise DataError("cannot learn normalisation statistics from no data")
-        flat = arr.reshape(-1, arr.shape[-1])
+        flat = _flat(data)
         std = flat.std(axis=0)
         return cls(mean=flat.mean(axis=0), std=np.where(std < _MIN_STD, 1.0, std))
+
+    @classmethod
+    def fit_scale(cls, data: npt.ArrayLike) -> Normaliser:
+        """Scale only: mean 0 and the root mean square as ``std`` (1 where it is below 1e-6).
+
+        For models that scale each window themselves (per-series scaling): dividing by one
+        number keeps float32's relative precision for every series, where subtracting a mean
+        set by the largest series would round the smallest away (M1: scales differ 10^8-fold).
+        """
+        flat = _flat(data)
+        rms = np.sqrt(np.mean(flat**2, axis=0))
+        return cls(mean=np.zeros(flat.shape[1]), std=np.where(rms < _MIN_STD, 1.0, rms))
 
     def transform(self, data: npt.ArrayLike) -> FloatArray:
         """``(x - mean) / std`` along the last axis, float32."""
@@ -155,3 +164,11 @@ class Normaliser:
     def to_manifest(self) -> dict[str, list[float]]:
         """``{"mean": [...], "std": [...]}`` as the manifest stores it."""
         return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+
+
+def _flat(data: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """``(n, n_features)`` float64 view of ``data`` over every axis but the last."""
+    arr = np.asarray(data, dtype=np.float64)
+    if arr.size == 0:
+        raise DataError("cannot learn normalisation statistics from no data")
+    return arr.reshape(-1, arr.shape[-1])
