@@ -396,15 +396,24 @@ def _decode(payload: bytes | bytearray | memoryview | None, limit: int,
         return Rejection("too_large", f"{len(raw)} bytes, at most {limit} allowed")
     if not constants:
         # orjson reads a block in a fifth of the time. What it refuses (NaN, lone surrogates,
-        # bad UTF-8, a BOM) goes to the standard decoder, which says why; so does a float seq:
-        # orjson reads integers beyond 64 bits as floats, where the standard decoder keeps them.
+        # bad UTF-8, a BOM) goes to the standard decoder, which says why; so does a seq, ts or
+        # period of 2**63 or more in size: orjson reads integers beyond 64 bits as floats, and
+        # validation judges an integer of those fields by its own rules.
         try:
             fast = orjson.loads(raw)
         except orjson.JSONDecodeError:
             fast = None
-        if isinstance(fast, dict) and not isinstance(fast.get("seq"), float):
+        if isinstance(fast, dict) and not any(_huge_float(fast.get(name)) for name in _INTEGER_CHECKED):
             return fast
     return _decode_standard(raw, constants)
+
+
+# Fields whose integers validation checks apart from floats (see _decode).
+_INTEGER_CHECKED: Final = ("seq", "ts", "period")
+
+
+def _huge_float(value: Any) -> bool:
+    return isinstance(value, float) and abs(value) >= 2.0**63
 
 
 def _decode_standard(raw: bytes, constants: bool = False) -> dict[str, Any] | Rejection:

@@ -236,13 +236,13 @@ def _outcome(result: Reading | ReadingBlock | Rejection) -> object:
 
 _wide_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.integers(min_value=2**63, max_value=2**70)
-    | st.floats(allow_nan=True) | st.text(max_size=20),
+    | st.integers(min_value=-(2**70), max_value=-(2**63) - 1) | st.floats(allow_nan=True) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=12,
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=1000, deadline=None, derandomize=True)
 @given(st.booleans(), st.dictionaries(st.sampled_from(["device_id", "stream", "seq", "ts", "period", "values", "value"]),
                                       _wide_values | st.lists(_wide_values, max_size=4), max_size=2), st.booleans())
 def test_the_fast_decoder_changes_no_outcome(block: bool, changes: dict[str, object], ascii_only: bool) -> None:
@@ -254,3 +254,12 @@ def test_the_fast_decoder_changes_no_outcome(block: bool, changes: dict[str, obj
     with mock.patch.object(reading_module.orjson, "loads", side_effect=orjson.JSONDecodeError("off", "", 0)):
         standard = parse_message(raw)
     assert _outcome(fast) == _outcome(standard)
+
+
+@pytest.mark.parametrize("changes", [{"seq": 2**65}, {"seq": -(2**65)}, {"ts": 2**65}, {"ts": -(2**65)},
+                                     {"period": 2**66}, {"ts": [1732740000.0, 2**65]}, {"values": [1.0, 2**70]}])
+def test_integers_beyond_64_bits_get_the_standard_outcome(changes: dict[str, object]) -> None:
+    raw = json.dumps({**BLOCK, **changes}).encode()
+    with mock.patch.object(reading_module.orjson, "loads", side_effect=orjson.JSONDecodeError("off", "", 0)):
+        standard = parse_message(raw)
+    assert _outcome(parse_message(raw)) == _outcome(standard)
