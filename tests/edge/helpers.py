@@ -17,7 +17,7 @@ from streamedge.contracts.results import decode_results
 from streamedge.contracts.signing import generate_keypair, load_private_key, sign_manifest
 from streamedge.kafka.settings import KafkaSettings
 
-__all__ = ["consume_all", "consume_results", "count_results", "make_version", "sine_readings", "write_jsonl"]
+__all__ = ["consume_all", "consume_results", "count_results", "make_version", "results_to_end", "sine_readings", "write_jsonl"]
 
 
 def make_version(source: Path, dest: Path, version: int, signing_key: Path, **changes: Any) -> Path:
@@ -99,16 +99,24 @@ def consume_results(settings: KafkaSettings, topic: str, expect: int, timeout_s:
 def count_results(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -> tuple[int, int]:
     """``(messages, rows)`` on the results ``topic`` so far: every message up to the end offsets
     read now, decoded with :func:`~streamedge.contracts.results.decode_results`."""
+    messages, rows = results_to_end(settings, topic, timeout_s)
+    return messages, len(rows)
+
+
+def results_to_end(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -> tuple[int, list[dict[str, Any]]]:
+    """``(messages, rows)``: every result row on ``topic`` up to the end offsets read now (duplicates
+    included), for a reader that must not stop at a row count duplicates could reach early."""
     consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None, enable_auto_commit=False,
                              auto_offset_reset="earliest")
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not tps:
-            return 0, 0
+            return 0, []
         ends = consumer.end_offsets(tps)
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        messages = rows = 0
+        messages = 0
+        rows: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < ends[tp] for tp in tps):
             assert time.monotonic() < deadline, f"{topic} not read to its end offsets in {timeout_s} s"
@@ -116,7 +124,7 @@ def count_results(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) 
                 for record in records:
                     if record.offset < ends[tp]:
                         messages += 1
-                        rows += len(decode_results(record.value))
+                        rows.extend(decode_results(record.value))
         return messages, rows
     finally:
         consumer.close()
