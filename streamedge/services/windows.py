@@ -171,24 +171,16 @@ class WindowStore:
         return Extension(state, block.values, 0)
 
     def _accept_one(self, reading: Reading, seen_at: float, partition: int) -> Extension | OrderRejection:
-        """:meth:`accept` for a single reading: the same rules, with one row copied in place of a
-        block's arrays (a numpy call costs more than the work here)."""
-        if seen_at > self._now:
-            self._now = seen_at
+        """:meth:`accept` for a single reading of a known key and feature count: one row copied in
+        place of a block's arrays (a numpy call costs more than the work here). A new key or a
+        changed feature count takes the block path."""
         key = reading.key
         state = self._keys.get(key)
         width = len(reading.values)
         if state is None or state.n_features != width:
-            if state is not None:
-                rejected = self._order(state, reading.seq, reading.ts)
-                if rejected is not None:
-                    return rejected
-                # A key that changes its feature count starts a fresh window.
-                state.values = state.values[:0].reshape(0, width)
-                state.pending.clear()
-                state.n_features = width
-            else:
-                return self.accept(ReadingBlock.from_reading(reading), seen_at, partition)
+            return self.accept(ReadingBlock.from_reading(reading), seen_at, partition)
+        if seen_at > self._now:
+            self._now = seen_at
         rejected = self._order(state, reading.seq, reading.ts)
         if rejected is not None:
             return rejected

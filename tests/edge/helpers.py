@@ -17,7 +17,7 @@ from streamedge.contracts.results import decode_results
 from streamedge.contracts.signing import generate_keypair, load_private_key, sign_manifest
 from streamedge.kafka.settings import KafkaSettings
 
-__all__ = ["consume_all", "consume_results", "count_results", "make_version", "results_to_end", "sine_readings", "write_jsonl"]
+__all__ = ["consume_all", "consume_results", "count_results", "make_version", "sine_readings", "write_jsonl"]
 
 
 def make_version(source: Path, dest: Path, version: int, signing_key: Path, **changes: Any) -> Path:
@@ -56,7 +56,8 @@ def _read(settings: KafkaSettings, topic: str, expect: int, timeout_s: float,
           decode: Callable[[bytes], list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """What ``decode`` makes of every message of ``topic`` (all partitions, from the start), each item
     with its message's partition and offset, in offset order per partition; until ``expect``
-    items arrived or ``timeout_s`` passed."""
+    items arrived and the topic is read to the end offsets it had then, or ``timeout_s`` passed.
+    Duplicates count towards ``expect``, so the rows already after them are read as well."""
     consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None, enable_auto_commit=False,
                              auto_offset_reset="earliest")
     try:
@@ -71,10 +72,17 @@ def _read(settings: KafkaSettings, topic: str, expect: int, timeout_s: float,
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         items: list[dict[str, Any]] = []
-        while len(items) < expect and time.monotonic() < deadline:
+
+        def poll() -> None:
             for tp, records in sorted(consumer.poll(timeout_ms=500).items()):
                 items.extend({"partition": tp.partition, "offset": r.offset, **item}
                              for r in records for item in decode(r.value))
+
+        while len(items) < expect and time.monotonic() < deadline:
+            poll()
+        ends = consumer.end_offsets(tps)
+        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+            poll()
         return items
     finally:
         consumer.close()
@@ -99,24 +107,16 @@ def consume_results(settings: KafkaSettings, topic: str, expect: int, timeout_s:
 def count_results(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -> tuple[int, int]:
     """``(messages, rows)`` on the results ``topic`` so far: every message up to the end offsets
     read now, decoded with :func:`~streamedge.contracts.results.decode_results`."""
-    messages, rows = results_to_end(settings, topic, timeout_s)
-    return messages, len(rows)
-
-
-def results_to_end(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -> tuple[int, list[dict[str, Any]]]:
-    """``(messages, rows)``: every result row on ``topic`` up to the end offsets read now (duplicates
-    included), for a reader that must not stop at a row count duplicates could reach early."""
     consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None, enable_auto_commit=False,
                              auto_offset_reset="earliest")
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not tps:
-            return 0, []
+            return 0, 0
         ends = consumer.end_offsets(tps)
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        messages = 0
-        rows: list[dict[str, Any]] = []
+        messages = rows = 0
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < ends[tp] for tp in tps):
             assert time.monotonic() < deadline, f"{topic} not read to its end offsets in {timeout_s} s"
@@ -124,7 +124,7 @@ def results_to_end(settings: KafkaSettings, topic: str, timeout_s: float = 30.0)
                 for record in records:
                     if record.offset < ends[tp]:
                         messages += 1
-                        rows.extend(decode_results(record.value))
+                        rows += len(decode_results(record.value))
         return messages, rows
     finally:
         consumer.close()

@@ -23,7 +23,7 @@ from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from streamedge.registry import ModelRegistry
 from streamedge.training.tiny import TINY_WINDOW, TinyModels
-from tests.edge.helpers import make_version, results_to_end, sine_readings, write_jsonl
+from tests.edge.helpers import consume_results, make_version, sine_readings, write_jsonl
 
 NAME = "tiny-forecaster"
 
@@ -139,8 +139,7 @@ def test_sigkill_while_forwarding_loses_nothing_and_keeps_every_result_identity(
     assert final.wait(timeout=180) == 0, (tmp_path / "agent.log").read_text()[-3000:]
 
     expected = {f"forecast:{NAME}:dev-k/s:{seq}" for seq in range(TINY_WINDOW - 1, n)}
-    # Read to the end offsets: a count of rows would stop early, duplicates counting towards it.
-    results = results_to_end(kafka_settings, layout.edge_results, timeout_s=60)[1]
+    results = consume_results(kafka_settings, layout.edge_results, expect=len(expected), timeout_s=60)
     seen = {r["idempotency_key"] for r in results}
     assert expected <= seen, f"{len(expected - seen)} lost, e.g. {sorted(expected - seen)[:3]}"
     # One identity per result: every copy of a reading's result has the same idempotency key and
