@@ -97,6 +97,9 @@ def _one_run(args: argparse.Namespace, candidate: str, dataset: str, seed: int) 
         "float32_latency_ms": tflite["float32"]["latency_ms_p50"],
         "selected_variant": metrics["selected_variant"],
         "selected_accuracy": tflite[metrics["selected_variant"]]["accuracy"],
+        # Every variant, for the int8-against-the-rest columns (runs cached before they were recorded lack it).
+        "variants": {v: {"accuracy": r["accuracy"], "size_bytes": r["size_bytes"], "latency_ms": r["latency_ms_p50"],
+                         "parity": r["parity"]} for v, r in tflite.items()},
         "selected_latency_ms": tflite[metrics["selected_variant"]]["latency_ms_p50"],
         "fit_seconds": metrics["fit_seconds"], "wall_seconds": time.perf_counter() - started,
         "warnings": metrics["warnings"],
@@ -119,6 +122,18 @@ def mean_ranks(scores: dict[str, dict[str, float]]) -> dict[str, float]:
     return {method: float(np.mean(values)) for method, values in ranks.items()}
 
 
+def _variant_columns(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean accuracy over seeds, seed-0 size and median latency of each exported variant (when recorded)."""
+    recorded = [r["variants"] for r in runs if "variants" in r]
+    if not recorded:
+        return {}
+    return {"variants": {v: {"accuracy_mean": float(np.mean([r[v]["accuracy"] for r in recorded])),
+                             "size_bytes": recorded[0][v]["size_bytes"],
+                             "latency_ms": float(np.median([r[v]["latency_ms"] for r in recorded])),
+                             "refused": sum(r[v]["parity"] != "passed" for r in recorded)}
+                         for v in recorded[0]}}
+
+
 def _row(runs: list[dict[str, Any]], role: str) -> dict[str, Any]:
     keras = [r["keras_accuracy"] for r in runs]
     int8 = [r["int8_accuracy"] for r in runs]
@@ -127,7 +142,8 @@ def _row(runs: list[dict[str, Any]], role: str) -> dict[str, Any]:
         "candidate": first["candidate"], "dataset": first["dataset"], "role": role, "seeds": len(runs),
         "keras_mean": float(np.mean(keras)), "keras_std": float(np.std(keras)),
         "keras_min": float(np.min(keras)), "keras_max": float(np.max(keras)),
-        "int8_mean": float(np.mean(int8)), "accuracy_ci95_seed0": first["accuracy_ci95"],
+        "int8_mean": float(np.mean(int8)), "int8_max_drop": float(np.max(np.subtract(keras, int8))),
+        "accuracy_ci95_seed0": first["accuracy_ci95"],
         "int8_bytes": first["int8_bytes"], "float32_bytes": first["float32_bytes"],
         "int8_latency_ms": float(np.median([r["int8_latency_ms"] for r in runs])),
         "float32_latency_ms": float(np.median([r["float32_latency_ms"] for r in runs])),
@@ -135,7 +151,9 @@ def _row(runs: list[dict[str, Any]], role: str) -> dict[str, Any]:
         "selected_variant": first["selected_variant"],
         "fit_seconds": float(np.median([r["fit_seconds"] for r in runs])),
         "wall_seconds": float(np.median([r["wall_seconds"] for r in runs])),
+        "keras_over_int8_latency": float(np.median([r["keras_latency_ms"] / r["int8_latency_ms"] for r in runs])),
         "published": PUBLISHED.get(first["dataset"], {}),
+        **_variant_columns(runs),
     }
 
 
@@ -181,6 +199,14 @@ def run(args: argparse.Namespace) -> int:
             "mean_gap_to_published_fcn": {c: float(np.mean(g)) if g else None for c, g in gaps.items()},
         },
         "max_int8_drop": {c: float(np.max(v)) for c, v in int8_drop.items()},
+        # Issue #10's int8 targets, per candidate: worst drop of one seed against Keras (points),
+        # largest int8 / float32 file, smallest Keras / int8 single-window latency.
+        "int8_targets": {c: {"max_seed_drop": max(r["int8_max_drop"] for r in rows if r["candidate"] == c),
+                             "max_size_ratio": max(r["int8_bytes"] / r["float32_bytes"]
+                                                   for r in rows if r["candidate"] == c),
+                             "min_keras_over_int8_latency": min(r["keras_over_int8_latency"]
+                                                                for r in rows if r["candidate"] == c)}
+                         for c in candidates},
         "rows": rows,
         "sources": SOURCES,
     }

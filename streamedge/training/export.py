@@ -78,7 +78,9 @@ def convert(model: Any, variant: str, representative: npt.NDArray[np.float32], p
         representative: ``(n, window, features)`` normalised training windows (int8 calibration).
         per_channel: int8 weights with one scale per output channel (the converter's default).
             ``False`` stores one scale per tensor: for MiniRocket's 10,000 one-weight channels the
-            per-channel scales and zero points made the int8 file larger than float32.
+            per-channel scales and zero points made the int8 file larger than float32, and its
+            int8 guards (exact kernel weights, the head's bias correction) assume one scale per
+            tensor (:mod:`training.minirocket`).
 
     Raises:
         ExportError: unknown variant or the converter failed.

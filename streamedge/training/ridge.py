@@ -22,7 +22,7 @@ __all__ = ["ALPHAS", "RidgeHead", "fit_ridge"]
 ALPHAS: Final = tuple(float(a) for a in np.logspace(-3, 3, 10))
 # Features whose training std is below this are scaled as if it were this: a near-constant PPV
 # feature would otherwise get a weight thousands of times larger than the rest, and the int8
-# export quantises each class's weights on one scale.
+# export quantises the whole head's weights on one scale.
 _MIN_SCALE: Final = 0.01
 
 
