@@ -68,6 +68,10 @@ SERIES: tuple[BenchSeries, ...] = (
 )
 
 
+# the non-learnt rules reported beside a seasonal-lag series (k of "seasonal naive + mean of the last k differences")
+_MEAN_DIFFS = (1, 2, 4, 8, 16, 48)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``streamedge bench forecasters``."""
     parser.add_argument("--out", type=Path, required=True, help="where to write the JSON figures")
@@ -80,6 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the maximum epochs (toy runs)")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--no-baselines", action="store_true", help="skip AutoETS and AutoTheta")
+    parser.add_argument("--end-early", type=int, default=0, metavar="N",
+                        help="run as if every series ended N readings earlier (selection runs: taylor's week 11 "
+                             "is --end-early 336, week 10 --end-early 672; the last week stays unseen)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a ForecasterConfig field (value as JSON), e.g. base_diffs=4; repeatable")
 
 
 def statistical_forecasts(histories: list[npt.NDArray[np.float64]], horizon: int, season: int
@@ -103,16 +112,38 @@ def statistical_forecasts(histories: list[npt.NDArray[np.float64]], horizon: int
     return out
 
 
-def _config(spec: BenchSeries, epochs: int | None, seed: int) -> Any:
-    from streamedge.training.config import ForecasterConfig
-    from streamedge.training.forecast import default_recent, default_window
+def _config(spec: BenchSeries, epochs: int | None, seed: int, overrides: dict[str, Any] | None = None) -> Any:
+    from streamedge.training.forecast import default_config
 
-    recent = default_recent(spec.season, spec.horizon)
-    fields: dict[str, Any] = {"window": default_window(spec.season, spec.horizon, recent), "horizon": spec.horizon,
-                              "season": spec.season, "recent": recent, "seed": seed}
+    fields: dict[str, Any] = {"seed": seed, **(overrides or {})}
     if epochs is not None:
         fields["epochs"] = epochs
-    return ForecasterConfig(**fields)
+    window, recent = fields.pop("window", None), fields.pop("recent", None)
+    return default_config(spec.horizon, spec.season, window, recent, **fields)
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs (values read as JSON: ``4``, ``[0, 0.5, 1]``) as configuration fields."""
+    from streamedge.training.config import ForecasterConfig
+
+    names = {f.name for f in dataclasses.fields(ForecasterConfig)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in names:
+            raise ValueError(f"--set takes KEY=VALUE with KEY one of {sorted(names)}, got {pair!r}")
+        out[key] = json.loads(value)
+    return out
+
+
+def _run_folder(args: argparse.Namespace, spec: BenchSeries) -> Path:
+    """One folder per series, seed, shortened end and configuration override."""
+    parts = [f"seed{args.seed}"]
+    if args.end_early:
+        parts.append(f"end-{args.end_early}")
+    parts += [f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in sorted(_overrides(args.set).items())]
+    folder: Path = args.work_dir / spec.name / "_".join(parts).replace("/", "_")
+    return folder
 
 
 def _scores(actual: npt.NDArray[Any], predicted: npt.NDArray[Any], scale: npt.NDArray[Any]) -> dict[str, float]:
@@ -145,14 +176,16 @@ def _one_series(args: argparse.Namespace, spec: BenchSeries) -> dict[str, Any]:
     from streamedge.training.metrics import seasonal_naive_forecast, seasonal_naive_scale
     from streamedge.training.windowing import partition_series
 
-    folder = args.work_dir / spec.name / f"seed{args.seed}"
+    folder = _run_folder(args, spec)
     cached = folder / "bench_run.json"
     if cached.exists():
         result: dict[str, Any] = json.loads(cached.read_text())
         return result
-    config = _config(spec, args.epochs, args.seed)
+    config = _config(spec, args.epochs, args.seed, _overrides(args.set))
     w, h, m, origins = config.window, config.horizon, config.season, spec.origins
     data = load_table((args.data_dir or data_dir() / "forecasting") / spec.file, [spec.column], spec.id_column)
+    if args.end_early:
+        data = dataclasses.replace(data, series=[s[: len(s) - args.end_early] for s in data.series])
     # Train once on everything before the first test block; later origins reuse that model.
     cut = (origins - 1) * h
     trimmed = dataclasses.replace(data, series=[s[: len(s) - cut] for s in data.series])
@@ -172,6 +205,16 @@ def _one_series(args: argparse.Namespace, spec: BenchSeries) -> dict[str, Any]:
     row_scale = np.array([scale[i] for i, _ in starts])[:, None]
     forecasts: dict[str, Any] = {"seasonal_naive": seasonal_naive_forecast(contexts[..., None], h, m)[..., 0],
                                  **_lstm_forecasts(folder, contexts)}
+    if config.recent:
+        from streamedge.training.seasonal_lags import SeasonalLagLayout, seasonal_lag_base
+
+        # the untrained model: what the correction is added to (seasonal naive for base_diffs 0)
+        layout = SeasonalLagLayout(w, m, h, config.recent)
+        forecasts["lstm_base"] = seasonal_lag_base(contexts[..., None], layout, config.base_diffs)[..., 0]
+        # not learnt: seasonal naive plus the mean of the last k seasonal differences
+        for k in _MEAN_DIFFS:
+            if k <= config.recent:
+                forecasts[f"naive_mean_diff_{k}"] = seasonal_lag_base(contexts[..., None], layout, k)[..., 0]
     stat_seconds = 0.0
     if not args.no_baselines:
         stat_started = time.perf_counter()
@@ -190,6 +233,7 @@ def _one_series(args: argparse.Namespace, spec: BenchSeries) -> dict[str, Any]:
     methods["lstm_shipped"]["variant"] = selected
     result = {
         "series": spec.name, "spec": asdict(spec), "window": w, "recent": config.recent,
+        "config": config.to_dict(), "end_early": args.end_early, "correction": metrics["correction"],
         "series_evaluated": len(series), "series_in_file": len(data.series),
         "series_skipped": metrics["data"]["series_skipped"], "series_test_only": metrics["data"]["series_test_only"],
         "test_points": int(actual.size), "epochs_run": metrics["epochs_run"],

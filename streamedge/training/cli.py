@@ -66,6 +66,11 @@ def register(subparsers: Any) -> None:
                 "and two seasons back; default min(season, max(2 * horizon, 8)) for seasons over 48, else 0 "
                 "(the LSTM reads window - season readings)")
     option(fc, "--units", type=int, default=None, env="STREAMEDGE_TRAIN_UNITS", help="LSTM units (default 32)")
+    option(fc, "--per-series-scaling", choices=("auto", "on", "off"), default="auto",
+           env="STREAMEDGE_TRAIN_PER_SERIES_SCALING",
+           help="scale every window by its own level and step size inside the model (one global model over "
+                "series of very different scales); auto: on when the series' MASE scales differ over 100x. "
+                "The manifest records the decision and retraining reuses it")
     _common(fc)
     fc.set_defaults(handler=_forecaster)
     _register_study(commands)
@@ -182,7 +187,8 @@ def _lstm_conversions(args: argparse.Namespace) -> int:
     windows = np.concatenate([make_windows((s - mean) / std, config.window, 0)[0] for s in data.series])[-200:]
     model = keras.saving.load_model(args.model_dir / "model.keras")
     results = compare_conversions(model, config, len(manifest.features), windows.astype(np.float32),
-                                  args.model_dir / "conversions")
+                                  args.model_dir / "conversions",
+                                  per_series_scaling=bool(manifest.hyperparameters.get("per_series_scaling", False)))
     for name, entry in results.items():
         if not entry["converted"]:
             print(f"  {name:<18} conversion failed: {entry['error']}")
@@ -242,17 +248,14 @@ def _classifier(args: argparse.Namespace) -> int:
 
 def _forecaster(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
-    from streamedge.training.config import ForecasterConfig
-    from streamedge.training.forecast import default_recent, default_window, train_forecaster
+    from streamedge.training.forecast import default_config, train_forecaster
 
     if args.register is not None and args.signing_key is None:
         raise ValueError("--register needs --signing-key")
     if (args.data is None) == (args.from_topic is None):
         raise ConfigError("give exactly one of --data FILE or --from-topic TOPIC")
-    recent = args.recent if args.recent is not None else default_recent(args.season, args.horizon)
-    window = args.window if args.window is not None else default_window(args.season, args.horizon, recent)
-    config = ForecasterConfig(window=window, horizon=args.horizon, season=args.season, recent=recent,
-                              **_overrides(args, ("epochs", "seed", "units")))
+    config = default_config(args.horizon, args.season, args.window, args.recent,
+                            **_overrides(args, ("epochs", "seed", "units")))
     columns = _split(args.column)
     data: Any = args.data
     if args.from_topic is not None:
@@ -261,8 +264,9 @@ def _forecaster(args: argparse.Namespace) -> int:
         data = replay_topic(kafka_settings(args), args.from_topic, keys=_split(args.keys))
         print(f"replayed {sum(len(s) for s in data.series)} readings of {len(data.series)} series from "
               f"{args.from_topic}")
+    scaling = {"auto": None, "on": True, "off": False}[args.per_series_scaling]
     metrics = train_forecaster(data, args.out, config, columns=columns, id_column=args.id_column,
-                               name=args.name, progress=not args.no_progress)
+                               name=args.name, progress=not args.no_progress, per_series_scaling=scaling)
     _summary(metrics, ("mae", "rmse", "mape", "mase"), args.out)
     return _maybe_register(args)
 

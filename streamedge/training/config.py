@@ -93,6 +93,12 @@ class ForecasterConfig:
         recent: 0 for the classic input (the LSTM reads ``window - season`` readings); otherwise
             the LSTM reads this many recent readings and the head the seasonal lags
             (needs ``recent + season <= window`` and ``horizon <= season``).
+        base_diffs: seasonal-lag input only: the forecast the correction is added to is seasonal
+            naive plus the mean of the last ``base_diffs`` seasonal differences
+            ``x[t - j] - x[t - j - season]`` (0: seasonal naive; at most ``recent``).
+        correction_scales: after training, the correction is multiplied by whichever of these
+            factors scores best on the validation windows (0 ships the base alone; ties go to the
+            smaller factor); empty keeps the trained correction as it is.
     """
 
     window: int = 36
@@ -106,9 +112,17 @@ class ForecasterConfig:
     val_fraction: float = 0.15
     seed: int = 0
     recent: int = 0
+    base_diffs: int = 0
+    correction_scales: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         _positive(self, ("window", "horizon", "season", "units", "epochs", "batch_size", "patience"))
+        # a manifest read back from JSON holds a list
+        object.__setattr__(self, "correction_scales", tuple(float(f) for f in self.correction_scales))
+        if not isinstance(self.base_diffs, int) or not 0 <= self.base_diffs <= self.recent:
+            raise ValueError(f"base_diffs must be an integer from 0 to recent ({self.recent}), got {self.base_diffs!r}")
+        if any(not 0.0 <= f <= 1.0 for f in self.correction_scales):
+            raise ValueError(f"correction_scales must lie in [0, 1], got {self.correction_scales}")
         if self.season >= self.window:
             raise ValueError(f"window ({self.window}) must be longer than season ({self.season})")
         if not isinstance(self.recent, int) or self.recent < 0:
@@ -120,8 +134,8 @@ class ForecasterConfig:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready copy."""
-        return dataclasses.asdict(self)
+        """JSON-ready copy (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
 def _positive(config: object, names: tuple[str, ...]) -> None:

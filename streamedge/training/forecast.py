@@ -33,13 +33,14 @@ from streamedge.training.config import ForecasterConfig
 from streamedge.training.data import SeriesData, load_table
 from streamedge.training.errors import DataError
 from streamedge.training.metrics import forecast_metrics, seasonal_naive_forecast, seasonal_naive_scale
-from streamedge.training.models import build_forecaster, fit, seed_everything
+from streamedge.training.models import build_forecaster, fit, scale_correction, seed_everything
 from streamedge.training.report import plot_forecasts, plot_learning_curves, write_index
-from streamedge.training.seasonal_lags import default_recent
+from streamedge.training.seasonal_lags import BASE_DIFFS, CORRECTION_SCALES, default_recent
 from streamedge.training.windowing import Normaliser, make_windows, partition_series, split_series
 
-__all__ = ["MAX_MAE_GROWTH", "MAX_SCALE_SPREAD", "default_recent", "default_window", "seasonal_naive_verdict",
-           "train_forecaster"]
+__all__ = ["MAX_MAE_GROWTH", "MAX_SCALE_SPREAD", "choose_correction_scale", "default_config", "default_recent",
+           "default_window",
+           "seasonal_naive_verdict", "train_forecaster"]
 
 _log = logging.getLogger(__name__)
 _REPRESENTATIVE: Final = 200
@@ -64,6 +65,24 @@ def default_window(season: int, horizon: int, recent: int = 0) -> int:
     return max(3 * season, 2 * horizon, 8)
 
 
+def default_config(horizon: int, season: int, window: int | None = None, recent: int | None = None,
+                   **fields: Any) -> ForecasterConfig:
+    """The configuration ``streamedge train forecaster --horizon H --season M`` trains with.
+
+    ``recent`` defaults to :func:`default_recent` and ``window`` to :func:`default_window`. With
+    the seasonal-lag input (``recent > 0``) the base also adds the mean of the last
+    ``BASE_DIFFS`` seasonal differences and the correction is scaled on validation by one of
+    ``CORRECTION_SCALES`` (docs/training.md, "Long seasons"); the classic input keeps seasonal
+    naive and the trained correction. ``fields`` override any of it.
+    """
+    recent = default_recent(season, horizon) if recent is None else recent
+    window = default_window(season, horizon, recent) if window is None else window
+    lag_defaults: dict[str, Any] = ({"base_diffs": min(BASE_DIFFS, recent), "correction_scales": CORRECTION_SCALES}
+                                    if recent else {})
+    return ForecasterConfig(**{"window": window, "horizon": horizon, "season": season, "recent": recent,
+                               **lag_defaults, **fields})
+
+
 def seasonal_naive_verdict(metrics: dict[str, dict[str, Any]], naive_mase: float) -> tuple[dict[str, bool], list[str]]:
     """Which models beat seasonal naive in MASE on the test set, and a warning for each that does not.
 
@@ -79,6 +98,38 @@ def seasonal_naive_verdict(metrics: dict[str, dict[str, Any]], naive_mase: float
                 f">= {naive_mase:.3f}; seasonal naive is the better forecast here"
                 for name, beats in verdict.items() if not beats]
     return verdict, warnings
+
+
+def choose_correction_scale(model: Any, scales: tuple[float, ...], x_val: npt.NDArray[np.float32],
+                            y_val: npt.NDArray[np.float32], weights: npt.NDArray[np.float32] | None = None
+                            ) -> dict[str, Any]:
+    """Scale the trained correction head by the factor of ``scales`` with the lowest validation MAE.
+
+    The forecast is ``base + correction`` with a linear head, so ``base + f * correction`` for
+    every factor ``f`` follows from two predictions: with the trained head and with the head
+    at zero (the base). Ties go to the smaller factor; 0 ships the base alone (a fallback to
+    seasonal naive, or to seasonal naive plus the recent seasonal change). ``weights`` weigh each
+    window's error as in training (per-series scaling). Empty ``scales`` keeps the head as trained.
+
+    Returns:
+        ``{"scale", "candidates", "validation_mae"}`` (MAE per candidate, normalised units).
+    """
+    if not scales:
+        return {"scale": 1.0, "candidates": [], "validation_mae": {}}
+    dense = model.get_layer("correction")
+    trained_weights = dense.get_weights()
+    trained = np.asarray(model.predict(x_val, verbose=0), np.float64)
+    scale_correction(model, 0.0)
+    base = np.asarray(model.predict(x_val, verbose=0), np.float64)
+    dense.set_weights(trained_weights)
+    w = np.ones(len(x_val)) if weights is None else np.asarray(weights, np.float64)
+    target = np.asarray(y_val, np.float64).reshape(len(y_val), -1)
+    errors = {f: float(np.average(np.abs(base + f * (trained - base) - target).mean(axis=1), weights=w))
+              for f in sorted(set(scales))}
+    best = min(errors, key=lambda f: (errors[f], f))
+    if best != 1.0:
+        scale_correction(model, best)
+    return {"scale": best, "candidates": sorted(errors), "validation_mae": {str(f): e for f, e in errors.items()}}
 
 
 def _scale_spread(scale: npt.NDArray[np.float64]) -> float:
@@ -232,6 +283,9 @@ def train_forecaster(
     train, val = ((x_train, y_train, w_train), (x_val, y_val, w_val)) if scaled else ((x_train, y_train), (x_val, y_val))
     history = fit(model, train, val, config.epochs, min(config.batch_size, len(x_train)), config.patience, progress)
     fit_seconds = time.perf_counter() - started
+    correction = choose_correction_scale(model, config.correction_scales, x_val, y_val, w_val if scaled else None)
+    if correction["scale"] != 1.0:
+        _log.info("correction scaled by %g (validation MAE %s)", correction["scale"], correction["validation_mae"])
     model.save(out / "model.keras")
 
     def denorm(outputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -249,6 +303,8 @@ def train_forecaster(
     def gate(metrics: dict[str, Any]) -> str:
         for key in ("mae", "mase"):
             if metrics[key] > keras_metrics[key] * (1 + MAX_MAE_GROWTH):
+                if not keras_metrics[key]:
+                    return f"{key.upper()} {metrics[key]:.3g} against Keras' 0"
                 growth = (metrics[key] / keras_metrics[key] - 1) * 100
                 return f"{key.upper()} grows {growth:.1f}% over Keras (> {MAX_MAE_GROWTH * 100:.0f}%)"
         return ""
@@ -272,6 +328,7 @@ def train_forecaster(
             "warnings": warnings + losses,
             "history": history,
             "epochs_run": len(history["loss"]),
+            "correction": correction,
             "scaling": {"per_series": bool(scaled), "scale_spread": spread, "max_scale_spread": MAX_SCALE_SPREAD},
             "fit_seconds": fit_seconds,
             "data": {**data.report.to_dict(), "series": len(evaluated), "series_in_file": len(data.series),
@@ -286,7 +343,8 @@ def train_forecaster(
             "reference_stats": reference_stats(np.concatenate(histories), data.features),
             "validation_error": {"mae": float(np.mean(np.abs(val_residuals))),
                                  "residual_std": float(np.std(val_residuals))},
-            "hyperparameters": {"model": "lstm", **config.to_dict()},
+            # the scaling decision, so a retrain or a rebuild of the model makes the same one
+            "hyperparameters": {"model": "lstm", **config.to_dict(), "per_series_scaling": bool(scaled)},
         },
     )
     report = out / "report"

@@ -16,7 +16,7 @@ from streamedge.training.config import ClassifierConfig, ForecasterConfig
 from streamedge.training.seasonal_lags import SeasonalLagLayout
 
 __all__ = ["SCALE_FLOOR", "best_epoch", "build_classifier", "build_forecaster", "fit", "forecast_loss",
-           "seed_everything"]
+           "scale_correction", "seed_everything"]
 
 # Per-series scaling: a window whose mean absolute step is below this (normalised units) is flat.
 SCALE_FLOOR: Final = 1e-12
@@ -109,6 +109,15 @@ def build_forecaster(n_features: int, config: ForecasterConfig, unroll: bool = T
     return model
 
 
+def scale_correction(model: Any, factor: float) -> None:
+    """Multiply the forecaster's correction head (kernel and bias) by ``factor``; 0 leaves the base alone.
+
+    The head is linear and added to the base, so the forecast becomes ``base + factor * correction``.
+    """
+    dense = model.get_layer("correction")
+    dense.set_weights([np.asarray(w * np.float32(factor), np.float32) for w in dense.get_weights()])
+
+
 def _window_statistics(inputs: Any, window: int) -> tuple[Any, Any]:
     """Per-window level and scale, ``(batch, 1, n_features)`` each: the last reading, and the mean
     absolute step ``mean |x[t] - x[t-1]|`` over the window, floored at ``SCALE_FLOOR``.
@@ -159,9 +168,31 @@ def _seasonal_lag_forecast(inputs: Any, n_features: int, config: ForecasterConfi
     features = layers.Concatenate(axis=-1)([recent, layers.Subtract()([recent, partner])])
     hidden = layers.LSTM(config.units, unroll=unroll)(features)
     start = layout.lag_start(1)
-    naive = layers.Flatten()(layers.Cropping1D((start, w - start - h), name="lag1")(inputs))
+    base = layers.Cropping1D((start, w - start - h), name="lag1")(inputs)
+    if config.base_diffs:
+        base = _add_mean_seasonal_difference(inputs, base, layout, config.base_diffs)
     correction = layers.Dense(h * n_features, kernel_initializer="zeros", name="correction")(hidden)
-    return layers.Add(name="forecast")([naive, correction])
+    return layers.Add(name="forecast")([layers.Flatten()(base), correction])
+
+
+def _add_mean_seasonal_difference(inputs: Any, lag1: Any, layout: SeasonalLagLayout, diffs: int) -> Any:
+    """``lag1`` plus the mean of the window's last ``diffs`` seasonal differences, broadcast over the horizon.
+
+    Summed oldest first with ``Add`` layers, then multiplied by ``1 / diffs``: the order of
+    :func:`training.seasonal_lags.seasonal_lag_base`, so the untrained model equals it bit for bit.
+    """
+    from keras import layers, ops
+
+    w, s = layout.window, layout.season
+    changes = [layers.Subtract()([layers.Cropping1D((w - 1 - j, j))(inputs),
+                                  layers.Cropping1D((w - 1 - j - s, j + s))(inputs)])
+               for j in range(diffs - 1, -1, -1)]
+    total = changes[0]
+    for change in changes[1:]:
+        total = layers.Add()([total, change])
+    if diffs > 1:
+        total = ops.multiply(total, np.float32(1.0 / diffs))
+    return ops.add(lag1, total)
 
 
 def fit(

@@ -30,12 +30,18 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["LONG_SEASON", "SeasonalLagLayout", "default_recent", "seasonal_lag_inputs"]
+__all__ = ["BASE_DIFFS", "CORRECTION_SCALES", "LONG_SEASON", "SeasonalLagLayout", "default_recent",
+           "seasonal_lag_base", "seasonal_lag_inputs"]
 
 # Seasons longer than this use the seasonal-lag input by default. At 48 (half-hourly data with a
 # daily season) the classic input is 96 unrolled LSTM steps and trains in seconds per epoch; the
 # weekly season of the same data (336) would be 672 steps.
 LONG_SEASON: Final = 48
+# The seasonal-lag defaults (chosen on taylor's selection weeks, docs/training.md "Long seasons"):
+# the base adds the mean of the last BASE_DIFFS seasonal differences to seasonal naive, and after
+# training the correction is scaled by the factor of CORRECTION_SCALES that scores best on validation.
+BASE_DIFFS: Final = 4
+CORRECTION_SCALES: Final = (0.0, 1.0)
 
 
 def default_recent(season: int, horizon: int) -> int:
@@ -99,3 +105,28 @@ def seasonal_lag_inputs(windows: npt.ArrayLike, layout: SeasonalLagLayout) -> di
     partner = arr[:, w - r - s: w - s]
     lags = np.stack([arr[:, layout.lag_start(m): layout.lag_start(m) + h] for m in range(1, layout.lags + 1)], axis=1)
     return {"recent": recent, "seasonal_diff": recent - partner, "lags": lags}
+
+
+def seasonal_lag_base(windows: npt.ArrayLike, layout: SeasonalLagLayout, diffs: int) -> npt.NDArray[np.float32]:
+    """The forecast the correction is added to: lag block 1 plus the mean of the last ``diffs`` seasonal differences.
+
+    ``diffs = 0`` is seasonal naive. The sum runs oldest difference first and is then multiplied
+    by ``1 / diffs`` in float32, the order the Keras model uses, so the two agree bit for bit.
+
+    Returns:
+        ``(batch, horizon, n_features)`` float32.
+    """
+    if not 0 <= diffs <= layout.recent:
+        raise ValueError(f"diffs must be from 0 to recent ({layout.recent}), got {diffs}")
+    blocks = seasonal_lag_inputs(windows, layout)
+    naive = blocks["lags"][:, 0]
+    if not diffs:
+        return naive
+    changes = blocks["seasonal_diff"][:, layout.recent - diffs:]
+    total = changes[:, :1]
+    for j in range(1, diffs):
+        total = total + changes[:, j:j + 1]
+    if diffs > 1:
+        total = total * np.float32(1.0 / diffs)
+    base: npt.NDArray[np.float32] = naive + total
+    return base

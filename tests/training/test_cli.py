@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def test_train_forecaster_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert manifest.features == ["load"]
     assert manifest.input_shape == [-1, 16, 1] and manifest.output_shape == [-1, 4]
     assert manifest.hyperparameters["seed"] == 1
+    assert manifest.hyperparameters["per_series_scaling"] is False  # auto, one series: off, and recorded
 
 
 def test_train_classifier_cli_model_flags_and_small_data_warnings(
@@ -72,3 +74,24 @@ def test_train_help_lists_the_contract_flags(capsys: pytest.CaptureFixture[str])
     for flag in ("--data", "--column", "--id-column", "--horizon", "--season", "--out", "--window", "--epochs",
                  "--seed", "STREAMEDGE_TRAIN_EPOCHS"):
         assert flag in text
+
+
+def test_train_forecaster_per_series_scaling_flag_is_recorded_for_retraining(tmp_path: Path) -> None:
+    from streamedge.training.retrain import stored_scaling
+
+    data = write_seasonal_csv(tmp_path / "plant.csv")
+    out = tmp_path / "fc"
+    # One series of one scale: auto would leave scaling off; "on" forces it, and the manifest says so.
+    code = main(["train", "forecaster", "--data", str(data), "--column", "load", "--horizon", "4", "--season", "8",
+                 "--window", "16", "--epochs", "2", "--units", "4", "--out", str(out), "--no-progress",
+                 "--per-series-scaling", "on"])
+    assert code == 0
+    manifest = read_manifest(out)
+    assert manifest.hyperparameters["per_series_scaling"] is True
+    assert json.loads((out / "metrics.json").read_text())["scaling"]["per_series"] is True
+    assert manifest.normalisation["mean"] == [0.0]  # the scale-only normalisation of per-series scaling
+    assert stored_scaling(manifest) is True  # what a retrain passes to train_forecaster
+    assert stored_scaling(dataclasses.replace(manifest, hyperparameters={"model": "lstm"})) is None
+    with pytest.raises(SystemExit):
+        main(["train", "forecaster", "--data", str(data), "--horizon", "4", "--season", "8", "--out", str(out),
+              "--per-series-scaling", "maybe"])
