@@ -50,7 +50,7 @@ def _reference_features(plan: MiniRocketPlan, x: np.ndarray, steepness: float | 
 
 
 def test_keras_features_are_the_minirocket_ppvs() -> None:
-    for channels in (1, 2):  # one conv per branch (univariate), clipped conv + step (multichannel)
+    for channels in (1, 2):  # univariate, and kernels summing random channel subsets
         x = _series(channels=channels)
         plan = plan_minirocket(x, n_features=300, seed=4)
         assert plan.n_features == 84 * sum(plan.features_per_kernel) <= 300
