@@ -66,6 +66,13 @@ def register(subparsers: Any) -> None:
                 "and two seasons back; default min(season, max(2 * horizon, 8)) for seasons over 48, else 0 "
                 "(the LSTM reads window - season readings)")
     option(fc, "--units", type=int, default=None, env="STREAMEDGE_TRAIN_UNITS", help="LSTM units (default 32)")
+    option(fc, "--base-diffs", type=int, default=None, env="STREAMEDGE_TRAIN_BASE_DIFFS",
+           help="seasonal-lag input: the base is seasonal naive plus the mean of the last N seasonal differences "
+                "(default 4; 0: seasonal naive)")
+    option(fc, "--correction-scales", default=None, env="STREAMEDGE_TRAIN_CORRECTION_SCALES",
+           help="seasonal-lag input: after training, scale the LSTM's correction by whichever of these factors "
+                "(comma-separated, 0 to 1) scores best on validation; default 0 (ship the base), '0,1' lets the "
+                "trained correction compete")
     option(fc, "--per-series-scaling", choices=("auto", "on", "off"), default="auto",
            env="STREAMEDGE_TRAIN_PER_SERIES_SCALING",
            help="scale every window by its own level and step size inside the model (one global model over "
@@ -254,8 +261,10 @@ def _forecaster(args: argparse.Namespace) -> int:
         raise ValueError("--register needs --signing-key")
     if (args.data is None) == (args.from_topic is None):
         raise ConfigError("give exactly one of --data FILE or --from-topic TOPIC")
-    config = default_config(args.horizon, args.season, args.window, args.recent,
-                            **_overrides(args, ("epochs", "seed", "units")))
+    fields = _overrides(args, ("epochs", "seed", "units", "base_diffs"))
+    if args.correction_scales is not None:
+        fields["correction_scales"] = tuple(float(f) for f in _split(args.correction_scales) or [])
+    config = default_config(args.horizon, args.season, args.window, args.recent, **fields)
     columns = _split(args.column)
     data: Any = args.data
     if args.from_topic is not None:

@@ -112,7 +112,8 @@ def choose_correction_scale(model: Any, scales: tuple[float, ...], x_val: npt.ND
     window's error as in training (per-series scaling). Empty ``scales`` keeps the head as trained.
 
     Returns:
-        ``{"scale", "candidates", "validation_mae"}`` (MAE per candidate, normalised units).
+        ``{"scale", "candidates", "validation_mae"}`` (MAE per candidate and for the trained
+        correction, factor 1, in normalised units).
     """
     if not scales:
         return {"scale": 1.0, "candidates": [], "validation_mae": {}}
@@ -124,12 +125,14 @@ def choose_correction_scale(model: Any, scales: tuple[float, ...], x_val: npt.ND
     dense.set_weights(trained_weights)
     w = np.ones(len(x_val)) if weights is None else np.asarray(weights, np.float64)
     target = np.asarray(y_val, np.float64).reshape(len(y_val), -1)
+    # the trained correction (1) is always scored, a candidate or not, so the report shows what it was worth
     errors = {f: float(np.average(np.abs(base + f * (trained - base) - target).mean(axis=1), weights=w))
-              for f in sorted(set(scales))}
-    best = min(errors, key=lambda f: (errors[f], f))
+              for f in sorted(set(scales) | {1.0})}
+    candidates = sorted(set(scales))
+    best = min(candidates, key=lambda f: (errors[f], f))
     if best != 1.0:
         scale_correction(model, best)
-    return {"scale": best, "candidates": sorted(errors), "validation_mae": {str(f): e for f, e in errors.items()}}
+    return {"scale": best, "candidates": candidates, "validation_mae": {str(f): e for f, e in errors.items()}}
 
 
 def _scale_spread(scale: npt.NDArray[np.float64]) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from streamedge.training.config import ForecasterConfig
-from streamedge.training.forecast import default_window
+from streamedge.training.forecast import default_config, default_window
 from streamedge.training.seasonal_lags import SeasonalLagLayout, default_recent, seasonal_lag_base, seasonal_lag_inputs
 from streamedge.training.windowing import make_windows
 
@@ -43,6 +43,10 @@ def test_defaults_use_lags_only_for_long_seasons() -> None:
     assert default_recent(52, 13) == 26 and default_recent(60, 2) == 8 and default_recent(60, 90) == 0
     assert default_window(336, 48, 96) == 672  # two seasons: the forecast hours one and two weeks back
     assert default_window(12, 12) == 36
+    long, short = default_config(48, 336), default_config(12, 12)
+    assert (long.recent, long.window, long.base_diffs, long.correction_scales) == (96, 672, 4, (0.0,))
+    assert (short.recent, short.base_diffs, short.correction_scales) == (0, 0, ())  # classic input: as before
+    assert default_config(13, 52).base_diffs == 4 and default_config(2, 60).base_diffs == 4  # recent 8
 
 
 def test_keras_model_crops_the_same_slices() -> None:
@@ -110,6 +114,8 @@ def test_correction_scale_is_chosen_on_validation(bias: float, chosen: float) ->
     assert result["scale"] == chosen  # -1: the base is better than any share of the correction
     np.testing.assert_allclose(model.predict(x, verbose=0), naive + chosen * bias, atol=1e-5)
     assert choose_correction_scale(model, (), x, y)["scale"] == 1.0  # no candidates: kept as it is
+    only_base = choose_correction_scale(model, (0.0,), x, y)  # the default: the base, the trained one still scored
+    assert only_base["scale"] == 0.0 and set(only_base["validation_mae"]) == {"0.0", "1.0"}
 
 
 def test_training_falls_back_to_the_base_when_it_wins_on_validation(tmp_path: Path) -> None:
