@@ -195,7 +195,7 @@ def _lstm_conversions(args: argparse.Namespace) -> int:
     model = keras.saving.load_model(args.model_dir / "model.keras")
     results = compare_conversions(model, config, len(manifest.features), windows.astype(np.float32),
                                   args.model_dir / "conversions",
-                                  per_series_scaling=bool(manifest.hyperparameters.get("per_series_scaling", False)))
+                                  per_series_scaling=bool(config.per_series_scaling))
     for name, entry in results.items():
         if not entry["converted"]:
             print(f"  {name:<18} conversion failed: {entry['error']}")
@@ -262,6 +262,7 @@ def _forecaster(args: argparse.Namespace) -> int:
     if (args.data is None) == (args.from_topic is None):
         raise ConfigError("give exactly one of --data FILE or --from-topic TOPIC")
     fields = _overrides(args, ("epochs", "seed", "units", "base_diffs"))
+    fields["per_series_scaling"] = {"auto": None, "on": True, "off": False}[args.per_series_scaling]
     if args.correction_scales is not None:
         fields["correction_scales"] = tuple(float(f) for f in _split(args.correction_scales) or [])
     config = default_config(args.horizon, args.season, args.window, args.recent, **fields)
@@ -273,9 +274,8 @@ def _forecaster(args: argparse.Namespace) -> int:
         data = replay_topic(kafka_settings(args), args.from_topic, keys=_split(args.keys))
         print(f"replayed {sum(len(s) for s in data.series)} readings of {len(data.series)} series from "
               f"{args.from_topic}")
-    scaling = {"auto": None, "on": True, "off": False}[args.per_series_scaling]
     metrics = train_forecaster(data, args.out, config, columns=columns, id_column=args.id_column,
-                               name=args.name, progress=not args.no_progress, per_series_scaling=scaling)
+                               name=args.name, progress=not args.no_progress)
     _summary(metrics, ("mae", "rmse", "mape", "mase"), args.out)
     return _maybe_register(args)
 

@@ -99,6 +99,10 @@ class ForecasterConfig:
         correction_scales: after training, the correction is multiplied by whichever of these
             factors scores best on the validation windows (0 ships the base alone; ties go to the
             smaller factor); empty keeps the trained correction as it is.
+        per_series_scaling: scale every window by its own statistics inside the model; ``None``
+            decides from the data (on when the series' MASE scales differ more than
+            ``forecast.MAX_SCALE_SPREAD``). The saved hyperparameters hold the decision taken, so
+            a retrain from them makes the same one.
     """
 
     window: int = 36
@@ -114,6 +118,7 @@ class ForecasterConfig:
     recent: int = 0
     base_diffs: int = 0
     correction_scales: tuple[float, ...] = ()
+    per_series_scaling: bool | None = None
 
     def __post_init__(self) -> None:
         _positive(self, ("window", "horizon", "season", "units", "epochs", "batch_size", "patience"))
@@ -121,6 +126,8 @@ class ForecasterConfig:
         object.__setattr__(self, "correction_scales", tuple(float(f) for f in self.correction_scales))
         if not isinstance(self.base_diffs, int) or not 0 <= self.base_diffs <= self.recent:
             raise ValueError(f"base_diffs must be an integer from 0 to recent ({self.recent}), got {self.base_diffs!r}")
+        if self.per_series_scaling not in (None, True, False):
+            raise ValueError(f"per_series_scaling must be true, false or null, got {self.per_series_scaling!r}")
         if any(not 0.0 <= f <= 1.0 for f in self.correction_scales):
             raise ValueError(f"correction_scales must lie in [0, 1], got {self.correction_scales}")
         if self.season >= self.window:

@@ -20,6 +20,7 @@ training windows' MASE. The runtime contract does not change: raw window in, raw
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -223,7 +224,9 @@ def train_forecaster(
         name: model name; default ``<file stem>-lstm`` (``forecaster`` for loaded series).
         progress: show progress bars.
         per_series_scaling: scale every window by its own statistics inside the model; ``None``
-            (default) turns it on when the series' MASE scales differ more than ``MAX_SCALE_SPREAD``.
+            (default) takes ``config.per_series_scaling``, and if that is ``None`` too, turns it on
+            when the series' MASE scales differ more than ``MAX_SCALE_SPREAD``. The manifest's
+            hyperparameters record the decision (``per_series_scaling``).
 
     Returns:
         The ``metrics.json`` content.
@@ -261,7 +264,8 @@ def train_forecaster(
     n_feat = len(data.features)
     scale = np.array([[[seasonal_naive_scale(hst[:, f], season) for f in range(n_feat)]] for hst in histories])
     spread = _scale_spread(scale)
-    scaled = spread > MAX_SCALE_SPREAD if per_series_scaling is None else per_series_scaling
+    forced = config.per_series_scaling if per_series_scaling is None else per_series_scaling
+    scaled = spread > MAX_SCALE_SPREAD if forced is None else forced
     if scaled:
         _log.info("series scales (in-sample seasonal-naive MAE) differ %.0fx: per-series scaling", spread)
     elif spread > MAX_SCALE_SPREAD:
@@ -347,7 +351,8 @@ def train_forecaster(
             "validation_error": {"mae": float(np.mean(np.abs(val_residuals))),
                                  "residual_std": float(np.std(val_residuals))},
             # the scaling decision, so a retrain or a rebuild of the model makes the same one
-            "hyperparameters": {"model": "lstm", **config.to_dict(), "per_series_scaling": bool(scaled)},
+            "hyperparameters": {"model": "lstm",
+                                **dataclasses.replace(config, per_series_scaling=bool(scaled)).to_dict()},
         },
     )
     report = out / "report"

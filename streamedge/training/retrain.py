@@ -66,7 +66,6 @@ __all__ = [
     "Retrainer",
     "parse_request",
     "serve",
-    "stored_scaling",
 ]
 
 _log = logging.getLogger(__name__)
@@ -155,16 +154,6 @@ class RetrainMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.outcomes = Counter("streamedge_retrain_outcomes", "Retrain requests handled, by model and outcome",
                                 ["model", "outcome"], registry=registry)
-
-
-def stored_scaling(manifest: ModelManifest) -> bool | None:
-    """The per-series scaling decision a forecaster was trained with (``hyperparameters.per_series_scaling``).
-
-    A retrain reuses it rather than deciding again from the new history, so a model does not
-    change form between versions; ``None`` (a manifest from before it was recorded) lets training decide.
-    """
-    value = manifest.hyperparameters.get("per_series_scaling")
-    return None if value is None else bool(value)
 
 
 def parse_request(payload: bytes | None) -> tuple[str, int, str]:
@@ -322,8 +311,8 @@ class Retrainer:
                   len(data.series), sum(len(s) for s in data.series), sum(sizes), skipped)
         out = self.work_dir / f"{name}-{uuid.uuid4().hex[:8]}"
         try:
-            metrics = train_forecaster(train_data, out, config, name=name, progress=self.progress,
-                                       per_series_scaling=stored_scaling(champion))
+            # config holds the champion's per-series scaling decision: the retrain makes the same one
+            metrics = train_forecaster(train_data, out, config, name=name, progress=self.progress)
             selected = metrics["selected_variant"]
             if metrics["tflite"][selected]["parity"] != "passed":
                 why = metrics["refused_variants"].get(selected) or metrics["selection_reason"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from streamedge.cli.main import main
 from streamedge.contracts.manifest import read_manifest
 from streamedge.contracts.signing import generate_keypair, load_public_key
 from streamedge.registry import ModelRegistry
+from streamedge.training.config import ForecasterConfig
 from tests.training.helpers import write_seasonal_csv, write_ts
 
 
@@ -77,8 +77,6 @@ def test_train_help_lists_the_contract_flags(capsys: pytest.CaptureFixture[str])
 
 
 def test_train_forecaster_per_series_scaling_flag_is_recorded_for_retraining(tmp_path: Path) -> None:
-    from streamedge.training.retrain import stored_scaling
-
     data = write_seasonal_csv(tmp_path / "plant.csv")
     out = tmp_path / "fc"
     # One series of one scale: auto would leave scaling off; "on" forces it, and the manifest says so.
@@ -90,8 +88,10 @@ def test_train_forecaster_per_series_scaling_flag_is_recorded_for_retraining(tmp
     assert manifest.hyperparameters["per_series_scaling"] is True
     assert json.loads((out / "metrics.json").read_text())["scaling"]["per_series"] is True
     assert manifest.normalisation["mean"] == [0.0]  # the scale-only normalisation of per-series scaling
-    assert stored_scaling(manifest) is True  # what a retrain passes to train_forecaster
-    assert stored_scaling(dataclasses.replace(manifest, hyperparameters={"model": "lstm"})) is None
+    # a retrain rebuilds its configuration from the hyperparameters (training.retrain), decision included
+    config = ForecasterConfig(**{k: v for k, v in manifest.hyperparameters.items() if k != "model"})
+    assert config.per_series_scaling is True
+    assert ForecasterConfig(window=16, horizon=4, season=8).per_series_scaling is None  # older manifests: decide
     with pytest.raises(SystemExit):
         main(["train", "forecaster", "--data", str(data), "--horizon", "4", "--season", "8", "--out", str(out),
               "--per-series-scaling", "maybe"])
