@@ -194,8 +194,7 @@ def _lstm_conversions(args: argparse.Namespace) -> int:
     windows = np.concatenate([make_windows((s - mean) / std, config.window, 0)[0] for s in data.series])[-200:]
     model = keras.saving.load_model(args.model_dir / "model.keras")
     results = compare_conversions(model, config, len(manifest.features), windows.astype(np.float32),
-                                  args.model_dir / "conversions",
-                                  per_series_scaling=bool(config.per_series_scaling))
+                                  args.model_dir / "conversions")
     for name, entry in results.items():
         if not entry["converted"]:
             print(f"  {name:<18} conversion failed: {entry['error']}")

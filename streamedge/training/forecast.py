@@ -210,7 +210,6 @@ def train_forecaster(
     id_column: str | None = None,
     name: str | None = None,
     progress: bool = True,
-    per_series_scaling: bool | None = None,
 ) -> dict[str, Any]:
     """Load, train, test once on the last ``horizon`` points of each series, export every variant.
 
@@ -218,15 +217,14 @@ def train_forecaster(
         data_path: CSV/TSV file (wide, or long with ``id_column``), or already loaded series
             (e.g. from :func:`training.kafka_source.replay_topic`).
         out: output folder.
-        config: hyperparameters (window, horizon, season, ...).
+        config: hyperparameters (window, horizon, season, ...). ``config.per_series_scaling``
+            ``None`` turns per-series scaling on when the series' MASE scales differ more than
+            ``MAX_SCALE_SPREAD``; ``True``/``False`` force it. The manifest's hyperparameters
+            record the decision taken.
         columns: feature columns; default every numeric column.
         id_column: series id column for long format (one global model across series).
         name: model name; default ``<file stem>-lstm`` (``forecaster`` for loaded series).
         progress: show progress bars.
-        per_series_scaling: scale every window by its own statistics inside the model; ``None``
-            (default) takes ``config.per_series_scaling``, and if that is ``None`` too, turns it on
-            when the series' MASE scales differ more than ``MAX_SCALE_SPREAD``. The manifest's
-            hyperparameters record the decision (``per_series_scaling``).
 
     Returns:
         The ``metrics.json`` content.
@@ -264,8 +262,8 @@ def train_forecaster(
     n_feat = len(data.features)
     scale = np.array([[[seasonal_naive_scale(hst[:, f], season) for f in range(n_feat)]] for hst in histories])
     spread = _scale_spread(scale)
-    forced = config.per_series_scaling if per_series_scaling is None else per_series_scaling
-    scaled = spread > MAX_SCALE_SPREAD if forced is None else forced
+    scaled = spread > MAX_SCALE_SPREAD if config.per_series_scaling is None else config.per_series_scaling
+    config = dataclasses.replace(config, per_series_scaling=bool(scaled))
     if scaled:
         _log.info("series scales (in-sample seasonal-naive MAE) differ %.0fx: per-series scaling", spread)
     elif spread > MAX_SCALE_SPREAD:
@@ -284,7 +282,7 @@ def train_forecaster(
     out.mkdir(parents=True, exist_ok=True)
 
     seed_everything(config.seed)
-    model = build_forecaster(n_feat, config, per_series_scaling=scaled)
+    model = build_forecaster(n_feat, config)
     started = time.perf_counter()
     # Per-series scaling weighs each window by one over its series' scale: the loss is their MASE.
     train, val = ((x_train, y_train, w_train), (x_val, y_val, w_val)) if scaled else ((x_train, y_train), (x_val, y_val))
@@ -350,9 +348,8 @@ def train_forecaster(
             "reference_stats": reference_stats(np.concatenate(histories), data.features),
             "validation_error": {"mae": float(np.mean(np.abs(val_residuals))),
                                  "residual_std": float(np.std(val_residuals))},
-            # the scaling decision, so a retrain or a rebuild of the model makes the same one
-            "hyperparameters": {"model": "lstm",
-                                **dataclasses.replace(config, per_series_scaling=bool(scaled)).to_dict()},
+            # holds the scaling decision, so a retrain or a rebuild of the model makes the same one
+            "hyperparameters": {"model": "lstm", **config.to_dict()},
         },
     )
     report = out / "report"

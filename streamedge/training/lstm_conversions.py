@@ -41,8 +41,7 @@ def _select_tf_ops(model: Any) -> bytes:
 
 
 def compare_conversions(
-    trained: Any, config: ForecasterConfig, n_features: int, windows: npt.NDArray[np.float32], folder: Path,
-    per_series_scaling: bool = False,
+    trained: Any, config: ForecasterConfig, n_features: int, windows: npt.NDArray[np.float32], folder: Path
 ) -> dict[str, dict[str, Any]]:
     """Convert ``trained`` (an unrolled forecaster) every way and measure each result.
 
@@ -52,8 +51,6 @@ def compare_conversions(
         n_features: input channels.
         windows: ``(n, window, n_features)`` normalised windows to compare outputs on.
         folder: where the candidate ``.tflite`` files go.
-        per_series_scaling: the model scales each window inside its graph (the manifest's
-            ``hyperparameters.per_series_scaling``); the rebuilt models must too.
 
     Returns:
         candidate name -> ``{"converted", "size_bytes", "runtimes", "latency_ms_p50", "max_abs_diff"}``
@@ -64,12 +61,9 @@ def compare_conversions(
     candidates: dict[str, tuple[Any, str]] = {
         "unrolled": (trained, "float32"),
         "unrolled_int8": (trained, "int8"),
-        "while_fixed_batch": (build_forecaster(n_features, config, unroll=False, batch_size=1,
-                                               per_series_scaling=per_series_scaling), "float32"),
-        "while_dynamic": (build_forecaster(n_features, config, unroll=False, per_series_scaling=per_series_scaling),
-                          "float32"),
-        "select_tf_ops": (build_forecaster(n_features, config, unroll=False, per_series_scaling=per_series_scaling),
-                          "select"),
+        "while_fixed_batch": (build_forecaster(n_features, config, unroll=False, batch_size=1), "float32"),
+        "while_dynamic": (build_forecaster(n_features, config, unroll=False), "float32"),
+        "select_tf_ops": (build_forecaster(n_features, config, unroll=False), "select"),
     }
     results: dict[str, dict[str, Any]] = {}
     for name, (model, mode) in candidates.items():

@@ -22,7 +22,7 @@ __all__ = ["SCALE_FLOOR", "best_epoch", "build_classifier", "build_forecaster", 
 SCALE_FLOOR: Final = 1e-12
 
 
-def forecast_loss(config: ForecasterConfig, per_series_scaling: bool = False) -> str:
+def forecast_loss(config: ForecasterConfig) -> str:
     """The forecaster's training loss: MAE for the seasonal-lag input and under per-series scaling, else MSE.
 
     Measured (docs/training.md): on ``taylor``'s held-out weeks MAE beat MSE for the seasonal-lag
@@ -31,7 +31,7 @@ def forecast_loss(config: ForecasterConfig, per_series_scaling: bool = False) ->
     MASE (M1 yearly 3.35 against 4.82). For the classic input on the short-season series MAE was
     no better than MSE (worse on Airline, elec_equip and lynx over three seeds), so MSE stays.
     """
-    return "mae" if config.recent or per_series_scaling else "mse"
+    return "mae" if config.recent or config.per_series_scaling else "mse"
 
 
 def seed_everything(seed: int) -> None:
@@ -74,7 +74,7 @@ def build_classifier(length: int, n_channels: int, n_classes: int, config: Class
 
 
 def build_forecaster(n_features: int, config: ForecasterConfig, unroll: bool = True,
-                     batch_size: int | None = None, per_series_scaling: bool = False) -> Any:
+                     batch_size: int | None = None) -> Any:
     """Unrolled LSTM that corrects the seasonal-naive forecast (seasonal-lag mode when ``config.recent``).
 
     ``LSTM(unroll=True)`` converts to builtin TFLite ops with a dynamic batch (Keras 3's
@@ -83,14 +83,15 @@ def build_forecaster(n_features: int, config: ForecasterConfig, unroll: bool = T
     so before training the model *is* seasonal naive. ``unroll=False`` and a fixed
     ``batch_size`` exist only for :mod:`training.lstm_conversions`, which compares the ways out.
 
-    ``per_series_scaling``: each window is scaled by its own statistics inside the graph (see
+    ``config.per_series_scaling`` (``True``; ``None`` counts as off, as :func:`training.forecast.train_forecaster`
+    decides it before building): each window is scaled by its own statistics inside the graph (see
     :func:`_window_statistics`) and the forecast scaled back, so series of any scale share one
     model and the file still maps a window to a forecast in the manifest's units.
     """
     import keras
     from keras import layers, ops
 
-    window = config.window
+    window, per_series_scaling = config.window, bool(config.per_series_scaling)
     inputs = keras.Input((window, n_features), batch_size=batch_size, name="window")
     if per_series_scaling:
         level, scale = _window_statistics(inputs, window)
@@ -105,7 +106,7 @@ def build_forecaster(n_features: int, config: ForecasterConfig, unroll: bool = T
         steps = layers.Reshape((config.horizon, n_features))(forecast)
         forecast = layers.Flatten(name="unscaled_forecast")(ops.add(ops.multiply(steps, scale), level))
     model = keras.Model(inputs, forecast, name="lstm_forecaster")
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=forecast_loss(config, per_series_scaling))
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=forecast_loss(config))
     return model
 
 

@@ -3,6 +3,7 @@ in Keras, in the exported file and through the manifest's normalisation."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ def test_untrained_forecaster_is_seasonal_naive(config: ForecasterConfig, scalin
     from streamedge.training.models import build_forecaster, seed_everything
 
     seed_everything(0)
-    model = build_forecaster(1, config, per_series_scaling=scaling)
+    model = build_forecaster(1, dataclasses.replace(config, per_series_scaling=scaling))
     windows = _windows(7, config.window)
     naive = seasonal_naive_forecast(windows, config.horizon, config.season)[..., 0].astype(np.float32)
     out = model.predict(windows, verbose=0)
@@ -45,9 +46,9 @@ def test_per_series_scaling_is_scale_and_shift_equivariant_in_keras_and_tflite(t
     from streamedge.training.export import convert
     from streamedge.training.models import build_forecaster, seed_everything
 
-    config = ForecasterConfig(window=12, horizon=6, season=4, units=4)
+    config = ForecasterConfig(window=12, horizon=6, season=4, units=4, per_series_scaling=True)
     seed_everything(0)
-    model = build_forecaster(1, config, per_series_scaling=True)
+    model = build_forecaster(1, config)
     dense = model.get_layer("correction")  # a non-zero correction, so the LSTM path counts
     rng = np.random.default_rng(1)
     dense.set_weights([rng.standard_normal(w.shape).astype(np.float32) for w in dense.get_weights()])
