@@ -152,6 +152,18 @@ class LocalBroker:
         except (OSError, struct.error, ValueError):  # ValueError: an answer to another request
             return False
 
+    def brokers_listed(self, timeout: float = 1.0) -> int | None:
+        """How many brokers this node's metadata lists now (0 while it does not answer).
+
+        None for a SASL_SSL node: it lists brokers only to a client that has logged in.
+        """
+        if self.security is not None:
+            return None
+        try:
+            return _metadata_brokers("127.0.0.1", self.port, timeout)
+        except (OSError, struct.error, ValueError):
+            return 0
+
     def status(self) -> BrokerStatus:
         """Whether the broker runs and answers metadata."""
         pid = self._read_pid()

@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -119,18 +120,36 @@ class LocalCluster:
         return ClusterStatus([node.status() for node in self.nodes])
 
     def up(self, timeout: float = 120.0) -> ClusterStatus:
-        """Start every node that is not running, then wait until all of them serve metadata."""
+        """Start every node that is not running, then wait until all of them serve metadata and list each other."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / _CLUSTER_FILE).write_text(json.dumps(
             {"brokers": self.brokers, "port": self.port, "cluster_id": self.cluster_id}))
         if self._own_libs:
             # Fetched (and kept to the pom) here, once; the nodes take them as they are.
             LocalBroker(self.state_dir).fetch_jars()
+        deadline = time.monotonic() + timeout
         started = [(node, node.start()) for node in self.nodes]
         for node, process in started:
             if process is not None:
-                node.wait(process, timeout)
+                node.wait(process, max(1.0, deadline - time.monotonic()))
+        self._await_every_broker(deadline)
         return self.status()
+
+    def _await_every_broker(self, deadline: float) -> None:
+        """Wait until every node's metadata lists all the brokers.
+
+        A node answers metadata before it has learned of its peers; a client bootstrapped from it
+        would then be told of a controller or leader it has no address for. SASL_SSL nodes list
+        brokers only after a login, so for them this returns at once.
+        """
+        while True:
+            listed = [node.brokers_listed() for node in self.nodes]
+            if all(count is None or count >= self.brokers for count in listed):
+                return
+            if time.monotonic() > deadline:
+                logs = ", ".join(str(node.log_file) for node in self.nodes)
+                raise BrokerError(f"the nodes list {listed} brokers, not all {self.brokers}, in time; see {logs}")
+            time.sleep(0.25)
 
     def down(self, timeout: float = 30.0) -> bool:
         """Stop every node (a paused one is resumed first); returns whether any ran."""

@@ -7,6 +7,7 @@ compacted topic keyed by model name, so a new subscriber reads the latest versio
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Final
 
@@ -15,6 +16,8 @@ from streamedge.kafka.settings import KafkaSettings
 __all__ = ["TopicLayout", "TopicSpec", "create_topics", "default_replication"]
 
 _WEEK_MS: Final = 7 * 24 * 3600 * 1000
+_CREATE_ATTEMPTS: Final = 5
+_RETRY_PAUSE_S: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -106,22 +109,35 @@ def create_topics(settings: KafkaSettings, layout: TopicLayout, replication_fact
     With 3 replicas or more every topic also gets ``min.insync.replicas=2``: an ``acks=all``
     write (every producer of the project uses it) is then on two brokers before it is
     acknowledged, so losing any one broker loses no acknowledged message.
+
+    A cluster that has just started or lost a node may name a controller the client has no
+    address for yet, or move it mid-request: such answers are retried with a fresh client, up
+    to ``_CREATE_ATTEMPTS`` times; the last one's error is raised.
     """
     from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import RetriableError, UnknownBrokerIdError
 
     from streamedge.kafka.broker import min_insync_replicas
 
     durability = {"min.insync.replicas": str(min_insync_replicas(replication_factor))}
-    admin = KafkaAdminClient(**settings.kafka_python_config())
-    try:
-        existing = set(admin.list_topics())
-        new = [
-            NewTopic(spec.name, spec.partitions, replication_factor, topic_configs={**spec.configs, **durability})
-            for spec in layout.specs()
-            if spec.name not in existing
-        ]
-        if new:
-            admin.create_topics(new)
-        return [topic.name for topic in new]
-    finally:
-        admin.close()
+    created: list[str] = []
+    for attempt in range(1, _CREATE_ATTEMPTS + 1):
+        admin = KafkaAdminClient(**settings.kafka_python_config())
+        try:
+            existing = set(admin.list_topics())
+            new = [
+                NewTopic(spec.name, spec.partitions, replication_factor, topic_configs={**spec.configs, **durability})
+                for spec in layout.specs()
+                if spec.name not in existing
+            ]
+            created += [topic.name for topic in new if topic.name not in created]
+            if new:
+                admin.create_topics(new)
+            return created
+        except (RetriableError, UnknownBrokerIdError):
+            if attempt == _CREATE_ATTEMPTS:
+                raise
+        finally:
+            admin.close()
+        time.sleep(_RETRY_PAUSE_S)
+    raise AssertionError("unreachable: the last attempt returns or raises")

@@ -7,12 +7,13 @@ Starting, killing and pausing real nodes is covered by ``tests/test_chaos.py`` a
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from streamedge.cli.main import main
-from streamedge.kafka.broker import new_cluster_id
+from streamedge.kafka.broker import BrokerError, new_cluster_id
 from streamedge.kafka.cluster import LocalCluster, free_ports
 
 
@@ -56,3 +57,12 @@ def test_status_and_down_find_the_cluster_that_up_recorded(tmp_path: Path,
 def test_cluster_ids_never_look_like_an_option() -> None:
     # One random id in 64 starts with "-", which the storage tool would take for a flag.
     assert not [cluster_id for cluster_id in (new_cluster_id() for _ in range(2000)) if cluster_id.startswith("-")]
+
+
+def test_a_cluster_whose_nodes_do_not_list_every_broker_is_not_up(tmp_path: Path) -> None:
+    # A node answers metadata before it knows its peers; ``up`` waits for all three in every
+    # node's list, so a client is never told of a controller it has no address for.
+    cluster = LocalCluster(tmp_path, brokers=3, port=free_ports(6))
+    assert [node.brokers_listed(timeout=0.2) for node in cluster.nodes] == [0, 0, 0]
+    with pytest.raises(BrokerError, match=r"list \[0, 0, 0\] brokers, not all 3"):
+        cluster._await_every_broker(deadline=time.monotonic())
