@@ -3,6 +3,10 @@
 The broker runs on 127.0.0.1:39092 (controller 39093; ``STREAMEDGE_TEST_KAFKA_PORT`` moves both)
 from ``.streamedge/test-kafka``, so it never touches a developer's own broker on 9092. It is stopped
 at the end of the run unless it was already running or ``STREAMEDGE_TEST_KEEP_BROKER=1``.
+
+Property tests draw the same examples on every run (Hypothesis' ``derandomize``, no example
+database), so a run's outcome never depends on the day; ``HYPOTHESIS_PROFILE=explore`` draws
+fresh ones when hunting for new failures.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from streamedge.kafka.broker import LocalBroker
 from streamedge.kafka.settings import KafkaSettings
@@ -20,6 +25,10 @@ from streamedge.kafka.topics import TopicLayout, create_topics
 from streamedge.training.tiny import TinyModels, build_tiny_models
 
 REPO = Path(__file__).resolve().parent.parent
+
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 @pytest.fixture(scope="session")

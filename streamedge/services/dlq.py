@@ -130,11 +130,14 @@ def export_dead_letters(letters: Iterable[DeadLetter], out: Path) -> int:
 def records_from_file(path: Path) -> Iterator[DeadLetter]:
     """Read an exported file back, with each record's ``fixed`` field as bytes.
 
+    Lines end at ``\n`` alone (a JSON line holds no raw ``\r``; a ``\r\n`` end is JSON
+    whitespace), so the line numbers in errors are the ones an editor shows.
+
     Raises:
         ValueError: a line is not an exported dead letter (the message names the line); no
             other exception comes from the file's content.
     """
-    with path.open(encoding="utf-8", errors="surrogateescape") as handle:
+    with path.open(encoding="utf-8", errors="surrogateescape", newline="\n") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue

@@ -92,6 +92,14 @@ def test_any_line_of_an_export_file_raises_only_value_error(line: bytes | None, 
     assert len(letters) <= 1
 
 
+def test_lines_end_at_newline_only_so_errors_name_the_editor_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    good = json.dumps({"reason": "bad_json", "original": None, "fixed": None})
+    path.write_bytes(good.encode() + b"\r\n" + b"\r\x00\n")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: "):
+        list(records_from_file(path))
+
+
 def test_a_fix_holding_a_lone_surrogate_names_its_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"reason": "bad_json", "original": None, "fixed": "\ud800"}) + "\n")
