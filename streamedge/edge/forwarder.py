@@ -146,6 +146,7 @@ class Forwarder:
         self._on_sent = on_sent
         self._on_state = on_state
         self._producer: Any = None
+        self._delivery_timeout_ms = 2 * int(timeout_s * 1000) + 5
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = Supervised("edge-forwarder", self._loop, self._stop, on_restart, self._crashed)
@@ -210,18 +211,24 @@ class Forwarder:
                 acks="all", enable_idempotence=True, linger_ms=5,
                 # Short bounds: a dead broker costs this thread a few seconds, never the agent.
                 bootstrap_timeout_ms=ms, max_block_ms=ms, request_timeout_ms=ms,
-                delivery_timeout_ms=2 * ms + 5, retry_backoff_ms=200, reconnect_backoff_max_ms=5000,
+                delivery_timeout_ms=self._delivery_timeout_ms, retry_backoff_ms=200, reconnect_backoff_max_ms=5000,
                 **self._config,
             )
         return self._producer
 
     def _close_producer(self) -> None:
+        """Close the producer, waiting out its delivery timeout so that its sender thread ends.
+
+        kafka-python flushes before it closes; a flush that cannot finish leaves the producer
+        open with its sender thread retrying forever, one more per outage. Its sends all
+        succeed or expire within ``delivery_timeout_ms``, so a close given that long ends it.
+        """
         producer, self._producer = self._producer, None
         if producer is not None:
             try:
-                producer.close(timeout=0)
+                producer.close(timeout=self._delivery_timeout_ms / 1000 + 1.0)
             except Exception as exc:  # kafka-python raises assorted errors while closing a broken client
-                _LOG.debug("closing the producer failed: %s", exc)
+                _LOG.warning("closing the producer failed: %s", exc)
 
     def _send(self, rows: list[OutboxRow]) -> bool:
         """Send one pass; delete the rows of the acknowledged prefix of its messages. True when all were."""

@@ -39,6 +39,13 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _producer_senders() -> set[int]:
+    """Idents of the live kafka-python producer sender threads."""
+    from kafka.producer.sender import Sender
+
+    return {t.ident for t in threading.enumerate() if isinstance(t, Sender) and t.ident is not None}
+
+
 def _check_delivery(results: list[dict[str, Any]], expected: int) -> None:
     """All ``expected`` sequence numbers present, first deliveries in order, duplicates identical."""
     first: dict[int, dict[str, Any]] = {}
@@ -72,6 +79,7 @@ def test_outage_buffers_then_forwards_everything_in_order(
         agent = make_agent(IteratorSource(file_payloads(source_file, rate=100.0), 32), settings, layout,
                            drain_timeout_s=90.0, kafka_timeout_s=1.0)
         outcome: dict[str, bool] = {}
+        senders_before = _producer_senders()
         thread = threading.Thread(target=lambda: outcome.setdefault("drained", agent.run()), daemon=True)
         thread.start()
         registry = agent.metrics.registry
@@ -80,6 +88,8 @@ def test_outage_buffers_then_forwards_everything_in_order(
         _wait(lambda: agent.outbox.stats().depth >= 100, 30, "results to pile up in the buffer")
         # The forwarder notices the outage on its next failed send, which may come after 100 results.
         _wait(lambda: registry.get_sample_value("streamedge_edge_broker_reachable") == 0, 30, "the outage to show")
+        # The producer that lost its broker is closed for good, not left retrying (one per outage).
+        _wait(lambda: not _producer_senders() - senders_before, 30, "the lost producer's sender thread to end")
         buffered = agent.outbox.stats().depth
         broker.up(timeout=120)
         thread.join(timeout=180)
