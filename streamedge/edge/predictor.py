@@ -168,7 +168,9 @@ class Predictor:
         # Score only against the forecast made for exactly this reading (no gap in seq, same model version).
         if (m.task == "forecast" and state.next_step is not None and state.forecast_version == m.version
                 and state.forecast_seq == reading.seq):
-            residual = np.asarray(reading.values, dtype=np.float32) - state.next_step
+            # float64: a float32 difference of two values near float32's limit overflows to inf,
+            # which no JSON result can carry; both operands are finite, so this one is too.
+            residual = np.asarray(reading.values, dtype=np.float64) - state.next_step.astype(np.float64)
             body["residual"] = [round(float(r), 6) for r in residual]
             body["anomaly"] = bool(self.band is not None and np.any(np.abs(residual) > self.band))
         if len(state.values) < m.window:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from streamedge.contracts.reading import Reading, parse_reading
+from streamedge.contracts.results import encode_result
 from streamedge.contracts.signing import load_public_key, verify_model_dir
 from streamedge.edge.errors import NonFiniteOutputError, SourceError
 from streamedge.edge.predictor import Predictor, WindowStore
@@ -135,3 +136,25 @@ def test_duplicates_gaps_and_non_finite_outputs(tiny_models: TinyModels) -> None
     assert state is not None
     with pytest.raises(NonFiniteOutputError, match="not finite"):
         predictor.step(huge, state)
+
+
+def test_a_residual_near_the_float32_limit_is_finite_and_encodes(tiny_models: TinyModels) -> None:
+    # A forecast of 3e38 and a reading of -3e38 are finite float32 values whose float32 difference
+    # overflows; the residual is taken in float64 so the result stays finite, JSON-encodable and an
+    # anomaly, instead of failing the buffer write (and the agent) on every replay.
+    manifest, path = verify_model_dir(tiny_models.forecaster, load_public_key(tiny_models.public_key))
+    predictor = Predictor(manifest, path, anomaly_sigmas=4.0)
+    store = WindowStore(history=TINY_WINDOW, max_keys=10)
+    for i in range(TINY_WINDOW):
+        state = store.add(Reading("d", "s", 1.0 + i, (10.0 + math.sin(i),), i))
+        assert state is not None
+        predictor.step(Reading("d", "s", 1.0 + i, (10.0 + math.sin(i),), i), state)
+    assert state.next_step is not None and state.forecast_seq == TINY_WINDOW
+    state.next_step = np.array([3e38], dtype=np.float32)
+    extreme = Reading("d", "s", 100.0, (-3e38,), TINY_WINDOW)
+    state = store.add(extreme)
+    assert state is not None
+    body, _ = predictor.step(extreme, state)
+    assert body is not None and body["anomaly"] is True
+    assert body["residual"] == [pytest.approx(-6e38)]
+    assert json.loads(encode_result("d", 1, body))["residual"] == body["residual"]
