@@ -11,6 +11,7 @@ and raises :class:`~streamedge.errors.VerificationError`.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import ssl
 import time
 import urllib.error
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from streamedge.errors import ConfigError, VerificationError
+from streamedge.errors import ConfigError, StreamedgeError, VerificationError
 
 __all__ = ["FetchOptions", "download", "fetch_options"]
 
@@ -70,7 +71,8 @@ def download(url: str, expected_sha256: str, partial_dir: Path, options: FetchOp
         options: size cap, credentials, TLS trust, timeouts.
 
     Raises:
-        VerificationError: too large, wrong hash, refused by the server, or unreachable after retries.
+        VerificationError: too large, wrong hash, refused by the server, or unreachable or
+            answering garbage after retries; nothing the server sends raises anything else.
     """
     partial_dir.mkdir(parents=True, exist_ok=True)
     partial = partial_dir / f".partial-{expected_sha256}"
@@ -81,7 +83,11 @@ def download(url: str, expected_sha256: str, partial_dir: Path, options: FetchOp
         try:
             streamed = _transfer(url, expected_sha256, partial, options, context)
             break
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        except StreamedgeError:
+            raise
+        # A server's bytes are untrusted: a garbled status line or header (HTTPException, a
+        # ValueError from a bad Content-Length) is a failed attempt like a dropped connection.
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException, ValueError) as exc:
             if isinstance(exc, urllib.error.HTTPError) and exc.code == 416 and partial.exists():
                 # Nothing left to send: a previous call received the whole file before it stopped.
                 streamed = hashlib.sha256(partial.read_bytes()).hexdigest()

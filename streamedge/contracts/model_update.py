@@ -218,10 +218,14 @@ def _model_bytes(update: ModelUpdate, partial_dir: Path, options: FetchOptions) 
     if update.inline is not None:
         content = update.inline
     else:
-        parsed = urlparse(update.uri)
-        if parsed.scheme in ("http", "https"):
+        try:  # the URI is not under any signature: a malformed one is refused, never raised as is
+            parsed = urlparse(update.uri)
             base = update.uri if update.uri.endswith("/") else update.uri + "/"
-            return download(urljoin(base, update.manifest.model_file), expected, partial_dir, options)
+            url = urljoin(base, update.manifest.model_file)
+        except ValueError as exc:
+            raise VerificationError(f"cannot fetch model from {update.uri!r}: {exc}") from exc
+        if parsed.scheme in ("http", "https"):
+            return download(url, expected, partial_dir, options)
         if parsed.scheme != "file":
             raise VerificationError(f"cannot fetch model from {update.uri!r}: use file://, http:// or https://")
         folder = Path(unquote(parsed.path))

@@ -140,8 +140,10 @@ class UpdateWatcher:
                     continue
                 for records in batches.values():
                     for record in records:
-                        self.handle(record.key, record.value)
+                        # Moved past before it is judged: a message that makes ``handle`` raise
+                        # costs one restart of this loop, never every later update.
                         self._position = record.offset + 1
+                        self.handle(record.key, record.value)
         finally:
             if consumer is not None:
                 consumer.close(timeout_ms=int(self._timeout_s * 1000))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 import time
 import urllib.error
@@ -143,6 +144,34 @@ def test_download_resumes_caps_and_checks_the_hash(tmp_path: Path) -> None:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.mark.parametrize("reply", [
+    b"garbage\r\n\r\n",  # no status line
+    "HTTP/1.1 200 OK\r\nContent-Length: \u00b2\r\n\r\nxx".encode("latin-1"),  # a length int() chokes on
+    b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(101)) + b"\r\n",  # too many headers
+], ids=["status", "length", "headers"])
+def test_a_server_answering_garbage_is_a_verification_error(tmp_path: Path, reply: bytes) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def answer() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(reply)
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        with pytest.raises(VerificationError, match="after 4 attempts"):
+            download(f"http://127.0.0.1:{server.getsockname()[1]}/m", "0" * 64, tmp_path, FetchOptions(timeout_s=2))
+    finally:
+        stop.set()
+        server.close()
 
 
 def _wait_serving(agents: list[EdgeAgent], version: int, timeout_s: float = 60.0) -> float:

@@ -138,3 +138,17 @@ def test_replayed_older_promotion_is_refused_and_rollback_honoured(
     restarted.watcher.handle(KEY, signed_update(tiny_models.forecaster, key, 6, "rollback").to_json())
     assert restarted.watcher.fetched.empty()  # the accepted record itself, re-read: nothing to do
     restarted.outbox.close()
+
+
+def test_a_malformed_uri_is_refused_not_raised(
+        make_agent: Callable[..., EdgeAgent], tiny_models: TinyModels, tmp_path: Path) -> None:
+    # The URI is under no signature: a genuine manifest and record with a URI that does not parse
+    # used to raise out of the watcher, which then re-read the same message forever.
+    v2 = make_version(tiny_models.forecaster, tmp_path / "v2", 2, tiny_models.signing_key)
+    agent = _agent(make_agent)
+    assert agent.watcher is not None
+    agent.watcher.handle(KEY, signed_update(v2, tiny_models.signing_key, 2, uri="http://[::1/m/").to_json())
+    assert _apply_all(agent) == [False]
+    assert agent.predictor is not None and agent.predictor.version == 1
+    assert _count(agent, "verification") == 1
+    agent.outbox.close()
