@@ -14,10 +14,11 @@ A request is emitted at most once per ``retrain_min_interval_s`` per model.
 from __future__ import annotations
 
 import json
+import math
+import sys
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,6 @@ class ModelMonitor:
     _inputs: npt.NDArray[np.float64] = field(init=False)
     _input_next: int = field(init=False, default=0)
     _input_count: int = field(init=False, default=0)
-    _error_sum: float = field(init=False, default=0.0)
     _last_request: float = field(init=False, default=float("-inf"))
 
     def __post_init__(self) -> None:
@@ -52,21 +52,12 @@ class ModelMonitor:
         self._inputs = np.zeros((self.drift_window, self.manifest.n_features))
 
     def add_error(self, abs_error: float) -> None:
-        """One scored reading's mean absolute one-step error (original units)."""
-        if len(self._errors) == self._errors.maxlen:
-            self._error_sum -= self._errors[0]
+        """One scored reading's mean absolute one-step error (original units, finite)."""
         self._errors.append(abs_error)
-        self._error_sum += abs_error
 
     def add_errors(self, errors: Sequence[float]) -> None:
-        """Several scored readings' mean absolute one-step errors, oldest first."""
-        maxlen = self.mae_window
-        drop = min(len(self._errors), len(self._errors) + len(errors) - maxlen)
-        if drop > 0:
-            self._error_sum -= sum(islice(self._errors, 0, drop))
-        tail = errors[len(errors) - min(maxlen, len(errors)):]
-        self._errors.extend(tail)
-        self._error_sum += sum(tail)
+        """Several scored readings' mean absolute one-step errors (finite), oldest first."""
+        self._errors.extend(errors[len(errors) - min(self.mae_window, len(errors)):])
 
     def add_inputs(self, values: npt.NDArray[np.float64]) -> None:
         """Several readings' values, ``(n, n_features)``, oldest first."""
@@ -86,8 +77,22 @@ class ModelMonitor:
 
     @property
     def mae(self) -> float | None:
-        """Rolling MAE, or None before the first scored reading."""
-        return self._error_sum / len(self._errors) if self._errors else None
+        """Rolling MAE, or None before the first scored reading.
+
+        Summed from the errors held each time it is read (exactly, :func:`math.fsum`): a running
+        sum never forgot a huge error once it left the window (two errors near the float limit
+        overflowed it to inf for good, one of 1e17 left a lasting rounding offset). The mean of
+        finite errors is finite: a sum that overflows is taken over the errors scaled by the
+        largest one.
+        """
+        if not self._errors:
+            return None
+        n = len(self._errors)
+        try:
+            return math.fsum(self._errors) / n
+        except OverflowError:
+            top = max(self._errors)
+            return top * (math.fsum(e / top for e in self._errors) / n)
 
     def drift_z_score(self) -> float | None:
         """Largest per-feature drift z score, or None until ``drift_window`` inputs are seen."""
@@ -128,7 +133,9 @@ class ModelMonitor:
             z = self.drift_z_score()
             if z is not None and z > self.drift_z:
                 trigger = "drift"
-                detail = {"drift_z": z, "threshold": self.drift_z}
+                # Inputs near the float limit overflow the rolling mean: report the largest
+                # finite score, never Infinity (not JSON).
+                detail = {"drift_z": min(z, sys.float_info.max), "threshold": self.drift_z}
         if trigger is None:
             return None
         self._last_request = now
