@@ -232,7 +232,10 @@ class EdgeAgent:
                 self._remember(record)
                 return False
             candidate = self._candidate(fetched)
-            self.store.activate(self.model_name, version)
+            try:
+                self.store.activate(self.model_name, version)
+            except (OSError, ManifestError, VerificationError) as exc:  # disk full, read-only, rotted
+                raise ModelRejectedError("activate", f"switching to v{version} failed: {exc}") from exc
         except ModelRejectedError as exc:
             self.metrics.updates.labels(outcome=exc.reason).inc()
             if fetched.installed and not fetched.stay:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -151,4 +153,24 @@ def test_a_malformed_uri_is_refused_not_raised(
     assert _apply_all(agent) == [False]
     assert agent.predictor is not None and agent.predictor.version == 1
     assert _count(agent, "verification") == 1
+    agent.outbox.close()
+
+
+def test_a_swap_the_disk_refuses_is_refused_and_the_old_model_serves(
+        make_agent: Callable[..., EdgeAgent], tiny_models: TinyModels, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    v2 = make_version(tiny_models.forecaster, tmp_path / "v2", 2, tiny_models.signing_key)
+    agent = _agent(make_agent)
+    assert agent.watcher is not None
+    agent.watcher.handle(KEY, signed_update(v2, tiny_models.signing_key, 2, inline=True).to_json())
+
+    def disk_full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("streamedge.edge.models.os.symlink", disk_full)
+    assert _apply_all(agent) == [False]
+    assert agent.predictor is not None and agent.predictor.version == 1
+    assert _count(agent, "activate") == 1
+    monkeypatch.undo()
+    assert agent.store.active_version(NAME) == 1
     agent.outbox.close()
