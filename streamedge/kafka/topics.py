@@ -79,7 +79,9 @@ class TopicLayout:
         compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
         n = self.partitions
         return [
-            TopicSpec(self.readings, n, week),
+            # The broker stamps readings as it appends them: idle expiry and the window rebuild run
+            # on message time, which a device's clock or a forged future stamp must not drive.
+            TopicSpec(self.readings, n, {**week, "message.timestamp.type": "LogAppendTime"}),
             TopicSpec(self.forecasts, n, week),
             TopicSpec(self.anomalies, n, month),
             TopicSpec(self.classifications, n, week),

@@ -73,16 +73,20 @@ def test_topics_command_creates_layout(kafka_settings: KafkaSettings, capsys: py
 
 def test_kafka_python_round_trip(kafka_settings: KafkaSettings, make_topics: type[TopicLayout]) -> None:
     layout = make_topics()
+    started_ms = time.time() * 1000
+    year_2100_ms = 4_102_444_800_000
     producer = KafkaProducer(**kafka_settings.kafka_python_config())
     for i in range(50):
-        producer.send(layout.readings, key=f"dev-{i % 5}".encode(), value=f"v{i}".encode())
+        # A producer's timestamp (here one in 2100) never reaches the stream: the broker stamps readings.
+        producer.send(layout.readings, key=f"dev-{i % 5}".encode(), value=f"v{i}".encode(), timestamp_ms=year_2100_ms)
     producer.flush(timeout=30)
     producer.close()
     consumer = KafkaConsumer(layout.readings, **kafka_settings.kafka_python_config(), group_id=f"g-{uuid.uuid4().hex}",
                              auto_offset_reset="earliest", consumer_timeout_ms=15000)
-    values = sorted(message.value.decode() for message in consumer)
+    messages = list(consumer)
     consumer.close()
-    assert values == sorted(f"v{i}" for i in range(50))
+    assert sorted(message.value.decode() for message in messages) == sorted(f"v{i}" for i in range(50))
+    assert all(started_ms - 1000 <= message.timestamp <= time.time() * 1000 + 1000 for message in messages)
 
 
 async def _collect(settings: KafkaSettings, topic: str, count: int, timeout: float) -> list[bytes]:
