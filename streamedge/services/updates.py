@@ -26,6 +26,7 @@ version keeps serving: nothing a message says can stop the worker or its start-u
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
 import time
 from pathlib import Path
@@ -44,6 +45,12 @@ from streamedge.services.processor import Processor
 __all__ = ["ModelFollower", "catch_up"]
 
 _log = logging.getLogger(__name__)
+
+# What a fetch can raise besides StreamedgeError on bytes from an untrusted server or file: OSError
+# (refused, reset, timeout, TLS, unreadable file), http.client.HTTPException (a garbled status line,
+# too many or too long headers, a short body) and ValueError (a Content-Length that is no number,
+# undecodable text). Each refuses the update; none may stop the worker.
+_FETCH_ERRORS = (StreamedgeError, OSError, http.client.HTTPException, ValueError)
 
 
 class ModelFollower:
@@ -70,7 +77,23 @@ class ModelFollower:
         self.refusals: dict[str, str] = {}
 
     def handle(self, key: bytes | None, payload: bytes | None) -> str:
-        """Apply one update message; returns ``ignored``, ``current``, ``loaded`` or ``rejected``."""
+        """Apply one update message; returns ``ignored``, ``current``, ``loaded`` or ``rejected``.
+
+        Never raises (short of cancellation): an error no rule foresaw refuses this message only.
+        """
+        try:
+            return self._handle(key, payload)
+        except Exception as exc:
+            return self._failed(key, exc)
+
+    async def handle_async(self, key: bytes | None, payload: bytes | None) -> str:
+        """:meth:`handle` for the event loop: fetch, verify and load in a thread, swap on the loop."""
+        try:
+            return await self._handle_async(key, payload)
+        except Exception as exc:
+            return self._failed(key, exc)
+
+    def _handle(self, key: bytes | None, payload: bytes | None) -> str:
         update = self._relevant(key, payload)
         if isinstance(update, str):
             return update
@@ -80,8 +103,7 @@ class ModelFollower:
             return self._rejected(update, exc)
         return self._swap(update, loaded)
 
-    async def handle_async(self, key: bytes | None, payload: bytes | None) -> str:
-        """:meth:`handle` for the event loop: fetch, verify and load in a thread, swap on the loop."""
+    async def _handle_async(self, key: bytes | None, payload: bytes | None) -> str:
         update = self._relevant(key, payload)
         if isinstance(update, str):
             return update
@@ -157,8 +179,9 @@ class ModelFollower:
             return False
         try:
             fetch_model(source, self.model_dir, self.public_key, self.fetch)
-        except (StreamedgeError, OSError) as exc:
-            reason = f"fleet version v{version} (record #{source.promotion.sequence}) not installed: {exc}"
+        except _FETCH_ERRORS as exc:
+            reason = (f"fleet version v{version} (record #{source.promotion.sequence}) not installed: "
+                      f"{type(exc).__name__}: {exc}")
             _log.error("%s: %s", name, reason)
             self.refusals[name] = reason
             self.processor.metrics.model_rejected(name)
@@ -194,8 +217,9 @@ class ModelFollower:
             return loaded
         try:
             folder, _ = fetch_model(update, self.model_dir, self.public_key, self.fetch)
-        except (StreamedgeError, OSError) as exc:
-            raise ModelRejectedError(f"fetch of {update.name} v{update.version} failed: {exc}") from exc
+        except _FETCH_ERRORS as exc:
+            raise ModelRejectedError(f"fetch of {update.name} v{update.version} failed: "
+                                     f"{type(exc).__name__}: {exc}") from exc
         return load_model(folder, self.public_key, self.runtime)
 
     def _swap(self, update: ModelUpdate, loaded: LoadedModel) -> str:
@@ -209,6 +233,18 @@ class ModelFollower:
         self.refusals.pop(update.name, None)
         _log.info("%s v%d is now active (%s)", update.name, loaded.manifest.version, update.action)
         return "loaded"
+
+    def _failed(self, key: bytes | None, exc: Exception) -> str:
+        """Log and count a message that failed in a way no rule foresaw; the old version keeps serving."""
+        name = key.decode("utf-8", "replace") if key is not None else ""
+        _log.error("model update under key %.80r failed, nothing changed: %s: %s", name, type(exc).__name__, exc,
+                   exc_info=exc)
+        if name in self.routed:
+            self.refusals[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self.processor.metrics.model_rejected(name)
+        else:
+            self.processor.metrics.model_rejected("unparsable")
+        return "rejected"
 
     def _rejected(self, update: ModelUpdate, exc: ModelRejectedError) -> str:
         active = self.processor.models.get(update.name)
@@ -288,7 +324,12 @@ def catch_up(follower: ModelFollower, kafka: KafkaSettings, topic: str, timeout_
             staged = update.promotion
             if staged is not None and staged.partial:
                 source = fleet.get((update.name, staged.fleet_serving, staged.fleet_sha256 or ""))
-                if not follower.install_fleet_version(staged, source):
+                try:
+                    installed = follower.install_fleet_version(staged, source)
+                except Exception as exc:  # this model's catch-up only: the worker still starts
+                    follower._failed(key, exc)
+                    continue
+                if not installed:
                     continue
             follower.handle(key, value)
         return {tp.partition: ends[tp] for tp in tps}
