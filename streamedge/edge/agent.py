@@ -159,11 +159,17 @@ class EdgeAgent:
                   predictor.runner.runtime, extra={"model": self.model_name, "version": predictor.version})
 
     def _expected_features(self) -> int | None:
+        """Features per reading, from the setting or the serving model; None while neither says.
+
+        Without either, readings of every width are held (each key its own window) rather than
+        letting whichever key came last decide: one hostile reading would otherwise lock out the
+        device's real keys and every correct model after them.
+        """
         if self.settings.n_features:
             return self.settings.n_features
         if self.predictor is not None:
             return self.predictor.manifest.n_features
-        return self.windows.feature_count()
+        return None
 
     def _candidate(self, fetched: FetchedUpdate) -> Predictor:
         """Load, shape-check and smoke-test the version an update names; raises ModelRejectedError.
@@ -191,6 +197,11 @@ class EdgeAgent:
             raise ModelRejectedError(
                 "shape", f"v{version} takes {manifest.n_features} features per reading, the source sends {expected}"
             )
+        held = self.windows.feature_counts()
+        if expected is None and held and manifest.n_features not in held:
+            raise ModelRejectedError(
+                "shape", f"v{version} takes {manifest.n_features} features per reading, the sources send {sorted(held)}"
+            )
         try:
             candidate = self._predictor(manifest, path, content)
         except (RunnerError, ValueError, ImportError) as exc:
@@ -199,17 +210,27 @@ class EdgeAgent:
         return candidate
 
     def _smoke_test(self, candidate: Predictor) -> None:
+        """Run the candidate on its training mean and the recent windows; raises ModelRejectedError.
+
+        The training-mean window must give finite output, and so must at least one recent window.
+        Not every one: a source's extreme values (1e300 is a valid reading) overflow any float32
+        model, the serving one too, and must not make every later update fail.
+        """
         m = candidate.manifest
-        windows = self.windows.recent_windows(m.window, m.n_features, _SMOKE_WINDOWS)
-        if len(windows) == 0:  # no history yet: the training mean, a window the model must handle
-            windows = np.tile(np.asarray(m.normalisation["mean"], dtype=np.float32), (1, m.window, 1))
+        mean = np.tile(np.asarray(m.normalisation["mean"], dtype=np.float32), (1, m.window, 1))
+        recent = self.windows.recent_windows(m.window, m.n_features, _SMOKE_WINDOWS)
         try:
-            out = candidate.infer(windows)
+            out = candidate.infer(np.concatenate([mean, recent]))
         except (RunnerError, ValueError) as exc:
             raise ModelRejectedError("smoke_test", f"inference failed: {exc}") from exc
-        if out.shape != (len(windows), m.output_shape[1]) or not np.all(np.isfinite(out)):
-            raise ModelRejectedError("smoke_test", f"output {out.shape} not finite or not (n, {m.output_shape[1]})")
-        if m.task == "classify" and not np.allclose(out.sum(axis=1), 1.0, atol=0.05):
+        if out.shape != (1 + len(recent), m.output_shape[1]):
+            raise ModelRejectedError("smoke_test", f"output {out.shape} is not (n, {m.output_shape[1]})")
+        finite = np.all(np.isfinite(out), axis=1)
+        if not finite[0]:
+            raise ModelRejectedError("smoke_test", "output not finite on the training mean")
+        if len(recent) and not finite[1:].any():
+            raise ModelRejectedError("smoke_test", f"output not finite on any of {len(recent)} recent windows")
+        if m.task == "classify" and not np.allclose(out[finite].sum(axis=1), 1.0, atol=0.05):
             raise ModelRejectedError("smoke_test", "classifier outputs are not probabilities")
 
     def apply_update(self, fetched: FetchedUpdate) -> bool:

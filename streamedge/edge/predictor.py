@@ -111,12 +111,9 @@ class WindowStore:
             return np.empty((0, window, n_features), dtype=np.float32)
         return np.stack(found)
 
-    def feature_count(self) -> int | None:
-        """Features per reading of the most recent key, or None before any reading."""
-        if not self._keys:
-            return None
-        last = next(reversed(self._keys.values()))
-        return len(last.values[-1]) if last.values else None
+    def feature_counts(self) -> set[int]:
+        """Features per reading of the keys held (empty before any reading)."""
+        return {len(state.values[-1]) for state in self._keys.values() if state.values}
 
 
 class Predictor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -173,4 +174,39 @@ def test_a_swap_the_disk_refuses_is_refused_and_the_old_model_serves(
     assert _count(agent, "activate") == 1
     monkeypatch.undo()
     assert agent.store.active_version(NAME) == 1
+    agent.outbox.close()
+
+
+def _payload(stream: str, seq: int, value: float | list[float]) -> bytes:
+    return json.dumps({"device_id": "d", "stream": stream, "ts": 1.7e9 + seq, "value": value, "seq": seq}).encode()
+
+
+def test_one_hostile_width_before_the_first_model_locks_nothing_out(
+        make_agent: Callable[..., EdgeAgent], tiny_models: TinyModels, tmp_path: Path) -> None:
+    agent = make_agent(IteratorSource(iter(()), queue_size=4), _OFFLINE, TopicLayout(prefix="unused."),
+                       model_updates=True, model_dir=tmp_path / "no-model-yet", model_name=NAME)
+    assert agent.watcher is not None and agent.predictor is None
+    agent.process([_payload("evil", 0, [1.0, 2.0, 3.0])])  # the last key seen sends 3 values
+    agent.process([_payload("s", i, 10.0 + math.sin(i)) for i in range(20)])
+    readings = agent.metrics.registry.get_sample_value
+    assert readings("streamedge_edge_readings_total", {"outcome": "accepted"}) == 21
+    assert not readings("streamedge_edge_readings_total", {"outcome": "feature_count"})
+    agent.watcher.handle(KEY, signed_update(tiny_models.forecaster, tiny_models.signing_key, 1, inline=True).to_json())
+    assert _apply_all(agent) == [True] and agent.predictor is not None and agent.predictor.version == 1
+    agent.process([_payload("evil", 1, [1.0, 2.0, 3.0])])  # now the model sets the width
+    assert readings("streamedge_edge_readings_total", {"outcome": "feature_count"}) == 1
+    agent.outbox.close()
+
+
+def test_a_window_no_float32_model_can_score_does_not_refuse_every_update(
+        make_agent: Callable[..., EdgeAgent], tiny_models: TinyModels, tmp_path: Path) -> None:
+    agent = _agent(make_agent)
+    assert agent.watcher is not None
+    agent.process([_payload("s", i, 10.0 + math.sin(i)) for i in range(20)])
+    agent.process([_payload("extreme", i, 1e300) for i in range(20)])  # valid readings, then a quiet key
+    assert agent.metrics.registry.get_sample_value("streamedge_edge_readings_total",
+                                                   {"outcome": "non_finite_output"})
+    v2 = make_version(tiny_models.forecaster, tmp_path / "v2", 2, tiny_models.signing_key)
+    agent.watcher.handle(KEY, signed_update(v2, tiny_models.signing_key, 2, inline=True).to_json())
+    assert _apply_all(agent) == [True] and agent.predictor is not None and agent.predictor.version == 2
     agent.outbox.close()
