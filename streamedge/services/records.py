@@ -30,8 +30,9 @@ import orjson
 
 from streamedge.contracts.reading import Reading, ReadingBlock
 
-__all__ = ["DEAD_LETTER_MAX_BYTES", "KEY_KEEP_BYTES", "Output", "Source", "block_result", "dead_letter",
-           "dead_letter_key", "float32_json", "idempotency_key", "parse_dead_letter", "result"]
+__all__ = ["DEAD_LETTER_LIMIT_BYTES", "DEAD_LETTER_MAX_BYTES", "KEY_KEEP_BYTES", "PRODUCER_MAX_REQUEST_BYTES",
+           "Output", "Source", "block_result", "dead_letter", "dead_letter_key", "float32_json", "idempotency_key",
+           "parse_dead_letter", "result"]
 
 # Below the producer's default request limit (1,000,000 bytes) and the broker's default
 # message.max.bytes (1,048,588), with room for the record batch overhead.
@@ -39,6 +40,13 @@ DEAD_LETTER_MAX_BYTES = 900_000
 # Longest message key kept whole in a dead letter and used as the dead letter's own Kafka key;
 # real keys are "device/stream" (at most 257 characters).
 KEY_KEEP_BYTES = 1024
+# The worker's producer (Faust's default ``producer_max_request_size``) refuses, for good, a
+# message whose size estimate (value, key, record and batch framing, headers) is over this.
+PRODUCER_MAX_REQUEST_BYTES = 1_000_000
+# Largest dead letter value, bytes: what the producer takes less the dead letter's Kafka key (at
+# most KEY_KEEP_BYTES, see dead_letter_key) and 1024 bytes for the framing (aiokafka estimates at
+# most 88 bytes of it for one record without headers) and any headers.
+DEAD_LETTER_LIMIT_BYTES = PRODUCER_MAX_REQUEST_BYTES - KEY_KEEP_BYTES - 1024
 _DETAIL_CHARS = 1000
 
 # One compact encoder for every record: ``json.dumps(..., separators=...)`` builds a new encoder
@@ -155,7 +163,9 @@ def dead_letter_key(key: bytes | None) -> bytes | None:
 
 def dead_letter(payload: bytes | None, source: Source, reason: str, detail: str, failed_at: float,
                 max_bytes: int = DEAD_LETTER_MAX_BYTES, sample: int | None = None) -> bytes:
-    """Encode one dead letter of at most ``max_bytes`` bytes (``max_bytes`` >= 4096).
+    """Encode one dead letter of at most ``max_bytes`` bytes (``max_bytes`` >= 4096; above
+    :data:`DEAD_LETTER_LIMIT_BYTES` the limit applies, so that with its key and framing the
+    dead letter always fits one producer request).
 
     A reading block is dead-lettered whole; ``sample`` (recorded only when given) is the index
     of its first offending sample.
@@ -188,6 +198,7 @@ def dead_letter(payload: bytes | None, source: Source, reason: str, detail: str,
             record["key"] = _b64(key)
     if payload is None:
         return _encode(record).encode()
+    max_bytes = min(max_bytes, DEAD_LETTER_LIMIT_BYTES)
     # Room left for the base64 text of the original: two quotes replace "null".
     room = max_bytes - len(_encode(record)) - 2
     if 4 * -(-len(payload) // 3) > room:

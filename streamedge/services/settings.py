@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamedge.paths import user_state_dir
+from streamedge.services.records import DEAD_LETTER_LIMIT_BYTES
 
 __all__ = ["StreamSettings"]
 
@@ -61,8 +62,10 @@ class StreamSettings(BaseSettings):
             or ``exactly_once`` (Kafka transactions, :mod:`services.exactly_once`: results and
             offsets commit together; ``read_committed`` consumers see every result once).
         dead_letter_max_bytes: largest dead letter produced, bytes; an original that does not fit
-            is kept as a prefix plus its size and sha256. Keep it below the producer's request
-            limit (1,000,000) and the dead-letter topic's ``max.message.bytes``.
+            is kept as a prefix plus its size and sha256. At most 997,952
+            (:data:`~services.records.DEAD_LETTER_LIMIT_BYTES`): the producer's request limit
+            (1,000,000) less room for the dead letter's key (up to 1024 bytes) and the record's
+            framing. Keep it below the dead-letter topic's ``max.message.bytes`` too.
         unhealthy_after_s: ``/health`` answers 503 once a batch has waited this long for the
             broker to acknowledge its results, seconds.
         exit_after_s: the worker exits non-zero once a batch has waited this long, seconds; a
@@ -103,7 +106,7 @@ class StreamSettings(BaseSettings):
     shadow: dict[str, int] = Field(default_factory=dict)
     runtime: str = "auto"
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
-    dead_letter_max_bytes: int = Field(default=900_000, ge=4096, le=1_000_000)
+    dead_letter_max_bytes: int = Field(default=900_000, ge=4096, le=DEAD_LETTER_LIMIT_BYTES)
     unhealthy_after_s: float = Field(default=60.0, gt=0)
     exit_after_s: float = Field(default=300.0, gt=0)
     max_model_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)

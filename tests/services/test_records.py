@@ -17,12 +17,14 @@ from streamedge.services.dlq import records_from_file
 from streamedge.services.records import (
     DEAD_LETTER_MAX_BYTES,
     KEY_KEEP_BYTES,
+    PRODUCER_MAX_REQUEST_BYTES,
     Source,
     dead_letter,
     dead_letter_key,
     float32_json,
     parse_dead_letter,
 )
+from streamedge.services.settings import StreamSettings
 from tests.services.hostile import MAX_SIZE_BYTES, hostile_payloads
 
 
@@ -40,6 +42,40 @@ def test_a_max_size_reading_is_dead_lettered_as_prefix_size_and_sha256() -> None
     assert original is not None and payload.startswith(original) and len(original) > DEAD_LETTER_MAX_BYTES // 2
     assert record["original_size"] == len(payload)
     assert record["original_sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+def _largest_dead_letter_setting() -> int:
+    """The largest ``dead_letter_max_bytes`` the settings accept."""
+    (largest,) = [item.le for item in StreamSettings.model_fields["dead_letter_max_bytes"].metadata
+                  if hasattr(item, "le")]
+    assert isinstance(largest, int)
+    StreamSettings(dead_letter_max_bytes=largest)
+    with pytest.raises(ValueError, match="less than or equal"):
+        StreamSettings(dead_letter_max_bytes=largest + 1)
+    return largest
+
+
+@pytest.mark.parametrize("key_size", [None, 0, 257, KEY_KEEP_BYTES, KEY_KEEP_BYTES + 1, 100_000])
+@pytest.mark.parametrize("payload_size", [1_040_000, 997_000, 747_000])
+def test_a_dead_letter_at_the_largest_setting_fits_one_producer_request(key_size: int | None,
+                                                                         payload_size: int) -> None:
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    key = None if key_size is None else b"k" * key_size
+    for max_bytes in (_largest_dead_letter_setting(), 1_000_000):  # the setting's bound, and above it
+        value = dead_letter(b"x" * payload_size, _source(key), "too_large", "big", 1.7e9, max_bytes)
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(dead_letter_key(key), value, [])
+        # Over Faust's producer_max_request_size (1,000,000) aiokafka refuses it on every retry.
+        assert size <= 1_000_000 == PRODUCER_MAX_REQUEST_BYTES
+        assert len(value) <= max_bytes
+        record, _, original = parse_dead_letter(value)
+        assert original is not None and record["original_size"] == payload_size
+
+
+def test_the_producer_limit_is_fausts() -> None:
+    import faust
+
+    assert faust.App("streamedge-limit-check").conf.producer_max_request_size == PRODUCER_MAX_REQUEST_BYTES
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
