@@ -105,7 +105,10 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _replay_file(args: argparse.Namespace) -> int:
+    import sys
     import time
+
+    from kafka.errors import KafkaError
 
     from streamedge.services.replay import block_payloads, read_series
 
@@ -118,19 +121,32 @@ def _replay_file(args: argparse.Namespace) -> int:
 
         producer = KafkaProducer(**kafka_settings(args).kafka_python_config(), acks="all", linger_ms=5)
     count = 0
+    futures = []
+    failed: list[Exception] = []
     try:
         for key, value in payloads:
             if producer is not None:
-                producer.send(topic_layout(args).readings, key=key, value=value)
+                futures.append(producer.send(topic_layout(args).readings, key=key, value=value))
             count += 1
         if producer is not None:
             producer.flush(timeout=60)
+        # flush() returns once every send is done, delivered or failed: only a future tells which.
+        for future in futures:
+            try:
+                future.get(timeout=30)
+            except KafkaError as exc:
+                failed.append(exc)
     finally:
         if producer is not None:
             producer.close(timeout=30)
     samples = sum(len(s.values) for s in series)
     verb = "would produce" if args.dry_run else "produced"
-    print(f"{verb} {count} message(s): {samples} samples of {len(series)} series in blocks of {args.block_size}")
+    print(f"{verb} {count - len(failed)} message(s): {samples} samples of {len(series)} series in blocks of "
+          f"{args.block_size}")
+    if failed:
+        print(f"{len(failed)} of {count} message(s) failed, first: {type(failed[0]).__name__}: {failed[0]}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,25 @@ def test_a_replayed_file_in_blocks_is_answered_by_the_worker(
     (letter,) = [parse_dead_letter(m.value)[0] for m in found if m.topic == layout.dead_letters]
     assert (letter["reason"], letter["sample"]) == ("non_finite", 3)
     assert worker.metric("streamedge_stream_readings_consumed_total") == samples + 1
+
+
+def test_a_replay_whose_sends_fail_says_so_and_exits_non_zero(
+        kafka_settings: KafkaSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    # A readings topic that takes no message over 1024 bytes: the broker refuses the one block.
+    layout = TopicLayout(prefix=f"t{uuid.uuid4().hex[:10]}.", partitions=1)
+    admin = KafkaAdminClient(**kafka_settings.kafka_python_config())
+    try:
+        admin.create_topics([NewTopic(layout.readings, 1, 1, topic_configs={"max.message.bytes": "1024"})])
+    finally:
+        admin.close()
+    path = _csv(tmp_path / "pump.csv", 100, with_ts=False)
+    # One message, so the producer sends it in a batch of its own (no batch split and retry).
+    assert main(["stream", "replay", "--bootstrap-servers", kafka_settings.bootstrap_servers, "--topic-prefix",
+                 layout.prefix, "--file", str(path), "--device", "pump", "--block-size", "100",
+                 "--start-ts", "1.7e9"]) == 1
+    out, err = capsys.readouterr()
+    # flush() returned with the send failed: it used to print "produced 1 message(s)" and exit 0.
+    assert "produced 0 message(s): 100 samples" in out
+    assert "1 of 1 message(s) failed, first: MessageSizeTooLargeError" in err
