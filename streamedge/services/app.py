@@ -41,7 +41,7 @@ from streamedge.services.settings import StreamSettings
 from streamedge.services.shadow import ShadowSet
 from streamedge.services.updates import ModelFollower, catch_up
 
-__all__ = ["StreamWorker"]
+__all__ = ["StreamWorker", "highwater_or_none"]
 
 _log = logging.getLogger(__name__)
 # How often a timer checks the error/drift monitors and publishes due retrain requests, seconds.
@@ -55,6 +55,22 @@ _MAX_INFLIGHT = 4
 _PRODUCER_BATCH_BYTES = 512 * 1024
 # "No periodic commit" for Faust, whose setting has no off value: a year, in seconds.
 _NEVER_S = 365 * 24 * 3600.0
+
+
+def highwater_or_none(consumer: Any, topic: str, partition: int) -> int | None:
+    """``consumer``'s high watermark of ``topic``/``partition``, or None unless it holds it now.
+
+    The worker's own record of its partitions runs ahead of and behind the consumer's (Faust
+    reports a rebalance after several awaits; an acknowledgement can land after a revocation),
+    and aiokafka's consumer, which runs in its own thread, asserts on a partition it does not hold.
+    """
+    from faust.types import TP
+
+    try:
+        highwater: int | None = consumer.highwater(TP(topic, partition))
+    except AssertionError:  # "Partition is not assigned"
+        return None
+    return highwater
 
 
 class StreamWorker:
@@ -271,10 +287,11 @@ class StreamWorker:
         """Set ``committed_lag`` per owned partition: high watermark minus the group's committed offset."""
         from aiokafka.admin import AIOKafkaAdminClient
         from aiokafka.structs import TopicPartition
-        from faust.types import TP
 
-        admin = AIOKafkaAdminClient(**self.kafka.aiokafka_config())
+        admin: AIOKafkaAdminClient | None = None
         try:
+            # Built inside the try: its TLS context reads certificate files a rotation may be replacing.
+            admin = AIOKafkaAdminClient(**self.kafka.aiokafka_config())
             await admin.start()
             committed = await admin.list_consumer_group_offsets(self.settings.app_id)
         except Exception as exc:  # a monitoring read: any failure leaves the gauge as it was
@@ -282,9 +299,10 @@ class StreamWorker:
                          type(exc).__name__, exc)
             return
         finally:
-            await admin.close()
+            if admin is not None:
+                await admin.close()
         for partition in sorted(self._assigned):
-            highwater = app.consumer.highwater(TP(self.layout.readings, partition))
+            highwater = highwater_or_none(app.consumer, self.layout.readings, partition)
             if highwater is None:
                 continue
             found = committed.get(TopicPartition(self.layout.readings, partition))
@@ -373,9 +391,7 @@ class StreamWorker:
         last: dict[int, int] = {}
         for _, source in batch:
             last[source.partition] = source.offset
-        from faust.types import TP
-
         for partition, offset in last.items():
-            highwater = app.consumer.highwater(TP(self.layout.readings, partition))
+            highwater = highwater_or_none(app.consumer, self.layout.readings, partition)
             if highwater is not None:
                 self.metrics.consumer_lag.labels(str(partition)).set(max(0, highwater - offset - 1))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from streamedge.errors import ConfigError
 from streamedge.kafka.settings import KafkaSettings
-from streamedge.services.app import StreamWorker
+from streamedge.services.app import StreamWorker, highwater_or_none
 from streamedge.services.settings import StreamSettings
 from streamedge.training.tiny import TinyModels
 from tests.services.conftest import ROUTES
@@ -52,3 +55,14 @@ def test_worker_fetches_models_with_its_registry_token_and_size_cap(model_dir: P
     with pytest.raises(ConfigError, match="cannot read registry token file"):
         StreamWorker(_settings(model_dir, tiny_models, registry_token_file=tmp_path / "missing"), KafkaSettings(),
                      CollectorRegistry())
+
+
+def test_the_high_watermark_of_a_partition_not_held_is_none() -> None:
+    # aiokafka asserts on a partition its consumer does not hold; the worker's lag timer and its
+    # delivery callback ask about partitions it believes it holds, which a rebalance can change.
+    async def read() -> tuple[int | None, int | None]:
+        consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9")  # never started: assignment state only
+        consumer.assign([TopicPartition("readings", 0)])
+        return highwater_or_none(consumer, "readings", 0), highwater_or_none(consumer, "readings", 1)
+
+    assert asyncio.run(read()) == (None, None)  # held but not fetched yet: no watermark; not held: None
