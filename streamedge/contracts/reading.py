@@ -42,7 +42,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, TypeGuard, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -60,6 +60,7 @@ __all__ = [
     "ReadingBlock",
     "Rejection",
     "RejectionReason",
+    "is_valid_id",
     "parse_message",
     "parse_reading",
 ]
@@ -74,6 +75,11 @@ MIN_TS: Final = 0.0
 # Year 2200: far enough for any real clock, near enough to catch milliseconds sent as seconds.
 MAX_TS: Final = 7_258_118_400.0
 _ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def is_valid_id(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a valid ``device_id`` or ``stream``: 1-128 chars of ``[A-Za-z0-9._:-]``."""
+    return isinstance(value, str) and _ID_PATTERN.fullmatch(value) is not None
 _FIELDS: Final = frozenset({"device_id", "stream", "ts", "value", "seq"})
 _BLOCK_FIELDS: Final = frozenset({"device_id", "stream", "ts", "period", "values", "seq"})
 _BLOCK_REQUIRED: Final = frozenset({"device_id", "stream", "ts", "values", "seq"})

@@ -51,6 +51,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from streamedge.contracts.model_update import ModelUpdate
 from streamedge.contracts.promotion import PromotionRecord
+from streamedge.contracts.reading import is_valid_id
 from streamedge.errors import StreamedgeError
 from streamedge.registry import ModelRegistry, RegistryError
 
@@ -168,11 +169,15 @@ class FleetView:
     Args:
         model: the watched model; heartbeats of other models are not kept.
         stale_after_s: a device whose latest heartbeat is older than this (seconds) is forgotten.
+        max_devices: devices kept at most; a new one beyond it first drops the stale ones, then
+            the one heard from longest ago. Heartbeats are not signed, so neither their number nor
+            their device ids (checked like a reading's) may grow memory without bound.
     """
 
-    def __init__(self, model: str, stale_after_s: float) -> None:
+    def __init__(self, model: str, stale_after_s: float, max_devices: int = 100_000) -> None:
         self.model = model
         self.stale_after_s = stale_after_s
+        self.max_devices = max_devices
         self.invalid_errors = 0
         self._latest: dict[str, DeviceReport] = {}
         self._lock = threading.Lock()
@@ -184,7 +189,7 @@ class FleetView:
             if not isinstance(body, dict) or body.get("type") != "heartbeat":
                 return None
             device, model = body.get("device_id"), body.get("model")
-            if not isinstance(device, str) or model != self.model:
+            if not is_valid_id(device) or model != self.model:
                 return None
             error = body.get("error") or {}
             version, count = body.get("version"), error.get("count", 0)
@@ -195,6 +200,11 @@ class FleetView:
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
             return None
         with self._lock:
+            self._latest.pop(device, None)  # re-inserted last: the dict runs oldest to newest heard
+            if len(self._latest) >= self.max_devices:
+                self._forget_stale(now)
+                while len(self._latest) >= self.max_devices:
+                    del self._latest[next(iter(self._latest))]
             self._latest[device] = report
         return report
 
@@ -216,9 +226,12 @@ class FleetView:
     def reports(self, now: float) -> list[DeviceReport]:
         """Fresh reports (received within ``stale_after_s`` of ``now``); older ones are dropped for good."""
         with self._lock:
-            for device in [d for d, r in self._latest.items() if now - r.seen > self.stale_after_s]:
-                del self._latest[device]
+            self._forget_stale(now)
             return list(self._latest.values())
+
+    def _forget_stale(self, now: float) -> None:
+        for device in [d for d, r in self._latest.items() if now - r.seen > self.stale_after_s]:
+            del self._latest[device]
 
 
 class FleetMetrics:

@@ -77,6 +77,19 @@ def test_fleet_view_keeps_the_latest_heartbeat_and_ignores_the_rest() -> None:
     assert view.reports(20.0) == [] and view._latest == {}  # stale, and forgotten
 
 
+def test_fleet_view_memory_is_bounded_whatever_the_heartbeats_claim() -> None:
+    view = FleetView("m", 10.0, max_devices=3)
+    beat = {"type": "heartbeat", "model": "m", "version": 1, "error": {"mae": 0.5, "count": 60}}
+    for device_id in ("x" * 1_000_000, "", "dev 1", "d\u00e9v"):  # a reading would refuse these ids too
+        assert view.observe(json.dumps({**beat, "device_id": device_id}).encode(), 1.0) is None
+    for i, device_id in enumerate(["a", "b", "c", "a", "d"]):  # "a" heard again: "b" is now the oldest
+        assert view.observe(json.dumps({**beat, "device_id": device_id}).encode(), 1.0 + i) is not None
+    assert sorted(r.device_id for r in view.reports(5.0)) == ["a", "c", "d"]
+    # A new device when some are stale drops the stale ones first.
+    assert view.observe(json.dumps({**beat, "device_id": "e"}).encode(), 14.5) is not None
+    assert sorted(r.device_id for r in view.reports(14.5)) == ["d", "e"]
+
+
 def test_fleet_view_ignores_errors_that_are_no_finite_mae() -> None:
     view = FleetView("m", 10.0)
     beat = {"type": "heartbeat", "model": "m", "version": 1}
