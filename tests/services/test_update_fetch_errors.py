@@ -53,13 +53,19 @@ def _rejected(processor: Processor) -> float | None:
         "streamedge_stream_model_reloads_total", {"model": NAME, "outcome": "rejected"})
 
 
+def _follower(make_processor: Callable[..., Processor], tiny_models: TinyModels,
+              tmp_path: Path) -> tuple[Path, Processor, ModelFollower]:
+    """A v2 of the tiny forecaster, a processor serving v1, and its follower over ``tmp_path/models``."""
+    v2 = make_version(tiny_models.forecaster, tmp_path / "v2", 2, tiny_models.signing_key)
+    processor = make_processor(routes=ROUTES)
+    return v2, processor, ModelFollower(processor, tmp_path / "models", load_public_key(tiny_models.public_key))
+
+
 def test_transport_errors_refuse_the_update_and_the_next_one_loads(
         make_processor: Callable[..., Processor], tiny_models: TinyModels, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     key = tiny_models.signing_key
-    v2 = make_version(tiny_models.forecaster, tmp_path / "v2", 2, key)
-    processor = make_processor(routes=ROUTES)
-    follower = ModelFollower(processor, tmp_path / "models", load_public_key(tiny_models.public_key))
+    v2, processor, follower = _follower(make_processor, tiny_models, tmp_path)
     monkeypatch.setattr(updates, "fetch_model", FailingFetch(TRANSPORT_ERRORS))
     for sequence, error in enumerate(TRANSPORT_ERRORS, start=2):
         assert follower.handle(KEY, signed_update(v2, key, sequence, inline=True).to_json()) == "rejected"
@@ -74,9 +80,7 @@ def test_transport_errors_on_the_event_loop_refuse_the_update(
         make_processor: Callable[..., Processor], tiny_models: TinyModels, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     key = tiny_models.signing_key
-    v2 = make_version(tiny_models.forecaster, tmp_path / "v2", 2, key)
-    processor = make_processor(routes=ROUTES)
-    follower = ModelFollower(processor, tmp_path / "models", load_public_key(tiny_models.public_key))
+    v2, processor, follower = _follower(make_processor, tiny_models, tmp_path)
     monkeypatch.setattr(updates, "fetch_model", FailingFetch(TRANSPORT_ERRORS))
 
     async def follow() -> list[str]:
@@ -111,9 +115,7 @@ def test_an_unforeseen_error_refuses_that_message_only(
         make_processor: Callable[..., Processor], tiny_models: TinyModels, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     key = tiny_models.signing_key
-    v2 = make_version(tiny_models.forecaster, tmp_path / "v2", 2, key)
-    processor = make_processor(routes=ROUTES)
-    follower = ModelFollower(processor, tmp_path / "models", load_public_key(tiny_models.public_key))
+    v2, processor, follower = _follower(make_processor, tiny_models, tmp_path)
     monkeypatch.setattr(updates, "fetch_model", FailingFetch([RuntimeError("a bug"), RuntimeError("a bug")]))
     assert follower.handle(KEY, signed_update(v2, key, 2, inline=True).to_json()) == "rejected"
     assert follower.refusals[NAME] == "RuntimeError: a bug" and _rejected(processor) == 1
