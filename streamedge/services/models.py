@@ -120,21 +120,30 @@ def active_version_dir(model_dir: Path, name: str) -> Path | None:
 
 
 def smoke_test(model: LoadedModel, windows: Sequence[npt.NDArray[np.float32]]) -> None:
-    """Run ``model`` on ``windows`` (or one synthetic window at the normalisation mean).
+    """Run ``model`` on one window at the normalisation mean and on the usable ``windows``.
+
+    The output must be finite on the mean window and on at least one recent window, not on every
+    one: a device's extreme values (1e300 is a valid reading) overflow any float32 model, the
+    serving one too, and must not refuse every update while that device keeps sending.
 
     Raises:
         ModelRejectedError: the run failed, or gave a wrong shape or non-finite values.
     """
     shape = (model.window, model.manifest.n_features)
+    mean = np.broadcast_to(model.mean, shape)[np.newaxis].astype(np.float32)
     usable = [w[-model.window :] for w in windows if w.shape[0] >= model.window and w.shape[1] == shape[1]]
-    batch = np.stack(usable) if usable else np.broadcast_to(model.mean, shape)[np.newaxis].astype(np.float32)
+    batch = np.concatenate([mean, np.stack(usable)]) if usable else mean
     try:
         out = model.predict(batch)
     except (StreamedgeError, ValueError, RuntimeError) as exc:
         raise ModelRejectedError(f"{model.name} v{model.version} failed its smoke test: {exc}") from exc
-    if len(out) != len(batch) or not np.all(np.isfinite(out)):
-        raise ModelRejectedError(f"{model.name} v{model.version} gave a wrong shape or non-finite smoke output")
-    if model.manifest.task == "classify" and not np.allclose(out.sum(axis=1), 1.0, atol=1e-2):
+    if len(out) != len(batch):
+        raise ModelRejectedError(f"{model.name} v{model.version} gave {len(out)} smoke outputs for {len(batch)}")
+    finite = np.isfinite(out.reshape(len(out), -1)).all(axis=1)
+    if not finite[0] or (usable and not finite[1:].any()):
+        raise ModelRejectedError(f"{model.name} v{model.version} gave non-finite smoke output on the "
+                                 f"{'training mean' if not finite[0] else f'{len(usable)} recent windows'}")
+    if model.manifest.task == "classify" and not np.allclose(out[finite].sum(axis=1), 1.0, atol=1e-2):
         raise ModelRejectedError(f"{model.name} v{model.version}: classifier outputs do not sum to 1")
 
 
