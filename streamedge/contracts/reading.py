@@ -75,11 +75,6 @@ MIN_TS: Final = 0.0
 # Year 2200: far enough for any real clock, near enough to catch milliseconds sent as seconds.
 MAX_TS: Final = 7_258_118_400.0
 _ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-
-
-def is_valid_id(value: object) -> TypeGuard[str]:
-    """Whether ``value`` is a valid ``device_id`` or ``stream``: 1-128 chars of ``[A-Za-z0-9._:-]``."""
-    return isinstance(value, str) and _ID_PATTERN.fullmatch(value) is not None
 _FIELDS: Final = frozenset({"device_id", "stream", "ts", "value", "seq"})
 _BLOCK_FIELDS: Final = frozenset({"device_id", "stream", "ts", "period", "values", "seq"})
 _BLOCK_REQUIRED: Final = frozenset({"device_id", "stream", "ts", "values", "seq"})
@@ -149,6 +144,11 @@ _LENIENT = json.JSONDecoder(parse_constant=float)
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_valid_id(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a valid ``device_id`` or ``stream``: 1-128 chars of ``[A-Za-z0-9._:-]``."""
+    return isinstance(value, str) and _ID_PATTERN.fullmatch(value) is not None
 
 
 def _check_id(obj: dict[str, Any], name: str) -> Rejection | None:

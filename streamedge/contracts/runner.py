@@ -25,7 +25,7 @@ import numpy.typing as npt
 from streamedge.contracts.manifest import ModelManifest
 from streamedge.errors import RunnerError
 
-__all__ = ["RUNTIMES", "Runtime", "TFLiteRunner", "available_runtimes", "load_interpreter_class"]
+__all__ = ["RUNTIMES", "Runtime", "TFLiteRunner", "available_runtimes", "load_interpreter_class", "smoke_failure"]
 
 Runtime = Literal["ai_edge_litert", "tflite_runtime", "tensorflow"]
 RUNTIMES: Final[tuple[Runtime, ...]] = get_args(Runtime)
@@ -193,3 +193,25 @@ class TFLiteRunner:
             return np.array(output, dtype=np.float32)
         scale, zero_point = self._out_quant
         return ((output.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def smoke_failure(out: npt.NDArray[Any], classifier: bool, atol: float) -> str | None:
+    """Why a new model's smoke outputs fail, or None when they pass (the rule edge and stream share).
+
+    Args:
+        out: outputs, one row per window (any trailing shape): first the window at the training
+            mean, then the recent live windows.
+        classifier: rows must also be probabilities summing to 1 within ``atol``.
+
+    The output must be finite on the training mean and on at least one recent window, not on
+    every one: a source's extreme values (1e300 is a valid reading) overflow any float32 model,
+    the serving one too, and must not refuse every later version while that source sends them.
+    """
+    finite = np.isfinite(out.reshape(len(out), -1)).all(axis=1)
+    if not finite[0]:
+        return "output not finite on the training mean"
+    if len(out) > 1 and not finite[1:].any():
+        return f"output not finite on any of {len(out) - 1} recent windows"
+    if classifier and not np.allclose(out[finite].sum(axis=1), 1.0, atol=atol):
+        return "classifier outputs are not probabilities"
+    return None

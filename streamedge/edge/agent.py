@@ -28,6 +28,7 @@ from streamedge.contracts.manifest import ModelManifest
 from streamedge.contracts.promotion import PromotionLedger, PromotionRecord, StaleUpdateError
 from streamedge.contracts.reading import Reading, ReadingBlock, Rejection, parse_message
 from streamedge.contracts.results import encode_result
+from streamedge.contracts.runner import smoke_failure
 from streamedge.edge.buffer import Outbox
 from streamedge.edge.errors import ModelRejectedError, NonFiniteOutputError, OutboxError
 from streamedge.edge.forwarder import Forwarder
@@ -212,9 +213,7 @@ class EdgeAgent:
     def _smoke_test(self, candidate: Predictor) -> None:
         """Run the candidate on its training mean and the recent windows; raises ModelRejectedError.
 
-        The training-mean window must give finite output, and so must at least one recent window.
-        Not every one: a source's extreme values (1e300 is a valid reading) overflow any float32
-        model, the serving one too, and must not make every later update fail.
+        The outputs are judged by :func:`~streamedge.contracts.runner.smoke_failure`.
         """
         m = candidate.manifest
         mean = np.tile(np.asarray(m.normalisation["mean"], dtype=np.float32), (1, m.window, 1))
@@ -225,13 +224,9 @@ class EdgeAgent:
             raise ModelRejectedError("smoke_test", f"inference failed: {exc}") from exc
         if out.shape != (1 + len(recent), m.output_shape[1]):
             raise ModelRejectedError("smoke_test", f"output {out.shape} is not (n, {m.output_shape[1]})")
-        finite = np.all(np.isfinite(out), axis=1)
-        if not finite[0]:
-            raise ModelRejectedError("smoke_test", "output not finite on the training mean")
-        if len(recent) and not finite[1:].any():
-            raise ModelRejectedError("smoke_test", f"output not finite on any of {len(recent)} recent windows")
-        if m.task == "classify" and not np.allclose(out[finite].sum(axis=1), 1.0, atol=0.05):
-            raise ModelRejectedError("smoke_test", "classifier outputs are not probabilities")
+        failure = smoke_failure(out, m.task == "classify", atol=0.05)
+        if failure is not None:
+            raise ModelRejectedError("smoke_test", failure)
 
     def apply_update(self, fetched: FetchedUpdate) -> bool:
         """Swap to a fetched version if it passes every check; else keep serving and report why.

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from streamedge.contracts.manifest import ModelManifest
 from streamedge.contracts.promotion import PromotionLedger
-from streamedge.contracts.runner import TFLiteRunner
+from streamedge.contracts.runner import TFLiteRunner, smoke_failure
 from streamedge.contracts.signing import load_verified_model
 from streamedge.errors import StreamedgeError
 from streamedge.services.errors import ModelRejectedError
@@ -122,9 +122,7 @@ def active_version_dir(model_dir: Path, name: str) -> Path | None:
 def smoke_test(model: LoadedModel, windows: Sequence[npt.NDArray[np.float32]]) -> None:
     """Run ``model`` on one window at the normalisation mean and on the usable ``windows``.
 
-    The output must be finite on the mean window and on at least one recent window, not on every
-    one: a device's extreme values (1e300 is a valid reading) overflow any float32 model, the
-    serving one too, and must not refuse every update while that device keeps sending.
+    The outputs are judged by :func:`~streamedge.contracts.runner.smoke_failure`.
 
     Raises:
         ModelRejectedError: the run failed, or gave a wrong shape or non-finite values.
@@ -139,12 +137,9 @@ def smoke_test(model: LoadedModel, windows: Sequence[npt.NDArray[np.float32]]) -
         raise ModelRejectedError(f"{model.name} v{model.version} failed its smoke test: {exc}") from exc
     if len(out) != len(batch):
         raise ModelRejectedError(f"{model.name} v{model.version} gave {len(out)} smoke outputs for {len(batch)}")
-    finite = np.isfinite(out.reshape(len(out), -1)).all(axis=1)
-    if not finite[0] or (usable and not finite[1:].any()):
-        raise ModelRejectedError(f"{model.name} v{model.version} gave non-finite smoke output on the "
-                                 f"{'training mean' if not finite[0] else f'{len(usable)} recent windows'}")
-    if model.manifest.task == "classify" and not np.allclose(out[finite].sum(axis=1), 1.0, atol=1e-2):
-        raise ModelRejectedError(f"{model.name} v{model.version}: classifier outputs do not sum to 1")
+    failure = smoke_failure(out, model.manifest.task == "classify", atol=1e-2)
+    if failure is not None:
+        raise ModelRejectedError(f"{model.name} v{model.version}: {failure}")
 
 
 class ModelSet:

@@ -97,11 +97,9 @@ def test_fleet_version_not_installed_on_a_transport_error(
         make_processor: Callable[..., Processor], tiny_models: TinyModels, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     key = tiny_models.signing_key
-    v2 = make_version(tiny_models.forecaster, tmp_path / "v2", 2, key)
+    v2, processor, follower = _follower(make_processor, tiny_models, tmp_path)
     v3 = make_version(tiny_models.forecaster, tmp_path / "v3", 3, key)
-    processor = make_processor(routes=ROUTES)
     models = tmp_path / "models"
-    follower = ModelFollower(processor, models, load_public_key(tiny_models.public_key))
     staged = PromotionRecord(NAME, 3, "promote", 2, 1.7e9, read_manifest(v3).sha256, target="canary:20",
                              fleet_version=2, fleet_sha256=read_manifest(v2).sha256)
     monkeypatch.setattr(updates, "fetch_model", FailingFetch([http.client.BadStatusLine("garbage")]))
