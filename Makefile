@@ -7,10 +7,14 @@ BIN := $(VENV)/bin
 
 .PHONY: install system-deps test lint demo bench kafka-up kafka-down clean
 
-$(BIN)/.installed: pyproject.toml
+# The workspace's distributions (see "Layout" in the README), each installed editable, then the root
+# one that pins them together and brings the test tools.
+DISTS := core edge services training benchmarks demo
+
+$(BIN)/.installed: pyproject.toml $(DISTS:%=%/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet $(DISTS:%=-e ./%) -e '.[dev]'
 	$(BIN)/pip check
 	touch $@
 

@@ -5,8 +5,8 @@ committed JSON differs from what this script writes, and evaluates every panel's
 Prometheus that scrapes a real stream worker and edge agent.
 
 Metric names are the exported ones: counters end in ``_total``, histograms in ``_bucket/_sum/_count``
-(see ``streamedge/services/metrics.py`` and ``streamedge/edge/metrics.py``). Edge series carry a ``device`` label added by
-the scrape config (one agent per target).
+(see ``streamedge.services.metrics`` and ``streamedge.edge.metrics``). Edge series carry a ``device``
+label added by the scrape config (one agent per target).
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ def test_compose_settings_are_valid_worker_and_edge_settings(monkeypatch: pytest
     args = parser.parse_args(retrainer["command"])
     assert (args.train_command, args.registry, args.metrics_port) == ("watch", Path("/registry"), 9110)
     assert "9110/metrics" in " ".join(retrainer["healthcheck"]["test"])
-    assert retrainer["build"]["args"]["EXTRAS"] == "train"
+    assert retrainer["build"]["args"]["DISTS"].split() == ["core", "edge", "training"]
 
 
 def _k8s_docs() -> list[tuple[Path, dict[str, Any]]]:

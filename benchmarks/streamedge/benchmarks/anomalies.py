@@ -1,6 +1,6 @@
 """``streamedge bench anomalies``: the forecast-residual anomaly rule on labelled series, against a rolling z-score.
 
-For each labelled series (``streamedge/data/anomaly``: a ``data`` column and a 0/1 ``label``):
+For each labelled series (``training/streamedge/data/anomaly``: a ``data`` column and a 0/1 ``label``):
 
 1. the history before ``train_end = min(T // 2, first labelled reading)`` trains a one-step
    forecaster with the CLI's defaults (``streamedge train forecaster --horizon 1 --season M``),
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--series", default=",".join(s.name for s in LABELLED),
                         help=f"comma-separated, from {[s.name for s in LABELLED]}")
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="folder with the labelled files (default: the vendored streamedge/data/anomaly)")
+                        help="folder with the labelled files (default: the vendored training/streamedge/data/anomaly)")
     parser.add_argument("--work-dir", type=Path, default=user_state_dir() / "bench" / "anomalies",
                         help="one forecaster folder per series (default under STREAMEDGE_HOME)")
     parser.add_argument("--k", default="3,4", help="band half-widths in standard deviations, comma-separated "

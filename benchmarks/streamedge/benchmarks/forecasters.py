@@ -35,7 +35,7 @@ __all__ = ["SERIES", "BenchSeries", "add_arguments", "run", "statistical_forecas
 
 @dataclass(frozen=True)
 class BenchSeries:
-    """One benchmark series: a vendored file (``streamedge/data/forecasting``) and how to forecast it.
+    """One benchmark series: a vendored file (``training/streamedge/data/forecasting``) and how to forecast it.
 
     ``origins`` > 1: the last ``origins * horizon`` points are scored as consecutive forecasts of
     ``horizon`` steps (rolling origin; the LSTM is trained once, before the first, and reads the
@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--series", default=",".join(s.name for s in SERIES),
                         help=f"comma-separated, from {[s.name for s in SERIES]}")
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="folder with the series files (default: the vendored streamedge/data/forecasting)")
+                        help="folder with the series files (default: the vendored training/streamedge/data/forecasting)")
     parser.add_argument("--work-dir", type=Path, default=user_state_dir() / "bench" / "forecasters",
                         help="one folder per run, kept and reused (default under STREAMEDGE_HOME)")
     parser.add_argument("--epochs", type=int, default=None, help="override the maximum epochs (toy runs)")

@@ -118,7 +118,6 @@ def create_topics(settings: KafkaSettings, layout: TopicLayout, replication_fact
     """
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import RetriableError, UnknownBrokerIdError
-
     from streamedge.kafka.broker import min_insync_replicas
 
     durability = {"min.insync.replicas": str(min_insync_replicas(replication_factor))}

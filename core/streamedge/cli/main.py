@@ -2,7 +2,8 @@
 
 Each area registers its subcommands from a light ``cli`` module (no TensorFlow, Faust or
 interpreter import at module level) and imports its heavy parts only when its command runs,
-so ``streamedge edge ...`` works on an edge-only install. Errors print as one line on stderr
+so ``streamedge edge ...`` works on an edge-only install. An area whose distribution is not
+installed keeps its command, which then says what to install. Errors print as one line on stderr
 with a non-zero exit, never a traceback (set ``STREAMEDGE_DEBUG=1`` for one).
 """
 
@@ -14,25 +15,46 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from streamedge import __version__
 from streamedge.cli.options import apply_env_and_config, load_config, option
 from streamedge.errors import StreamedgeError
 
 __all__ = ["build_parser", "main"]
 
-# Every area's light CLI module; each exposes register(subparsers).
-_AREAS: tuple[str, ...] = (
-    "streamedge.cli.kafka_cmd",
-    "streamedge.training.cli",
-    "streamedge.cli.models_cmd",
-    "streamedge.services.cli",
-    "streamedge.edge.cli",
-    "streamedge.benchmarks.cli",
-    "streamedge.cli.demo_cmd",
-    "streamedge.simulate.cli",
-)
+# Every area's light CLI module; each exposes register(subparsers). The value is the area's own
+# distribution and its command, for the areas that may be absent (an edge-only install, say).
+_AREAS: dict[str, tuple[str, str] | None] = {
+    "streamedge.cli.kafka_cmd": None,
+    "streamedge.training.cli": ("streamedge-training", "train"),
+    "streamedge.cli.models_cmd": None,
+    "streamedge.services.cli": ("streamedge-services", "stream"),
+    "streamedge.edge.cli": ("streamedge-edge", "edge"),
+    "streamedge.benchmarks.cli": ("streamedge-benchmarks", "bench"),
+    "streamedge.cli.demo_cmd": None,
+    "streamedge.simulate.cli": None,
+}
+
+
+def _version() -> str:
+    try:
+        return version("streamedge-core")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _register_missing(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+                      distribution: str, command: str) -> None:
+    """A command whose area is not installed: any use of it says which distribution to install."""
+    text = f"(not installed: pip install {distribution})"
+    parser = subparsers.add_parser(command, help=text, description=text, add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def refuse(_args: argparse.Namespace) -> int:
+        raise StreamedgeError(f"'streamedge {command}' needs the {distribution} distribution: pip install {distribution}")
+
+    parser.set_defaults(handler=refuse)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,13 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="streamedge",
         description="Streaming time-series inference from Kafka to edge devices.",
     )
-    parser.add_argument("--version", action="version", version=f"streamedge {__version__}")
+    parser.add_argument("--version", action="version", version=f"streamedge {_version()}")
     parser.add_argument("--config", type=Path, default=None,
                         help="TOML config file with flag values and a [kafka] table [env: STREAMEDGE_CONFIG]")
     option(parser, "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in _AREAS:
-        importlib.import_module(module).register(subparsers)
+    for module, area in _AREAS.items():
+        try:
+            loaded = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if area is None or exc.name is None or not module.startswith(exc.name):
+                raise
+            _register_missing(subparsers, *area)
+            continue
+        loaded.register(subparsers)
     return parser
 
 

@@ -48,7 +48,7 @@ __all__ = ["add_arguments", "run"]
 _VARIANTS = ("float32", "float16", "dynamic", "int8")
 # Untimed calls before each latency figure: first invokes allocate and warm caches.
 _WARMUP = 20
-_HEAVY = ("tensorflow", "keras", "faust", "aiokafka", "pandas", "services", "training")
+_HEAVY = ("tensorflow", "keras", "faust", "aiokafka", "pandas", "streamedge.services", "streamedge.training")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,7 +110,7 @@ def _child_serve_edge(model_dir: str, public_key: str, readings: str, buffer: st
         if first_at is None and results:
             first_at = time.time()
     agent.outbox.close()
-    heavy = sorted({m.split(".")[0] for m in sys.modules} & set(_HEAVY))
+    heavy = sorted(h for h in _HEAVY if h in sys.modules)
     return {"first_inference_unix": first_at, "results": results, "heavy_modules": heavy,
             "runtime": agent.predictor.runner.runtime if agent.predictor else None}
 
@@ -258,14 +258,12 @@ def _readings_file(work: Path, values: npt.NDArray[np.float32], count: int) -> P
 
 
 def _install_sizes() -> dict[str, Any]:
-    """Bytes on disk of each extra's distribution closure, from installed RECORD files."""
+    """Bytes on disk of each deployable's distribution closure, from installed RECORD files."""
     import importlib.metadata as metadata
 
     from packaging.requirements import Requirement
 
-    project = _project_requirements()
-
-    def closure(roots: list[str]) -> dict[str, int]:
+    def closure(roots: list[str], without: set[str]) -> dict[str, int]:
         seen: dict[str, int] = {}
         stack = [Requirement(r) for r in roots]
         while stack:
@@ -273,7 +271,7 @@ def _install_sizes() -> dict[str, Any]:
             if req.marker is not None and not req.marker.evaluate({"extra": ""}):
                 continue
             key = req.name.lower().replace("_", "-")
-            if key in seen or key == "streamedge":
+            if key in seen or key in without:
                 continue
             try:
                 dist = metadata.distribution(req.name)
@@ -283,37 +281,33 @@ def _install_sizes() -> dict[str, Any]:
             stack.extend(Requirement(r) for r in dist.requires or [])
         return seen
 
-    extras = project["optional-dependencies"]
     out: dict[str, Any] = {}
-    for name, roots in (("edge", project["dependencies"] + extras["edge"]),
-                        ("edge_tflite_runtime", project["dependencies"] + extras["tflite"] + extras["edge"][1:]),
-                        ("train", project["dependencies"] + [r for r in extras["train"] if "streamedge" not in r])):
-        sizes = closure(roots)
+    for name, roots, without in (("edge", ["streamedge-edge"], set()),
+                                 ("edge_tflite_runtime", ["streamedge-edge", *_requires("streamedge-edge", "tflite")],
+                                  {"ai-edge-litert"}),
+                                 ("train", ["streamedge-training"], set())):
+        sizes = closure(roots, without)
         out[name] = {"bytes": sum(sizes.values()), "mib": round(sum(sizes.values()) / 2**20, 1),
                      "distributions": dict(sorted(sizes.items(), key=lambda kv: -kv[1]))}
     out["method"] = "sum of RECORD file sizes of each installed distribution in the requirement closure"
     return out
 
 
-def _project_requirements() -> dict[str, Any]:
-    """The installed streamedge's requirements as pyproject's ``project`` table has them:
-    ``dependencies`` and ``optional-dependencies`` per extra (read from the package metadata, so it
-    works from any folder and from a wheel)."""
+def _requires(distribution: str, extra: str | None = None) -> list[str]:
+    """An installed distribution's pinned requirements (markers dropped): its own, or one extra's."""
     import importlib.metadata as metadata
 
     from packaging.requirements import Requirement
 
-    base: list[str] = []
-    extras: dict[str, list[str]] = {}
-    for line in metadata.requires("streamedge") or []:
+    found: list[str] = []
+    for line in metadata.requires(distribution) or []:
         req = Requirement(line)
         marker = str(req.marker) if req.marker is not None else ""
         req.marker = None
-        if marker.startswith("extra =="):
-            extras.setdefault(marker.split("==", 1)[1].strip().strip("\"'"), []).append(str(req))
-        else:
-            base.append(str(req))
-    return {"dependencies": base, "optional-dependencies": extras}
+        of_extra = marker.split("==", 1)[1].strip().strip("\"'") if marker.startswith("extra ==") else None
+        if of_extra == extra:
+            found.append(str(req))
+    return found
 
 
 def _tree_bytes(root: Path) -> int:
@@ -322,9 +316,10 @@ def _tree_bytes(root: Path) -> int:
 
 
 def _fresh_venv_size(work: Path) -> dict[str, Any]:
-    """Install the ``edge`` extra's pinned requirements into a fresh venv; bytes added to site-packages."""
-    project = _project_requirements()
-    requirements = project["dependencies"] + project["optional-dependencies"]["edge"]
+    """Install the edge distribution's pinned third-party requirements (with the core's) into a fresh
+    venv; bytes added to site-packages."""
+    requirements = [r for r in _requires("streamedge-core") + _requires("streamedge-edge")
+                    if not r.startswith("streamedge-")]
     venv = work / "fresh-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     site = next((venv / "lib").glob("python*/site-packages"))

@@ -8,15 +8,25 @@ also takes its own folder flag, so nothing ever depends on the folder a command 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+
+from streamedge.errors import StreamedgeError
 
 __all__ = ["data_dir", "user_state_dir"]
 
 
 def data_dir() -> Path:
-    """The vendored UCR/UEA and forecasting files shipped inside the package (``ucr/``, ``forecasting/``)."""
-    return Path(__file__).resolve().parent / "data"
+    """The vendored UCR/UEA, forecasting and anomaly files (``ucr/``, ``forecasting/``, ``anomaly/``).
+
+    They ship in the ``streamedge-training`` distribution as ``streamedge.data``; without it this
+    raises :class:`~streamedge.errors.StreamedgeError` saying what to install.
+    """
+    spec = importlib.util.find_spec("streamedge.data")
+    if spec is None or spec.origin is None:
+        raise StreamedgeError("the vendored data sets ship with streamedge-training: pip install streamedge-training")
+    return Path(spec.origin).resolve().parent
 
 
 def user_state_dir() -> Path:

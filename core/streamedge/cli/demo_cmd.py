@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
 
 from streamedge.cli.common import add_state_dir_option
 from streamedge.cli.options import option
+from streamedge.errors import StreamedgeError
 from streamedge.paths import data_dir, user_state_dir
 
 __all__ = ["register"]
@@ -21,7 +23,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("demo", help=text, description=text)
     option(parser, "--workdir", type=Path, default=user_state_dir() / "demo",
            help="folder for models, keys, logs and the report; default under STREAMEDGE_HOME")
-    option(parser, "--data-dir", type=Path, default=data_dir(), help="the data sets (default: the ones shipped in the package)")
+    option(parser, "--data-dir", type=Path, default=None,
+           help="the data sets (default: the ones shipped in streamedge-training)")
     add_state_dir_option(parser)
     option(parser, "--port", type=int, default=9092, env="STREAMEDGE_KAFKA_PORT", help="local broker port")
     option(parser, "--quick", action="store_true", help="few epochs, 300 meters, a faster edge replay (a few minutes)")
@@ -36,14 +39,19 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streamedge.demo import DemoConfig, run_demo
+    try:
+        demo: Any = importlib.import_module("streamedge.demo")  # an area: imported by name, like every area
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not "streamedge.demo".startswith(exc.name):
+            raise
+        raise StreamedgeError("'streamedge demo' needs the streamedge-demo distribution: pip install streamedge-demo") from exc
 
-    config = DemoConfig(workdir=args.workdir, data_dir=args.data_dir, state_dir=args.state_dir, port=args.port,
+    config = demo.DemoConfig(workdir=args.workdir, data_dir=args.data_dir or data_dir(), state_dir=args.state_dir, port=args.port,
                         web_port=args.web_port, edge_metrics_port=args.edge_metrics_port, quick=bool(args.quick),
                         keep_running=bool(args.keep_running), classifier_epochs=args.classifier_epochs,
                         forecaster_epochs=args.forecaster_epochs, retrain_epochs=args.retrain_epochs)
     try:
-        return run_demo(config)
+        return int(demo.run_demo(config))
     except KeyboardInterrupt:
         print("\ninterrupted: every process the demo started was stopped", file=sys.stderr, flush=True)
         return 130
