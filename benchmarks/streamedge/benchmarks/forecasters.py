@@ -7,7 +7,7 @@ scale (in-sample seasonal-naive MAE of the history), the benchmark scores:
 
 - seasonal naive (the last season repeated; naive for season 1);
 - statsforecast's ``AutoETS`` and ``AutoTheta`` with ``season_length=M``, fit on the history
-  (the ``bench`` extra: ``pip install '.[bench]'``).
+  (a requirement of ``streamedge-benchmarks``).
 
 MASE and sMAPE are reported for Keras, the int8 TFLite file and the variant the parity gate and
 selection ship. MASE averages ``|error| / scale`` over every test point of every series. Runs
@@ -101,7 +101,7 @@ def statistical_forecasts(histories: list[npt.NDArray[np.float64]], horizon: int
     try:
         from statsforecast.models import AutoETS, AutoTheta
     except ImportError as exc:
-        raise ImportError("the forecaster benchmark needs statsforecast: pip install '.[bench]'") from exc
+        raise ImportError("the forecaster benchmark needs statsforecast: pip install streamedge-benchmarks") from exc
     out: dict[str, npt.NDArray[np.float64] | str] = {}
     for name, make in (("AutoETS", AutoETS), ("AutoTheta", AutoTheta)):
         try:

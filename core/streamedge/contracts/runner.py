@@ -47,8 +47,8 @@ def load_interpreter_class(runtime: Runtime) -> Callable[..., Any]:
         found: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise ImportError(
-            f"TFLite runtime {runtime!r} is not installed: pip install '.[edge]' "
-            "(ai-edge-litert) or '.[tflite]' (tflite-runtime 2.14)"
+            f"TFLite runtime {runtime!r} is not installed: pip install ai-edge-litert "
+            "(streamedge-edge brings it) or 'streamedge-edge[tflite]' (tflite-runtime 2.14)"
         ) from exc
     for part in attribute.split("."):
         found = getattr(found, part)
@@ -73,7 +73,7 @@ def _pick_runtime(runtime: Runtime | Literal["auto"]) -> tuple[Runtime, Callable
             return candidate, load_interpreter_class(candidate)
         except ImportError:
             continue
-    raise ImportError("no TFLite runtime is installed: pip install '.[edge]'")
+    raise ImportError("no TFLite runtime is installed: pip install streamedge-edge (it brings ai-edge-litert)")
 
 
 class TFLiteRunner:

@@ -119,7 +119,7 @@ def tsne_projection(real: FloatArray, synthetic: FloatArray, seed: int = 0,
         from sklearn.manifold import TSNE
         from threadpoolctl import threadpool_limits
     except ImportError as exc:
-        raise ImportError("t-SNE needs scikit-learn: pip install 'streamedge[train]'") from exc
+        raise ImportError("t-SNE needs scikit-learn: pip install streamedge-training") from exc
     rng = np.random.default_rng(seed)
     picked = [windows[np.sort(rng.permutation(len(windows))[:points])].mean(axis=2).astype(np.float64)
               for windows in (real, synthetic)]
