@@ -83,3 +83,15 @@ def test_parser_imports_no_heavy_module() -> None:
             "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_command_whose_area_is_not_installed_says_what_to_install(capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edge-only install keeps ``streamedge train``: any use, ``--help`` and unknown flags too, names the distribution."""
+    from streamedge.cli import main as cli_main
+
+    monkeypatch.setitem(cli_main._AREAS, "streamedge.nowhere.cli", ("streamedge-nowhere", "nowhere"))
+    for argv in (["nowhere"], ["nowhere", "--help"], ["nowhere", "run", "--data", "x.csv"]):
+        assert cli_main.main(argv) == 1
+        assert "'streamedge nowhere' needs the streamedge-nowhere distribution: pip install streamedge-nowhere" \
+            in capsys.readouterr().err

@@ -46,10 +46,11 @@ def _version() -> str:
 
 def _register_missing(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                       distribution: str, command: str) -> None:
-    """A command whose area is not installed: any use of it says which distribution to install."""
+    """A command whose area is not installed: any use of it (``--help`` too) says which distribution to install."""
     text = f"(not installed: pip install {distribution})"
-    parser = subparsers.add_parser(command, help=text, description=text, add_help=False)
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    # No prefix characters: every word after the command, options included, is taken as it comes.
+    parser = subparsers.add_parser(command, help=text, description=text, add_help=False, prefix_chars="\x00")
+    parser.add_argument("rest", nargs="*")
 
     def refuse(_args: argparse.Namespace) -> int:
         raise StreamedgeError(f"'streamedge {command}' needs the {distribution} distribution: pip install {distribution}")
