@@ -26,8 +26,8 @@ from streamedge.training.tiny import TinyModels, build_tiny_models
 
 REPO = Path(__file__).resolve().parent.parent
 
-settings.register_profile("deterministic", derandomize=True, database=None)
-settings.register_profile("explore", derandomize=False, database=None)
+settings.register_profile("deterministic", derandomize=True, database=None, deadline=None)
+settings.register_profile("explore", derandomize=False, database=None, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
