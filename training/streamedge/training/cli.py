@@ -6,6 +6,7 @@ Light module: TensorFlow is imported only when a command runs.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -225,8 +226,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _quiet_tensorflow() -> None:
-    # TensorFlow's C++ INFO/WARNING lines would bury the progress bars and the summary.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ log lines would bury the progress bars and the summary; even its ERROR lines
+    # on a normal run are noise (tf.data's "NodeDef mentions attribute use_unbounded_threadpool"),
+    # and a real failure surfaces as a Python exception. TF_CPP_MIN_LOG_LEVEL=0 brings them back.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # The Python side logs every SavedModel written during export at INFO.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 
 def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
