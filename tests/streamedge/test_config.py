@@ -79,3 +79,5 @@ def test_worker_settings_without_a_flag_come_from_the_stream_table_below_env_and
     assert "batch_size = 64  # flag" in out
     assert "routes = {'s': ['pump-lstm']}  # file [stream] routes" in out
     assert "mae_window = 500  # default" in out
+    assert main(["--config", str(config), "config", "show", "stream", "worker", "--classify-stride", "4"]) == 0
+    assert "classify_stride = 4  # flag" in capsys.readouterr().out

@@ -44,6 +44,12 @@ def register(subparsers: Any) -> None:
            env="STREAMEDGE_STREAM_PROCESSING_GUARANTEE",
            help="at_least_once (default; duplicates after a crash, dropped by idempotency key) or "
                 "exactly_once (Kafka transactions; read results with isolation_level=read_committed)")
+    option(worker, "--app-id", default=None, env="STREAMEDGE_STREAM_APP_ID",
+           help="Faust app id, also the consumer group (default streamedge-stream)")
+    option(worker, "--classify-stride", type=int, default=None, env="STREAMEDGE_STREAM_CLASSIFY_STRIDE",
+           help="classify the window ending at seq when seq %% stride == 0 (default 1: every reading)")
+    option(worker, "--anomaly-k", type=float, default=None, env="STREAMEDGE_STREAM_ANOMALY_K",
+           help="anomaly when |actual - forecast| > k x the validation residual std (default 4)")
     config_table(worker, "stream", _stream_fields, "STREAMEDGE_STREAM_")
     worker.set_defaults(handler=_worker, show_settings=_show_stream_settings)
 
@@ -88,7 +94,8 @@ def register(subparsers: Any) -> None:
 
 _FLAG_FIELDS = (("model_dir", "model_dir"), ("public_key", "public_key"), ("batch_size", "batch_size"),
                 ("batch_wait", "batch_wait_s"), ("web_port", "web_port"), ("web_host", "web_host"),
-                ("processing_guarantee", "processing_guarantee"), ("routes", "routes"),
+                ("processing_guarantee", "processing_guarantee"), ("app_id", "app_id"),
+                ("classify_stride", "classify_stride"), ("anomaly_k", "anomaly_k"), ("routes", "routes"),
                 ("topic_prefix", "topic_prefix"))
 
 
