@@ -33,11 +33,21 @@ def test_csv_replay_validates_every_row(tmp_path: Path) -> None:
     parsed = [parse_reading(p) for p in _drain(IteratorSource(file_payloads(path, device_id="d1")))]
     assert isinstance(parsed[0], Reading) and parsed[0].values == (20.5, 40.0) and parsed[0].device_id == "d1"
     assert [getattr(p, "reason", None) for p in parsed[1:]] == ["non_finite", "wrong_type"]
-    (tmp_path / "bad.csv").write_text("time,value\n1,2\n")
-    with pytest.raises(SourceError, match="'ts' column"):
+    (tmp_path / "bad.csv").write_text("step,value\n1,2\n")
+    with pytest.raises(SourceError, match=r"no time column found.*--source-time-column"):
         _drain(IteratorSource(file_payloads(tmp_path / "bad.csv")))
     with pytest.raises(SourceError, match="does not exist"):
         file_payloads(tmp_path / "missing.jsonl")
+
+
+def test_a_long_format_table_with_iso_times_gives_each_row_its_device_and_epoch_seconds(tmp_path: Path) -> None:
+    path = tmp_path / "pumps.csv"
+    path.write_text("timestamp,device_id,vibration,temperature\n"
+                    "2026-03-01T00:00:00Z,pump-1,0.5,40\n2026-03-01T01:00:00Z,pump-2,0.7,41\n")
+    parsed = [parse_reading(p) for p in _drain(IteratorSource(file_payloads(path, device_id="d1")))]
+    assert all(isinstance(p, Reading) for p in parsed)
+    assert [(p.device_id, p.ts, p.values) for p in parsed if isinstance(p, Reading)] == [
+        ("pump-1", 1772323200.0, (0.5, 40.0)), ("pump-2", 1772326800.0, (0.7, 41.0))]
 
 
 def test_jsonl_replay_is_paced(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ def _csv(path: Path, samples: int, with_ts: bool) -> Path:
 
 
 def test_csv_and_ts_files_become_blocks_that_parse_back(tmp_path: Path) -> None:
-    series = read_series(_csv(tmp_path / "a.csv", 10, with_ts=True), "pump")
+    series, _ = read_series(_csv(tmp_path / "a.csv", 10, with_ts=True), "pump")
     payloads = list(block_payloads(series, "s", 4, start_ts=0.0, period=1.0))
     assert [key for key, _ in payloads] == [b"pump/s"] * 3
     blocks = [parse_message(value) for _, value in payloads]
@@ -42,7 +42,7 @@ def test_csv_and_ts_files_become_blocks_that_parse_back(tmp_path: Path) -> None:
 
     ts_file = tmp_path / "x.ts"
     ts_file.write_text("# comment\n@problemName x\n@classLabel true a b\n@data\n1,2,3:4,5,6:a\n7,8:9,10:b\n")
-    two = read_series(ts_file, "uea")
+    two, _ = read_series(ts_file, "uea")
     assert [s.device_id for s in two] == ["uea-0", "uea-1"]
     assert two[0].values.tolist() == [[1, 4], [2, 5], [3, 6]]
     (key, value), = block_payloads(two[1:], "gesture", 8, start_ts=100.0, period=0.5)
@@ -54,8 +54,8 @@ def test_csv_and_ts_files_become_blocks_that_parse_back(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("name", "text", "match"), [
     ("none.csv", None, "does not exist"),
-    ("a.txt", "x", "expected a .csv or .ts"),
-    ("empty.csv", "ts\n", "value column"),
+    ("a.txt", "x", "expected a .csv, .tsv or .ts"),
+    ("empty.csv", "ts\n1\n", "no numeric column"),
     ("rows.csv", "value\n", "no data row"),
     ("nodata.ts", "@problemName x\n1,2,3\n", "no series"),
 ])
@@ -79,7 +79,7 @@ def test_a_replayed_file_in_blocks_is_answered_by_the_worker(
                  "--period", "0.001", "--start-ts", "1.7e9"]) == 0
     assert "produced 5 message(s): 300 samples" in capsys.readouterr().out
     bad = tmp_path / "bad.csv"
-    bad.write_text("value\n" + "".join(f"{sine(s)}\n" if s != 3 else "oops\n" for s in range(10)))
+    bad.write_text("value\n" + "".join(f"{sine(s)}\n" if s != 3 else "?\n" for s in range(10)))
     assert main(["stream", "replay", *common, "--file", str(bad), "--device", "other", "--block-size", "10"]) == 0
 
     def _done(found: list[Any]) -> bool:
@@ -120,3 +120,70 @@ def test_a_replay_whose_sends_fail_says_so_and_exits_non_zero(
     # flush() returned with the send failed: it used to print "produced 1 message(s)" and exit 0.
     assert "produced 0 message(s): 100 samples" in out
     assert "1 of 1 message(s) failed, first: MessageSizeTooLargeError" in err
+
+
+_PUMPS = "timestamp,device_id,vibration,temperature\n" + "".join(
+    f"2026-03-01T{h:02d}:00:00Z,pump-{p},{h + p / 10},{40 + h}\n" for h in range(6) for p in (1, 2, 3))
+
+
+def test_a_long_format_file_with_iso_times_becomes_one_series_per_device_at_its_own_times(tmp_path: Path) -> None:
+    path = tmp_path / "pumps.csv"
+    path.write_text(_PUMPS)
+    series, how = read_series(path, "unused")
+    assert [s.device_id for s in series] == ["pump-1", "pump-2", "pump-3"]
+    assert "ISO 8601" in how
+    payloads = list(block_payloads(series, "s", 4, start_ts=0.0, period=1.0, first_seq={"pump-2": 10}))
+    blocks = {(key, b.seq): b for key, value in payloads for b in [parse_message(value)]
+              if isinstance(b, ReadingBlock)}
+    assert sorted(blocks) == [(b"pump-1/s", 0), (b"pump-1/s", 4), (b"pump-2/s", 10), (b"pump-2/s", 14),
+                              (b"pump-3/s", 0), (b"pump-3/s", 4)]
+    first = blocks[(b"pump-2/s", 10)]
+    assert first.ts.tolist() == [1772323200.0 + 3600 * h for h in range(4)]
+    np.testing.assert_array_equal(first.values[:, 1], [40, 41, 42, 43])  # the time column is no value
+
+
+def test_a_text_value_is_an_error_naming_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("ts,value\n1,2\n2,oops\n")
+    with pytest.raises(ReplayFileError, match=r"bad.csv:3: column 'value': 'oops' is not a number"):
+        read_series(path, "d")
+
+
+def test_replay_continues_a_devices_numbering_from_the_topic(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    layout = make_topics(3)
+    first, follow_up = tmp_path / "day1.csv", tmp_path / "day2.csv"
+    first.write_text(_PUMPS)
+    follow_up.write_text("timestamp,device_id,vibration,temperature\n" + "".join(
+        f"2026-03-02T{h:02d}:00:00Z,pump-{p},{h},{50 + h}\n" for h in range(3) for p in (1, 3)))
+    common = ["stream", "replay", "--bootstrap-servers", kafka_settings.bootstrap_servers, "--topic-prefix",
+              layout.prefix, "--block-size", "4"]
+    assert main([*common, "--file", str(first)]) == 0
+    assert main([*common, "--file", str(follow_up), "--continue"]) == 0
+    assert "continuing at seq pump-1: 6, pump-3: 6" in capsys.readouterr().out
+    found = consume_until(kafka_settings, [layout.readings], lambda found: len(found) >= 8)
+    seqs: dict[str, list[int]] = {}
+    for message in found:
+        block = parse_message(message.value)
+        assert isinstance(block, ReadingBlock)
+        seqs.setdefault(block.device_id, []).extend(range(block.seq, block.seq + len(block)))
+    assert {d: sorted(s) for d, s in seqs.items()} == {
+        "pump-1": list(range(9)), "pump-2": list(range(6)), "pump-3": list(range(9))}
+
+
+def test_replay_refuses_a_topic_prefix_whose_topics_do_not_exist(
+        kafka_settings: KafkaSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    path = tmp_path / "pumps.csv"
+    path.write_text(_PUMPS)
+    prefix = f"typo{uuid.uuid4().hex[:8]}."
+    assert main(["stream", "replay", "--bootstrap-servers", kafka_settings.bootstrap_servers, "--topic-prefix",
+                 prefix, "--file", str(path)]) == 1
+    assert f"topic '{prefix}readings' does not exist" in capsys.readouterr().err
+    admin = KafkaAdminClient(**kafka_settings.kafka_python_config())
+    try:
+        assert not [t for t in admin.list_topics() if t.startswith(prefix)]
+    finally:
+        admin.close()

@@ -97,3 +97,22 @@ def test_all_missing_column_is_an_error(tmp_path: Path) -> None:
     path.write_text("t,v\na,\nb,?\n")
     with pytest.raises(DataError, match="no numeric column"):
         load_table(path)
+
+
+def test_a_numeric_ts_column_is_the_time_never_a_feature(tmp_path: Path) -> None:
+    path = tmp_path / "epoch.csv"
+    path.write_text("ts,value\n" + "".join(f"{1_700_000_000_000 + 3_600_000 * i},{i % 5}\n" for i in range(6)))
+    data = load_table(path)
+    assert data.features == ["value"]
+    assert data.report.irregular_steps == 0
+    assert "time column 'ts' (epoch milliseconds, detected)" in data.report.notes[0]
+
+
+def test_iso_stamps_and_a_device_id_column_make_one_series_per_device(tmp_path: Path) -> None:
+    path = tmp_path / "pumps.csv"
+    rows = [f"2026-03-01T{h:02d}:00:00Z,pump-{p},{h + p},{40 + h}" for h in range(4) for p in (1, 2, 3)]
+    path.write_text("timestamp,device_id,vibration,temperature\n" + "\n".join(rows) + "\n")
+    data = load_table(path)
+    assert data.ids == ["pump-1", "pump-2", "pump-3"]
+    assert data.features == ["vibration", "temperature"]
+    np.testing.assert_array_equal(data.series[1][:, 0], [2, 3, 4, 5])

@@ -8,13 +8,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from streamedge.cli.options import option
+from streamedge.cli.options import option, table_values
 from streamedge.errors import ConfigError
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from streamedge.paths import user_state_dir
 
-__all__ = ["add_kafka_options", "add_state_dir_option", "build_settings", "kafka_settings", "topic_layout"]
+__all__ = ["add_kafka_options", "add_state_dir_option", "add_table_options", "build_settings", "kafka_settings", "topic_layout"]
 
 _S = TypeVar("_S", bound=BaseModel)
 
@@ -40,8 +40,11 @@ def build_settings(cls: type[_S], what: str, **values: Any) -> _S:
 
 
 def kafka_settings(args: argparse.Namespace) -> KafkaSettings:
-    """KafkaSettings from the flags, the ``[kafka]`` config table and ``STREAMEDGE_KAFKA_*`` env vars."""
-    table: dict[str, Any] = dict(getattr(args, "config_data", {}).get("kafka", {}))
+    """KafkaSettings from the flags, ``STREAMEDGE_KAFKA_*`` env vars and the ``[kafka]`` config table, in that order.
+
+    ``--bootstrap-servers`` already holds flag > env > ``[kafka] bootstrap_servers`` > default.
+    """
+    table = table_values(getattr(args, "config_data", {}), "kafka", "STREAMEDGE_KAFKA_")
     table["bootstrap_servers"] = args.bootstrap_servers
     return build_settings(KafkaSettings, "Kafka", **table)
 
@@ -55,3 +58,11 @@ def add_state_dir_option(parser: argparse.ArgumentParser) -> None:
     """``--state-dir``: where the local broker keeps jars, data and logs."""
     option(parser, "--state-dir", type=Path, default=user_state_dir() / "kafka",
            help="local broker state folder (jars, data, logs, pid); default under STREAMEDGE_HOME")
+
+
+def add_table_options(parser: argparse.ArgumentParser, env_prefix: str) -> None:
+    """``--time-column`` and ``--time-unit`` of the reading-file format (:mod:`streamedge.contracts.table`)."""
+    option(parser, "--time-column", default=None, env=f"{env_prefix}_TIME_COLUMN",
+           help="time column; default a column named ts/time/timestamp/datetime/date, or the one holding ISO dates")
+    option(parser, "--time-unit", default="auto", choices=("auto", "iso", "s", "ms", "us", "ns"),
+           env=f"{env_prefix}_TIME_UNIT", help="ISO 8601 or epoch s/ms/us/ns; auto detects and the run states it")

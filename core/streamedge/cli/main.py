@@ -19,6 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from streamedge.cli.options import apply_env_and_config, load_config, option
+from streamedge.cli.parser import CommandParser
 from streamedge.errors import StreamedgeError
 
 __all__ = ["build_parser", "main"]
@@ -27,6 +28,8 @@ __all__ = ["build_parser", "main"]
 # distribution and its command, for the areas that may be absent (an edge-only install, say).
 _AREAS: dict[str, tuple[str, str] | None] = {
     "streamedge.cli.kafka_cmd": None,
+    "streamedge.cli.config_cmd": None,
+    "streamedge.cli.results_cmd": None,
     "streamedge.training.cli": ("streamedge-training", "train"),
     "streamedge.cli.models_cmd": None,
     "streamedge.services.cli": ("streamedge-services", "stream"),
@@ -44,7 +47,7 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def _register_missing(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+def _register_missing(subparsers: argparse._SubParsersAction[CommandParser],
                       distribution: str, command: str) -> None:
     """A command whose area is not installed: any use of it (``--help`` too) says which distribution to install."""
     text = f"(not installed: pip install {distribution})"
@@ -60,7 +63,7 @@ def _register_missing(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, every area registered."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="streamedge",
         description="Streaming time-series inference from Kafka to edge devices.",
     )
@@ -96,11 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("STREAMEDGE_DEBUG") == "1"
     try:
-        config = load_config(_config_path(args_list))
+        config_path = _config_path(args_list)
+        config = load_config(config_path)
         parser = build_parser()
         apply_env_and_config(parser, config)
         args = parser.parse_args(args_list)
-        args.config_data = config
+        args.config_data, args.config_path = config, config_path
         logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         # Client libraries log every connection at INFO; keep their warnings only.
         for noisy in ("kafka", "aiokafka"):

@@ -21,6 +21,26 @@ def _registry_option(parser: argparse.ArgumentParser) -> None:
            help="model registry folder; default under STREAMEDGE_HOME")
 
 
+def _version_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+    """``NAME VERSION`` like ``promote``; the old ``--version N`` still works, with a note."""
+    parser.add_argument("version", type=int, nargs="?", default=None, help=f"version ({default})")
+    parser.add_argument("--version", dest="version_flag", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def _version(args: argparse.Namespace) -> int | None:
+    import sys
+
+    from streamedge.errors import ConfigError
+
+    if args.version_flag is None:
+        return args.version  # type: ignore[no-any-return]
+    if args.version is not None:
+        raise ConfigError("give the version once: models show|verify NAME VERSION")
+    print(f"note: --version is deprecated; write 'streamedge models {args.models_command} {args.name} "
+          f"{args.version_flag}'", file=sys.stderr)
+    return args.version_flag  # type: ignore[no-any-return]
+
+
 def register(subparsers: Any) -> None:
     """Add the ``models`` command group."""
     parser = subparsers.add_parser("models", help="versioned, signed model registry")
@@ -43,13 +63,13 @@ def register(subparsers: Any) -> None:
 
     show = commands.add_parser("show", help="print one version's manifest")
     show.add_argument("name")
-    show.add_argument("--version", type=int, default=None, help="version (default: active, else latest)")
+    _version_arguments(show, "default: active, else latest")
     _registry_option(show)
     show.set_defaults(handler=_show)
 
     verify = commands.add_parser("verify", help="check manifest, signature and sha256; exit 1 with the reason")
     verify.add_argument("name")
-    verify.add_argument("--version", type=int, default=None, help="version (default: every version)")
+    _version_arguments(verify, "default: every version")
     _registry_option(verify)
     option(verify, "--public-key", type=Path, required=True, help="trusted Ed25519 public key (PEM)")
     verify.set_defaults(handler=_verify)
@@ -160,7 +180,7 @@ def _pick_version(registry: Any, name: str, version: int | None) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    manifest = registry.manifest(args.name, _pick_version(registry, args.name, args.version))
+    manifest = registry.manifest(args.name, _pick_version(registry, args.name, _version(args)))
     print(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
     return 0
 
@@ -171,7 +191,8 @@ def _verify(args: argparse.Namespace) -> int:
 
     registry = _registry(args)
     key = load_public_key(args.public_key)
-    versions = [args.version] if args.version is not None else registry.versions(args.name)
+    version = _version(args)
+    versions = [version] if version is not None else registry.versions(args.name)
     if not versions:
         print(f"streamedge: error: no model named {args.name!r} in {args.registry}")
         return 1

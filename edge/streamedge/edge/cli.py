@@ -26,7 +26,7 @@ def _add_settings_options(parser: argparse.ArgumentParser, only: tuple[str, ...]
     for name, info in EdgeSettings.model_fields.items():
         if only is not None and name not in only:
             continue
-        default = info.default
+        default = info.get_default(call_default_factory=True)
         shown = f" (default: {default})" if default not in (None, "") else ""
         option(parser, f"--{name.replace('_', '-')}", dest=name, default=None, metavar="VALUE",
                env=f"STREAMEDGE_EDGE_{name.upper()}", help=f"{info.description}{shown}")

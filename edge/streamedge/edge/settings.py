@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamedge.contracts.results import MAX_BLOCK_RESULTS, MAX_RESULT_BLOCK_BYTES
 from streamedge.edge.forwarder import DEFAULT_BLOCK_BYTES
+from streamedge.paths import user_state_dir
 
 __all__ = ["EdgeSettings", "SourceKind"]
 
@@ -23,7 +24,9 @@ SourceKind = Literal["simulator", "file", "stdin", "kafka"]
 class EdgeSettings(BaseSettings):
     """Everything one edge agent needs besides the Kafka connection.
 
-    Sizes are bytes, durations seconds, rates readings per second.
+    Sizes are bytes, durations seconds, rates readings per second. Default paths are absolute,
+    under the state folder (:func:`streamedge.paths.user_state_dir`, ``$STREAMEDGE_HOME``), so an
+    agent started from any folder finds the same models and buffer.
     """
 
     model_config = SettingsConfigDict(env_prefix="STREAMEDGE_EDGE_", frozen=True, extra="forbid")
@@ -32,17 +35,27 @@ class EdgeSettings(BaseSettings):
                            description="this device's id, carried by every result and heartbeat")
     group: str = Field(default="", pattern=r"^[A-Za-z0-9._:\-]{0,128}$",
                        description="device group a staged promotion may target (promote --to GROUP); empty: none")
-    model_dir: Path = Field(default=Path("models"), description="local model folder: <model_dir>/<name>/<version>/ + current")
+    model_dir: Path = Field(default_factory=lambda: user_state_dir() / "edge" / "models",
+                            description="local model folder: <model_dir>/<name>/<version>/ + current")
     model_name: str = Field(default="", description="model to serve (empty: the only name in model_dir)")
     public_key: Path | None = Field(default=None, description="trusted Ed25519 public key (PEM); models are verified with it")
     source: SourceKind = Field(default="simulator", description="where readings come from: simulator, file, stdin or kafka")
     source_path: Path | None = Field(default=None, description="CSV or JSONL file for source=file")
+    source_time_column: str = Field(default="", description="source=file table: time column (empty: ts/time/"
+                                    "timestamp/datetime/date or the one with ISO dates)")
+    source_time_unit: Literal["auto", "iso", "s", "ms", "us", "ns"] = Field(
+        default="auto", description="source=file table: ISO 8601 or epoch s/ms/us/ns (auto: detected and logged)")
+    source_id_column: str = Field(default="", description="source=file table: device column (empty: device_id "
+                                  "if present, else --device-id)")
+    source_columns: str = Field(default="", description="source=file table: feature columns, comma-separated "
+                                "(empty: every numeric column but time, device, seq, stream)")
     rate: float = Field(default=0.0, ge=0.0, description="replay/simulator rate in readings/s (0: as fast as possible)")
     source_topic: str = Field(default="", description="Kafka topic for source=kafka (default: the readings topic)")
     simulator_keys: int = Field(default=2, ge=1, le=1000, description="simulated streams")
     simulator_readings: int = Field(default=0, ge=0, description="simulated readings in all, 0 for endless")
     n_features: int = Field(default=0, ge=0, description="features per reading the source sends (0: learn from the model)")
-    buffer_path: Path = Field(default=Path("edge-buffer.sqlite"), description="SQLite (WAL) store-and-forward buffer")
+    buffer_path: Path = Field(default_factory=lambda: user_state_dir() / "edge" / "buffer.sqlite",
+                              description="SQLite (WAL) store-and-forward buffer")
     buffer_max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096, description="buffer bound; oldest rows dropped beyond")
     buffer_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0, description="rows older than this are dropped")
     buffer_fsync: bool = Field(default=True, description="fsync each commit (survives power loss, not only SIGKILL)")

@@ -16,7 +16,6 @@ A new source (a serial port, a GPIO pin) is a few lines::
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -26,9 +25,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
+from streamedge.contracts.table import TableError, TableReader, TimeUnit, open_table
 from streamedge.edge.errors import SourceError
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IteratorSource",
+    "TableOptions",
     "KafkaSource",
     "Source",
     "file_payloads",
@@ -46,6 +48,16 @@ __all__ = [
 
 _END: Final = object()
 _LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TableOptions:
+    """How to read a reading table (:func:`streamedge.contracts.table.open_table` arguments)."""
+
+    time_column: str | None = None
+    id_column: str | None = None
+    features: tuple[str, ...] | None = None
+    time_unit: TimeUnit = "auto"
 
 
 @runtime_checkable
@@ -136,18 +148,34 @@ def _paced(items: Iterable[bytes], rate: float) -> Iterator[bytes]:
         yield item
 
 
-def _csv_rows(path: Path, device_id: str) -> Iterator[bytes]:
-    """CSV with a header: ``ts`` and value columns; optional ``device_id``, ``stream``, ``seq``."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        if "ts" not in header:
-            raise SourceError(f"{path}: CSV header needs a 'ts' column, got {header}")
-        value_columns = [c for c in header if c not in ("device_id", "stream", "ts", "seq")]
-        if not value_columns:
-            raise SourceError(f"{path}: CSV has no value column besides device_id, stream, ts, seq")
-        for index, row in enumerate(reader):
-            yield _csv_payload(row, value_columns, device_id, index)
+def _csv_rows(path: Path, device_id: str, table: TableOptions) -> Iterator[bytes]:
+    """A reading table (:mod:`streamedge.contracts.table`) as readings; it must have a time column.
+
+    A row that does not read (text in a value or time cell) still becomes a payload, with the cell's
+    text in place, so the agent rejects that one reading with a reason and goes on.
+    """
+    try:
+        reader = open_table(path, table.time_column, table.id_column, table.features, table.time_unit)
+    except TableError as exc:
+        raise SourceError(str(exc)) from exc
+    with reader:
+        layout = reader.layout
+        if layout.time_column is None:
+            raise SourceError(f"{path}: no time column found among {list(layout.header)}; name it with "
+                              "--source-time-column (STREAMEDGE_EDGE_SOURCE_TIME_COLUMN)")
+        _LOG.info("reading %s", layout.describe())
+        for index, (line, cells) in enumerate(reader.raw()):
+            try:
+                row = reader.parse(line, cells)
+            except TableError:
+                yield _raw_payload(reader, cells, device_id, index)
+                continue
+            values: list[float] = list(row.values)
+            record = {"device_id": row.device or device_id, "stream": row.stream or "csv", "ts": row.ts,
+                      "value": values[0] if len(values) == 1 else values,
+                      "seq": row.seq if row.seq is not None else index}
+            # NaN cells become the non-standard JSON token, which parse_reading rejects as non_finite.
+            yield json.dumps(record).encode()
 
 
 def _number(text: str | None) -> Any:
@@ -161,29 +189,37 @@ def _number(text: str | None) -> Any:
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
 
-def _csv_payload(row: dict[str, str], value_columns: list[str], device_id: str, index: int) -> bytes:
-    values = [_number(row.get(c)) for c in value_columns]
+def _raw_payload(reader: TableReader, cells: list[str], device_id: str, index: int) -> bytes:
+    """A row that does not read, cells as written: parse_reading names what is wrong with it."""
+    layout = reader.layout
+    seq = reader.cell(cells, "seq" if "seq" in layout.header else None)
+    values = [_number(reader.cell(cells, c)) for c in layout.features]
     record = {
-        "device_id": row.get("device_id") or device_id,
-        "stream": row.get("stream") or "csv",
-        "ts": _number(row.get("ts")),
+        "device_id": reader.cell(cells, layout.id_column) or device_id,
+        "stream": reader.cell(cells, "stream" if "stream" in layout.header else None) or "csv",
+        "ts": _number(reader.cell(cells, layout.time_column)),
         "value": values[0] if len(values) == 1 else values,
-        "seq": _number(row.get("seq")) if row.get("seq") else index,
+        "seq": _number(seq) if seq else index,
     }
-    # NaN/inf cells become the non-standard JSON tokens, which parse_reading rejects as non_finite.
     return json.dumps(record).encode()
 
 
-def file_payloads(path: Path, rate: float = 0.0, device_id: str = "edge-1") -> Iterator[bytes]:
-    """Replay a ``.csv`` (header row) or JSON-lines file at ``rate`` readings per second.
+def file_payloads(path: Path, rate: float = 0.0, device_id: str = "edge-1",
+                  table: TableOptions | None = None) -> Iterator[bytes]:
+    """Replay a ``.csv``/``.tsv`` reading table or a JSON-lines file at ``rate`` readings per second.
+
+    A table's device column (``device_id`` by default) names each row's device, else ``device_id``;
+    its time column (ISO 8601 or epoch s/ms/us/ns, see :mod:`streamedge.contracts.table`) becomes
+    the reading's ``ts`` in seconds.
 
     Raises:
-        SourceError: the file is missing or a CSV lacks a ``ts`` column.
+        SourceError: the file is missing (here), or a table's layout is ambiguous or has no time
+            column (when reading starts).
     """
     if not path.is_file():
         raise SourceError(f"source file {path} does not exist")
-    if path.suffix.lower() == ".csv":
-        rows: Iterable[bytes] = _csv_rows(path, device_id)
+    if path.suffix.lower() in (".csv", ".tsv", ".tab"):
+        rows: Iterable[bytes] = _csv_rows(path, device_id, table or TableOptions())
     else:
         rows = (line.rstrip(b"\r\n") for line in _lines(path) if line.strip())
     return _paced(rows, rate)
@@ -296,7 +332,10 @@ def open_source(settings: EdgeSettings, kafka_config: dict[str, Any], readings_t
     payloads: Iterable[bytes]
     if settings.source == "file":
         assert settings.source_path is not None  # checked by EdgeSettings
-        payloads = file_payloads(settings.source_path, settings.rate, settings.device_id)
+        columns = tuple(c.strip() for c in settings.source_columns.split(",") if c.strip())
+        table = TableOptions(settings.source_time_column or None, settings.source_id_column or None,
+                             columns or None, settings.source_time_unit)
+        payloads = file_payloads(settings.source_path, settings.rate, settings.device_id, table)
     elif settings.source == "stdin":
         payloads = stdin_payloads(stdin if stdin is not None else sys.stdin.buffer)
     else:

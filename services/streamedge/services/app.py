@@ -382,10 +382,15 @@ class StreamWorker:
         done = time.time()
         counts: dict[str, int] = {}
         observe = self.metrics.end_to_end_seconds.observe
+        for _, source in batch:
+            observe(max(0.0, done - source.timestamp))
+        newest = None
         for output in outputs:
             counts[output.topic] = counts.get(output.topic, 0) + 1
-            if output.event_ts is not None:
-                observe(max(0.0, done - output.event_ts))
+            if output.event_ts is not None and (newest is None or output.event_ts > newest):
+                newest = output.event_ts
+        if newest is not None:
+            self.metrics.data_age_seconds.set(done - newest)
         for kind, n in counts.items():
             self.metrics.results.labels(kind).inc(n)
         last: dict[int, int] = {}

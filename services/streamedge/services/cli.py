@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from streamedge.cli.common import add_kafka_options, build_settings, kafka_settings, topic_layout
-from streamedge.cli.options import option
+from streamedge.cli.common import add_kafka_options, add_table_options, build_settings, kafka_settings, topic_layout
+from streamedge.cli.options import config_table, option, table_values
 
 __all__ = ["register"]
 
@@ -44,12 +44,30 @@ def register(subparsers: Any) -> None:
            env="STREAMEDGE_STREAM_PROCESSING_GUARANTEE",
            help="at_least_once (default; duplicates after a crash, dropped by idempotency key) or "
                 "exactly_once (Kafka transactions; read results with isolation_level=read_committed)")
-    worker.set_defaults(handler=_worker)
+    option(worker, "--app-id", default=None, env="STREAMEDGE_STREAM_APP_ID",
+           help="Faust app id, also the consumer group (default streamedge-stream)")
+    option(worker, "--classify-stride", type=int, default=None, env="STREAMEDGE_STREAM_CLASSIFY_STRIDE",
+           help="classify the window ending at seq when seq %% stride == 0 (default 1: every reading)")
+    option(worker, "--anomaly-k", type=float, default=None, env="STREAMEDGE_STREAM_ANOMALY_K",
+           help="anomaly when |actual - forecast| > k x the validation residual std (default 4)")
+    config_table(worker, "stream", _stream_fields, "STREAMEDGE_STREAM_")
+    worker.set_defaults(handler=_worker, show_settings=_show_stream_settings)
 
     blocks = commands.add_parser("replay", help="replay a .csv or .ts file into the readings topic as reading blocks")
     add_kafka_options(blocks)
-    option(blocks, "--file", type=Path, required=True, help=".csv (header, optional ts column) or UCR/UEA .ts file")
-    option(blocks, "--device", default="replay", help="device id (.ts series i: <device>-<i>)")
+    option(blocks, "--file", type=Path, required=True,
+           help=".csv/.tsv reading table (docs/quickstart.md: time, device and feature columns) or UCR/UEA .ts file")
+    option(blocks, "--device", default="replay", help="device id when the file has no device column (.ts series i: "
+                                                      "<device>-<i>)")
+    option(blocks, "--id-column", default=None, help="device column of a long-format file (default device_id if present)")
+    option(blocks, "--columns", default=None, help="feature columns, comma-separated (default every numeric column "
+                                                   "that is not the time, device, seq or stream column)")
+    add_table_options(blocks, "STREAMEDGE_REPLAY")
+    numbering = blocks.add_mutually_exclusive_group()
+    option(numbering, "--seq-start", type=int, default=None,
+           help="seq of every device's first sample (default 0)")
+    option(numbering, "--continue", dest="continue_seq", action="store_true", default=False,
+           help="go on from each device's last seq in the readings topic (a follow-up file for the same devices)")
     option(blocks, "--stream", dest="stream_name", default="s", help="stream name of every key")
     option(blocks, "--block-size", type=int, default=256, help="samples per message (1: single readings)")
     option(blocks, "--period", type=float, default=1.0, help="seconds between samples without a ts column")
@@ -74,14 +92,46 @@ def register(subparsers: Any) -> None:
     replay.set_defaults(handler=_replay)
 
 
+_FLAG_FIELDS = (("model_dir", "model_dir"), ("public_key", "public_key"), ("batch_size", "batch_size"),
+                ("batch_wait", "batch_wait_s"), ("web_port", "web_port"), ("web_host", "web_host"),
+                ("processing_guarantee", "processing_guarantee"), ("app_id", "app_id"),
+                ("classify_stride", "classify_stride"), ("anomaly_k", "anomaly_k"), ("routes", "routes"),
+                ("topic_prefix", "topic_prefix"))
+
+
+def _stream_fields() -> tuple[str, ...]:
+    """``[stream]`` config keys: every worker setting but the topic prefix, which is the shared flat key."""
+    from streamedge.services.settings import StreamSettings
+
+    return tuple(f for f in StreamSettings.model_fields if f != "topic_prefix")
+
+
+def _show_stream_settings(args: argparse.Namespace, sources: dict[str, str]) -> list[tuple[str, Any, str]]:
+    """``config show`` rows of the worker's effective settings: ``(field, value, source)``."""
+    import os
+
+    settings = _stream_settings(args)
+    table = args.config_data.get("stream", {})
+    by_field = {field: sources.get(flag, "default") for flag, field in _FLAG_FIELDS}
+    rows = []
+    for field in type(settings).model_fields:
+        env = f"STREAMEDGE_STREAM_{field.upper()}"
+        source = by_field.get(field, "default")
+        if source == "default":
+            source = f"env {env}" if env in os.environ else f"file [stream] {field}" if field in table else "default"
+        rows.append((field, getattr(settings, field), source))
+    return rows
+
+
 def _stream_settings(args: argparse.Namespace) -> Any:
     from streamedge.errors import ConfigError
     from streamedge.services.settings import StreamSettings
 
-    overrides: dict[str, Any] = {"topic_prefix": args.topic_prefix}
-    for flag, field in (("model_dir", "model_dir"), ("public_key", "public_key"), ("batch_size", "batch_size"),
-                        ("batch_wait", "batch_wait_s"), ("web_port", "web_port"), ("web_host", "web_host"),
-                        ("processing_guarantee", "processing_guarantee")):
+    # Precedence: flag > env > file > default. Flags (and their env vars) are the overrides below;
+    # table_values drops file values an env var overrides, since init arguments beat env vars.
+    overrides: dict[str, Any] = table_values(args.config_data, "stream", "STREAMEDGE_STREAM_")
+    overrides["topic_prefix"] = args.topic_prefix
+    for flag, field in _FLAG_FIELDS[:-2]:
         if getattr(args, flag) is not None:
             overrides[field] = getattr(args, flag)
     if args.routes is not None:
@@ -110,23 +160,37 @@ def _replay_file(args: argparse.Namespace) -> int:
 
     from kafka.errors import KafkaError
 
-    from streamedge.services.replay import block_payloads, read_series
+    from streamedge.services.replay import TableOptions, block_payloads, read_series
+    from streamedge.services.replay_topic import last_seqs, require_topic
 
-    series = read_series(args.file, args.device)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    table = TableOptions(args.time_column, args.id_column, tuple(columns) if columns else None, args.time_unit)
+    series, how = read_series(args.file, args.device, table)
+    print(how)
     start = time.time() if args.start_ts is None else args.start_ts
-    payloads = block_payloads(series, args.stream_name, args.block_size, start, args.period)
+    kafka, topic = kafka_settings(args), topic_layout(args).readings
     producer = None
+    if not args.dry_run or args.continue_seq:
+        require_topic(kafka, topic)
+    devices = [s.device_id for s in series]
+    if args.continue_seq:
+        first_seq = last_seqs(kafka, topic, [f"{d}/{args.stream_name}" for d in devices])
+        first_seq = {d: first_seq.get(f"{d}/{args.stream_name}", 0) for d in devices}
+        print("continuing at seq " + ", ".join(f"{d}: {n}" for d, n in first_seq.items()))
+    else:
+        first_seq = dict.fromkeys(devices, args.seq_start or 0)
+    payloads = block_payloads(series, args.stream_name, args.block_size, start, args.period, first_seq)
     if not args.dry_run:
         from kafka import KafkaProducer
 
-        producer = KafkaProducer(**kafka_settings(args).kafka_python_config(), acks="all", linger_ms=5)
+        producer = KafkaProducer(**kafka.kafka_python_config(), acks="all", linger_ms=5)
     count = 0
     futures = []
     failed: list[Exception] = []
     try:
         for key, value in payloads:
             if producer is not None:
-                futures.append(producer.send(topic_layout(args).readings, key=key, value=value))
+                futures.append(producer.send(topic, key=key, value=value))
             count += 1
         if producer is not None:
             producer.flush(timeout=60)

@@ -46,8 +46,14 @@ class StreamMetrics:
         self.batch_size = Histogram(f"{p}_batch_size_windows", "Windows per micro-batch invoke", ["model"],
                                     buckets=_BATCH_BUCKETS, registry=registry)
         self.end_to_end_seconds = Histogram(f"{p}_end_to_end_seconds",
-                                            "Reading event time to result produced (acknowledged)",
+                                            "Reading's Kafka timestamp (broker append time, or the producer's "
+                                            "send time) to its results acknowledged",
                                             buckets=_LATENCY_BUCKETS, registry=registry)
+        # Apart from latency: backfilled history is old without the pipeline being slow, and a
+        # device with a skewed clock is not a slow worker.
+        self.data_age_seconds = Gauge(f"{p}_data_age_seconds",
+                                      "Event time (ts) of the newest reading in the last batch with results, "
+                                      "to those results acknowledged", registry=registry)
         self.model_version = Gauge(f"{p}_model_version", "Active version of each model", ["model"],
                                    registry=registry)
         self.model_reloads = Counter(f"{p}_model_reloads", "Model versions offered to the worker, by outcome",

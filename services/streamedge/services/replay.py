@@ -1,25 +1,27 @@
 """Replay a recorded file into the readings topic as reading blocks.
 
-``.csv``: a header row; every column except ``ts``, ``seq``, ``device_id`` and ``stream`` is a
-feature; a ``ts`` column (seconds) gives per-sample times, else sample ``i`` is at
-``start_ts + i * period``. The whole file is one series (one device/stream key).
+``.csv``/``.tsv``: the reading-file format of :mod:`streamedge.contracts.table` (the trainer and
+the edge agent read it the same way): a device column (``device_id`` by default) makes one series
+per device, else the whole file is the ``device`` series; a time column (ISO 8601 or epoch
+s/ms/us/ns, detected and stated) gives every sample its own time, else sample ``i`` is at
+``start_ts + i * period``; the time column is never a value.
 
 ``.ts`` (UCR/UEA archive format): header lines (``#``, ``@...``) up to ``@data``, then one series
 per line: channels separated by ``:``, values by ``,``, and a trailing class label when the header
 says ``@classLabel true``. Series ``i`` becomes device ``<device>-<i>``, evenly spaced by
 ``period`` from ``start_ts``.
 
-Each series is cut into blocks of ``block_size`` consecutive samples (``seq`` counting from
-``first_seq``); a block of one is written as a single reading. Values are not judged here: a
-missing (``?``) or non-numeric value becomes NaN and the worker dead-letters its block with the
-reason and the sample index, as it would for any producer.
+Each series is cut into blocks of ``block_size`` consecutive samples (``seq`` counting from the
+device's first seq, 0 unless given: see :func:`next_seq` to continue a device's numbering); a
+block of one is written as a single reading. Values are not judged here: a missing (``?``) value
+becomes NaN and the worker dead-letters its block with the reason and the sample index, as it
+would for any producer. Text in a value or time cell is an error naming its line.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamedge.contracts.table import TableError, TableRow, TimeUnit, read_table
 from streamedge.services.errors import ServicesError
 
-__all__ = ["ReplayFileError", "Series", "block_payloads", "read_series"]
-
-_RESERVED = ("ts", "seq", "device_id", "stream")
+__all__ = ["ReplayFileError", "Series", "TableOptions", "block_payloads", "next_seq", "read_series"]
 
 
 class ReplayFileError(ServicesError, ValueError):
@@ -54,20 +55,20 @@ def _float(text: str) -> float:
         return float("nan")
 
 
-def _csv(path: Path, device_id: str) -> list[Series]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c for c in (reader.fieldnames or []) if c not in _RESERVED]
-        if not columns:
-            raise ReplayFileError(f"{path}: CSV needs a header with at least one value column")
-        rows = list(reader)
-    if not rows:
-        raise ReplayFileError(f"{path}: CSV has no data row")
-    values = np.array([[_float(row.get(c) or "") for c in columns] for row in rows], dtype=np.float64)
-    ts = None
-    if "ts" in (reader.fieldnames or []):
-        ts = np.array([_float(row.get("ts") or "") for row in rows], dtype=np.float64)
-    return [Series(device_id, values, ts)]
+def _table(path: Path, device_id: str, table: TableOptions) -> tuple[list[Series], str]:
+    try:
+        layout, rows = read_table(path, table.time_column, table.id_column, table.features, table.time_unit)
+    except TableError as exc:
+        raise ReplayFileError(str(exc)) from exc
+    groups: dict[str, list[TableRow]] = {}
+    for row in rows:
+        groups.setdefault(row.device or device_id, []).append(row)
+    series = []
+    for device, members in groups.items():
+        values = np.array([r.values for r in members], dtype=np.float64)
+        ts = None if layout.time_column is None else np.array([r.ts for r in members], dtype=np.float64)
+        series.append(Series(device, values, ts))
+    return series, layout.describe()
 
 
 def _ts_file(path: Path, device_id: str) -> list[Series]:
@@ -96,24 +97,47 @@ def _ts_file(path: Path, device_id: str) -> list[Series]:
     return series
 
 
-def read_series(path: Path, device_id: str) -> list[Series]:
-    """The series of a ``.csv`` or ``.ts`` file.
+@dataclass(frozen=True)
+class TableOptions:
+    """How to read a ``.csv``/``.tsv`` file (:func:`streamedge.contracts.table.open_table` arguments)."""
+
+    time_column: str | None = None
+    id_column: str | None = None
+    features: tuple[str, ...] | None = None
+    time_unit: TimeUnit = "auto"
+
+
+def read_series(path: Path, device_id: str, table: TableOptions | None = None) -> tuple[list[Series], str]:
+    """The series of a ``.csv``/``.tsv`` or ``.ts`` file, and a line stating how it was read.
 
     Raises:
-        ReplayFileError: missing file, unknown suffix, no value column or no data.
+        ReplayFileError: missing file, unknown suffix, ambiguous or unreadable layout, no data.
     """
     if not path.is_file():
         raise ReplayFileError(f"{path} does not exist")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return _csv(path, device_id)
+    if suffix in (".csv", ".tsv", ".tab"):
+        return _table(path, device_id, table or TableOptions())
     if suffix == ".ts":
-        return _ts_file(path, device_id)
-    raise ReplayFileError(f"{path}: expected a .csv or .ts file")
+        series = _ts_file(path, device_id)
+        return series, f"{path.name}: {len(series)} UCR/UEA series, devices {device_id}-0..{len(series) - 1}"
+    raise ReplayFileError(f"{path}: expected a .csv, .tsv or .ts file")
+
+
+def next_seq(body: bytes) -> int | None:
+    """The seq that follows a readings-topic message (a reading or a block), or None if it is neither."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("seq"), int):
+        return None
+    values = obj.get("values")
+    return int(obj["seq"]) + (len(values) if isinstance(values, list) else 1)
 
 
 def block_payloads(series: list[Series], stream: str, block_size: int, start_ts: float, period: float,
-                   first_seq: int = 0) -> Iterator[tuple[bytes, bytes]]:
+                   first_seq: Mapping[str, int] | None = None) -> Iterator[tuple[bytes, bytes]]:
     """``(key, value)`` of every block of every series, series after series, in sample order.
 
     Args:
@@ -121,7 +145,7 @@ def block_payloads(series: list[Series], stream: str, block_size: int, start_ts:
         stream: the stream name of every key.
         block_size: samples per message (>= 1; 1 writes single readings).
         start_ts, period: times of series without their own ``ts``, seconds.
-        first_seq: ``seq`` of every series' first sample.
+        first_seq: device id -> ``seq`` of its series' first sample (0 for a device not named).
     """
     if block_size < 1:
         raise ValueError(f"block size must be >= 1, got {block_size}")
@@ -129,10 +153,11 @@ def block_payloads(series: list[Series], stream: str, block_size: int, start_ts:
         n = len(one.values)
         times = one.ts if one.ts is not None else start_ts + period * np.arange(n, dtype=np.float64)
         key = f"{one.device_id}/{stream}".encode()
+        start_seq = (first_seq or {}).get(one.device_id, 0)
         for first in range(0, n, block_size):
             rows = one.values[first : first + block_size]
             samples: list[Any] = rows[:, 0].tolist() if rows.shape[1] == 1 else rows.tolist()
-            body: dict[str, Any] = {"device_id": one.device_id, "stream": stream, "seq": first_seq + first}
+            body: dict[str, Any] = {"device_id": one.device_id, "stream": stream, "seq": start_seq + first}
             if block_size == 1:
                 body.update(ts=float(times[first]), value=samples[0])
             elif one.ts is None:

@@ -6,11 +6,12 @@ Light module: TensorFlow is imported only when a command runs.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from streamedge.cli.common import add_kafka_options, kafka_settings
+from streamedge.cli.common import add_kafka_options, add_table_options, kafka_settings
 from streamedge.cli.options import option
 from streamedge.errors import ConfigError
 from streamedge.paths import user_state_dir
@@ -55,7 +56,8 @@ def register(subparsers: Any) -> None:
     option(fc, "--column", default=None, env="STREAMEDGE_TRAIN_COLUMN",
            help="feature column(s), comma-separated; default every numeric column")
     option(fc, "--id-column", default=None, env="STREAMEDGE_TRAIN_ID_COLUMN",
-           help="series id column (long format: one global model across the series)")
+           help="series id column (long format: one global model across the series); default device_id if present")
+    add_table_options(fc, "STREAMEDGE_TRAIN")
     option(fc, "--horizon", type=int, required=True, env="STREAMEDGE_TRAIN_HORIZON", help="forecast steps")
     option(fc, "--season", type=int, required=True, env="STREAMEDGE_TRAIN_SEASON",
            help="season length in readings (1 if none)")
@@ -224,8 +226,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _quiet_tensorflow() -> None:
-    # TensorFlow's C++ INFO/WARNING lines would bury the progress bars and the summary.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ log lines would bury the progress bars and the summary; even its ERROR lines
+    # on a normal run are noise (tf.data's "NodeDef mentions attribute use_unbounded_threadpool"),
+    # and a real failure surfaces as a Python exception. TF_CPP_MIN_LOG_LEVEL=0 brings them back.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # The Python side logs every SavedModel written during export at INFO.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 
 def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
@@ -267,6 +273,13 @@ def _forecaster(args: argparse.Namespace) -> int:
     config = default_config(args.horizon, args.season, args.window, args.recent, **fields)
     columns = _split(args.column)
     data: Any = args.data
+    name = args.name
+    if args.data is not None:
+        from streamedge.training.data import load_table
+
+        data = load_table(args.data, columns, args.id_column, args.time_column, args.time_unit)
+        print(data.report.notes[0])
+        name = name or f"{args.data.stem}-lstm"
     if args.from_topic is not None:
         from streamedge.training.kafka_source import replay_topic
 
@@ -274,7 +287,7 @@ def _forecaster(args: argparse.Namespace) -> int:
         print(f"replayed {sum(len(s) for s in data.series)} readings of {len(data.series)} series from "
               f"{args.from_topic}")
     metrics = train_forecaster(data, args.out, config, columns=columns, id_column=args.id_column,
-                               name=args.name, progress=not args.no_progress)
+                               name=name, progress=not args.no_progress)
     _summary(metrics, ("mae", "rmse", "mape", "mase"), args.out)
     return _maybe_register(args)
 

@@ -10,15 +10,15 @@ Nothing is dropped silently: a series or column that cannot be repaired raises
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from streamedge.contracts.table import TableError, TableRow, TimeUnit, read_table
 from streamedge.training.errors import DataError
 
 __all__ = [
@@ -216,47 +216,18 @@ def load_ts(path: Path) -> LabelledData:
     return LabelledData(x=x, labels=labels, class_labels=class_labels, report=report)
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    rows = [row for row in csv.reader(text.splitlines(), delimiter=delimiter) if row]
-    if len(rows) < 2:
-        raise DataError(f"{path}: needs a header row and at least one data row")
-    header = [h.strip() for h in rows[0]]
-    width = len(header)
-    for i, row in enumerate(rows[1:], start=2):
-        if len(row) != width:
-            raise DataError(f"{path}:{i}: {len(row)} fields, header has {width}")
-    return header, rows[1:]
+def _month_steps(times: list[float]) -> list[float] | None:
+    """Month indexes when every stamp is the first of a month at midnight UTC (months vary in length)."""
+    moments = [datetime.fromtimestamp(t, UTC) for t in times]
+    if any((m.day, m.hour, m.minute, m.second, m.microsecond) != (1, 0, 0, 0, 0) for m in moments):
+        return None
+    return [float(m.year * 12 + m.month - 1) for m in moments]
 
 
-def _numeric(column: list[str]) -> bool:
-    try:
-        values = [_parse_float(v) for v in column]
-    except ValueError:
-        return False
-    return any(math.isfinite(v) for v in values)
-
-
-def _parse_time(token: str) -> float | None:
-    for fmt in ("%Y-%m", "%Y-%m-%d", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"):
-        try:
-            moment = datetime.strptime(token.strip(), fmt)
-        except ValueError:
-            continue
-        # Months vary in length; count month steps for monthly stamps so they read as regular.
-        return float(moment.year * 12 + moment.month - 1) if fmt == "%Y-%m" else moment.timestamp()
-    return None
-
-
-def _count_irregular(stamps: list[str], where: str, report: DataReport) -> None:
-    times = [_parse_time(s) for s in stamps]
-    if len(times) < 3 or any(t is None for t in times):
+def _count_irregular(times: list[float], where: str, report: DataReport) -> None:
+    if len(times) < 3:
         return
-    steps = np.diff(np.array(times, dtype=np.float64))
+    steps = np.diff(np.array(_month_steps(times) or times, dtype=np.float64))
     if np.any(steps <= 0):
         raise DataError(f"{where}: time column is not strictly increasing")
     median = float(np.median(steps))
@@ -267,61 +238,46 @@ def _count_irregular(stamps: list[str], where: str, report: DataReport) -> None:
                             "values are used in order, gaps are not filled")
 
 
-def load_table(path: Path, columns: list[str] | None = None, id_column: str | None = None) -> SeriesData:
-    """Read a CSV/TSV table of series.
+def load_table(path: Path, columns: list[str] | None = None, id_column: str | None = None,
+               time_column: str | None = None, time_unit: TimeUnit = "auto") -> SeriesData:
+    """Read a CSV/TSV reading table (:mod:`streamedge.contracts.table`, the format every component reads).
 
-    Wide format (no ``id_column``): one series whose features are the numeric columns (or
-    ``columns``). Long format: rows grouped by ``id_column`` (order of first appearance), each
-    group one series, rows in file order. Non-numeric columns other than the id are treated as
-    time stamps (used to report irregular steps) and otherwise ignored.
+    Wide format (no device column): one series. Long format: rows grouped by the device column
+    (order of first appearance), each group one series, rows in file order. The time column is
+    never a feature; its times are used to report irregular steps. The layout's one-line
+    description is the report's first note.
 
     Args:
         path: ``.csv`` (comma) or ``.tsv`` (tab) file with a header row.
-        columns: feature columns to use; default every numeric column.
-        id_column: the series id column for long format.
+        columns: feature columns to use; default every numeric column without a role.
+        id_column: the series id column for long format; default ``device_id`` when present.
+        time_column: the time column; default by name (``ts``, ``time``, ...) or ISO 8601 content.
+        time_unit: ``auto`` or ``iso``, ``s``, ``ms``, ``us``, ``ns``.
 
     Returns:
         :class:`SeriesData`; each series ``(length, n_features)`` float32.
 
     Raises:
-        DataError: unknown or non-numeric columns, empty file, unrepairable series.
+        DataError: unknown or non-numeric columns, ambiguous layout, empty file, unrepairable series.
     """
     path = Path(path)
-    header, rows = _read_rows(path)
-    by_name = {name: [row[i] for row in rows] for i, name in enumerate(header)}
-    if id_column is not None and id_column not in by_name:
-        raise DataError(f"{path}: no id column {id_column!r}; columns are {header}")
-    candidates = [h for h in header if h != id_column]
-    if columns:
-        unknown = [c for c in columns if c not in by_name]
-        if unknown:
-            raise DataError(f"{path}: no column(s) {unknown}; columns are {header}")
-        bad = [c for c in columns if not _numeric(by_name[c])]
-        if bad:
-            raise DataError(f"{path}: column(s) {bad} are not numeric or have no value at all")
-        features = list(columns)
-    else:
-        features = [c for c in candidates if _numeric(by_name[c])]
-        if not features:
-            raise DataError(f"{path}: no numeric column among {candidates}")
-    stamp_columns = [c for c in candidates if c not in features and not _numeric(by_name[c])]
-    report = DataReport()
-    groups: dict[str, list[int]] = {}
-    if id_column is None:
-        groups[path.stem] = list(range(len(rows)))
-    else:
-        for i, value in enumerate(by_name[id_column]):
-            groups.setdefault(value.strip(), []).append(i)
+    try:
+        layout, rows = read_table(path, time_column, id_column, columns, time_unit)
+    except TableError as exc:
+        raise DataError(str(exc)) from exc
+    features = list(layout.features)
+    empty = [name for i, name in enumerate(features) if not any(math.isfinite(r.values[i]) for r in rows)]
+    if empty:
+        raise DataError(f"{path}: column(s) {empty} are not numeric or have no value at all")
+    report = DataReport(notes=[layout.describe()])
+    groups: dict[str, list[TableRow]] = {}
+    for row in rows:
+        groups.setdefault(path.stem if row.device is None else row.device, []).append(row)
     series: list[FloatArray] = []
-    for sid, index in groups.items():
-        channels = []
-        for name in features:
-            try:
-                raw = [_parse_float(by_name[name][i]) for i in index]
-            except ValueError as exc:
-                raise DataError(f"{path}: column {name!r} of series {sid!r}: {exc}") from exc
-            channels.append(fill_missing(raw, f"{path.name} series {sid!r} column {name!r}", report))
-        if stamp_columns:
-            _count_irregular([by_name[stamp_columns[0]][i] for i in index], f"{path.name} series {sid!r}", report)
+    for sid, members in groups.items():
+        channels = [fill_missing([r.values[c] for r in members], f"{path.name} series {sid!r} column {name!r}", report)
+                    for c, name in enumerate(features)]
+        if layout.time_column is not None:
+            _count_irregular([r.ts for r in members if r.ts is not None], f"{path.name} series {sid!r}", report)
         series.append(np.stack(channels, axis=1))
     return SeriesData(series=series, ids=list(groups), features=features, report=report)

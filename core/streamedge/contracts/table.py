@@ -1,0 +1,387 @@
+"""The reading-file format: one CSV/TSV layout read the same way by the trainer, ``stream replay``
+and the edge agent's file source.
+
+A file is a header row and one row per sample. Its columns play these roles:
+
+- **time** (optional): named by ``time_column``, else the one column called ``ts``, ``time``,
+  ``timestamp``, ``datetime`` or ``date`` (any case), else the one column whose every sampled
+  value is an ISO 8601 date. Values are ISO 8601 (``2024-03-01T10:00:00Z``, ``2024-03-01 10:00``,
+  ``2024-03``; no UTC offset reads as UTC) or epoch numbers in seconds, milliseconds,
+  microseconds or nanoseconds, the unit detected from their magnitude (below 1e11: seconds, below
+  1e14: ms, below 1e17: us, else ns) unless ``time_unit`` says. Times come out as epoch seconds.
+- **device** (optional): named by ``id_column``, else a column called ``device_id``. Each distinct
+  value is one series (long format); without one the whole file is one series (wide format).
+- ``seq`` and ``stream``, when present, are carried along and never features.
+- **features**: ``features`` when given (each must exist and be neither the time nor the device
+  column), else every other column whose sampled values are at least half numbers (missing
+  tokens ``""``, ``?``, ``nan``, ``NA``, ``null``, ``None`` aside); other text columns are ignored
+  and said so.
+
+The layout is decided from the header and the first :data:`SAMPLE_ROWS` rows, then every row is
+read by it; a later row that does not fit raises :class:`TableError` with its line number. A
+missing feature value reads as NaN (the trainer interpolates it, a stream worker dead-letters it);
+any other text in a feature or time cell is an error. Anything ambiguous (two time candidates,
+mixed epoch magnitudes, no feature) is an error that says which option to pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, Literal, get_args
+
+from streamedge.errors import StreamedgeError
+
+__all__ = [
+    "SAMPLE_ROWS",
+    "TableError",
+    "TableLayout",
+    "TableReader",
+    "TableRow",
+    "TimeUnit",
+    "open_table",
+    "read_table",
+]
+
+TimeUnit = Literal["auto", "iso", "s", "ms", "us", "ns"]
+SAMPLE_ROWS: Final = 1000
+_TIME_NAMES: Final = ("ts", "time", "timestamp", "datetime", "date")
+_MISSING: Final = frozenset({"", "?", "nan", "NaN", "NA", "null", "None"})
+_SCALE: Final = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+_UNIT_WORDS: Final = {"iso": "ISO 8601", "s": "epoch seconds", "ms": "epoch milliseconds",
+                      "us": "epoch microseconds", "ns": "epoch nanoseconds"}
+
+
+class TableError(StreamedgeError, ValueError):
+    """The file cannot be read as a reading table; the message names the file, line or column."""
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One sample: ``line`` in the file (header is 1), ``device`` (None in wide format), ``ts`` epoch
+    seconds (None without a time column), ``values`` one float per feature (NaN when missing),
+    ``seq`` and ``stream`` when the file has those columns."""
+
+    line: int
+    device: str | None
+    ts: float | None
+    values: tuple[float, ...]
+    seq: int | None = None
+    stream: str | None = None
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """How a file's columns are read (see the module docstring).
+
+    Attributes:
+        path: the file.
+        header: its column names.
+        time_column: the time column, or None.
+        time_unit: ``iso``, ``s``, ``ms``, ``us`` or ``ns`` (``s`` when there is no time column).
+        time_detected: True when the unit was detected rather than given.
+        id_column: the device column, or None (wide format).
+        features: feature columns, in file order unless given.
+        ignored: text columns that are neither role nor feature.
+    """
+
+    path: Path
+    header: tuple[str, ...]
+    time_column: str | None
+    time_unit: str
+    time_detected: bool
+    id_column: str | None
+    features: tuple[str, ...]
+    ignored: tuple[str, ...]
+
+    def describe(self) -> str:
+        """One line stating every decision, for logs and reports."""
+        if self.time_column is None:
+            time = "no time column"
+        else:
+            how = "detected" if self.time_detected else "given"
+            time = f"time column {self.time_column!r} ({_UNIT_WORDS[self.time_unit]}, {how})"
+        device = f"device column {self.id_column!r}" if self.id_column else "no device column (one series)"
+        text = f"{self.path.name}: {time}; {device}; features {list(self.features)}"
+        return text + (f"; ignored text column(s) {list(self.ignored)}" if self.ignored else "")
+
+
+def _is_missing(cell: str) -> bool:
+    return cell.strip() in _MISSING
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _iso(cell: str) -> float | None:
+    text = cell.strip()
+    if len(text) == 7 and text[4] == "-":
+        text += "-01"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _epoch_unit(values: Sequence[float]) -> str | None:
+    """Unit implied by the magnitude of every value, or None when they disagree."""
+    def unit(value: float) -> str:
+        size = abs(value)
+        return "s" if size < 1e11 else "ms" if size < 1e14 else "us" if size < 1e17 else "ns"
+
+    units = {unit(v) for v in values if v != 0.0} or {"s"}
+    return units.pop() if len(units) == 1 else None
+
+
+class _Rows:
+    """The data rows of a CSV/TSV file with their line numbers, read lazily."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise TableError(f"{path} does not exist")
+        self.path = path
+        self._handle = path.open(newline="", encoding="utf-8", errors="replace")
+        delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+        self._reader = csv.reader(self._handle, delimiter=delimiter)
+        header = next(self._reader, None)
+        if not header or not any(h.strip() for h in header):
+            self.close()
+            raise TableError(f"{path}: needs a header row")
+        self.header = tuple(h.strip() for h in header)
+        duplicates = sorted({h for h in self.header if self.header.count(h) > 1})
+        if duplicates:
+            self.close()
+            raise TableError(f"{path}: duplicate column name(s) {duplicates}")
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        for row in self._reader:
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(self.header):
+                raise TableError(f"{self.path}:{self._reader.line_num}: {len(row)} fields, "
+                                 f"header has {len(self.header)}")
+            yield self._reader.line_num, row
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _pick_time(header: Sequence[str], sample: dict[str, list[str]], time_column: str | None,
+               excluded: set[str], path: Path) -> str | None:
+    if time_column is not None:
+        if time_column not in header:
+            raise TableError(f"{path}: no time column {time_column!r}; columns are {list(header)}")
+        return time_column
+    named = [h for h in header if h.lower() in _TIME_NAMES and h not in excluded]
+    if len(named) > 1:
+        raise TableError(f"{path}: columns {named} could each be the time column; pass the time column by name")
+    if named:
+        return named[0]
+    dated = [h for h in header if h not in excluded and sample[h]
+             and all(not _is_number(c) and _iso(c) is not None for c in sample[h])]
+    if len(dated) > 1:
+        raise TableError(f"{path}: columns {dated} all hold dates; pass the time column by name")
+    return dated[0] if dated else None
+
+
+def _pick_unit(cells: list[str], column: str, unit: TimeUnit, path: Path) -> tuple[str, bool]:
+    present = [c for c in cells if c.strip()]
+    if unit != "auto":
+        return unit, False
+    if present and all(_is_number(c) for c in present):
+        found = _epoch_unit([float(c) for c in present])
+        if found is None:
+            raise TableError(f"{path}: time column {column!r} mixes epoch magnitudes (seconds and milliseconds?); "
+                             "pass the time unit (s, ms, us or ns)")
+        return found, True
+    if present and all(_iso(c) is not None for c in present):
+        return "iso", True
+    bad = next((c for c in present if _iso(c) is None), "")
+    raise TableError(f"{path}: time column {column!r} is neither ISO 8601 nor epoch numbers (e.g. {bad!r}); "
+                     "pass the time column by name, or fix the value")
+
+
+def _pick_features(header: Sequence[str], sample: dict[str, list[str]], features: Sequence[str] | None,
+                   roles: dict[str, str], path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if features:
+        unknown = [f for f in features if f not in header]
+        if unknown:
+            raise TableError(f"{path}: no column(s) {unknown}; columns are {list(header)}")
+        clash = [f"{f!r} is the {roles[f]} column" for f in features if f in roles]
+        if clash:
+            raise TableError(f"{path}: a feature cannot be a role column: {'; '.join(clash)}")
+        return tuple(features), ()
+    numeric, ignored = [], []
+    for name in header:
+        if name in roles:
+            continue
+        present = [c for c in sample[name] if not _is_missing(c)]
+        # At least half numbers: a numeric column with a stray text cell stays a feature, and that
+        # cell is an error naming its line, not a reason to drop the column silently.
+        if present and 2 * sum(_is_number(c) for c in present) >= len(present):
+            numeric.append(name)
+        else:
+            ignored.append(name)
+    if not numeric:
+        raise TableError(f"{path}: no numeric column among {[h for h in header if h not in roles]}; "
+                         "pass the feature columns by name")
+    return tuple(numeric), tuple(ignored)
+
+
+class TableReader:
+    """An open reading table: its :attr:`layout` and its rows (iterate once, then :meth:`close`)."""
+
+    def __init__(self, rows: _Rows, layout: TableLayout, head: list[tuple[int, list[str]]]) -> None:
+        self._rows = rows
+        self.layout = layout
+        self._head = head
+        names = layout.header
+        self._time = names.index(layout.time_column) if layout.time_column else None
+        self._id = names.index(layout.id_column) if layout.id_column else None
+        self._seq = names.index("seq") if "seq" in names and "seq" not in layout.features else None
+        self._stream = names.index("stream") if "stream" in names and "stream" not in layout.features else None
+        self._features = [names.index(f) for f in layout.features]
+
+    def __iter__(self) -> Iterator[TableRow]:
+        for line, cells in self.raw():
+            yield self.parse(line, cells)
+
+    def raw(self) -> Iterator[tuple[int, list[str]]]:
+        """Every data row as ``(line, cells)``, unparsed: for a reader that handles a bad row itself."""
+        yield from self._head
+        yield from self._rows
+
+    def cell(self, cells: list[str], column: str | None) -> str | None:
+        """The raw text of ``column`` in ``cells`` (None for no column)."""
+        return None if column is None else cells[self.layout.header.index(column)]
+
+    def __enter__(self) -> TableReader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._rows.close()
+
+    def _where(self, line: int, column: str) -> str:
+        return f"{self.layout.path}:{line}: column {column!r}"
+
+    def parse(self, line: int, cells: list[str]) -> TableRow:
+        """One row of :meth:`raw` read by the layout.
+
+        Raises:
+            TableError: a value, time, seq or device cell that does not read, naming line and column.
+        """
+        values = []
+        for index, name in zip(self._features, self.layout.features, strict=True):
+            cell = cells[index].strip()
+            if cell in _MISSING:
+                values.append(math.nan)
+                continue
+            try:
+                values.append(float(cell))
+            except ValueError:
+                raise TableError(f"{self._where(line, name)}: {cell[:40]!r} is not a number") from None
+        device = None
+        if self._id is not None:
+            device = cells[self._id].strip()
+            if not device:
+                raise TableError(f"{self._where(line, self.layout.id_column or '')}: empty device id")
+        seq = None
+        if self._seq is not None and cells[self._seq].strip():
+            try:
+                seq = int(cells[self._seq])
+            except ValueError:
+                raise TableError(f"{self._where(line, 'seq')}: {cells[self._seq][:40]!r} is not an integer") from None
+        stream = cells[self._stream].strip() or None if self._stream is not None else None
+        return TableRow(line, device, self._ts(line, cells), tuple(values), seq, stream)
+
+    def _ts(self, line: int, cells: list[str]) -> float | None:
+        if self._time is None:
+            return None
+        cell, column = cells[self._time].strip(), self.layout.time_column or ""
+        if self.layout.time_unit == "iso":
+            moment = _iso(cell)
+            if moment is None:
+                raise TableError(f"{self._where(line, column)}: {cell[:40]!r} is not an ISO 8601 time")
+            return moment
+        try:
+            number = float(cell)
+        except ValueError:
+            raise TableError(f"{self._where(line, column)}: {cell[:40]!r} is not an epoch number "
+                             f"({_UNIT_WORDS[self.layout.time_unit]})") from None
+        if not math.isfinite(number):
+            raise TableError(f"{self._where(line, column)}: {cell!r} is not a finite time")
+        return number * _SCALE[self.layout.time_unit]
+
+
+def open_table(path: Path, time_column: str | None = None, id_column: str | None = None,
+               features: Sequence[str] | None = None, time_unit: TimeUnit = "auto") -> TableReader:
+    """Open ``path`` and decide its layout (see the module docstring).
+
+    Args:
+        path: ``.csv`` (comma) or ``.tsv``/``.tab`` (tab) file with a header row.
+        time_column: the time column; default by name or content.
+        id_column: the device column; default ``device_id`` when present.
+        features: feature columns; default every numeric column that has no role.
+        time_unit: ``auto`` (detect), ``iso``, ``s``, ``ms``, ``us`` or ``ns``.
+
+    Raises:
+        TableError: missing file, no header, ambiguous or unreadable layout.
+    """
+    if time_unit not in get_args(TimeUnit):
+        raise TableError(f"time unit must be one of {list(get_args(TimeUnit))}, got {time_unit!r}")
+    path = Path(path)
+    rows = _Rows(path)
+    try:
+        header = rows.header
+        head: list[tuple[int, list[str]]] = []
+        for item in rows:
+            head.append(item)
+            if len(head) >= SAMPLE_ROWS:
+                break
+        if not head:
+            raise TableError(f"{path}: no data row after the header")
+        sample = {name: [cells[i] for _, cells in head] for i, name in enumerate(header)}
+        if id_column is not None and id_column not in header:
+            raise TableError(f"{path}: no device column {id_column!r}; columns are {list(header)}")
+        device = id_column if id_column is not None else ("device_id" if "device_id" in header else None)
+        carried = {c for c in ("seq", "stream") if c in header and c not in (features or ())}
+        excluded = carried | ({device} if device else set())
+        time = _pick_time(header, sample, time_column, excluded, path)
+        if time is not None and time == device:
+            raise TableError(f"{path}: {time!r} cannot be both the time and the device column")
+        unit, detected = _pick_unit(sample[time], time, time_unit, path) if time else ("s", False)
+        roles: dict[str, str] = {c: c for c in carried}
+        if device:
+            roles[device] = "device"
+        if time:
+            roles[time] = "time"
+        chosen, ignored = _pick_features(header, sample, features, roles, path)
+    except BaseException:
+        rows.close()
+        raise
+    layout = TableLayout(path, header, time, unit, detected, device, chosen, ignored)
+    return TableReader(rows, layout, head)
+
+
+def read_table(path: Path, time_column: str | None = None, id_column: str | None = None,
+               features: Sequence[str] | None = None,
+               time_unit: TimeUnit = "auto") -> tuple[TableLayout, list[TableRow]]:
+    """Every row of ``path`` with its layout; arguments and errors as :func:`open_table`."""
+    with open_table(path, time_column, id_column, features, time_unit) as reader:
+        return reader.layout, list(reader)
