@@ -40,6 +40,7 @@ __all__ = [
     "Source",
     "file_payloads",
     "open_source",
+    "row_payload",
     "simulator_payloads",
     "stdin_payloads",
 ]
@@ -147,13 +148,16 @@ def _csv_rows(path: Path, device_id: str) -> Iterator[bytes]:
         if not value_columns:
             raise SourceError(f"{path}: CSV has no value column besides device_id, stream, ts, seq")
         for index, row in enumerate(reader):
-            yield _csv_payload(row, value_columns, device_id, index)
+            yield row_payload(row, value_columns, device_id, index)
 
 
-def _number(text: str | None) -> Any:
-    """A CSV cell as a number when it is one, else the text (parse_reading rejects it with a reason)."""
-    if text is None:
-        return None
+def _number(text: Any) -> Any:
+    """A CSV cell as a number when it is one, else the text (parse_reading rejects it with a reason).
+
+    A cell that is already a number (a Parquet column) passes unchanged.
+    """
+    if not isinstance(text, str):
+        return text
     try:
         value = float(text)
     except ValueError:
@@ -161,7 +165,12 @@ def _number(text: str | None) -> Any:
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
 
-def _csv_payload(row: dict[str, str], value_columns: list[str], device_id: str, index: int) -> bytes:
+def row_payload(row: dict[str, Any], value_columns: list[str], device_id: str, index: int) -> bytes:
+    """One table row (CSV text cells or Parquet values) as a wire-format reading.
+
+    ``device_id`` and ``stream`` default to ``device_id`` and ``"csv"``, ``seq`` to the row's
+    0-based ``index``. Whatever the row holds is passed on: ``parse_reading`` judges it.
+    """
     values = [_number(row.get(c)) for c in value_columns]
     record = {
         "device_id": row.get("device_id") or device_id,
