@@ -48,7 +48,7 @@ def test_auto_keeps_the_candidate_best_on_validation_and_scores_rolling_origins(
     assert family["chosen"] == best
     assert family["validation_mae"] <= family["seasonal_naive_validation_mae"]
     manifest = read_manifest(tmp_path / "out")
-    assert manifest.hyperparameters["model"] == best and manifest.hyperparameters["ships"] == family["ships"]
+    assert manifest.hyperparameters["model"] == best and manifest.metrics["family"]["ships"] == family["ships"]
     assert manifest.name == f"load-{best}"
     origins = metrics["origins"]
     assert origins["count"] == 3 and len(origins["keras"]["mase"]) == 3
@@ -71,7 +71,7 @@ def test_a_linear_model_that_loses_to_seasonal_naive_ships_the_seasonal_base(tmp
     family = metrics["family"]
     assert family["candidates"]["linear"]["validation_mae"] > family["seasonal_naive_validation_mae"]
     assert (family["ships"], family["validation_mae"]) == ("seasonal base", family["seasonal_naive_validation_mae"])
-    assert read_manifest(tmp_path / "out").hyperparameters["ships"] == "seasonal base"
+    assert read_manifest(tmp_path / "out").metrics["family"]["ships"] == "seasonal base"
     # the exported file is seasonal naive: raw window in, the last season out
     manifest = read_manifest(tmp_path / "out")
     runner = TFLiteRunner(tmp_path / "out" / "model.tflite", manifest)

@@ -79,8 +79,8 @@ def output_columns(predictor: Predictor) -> list[str]:
 
 
 def score_rows(rows: Iterable[tuple[int, dict[str, Any]]], columns: list[str], predictor: Predictor,
-               summary: ScoreSummary, *, device_id: str = "offline", stride: int = 1, max_keys: int = 10_000, keep_bad: int = 100,
-               on_row: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
+               summary: ScoreSummary, *, device_id: str = "offline", stride: int = 1, max_keys: int = 10_000,
+               keep_bad: int = 100, on_row: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
     """Score ``(line number, row)`` pairs in order; yields one output row per input row.
 
     Args:

@@ -190,6 +190,7 @@ def write_output(
     keras_ms: float,
     extra_metrics: dict[str, Any],
     manifest_fields: dict[str, Any],
+    manifest_metrics: dict[str, Any] | None = None,
 ) -> tuple[ModelManifest, dict[str, Any]]:
     """Pick the variant, copy it to ``model.tflite``, write ``manifest.json`` and ``metrics.json``.
 
@@ -202,6 +203,7 @@ def write_output(
         keras_ms: Keras single-window latency under ``tf.function``.
         extra_metrics: more top-level ``metrics.json`` entries (baselines, data report, history).
         manifest_fields: the remaining :class:`ModelManifest` fields (shapes, normalisation, ...).
+        manifest_metrics: more entries for the manifest's ``metrics`` summary (which forecaster won).
 
     Returns:
         ``(manifest, metrics)``.
@@ -241,6 +243,7 @@ def write_output(
             "selected_variant": selected,
             "size_bytes": chosen.size_bytes,
             "latency_ms_p50": chosen.latency_ms_p50,
+            **(manifest_metrics or {}),
         }),
         runtimes=chosen.runtimes,
         runtime_variants=runtime_variants,

@@ -428,8 +428,9 @@ def train_forecaster(
             "validation_error": {"mae": float(np.mean(np.abs(val_residuals))),
                                  "residual_std": float(np.std(val_residuals))},
             # holds the scaling decision, so a retrain or a rebuild of the model makes the same one
-            "hyperparameters": {**config.to_dict(), "ships": family["report"]["ships"]},
+            "hyperparameters": config.to_dict(),
         },
+        manifest_metrics={"family": {k: family["report"][k] for k in ("chosen", "ships", "why")}},
     )
     report = out / "report"
     report.mkdir(exist_ok=True)
