@@ -52,7 +52,10 @@ _PROBE = textwrap.dedent("""
     worker = load_model(path.parent, key, runtime)
     files = {name: TFLiteRunner(path.parent / name, runtime=runtime).run(agent.normalise(window)).tolist()
              for name in ("model.tflite", "model-tflite_runtime.tflite")}
+    # both keep the signed manifest (a staged record names the version by its sha256), whatever file runs
+    same = agent.manifest == manifest and worker.manifest == manifest
     print(json.dumps({"agent_file": agent.runner.model_path.name, "worker_file": worker.runner.model_path.name,
+                      "signed_manifest_kept": same,
                       "agent": agent.runner.run(agent.normalise(window)).tolist(),
                       "worker": worker.runner.run(agent.normalise(window)).tolist(), "files": files}))
 """)
@@ -69,6 +72,7 @@ def test_each_runtime_runs_the_variant_its_manifest_names(tiny_models: TinyModel
         assert done.returncode == 0, done.stderr
         picked[runtime] = json.loads(done.stdout.strip().splitlines()[-1])
     litert, tflite = picked["ai_edge_litert"], picked["tflite_runtime"]
+    assert litert["signed_manifest_kept"] and tflite["signed_manifest_kept"]
     assert litert["agent_file"] == litert["worker_file"] == "model.tflite"
     assert tflite["agent_file"] == tflite["worker_file"] == "model-tflite_runtime.tflite"
     assert litert["agent"] == litert["worker"] == litert["files"]["model.tflite"]

@@ -120,8 +120,8 @@ class Predictor:
     """One loaded, verified model, in the variant its manifest names for this runtime.
 
     Args:
-        manifest: the model's verified manifest (:attr:`manifest` is its view for the runtime,
-            see :func:`~streamedge.contracts.runner.runtime_model`).
+        manifest: the model's verified manifest; the runner runs the variant it names for this
+            runtime (:func:`~streamedge.contracts.runner.runtime_model`).
         model_path: its ``.tflite`` file.
         runtime: TFLite runtime for :class:`TFLiteRunner` (``"auto"`` prefers ai-edge-litert).
         anomaly_sigmas: band half-width in validation residual standard deviations.
@@ -130,9 +130,9 @@ class Predictor:
 
     def __init__(self, manifest: ModelManifest, model_path: Path, runtime: Runtime | Literal["auto"] = "auto",
                  anomaly_sigmas: float = 4.0, content: bytes | None = None) -> None:
-        resolved, manifest, model_path, content = runtime_model(manifest, model_path, content, runtime)
+        resolved, chosen, model_path, content = runtime_model(manifest, model_path, content, runtime)
         self.manifest = manifest
-        self.runner = TFLiteRunner(model_path, manifest, runtime=resolved, model_content=content)
+        self.runner = TFLiteRunner(model_path, chosen, runtime=resolved, model_content=content)
         self._mean = np.asarray(manifest.normalisation["mean"], dtype=np.float32)
         self._std = np.asarray(manifest.normalisation["std"], dtype=np.float32)
         self.band = _band(manifest, anomaly_sigmas)

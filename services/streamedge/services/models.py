@@ -87,8 +87,9 @@ def load_model(folder: Path, public_key: Ed25519PublicKey, runtime: str = "auto"
     """
     try:
         manifest, path, verified = load_verified_model(folder, public_key)
-        resolved, manifest, path, content = runtime_model(manifest, path, verified, runtime)  # type: ignore[arg-type]
-        runner = TFLiteRunner(path, manifest, runtime=resolved, model_content=content)
+        # the runner runs this runtime's variant; the model keeps the signed manifest (its sha256 is the version's)
+        resolved, chosen, path, content = runtime_model(manifest, path, verified, runtime)  # type: ignore[arg-type]
+        runner = TFLiteRunner(path, chosen, runtime=resolved, model_content=content)
     except (StreamedgeError, OSError, ValueError) as exc:
         raise ModelRejectedError(f"model at {folder} rejected: {exc}") from exc
     mean = np.asarray(manifest.normalisation["mean"], dtype=np.float32)
