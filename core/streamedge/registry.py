@@ -99,8 +99,9 @@ class ModelRegistry:
     def add(self, source_dir: Path, signing_key: Ed25519PrivateKey) -> ModelManifest:
         """Store the model in ``source_dir`` as the next version of its name, signed.
 
-        ``source_dir`` holds ``manifest.json`` (signed or not, any version number) and the model
-        file it names, optionally ``report/`` and ``metrics.json``.
+        ``source_dir`` holds ``manifest.json`` (signed or not, any version number), the model
+        file it names and each runtime variant's file (all checked against their sha256),
+        optionally ``report/`` and ``metrics.json``.
 
         Returns:
             The stored, signed manifest.
@@ -113,6 +114,10 @@ class ModelRegistry:
         staging.mkdir()
         try:
             shutil.copy2(source_dir / source.model_file, staging / source.model_file)
+            for runtime in source.runtime_variants:
+                variant = source.for_runtime(runtime)
+                verify_model_file(variant, source_dir)
+                shutil.copy2(source_dir / variant.model_file, staging / variant.model_file)
             for extra in _EXTRAS:
                 item = source_dir / extra
                 if item.is_dir():

@@ -23,6 +23,7 @@ def test_train_forecaster_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     registry = tmp_path / "registry"
     code = main(["train", "forecaster", "--data", str(data), "--column", "load", "--horizon", "4", "--season", "8",
                  "--window", "16", "--epochs", "3", "--units", "8", "--seed", "1", "--out", str(out), "--no-progress",
+                 "--model", "lstm",
                  "--register", str(registry), "--signing-key", str(private)])
     assert code == 0
     printed = capsys.readouterr().out

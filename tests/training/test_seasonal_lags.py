@@ -46,7 +46,8 @@ def test_defaults_use_lags_only_for_long_seasons() -> None:
     assert default_window(12, 12) == 36
     long, short = default_config(48, 336), default_config(12, 12)
     assert (long.recent, long.window, long.base_diffs, long.correction_scales) == (96, 672, 4, (0.0,))
-    assert (short.recent, short.base_diffs, short.correction_scales) == (0, 0, ())  # classic input: as before
+    # classic input: the trained correction is kept only where it beats seasonal naive (its base) on validation
+    assert (short.recent, short.base_diffs, short.correction_scales) == (0, 0, (0.0, 1.0))
     assert default_config(13, 52).base_diffs == 4 and default_config(2, 60).base_diffs == 4  # recent 8
 
 

@@ -1,4 +1,4 @@
-"""``streamedge bench stream|edge|chaos|models|gan|forecasters|anomalies|forwarding``: run a benchmark, write its JSON figures.
+"""``streamedge bench stream|edge|chaos|models|gan|forecasters|anomalies|forwarding|predict``: run a benchmark.
 
 Each benchmark module exposes ``add_arguments(parser)`` and ``run(args) -> int`` and keeps its
 heavy imports (TensorFlow, Faust) inside functions, so building the parser stays cheap.
@@ -21,6 +21,7 @@ _BENCHMARKS = {
     "forecasters": "the default LSTM forecaster vs seasonal naive, AutoETS and AutoTheta: MASE and sMAPE",
     "anomalies": "the forecast-residual anomaly rule vs a rolling z-score on labelled series: point and event F1",
     "forwarding": "the edge forwarder draining a backlog: one message per result vs result blocks",
+    "predict": "streamedge predict on a large CSV (default 1,000,000 rows): peak RSS and rows/s",
 }
 
 

@@ -34,6 +34,7 @@ _AREAS: dict[str, tuple[str, str] | None] = {
     "streamedge.cli.models_cmd": None,
     "streamedge.services.cli": ("streamedge-services", "stream"),
     "streamedge.edge.cli": ("streamedge-edge", "edge"),
+    "streamedge.edge.predict_cmd": ("streamedge-edge", "predict"),
     "streamedge.benchmarks.cli": ("streamedge-benchmarks", "bench"),
     "streamedge.cli.demo_cmd": None,
     "streamedge.simulate.cli": None,

@@ -69,6 +69,11 @@ class ModelManifest:
         validation_error: forecast error on the validation split (e.g. ``{"mae": ..,
             "residual_std": ..}``, original units) used to set anomaly bands.
         runtimes: per edge runtime, ``"ok"`` or the load error, so no device discovers it.
+        runtime_variants: per runtime (``ai_edge_litert``, ``tflite_runtime``), the variant that
+            runtime should run when it is not the default file: ``{"model_file", "sha256",
+            "quantization", "input_dtype"}``, the file beside the manifest (see
+            :meth:`for_runtime`). Empty in manifests written before it existed, which load and
+            verify as they did: an empty field is left out of the signing payload.
         hyperparameters: the frozen training config, as saved by the trainer.
         created_at: ISO-8601 UTC time of export.
         signature: base64 Ed25519 signature of :meth:`signing_payload`, or ``None``.
@@ -92,6 +97,7 @@ class ModelManifest:
     reference_stats: dict[str, Any] = field(default_factory=dict)
     validation_error: dict[str, float] = field(default_factory=dict)
     runtimes: dict[str, str] = field(default_factory=dict)
+    runtime_variants: dict[str, dict[str, str]] = field(default_factory=dict)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
     signature: str | None = None
@@ -121,6 +127,18 @@ class ModelManifest:
             return float(error["mae"]) * math.sqrt(math.pi / 2)
         return None
 
+    def for_runtime(self, runtime: str) -> ModelManifest:
+        """The manifest as ``runtime`` should run it: its own variant's file, sha256,
+        quantisation and input dtype when ``runtime_variants`` names one, else this manifest.
+
+        The view is not signed (its ``signature`` is None); it stands for the signed manifest
+        whose ``runtime_variants`` entry pins the variant's sha256.
+        """
+        variant = self.runtime_variants.get(runtime)
+        if variant is None:
+            return self
+        return self.replace(signature=None, runtime_variants={}, **variant)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
         return dataclasses.asdict(self)
@@ -133,6 +151,8 @@ class ModelManifest:
         """Canonical bytes that the signature covers: every field except ``signature``."""
         body = self.to_dict()
         body.pop("signature")
+        if not body["runtime_variants"]:
+            body.pop("runtime_variants")  # manifests signed before the field existed still verify
         return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
     def replace(self, **changes: Any) -> ModelManifest:
@@ -200,9 +220,28 @@ def _validate(m: ModelManifest) -> None:
              "class_labels must be a list of names")
     for name in ("metrics", "reference_stats", "hyperparameters", "runtimes"):
         _require(isinstance(getattr(m, name), dict), f"{name} must be a JSON object")
+    _check_runtime_variants(m)
     _require(isinstance(m.created_at, str), "created_at must be a string")
     _require(m.signature is None or isinstance(m.signature, str), "signature must be a base64 string or null")
     _require(_is_int(m.schema_version), f"schema_version must be an integer, got {m.schema_version!r}")
+
+
+_VARIANT_KEYS: Final = frozenset({"model_file", "sha256", "quantization", "input_dtype"})
+
+
+def _check_runtime_variants(m: ModelManifest) -> None:
+    _require(isinstance(m.runtime_variants, dict), "runtime_variants must be a JSON object")
+    for runtime, variant in m.runtime_variants.items():
+        where = f"runtime_variants.{runtime}"
+        _require(isinstance(variant, dict) and set(variant) == _VARIANT_KEYS,
+                 f"{where} must hold exactly {sorted(_VARIANT_KEYS)}")
+        file, sha = variant["model_file"], variant["sha256"]
+        _require(isinstance(file, str) and bool(file) and "/" not in file and file not in (".", "..", MANIFEST_FILE),
+                 f"{where}.model_file must be a plain file name, got {file!r}")
+        _require(isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha),
+                 f"{where}.sha256 must be 64 lowercase hex digits")
+        _require(variant["quantization"] in _QUANTIZATIONS, f"{where}.quantization must be one of {_QUANTIZATIONS}")
+        _require(variant["input_dtype"] in _DTYPES, f"{where}.input_dtype must be one of {_DTYPES}")
 
 
 def _require(condition: bool, message: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
@@ -22,10 +23,13 @@ from typing import Any, Final, Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
-from streamedge.contracts.manifest import ModelManifest
+from streamedge.contracts.manifest import ModelManifest, read_verified_model
 from streamedge.errors import RunnerError
 
-__all__ = ["RUNTIMES", "Runtime", "TFLiteRunner", "available_runtimes", "load_interpreter_class", "smoke_failure"]
+__all__ = ["RUNTIMES", "Runtime", "TFLiteRunner", "available_runtimes", "load_interpreter_class", "resolve_runtime",
+           "runtime_model", "smoke_failure"]
+
+_LOG = logging.getLogger(__name__)
 
 Runtime = Literal["ai_edge_litert", "tflite_runtime", "tensorflow"]
 RUNTIMES: Final[tuple[Runtime, ...]] = get_args(Runtime)
@@ -74,6 +78,41 @@ def _pick_runtime(runtime: Runtime | Literal["auto"]) -> tuple[Runtime, Callable
         except ImportError:
             continue
     raise ImportError("no TFLite runtime is installed: pip install streamedge-edge (it brings ai-edge-litert)")
+
+
+def resolve_runtime(runtime: Runtime | Literal["auto"]) -> Runtime:
+    """The runtime that ``runtime`` means here: itself, or for ``"auto"`` the first that imports."""
+    return _pick_runtime(runtime)[0]
+
+
+def runtime_model(manifest: ModelManifest, model_path: Path, content: bytes | None,
+                  runtime: Runtime | Literal["auto"]) -> tuple[Runtime, ModelManifest, Path, bytes | None]:
+    """The model this process's runtime should run: the variant the manifest names for it, else the default.
+
+    Args:
+        manifest: the verified (signed) manifest.
+        model_path: its default model file; the runtime's variant sits beside it.
+        content: the default file's verified bytes, or None.
+        runtime: the runtime asked for (``"auto"`` is resolved first).
+
+    Returns:
+        ``(runtime, manifest, path, bytes)``: for a runtime with its own variant, the manifest
+        view of :meth:`ModelManifest.for_runtime` and that file's bytes, checked against the
+        sha256 the signed manifest pins; else the arguments as given. A folder that lacks the
+        variant's file (a model fetched with its default file only) runs the default file.
+
+    Raises:
+        VerificationError: the variant's file is there but its sha256 differs.
+    """
+    resolved = resolve_runtime(runtime)
+    chosen = manifest.for_runtime(resolved)
+    variant_path = model_path.parent / chosen.model_file
+    if chosen is manifest or not variant_path.is_file():
+        if chosen is not manifest:
+            _LOG.warning("%s v%d: no %s beside the manifest for %s; running the default %s", manifest.name,
+                         manifest.version, chosen.model_file, resolved, manifest.model_file)
+        return resolved, manifest, model_path, content
+    return resolved, chosen, variant_path, read_verified_model(chosen, model_path.parent)
 
 
 class TFLiteRunner:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from streamedge.contracts.manifest import ModelManifest
+from streamedge.contracts.manifest import ModelManifest, verify_model_file
 from streamedge.contracts.signing import load_verified_model, verify_model_dir
 from streamedge.edge.errors import NoModelError
 
@@ -163,6 +163,12 @@ class ModelStore:
             try:
                 shutil.copy2(source / "manifest.json", staging / "manifest.json")
                 shutil.copy2(model_path, staging / manifest.model_file)
+                for runtime in manifest.runtime_variants:
+                    # Each runtime's variant that came along, checked against its signed sha256. A
+                    # folder fetched with its default file only runs that file (runner.runtime_model).
+                    variant = manifest.for_runtime(runtime)
+                    if (source / variant.model_file).is_file():
+                        shutil.copy2(verify_model_file(variant, source), staging / variant.model_file)
                 verify_model_dir(staging, self.public_key)
                 staging.rename(final)
             finally:

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from streamedge.contracts.manifest import ModelManifest
 from streamedge.contracts.reading import Reading
-from streamedge.contracts.runner import Runtime, TFLiteRunner
+from streamedge.contracts.runner import Runtime, TFLiteRunner, runtime_model
 from streamedge.edge.errors import NonFiniteOutputError
 
 __all__ = ["KeyState", "Predictor", "WindowStore"]
@@ -117,10 +117,11 @@ class WindowStore:
 
 
 class Predictor:
-    """One loaded, verified model.
+    """One loaded, verified model, in the variant its manifest names for this runtime.
 
     Args:
-        manifest: the model's verified manifest.
+        manifest: the model's verified manifest; the runner runs the variant it names for this
+            runtime (:func:`~streamedge.contracts.runner.runtime_model`).
         model_path: its ``.tflite`` file.
         runtime: TFLite runtime for :class:`TFLiteRunner` (``"auto"`` prefers ai-edge-litert).
         anomaly_sigmas: band half-width in validation residual standard deviations.
@@ -129,8 +130,9 @@ class Predictor:
 
     def __init__(self, manifest: ModelManifest, model_path: Path, runtime: Runtime | Literal["auto"] = "auto",
                  anomaly_sigmas: float = 4.0, content: bytes | None = None) -> None:
+        resolved, chosen, model_path, content = runtime_model(manifest, model_path, content, runtime)
         self.manifest = manifest
-        self.runner = TFLiteRunner(model_path, manifest, runtime=runtime, model_content=content)
+        self.runner = TFLiteRunner(model_path, chosen, runtime=resolved, model_content=content)
         self._mean = np.asarray(manifest.normalisation["mean"], dtype=np.float32)
         self._std = np.asarray(manifest.normalisation["std"], dtype=np.float32)
         self.band = _band(manifest, anomaly_sigmas)

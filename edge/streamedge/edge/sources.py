@@ -42,6 +42,7 @@ __all__ = [
     "Source",
     "file_payloads",
     "open_source",
+    "row_payload",
     "simulator_payloads",
     "stdin_payloads",
 ]
@@ -178,10 +179,13 @@ def _csv_rows(path: Path, device_id: str, table: TableOptions) -> Iterator[bytes
             yield json.dumps(record).encode()
 
 
-def _number(text: str | None) -> Any:
-    """A CSV cell as a number when it is one, else the text (parse_reading rejects it with a reason)."""
-    if text is None:
-        return None
+def _number(text: Any) -> Any:
+    """A CSV cell as a number when it is one, else the text (parse_reading rejects it with a reason).
+
+    A cell that is already a number (a Parquet column) passes unchanged.
+    """
+    if not isinstance(text, str):
+        return text
     try:
         value = float(text)
     except ValueError:
@@ -201,6 +205,26 @@ def _raw_payload(reader: TableReader, cells: list[str], device_id: str, index: i
         "value": values[0] if len(values) == 1 else values,
         "seq": _number(seq) if seq else index,
     }
+    return json.dumps(record).encode()
+
+
+def row_payload(row: dict[str, Any], value_columns: list[str], device_id: str, index: int) -> bytes:
+    """One table row (CSV text cells or Parquet values) as a wire-format reading: ``streamedge predict``'s
+    row rule, for tables with a ``ts`` column in epoch seconds (the agent's file source reads any
+    layout of :mod:`streamedge.contracts.table`; for such tables the two give the same readings).
+
+    ``device_id`` and ``stream`` default to ``device_id`` and ``"csv"``, ``seq`` to the row's
+    0-based ``index``. Whatever the row holds is passed on: ``parse_reading`` judges it.
+    """
+    values = [_number(row.get(c)) for c in value_columns]
+    record = {
+        "device_id": row.get("device_id") or device_id,
+        "stream": row.get("stream") or "csv",
+        "ts": _number(row.get("ts")),
+        "value": values[0] if len(values) == 1 else values,
+        "seq": _number(row.get("seq")) if row.get("seq") else index,
+    }
+    # NaN/inf cells become the non-standard JSON tokens, which parse_reading rejects as non_finite.
     return json.dumps(record).encode()
 
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from streamedge.contracts.manifest import ModelManifest
 from streamedge.contracts.promotion import PromotionLedger
-from streamedge.contracts.runner import TFLiteRunner, smoke_failure
+from streamedge.contracts.runner import TFLiteRunner, runtime_model, smoke_failure
 from streamedge.contracts.signing import load_verified_model
 from streamedge.errors import StreamedgeError
 from streamedge.services.errors import ModelRejectedError
@@ -80,14 +80,16 @@ class LoadedModel:
 
 
 def load_model(folder: Path, public_key: Ed25519PublicKey, runtime: str = "auto") -> LoadedModel:
-    """Verify and load one model folder.
+    """Verify and load one model folder, in the variant its manifest names for ``runtime``.
 
     Raises:
         ModelRejectedError: verification or loading failed (the reason is in the message).
     """
     try:
-        manifest, path, content = load_verified_model(folder, public_key)
-        runner = TFLiteRunner(path, manifest, runtime=runtime, model_content=content)  # type: ignore[arg-type]
+        manifest, path, verified = load_verified_model(folder, public_key)
+        # the runner runs this runtime's variant; the model keeps the signed manifest (its sha256 is the version's)
+        resolved, chosen, path, content = runtime_model(manifest, path, verified, runtime)  # type: ignore[arg-type]
+        runner = TFLiteRunner(path, chosen, runtime=resolved, model_content=content)
     except (StreamedgeError, OSError, ValueError) as exc:
         raise ModelRejectedError(f"model at {folder} rejected: {exc}") from exc
     mean = np.asarray(manifest.normalisation["mean"], dtype=np.float32)

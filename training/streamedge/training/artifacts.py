@@ -3,6 +3,7 @@
 Output folder layout (what ``streamedge models`` registers)::
 
     DIR/model.tflite        the selected variant
+    DIR/model-<runtime>.tflite  a runtime's own pick, when it differs (manifest ``runtime_variants``)
     DIR/manifest.json       unsigned, version 1 (the registry assigns the real version and signs)
     DIR/variants/<v>.tflite every variant
     DIR/model.keras         the Keras model, for retraining and comparison
@@ -28,6 +29,7 @@ from streamedge.contracts.manifest import ModelManifest, file_sha256, write_mani
 from streamedge.contracts.runner import TFLiteRunner, available_runtimes
 from streamedge.errors import RunnerError
 from streamedge.training.export import (
+    EDGE_RUNTIMES,
     VARIANTS,
     VariantResult,
     check_runtimes,
@@ -150,6 +152,34 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _runtime_variants(out: Path, results: list[VariantResult], default: str
+                      ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, Any]]]:
+    """Each edge runtime's own pick (:func:`select_variant` timed under it), copied beside the default.
+
+    A runtime whose pick is the default variant needs no entry: it runs ``model.tflite``.
+
+    Returns:
+        ``(manifest runtime_variants, metrics.json runtime_selection)``.
+    """
+    variants: dict[str, dict[str, str]] = {}
+    selection: dict[str, dict[str, Any]] = {}
+    by_name = {r.variant: r for r in results}
+    for runtime in EDGE_RUNTIMES:
+        pick, why = select_variant(results, runtime)
+        selection[runtime] = {"variant": pick, "reason": why,
+                              "latency_ms_p50": by_name[pick].runtime_latency_ms_p50.get(runtime)}
+        if pick == default:
+            selection[runtime]["model_file"] = MODEL_FILE
+            continue
+        target = out / f"model-{runtime}.tflite"
+        shutil.copyfile(by_name[pick].path, target)
+        dtype = TFLiteRunner(target, runtime=in_process_runtime()).input_dtype  # type: ignore[arg-type]
+        variants[runtime] = {"model_file": target.name, "sha256": file_sha256(target), "quantization": pick,
+                             "input_dtype": dtype}
+        selection[runtime]["model_file"] = target.name
+    return variants, selection
+
+
 def write_output(
     out: Path,
     *,
@@ -160,6 +190,7 @@ def write_output(
     keras_ms: float,
     extra_metrics: dict[str, Any],
     manifest_fields: dict[str, Any],
+    manifest_metrics: dict[str, Any] | None = None,
 ) -> tuple[ModelManifest, dict[str, Any]]:
     """Pick the variant, copy it to ``model.tflite``, write ``manifest.json`` and ``metrics.json``.
 
@@ -172,6 +203,7 @@ def write_output(
         keras_ms: Keras single-window latency under ``tf.function``.
         extra_metrics: more top-level ``metrics.json`` entries (baselines, data report, history).
         manifest_fields: the remaining :class:`ModelManifest` fields (shapes, normalisation, ...).
+        manifest_metrics: more entries for the manifest's ``metrics`` summary (which forecaster won).
 
     Returns:
         ``(manifest, metrics)``.
@@ -180,6 +212,7 @@ def write_output(
     chosen = next(r for r in results if r.variant == selected)
     shutil.copyfile(chosen.path, out / MODEL_FILE)
     probe = TFLiteRunner(out / MODEL_FILE, runtime=in_process_runtime())  # type: ignore[arg-type]
+    runtime_variants, runtime_selection = _runtime_variants(out, results, selected)
     metrics: dict[str, Any] = {
         "task": task,
         "keras": {**keras_metrics, "latency_ms_p50": keras_ms},
@@ -189,6 +222,7 @@ def write_output(
         },
         "selected_variant": selected,
         "selection_reason": why,
+        "runtime_selection": runtime_selection,
         "refused_variants": {r.variant: r.reason for r in results if not r.passed},
         **extra_metrics,
     }
@@ -209,8 +243,10 @@ def write_output(
             "selected_variant": selected,
             "size_bytes": chosen.size_bytes,
             "latency_ms_p50": chosen.latency_ms_p50,
+            **(manifest_metrics or {}),
         }),
         runtimes=chosen.runtimes,
+        runtime_variants=runtime_variants,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         **manifest_fields,
     )

@@ -15,7 +15,7 @@ from streamedge.cli.common import add_kafka_options, add_table_options, kafka_se
 from streamedge.cli.options import option
 from streamedge.errors import ConfigError
 from streamedge.paths import user_state_dir
-from streamedge.training.config import CLASSIFIER_MODELS
+from streamedge.training.config import CLASSIFIER_MODELS, FORECASTER_MODELS
 from streamedge.training.gan_cli import register_gan
 
 __all__ = ["register"]
@@ -42,9 +42,11 @@ def register(subparsers: Any) -> None:
     _common(clf)
     clf.set_defaults(handler=_classifier)
 
-    fc = commands.add_parser("forecaster", help="LSTM forecaster on a CSV/TSV table",
-                             description="Train an LSTM forecaster; the last HORIZON points of every series "
-                                         "are the test set, everything before is training and validation.")
+    fc = commands.add_parser("forecaster", help="LSTM or linear forecaster on a CSV/TSV table",
+                             description="Train forecasters (an LSTM and a linear model over the window by default) "
+                                         "and keep the one best on validation, never worse than seasonal naive there; "
+                                         "the last ORIGINS x HORIZON points of every series are the test set, scored "
+                                         "from ORIGINS rolling origins; everything before is training and validation.")
     # Not required=True: argparse would ignore a value that came from the env var or config file.
     source = fc.add_mutually_exclusive_group()
     option(source, "--data", type=Path, default=None, env="STREAMEDGE_TRAIN_DATA", help="CSV/TSV file")
@@ -68,6 +70,11 @@ def register(subparsers: Any) -> None:
                 "and two seasons back; default min(season, max(2 * horizon, 8)) for seasons over 48, else 0 "
                 "(the LSTM reads window - season readings)")
     option(fc, "--units", type=int, default=None, env="STREAMEDGE_TRAIN_UNITS", help="LSTM units (default 32)")
+    option(fc, "--model", choices=FORECASTER_MODELS, default=None, env="STREAMEDGE_TRAIN_MODEL",
+           help="auto (default: train the LSTM and the linear model, keep the better on validation), lstm or linear")
+    option(fc, "--origins", type=int, default=None, env="STREAMEDGE_TRAIN_ORIGINS",
+           help="rolling test origins, each HORIZON points (default 3); figures are reported per origin, "
+                "with mean and spread")
     option(fc, "--base-diffs", type=int, default=None, env="STREAMEDGE_TRAIN_BASE_DIFFS",
            help="seasonal-lag input: the base is seasonal naive plus the mean of the last N seasonal differences "
                 "(default 4; 0: seasonal naive)")
@@ -266,7 +273,7 @@ def _forecaster(args: argparse.Namespace) -> int:
         raise ValueError("--register needs --signing-key")
     if (args.data is None) == (args.from_topic is None):
         raise ConfigError("give exactly one of --data FILE or --from-topic TOPIC")
-    fields = _overrides(args, ("epochs", "seed", "units", "base_diffs"))
+    fields = _overrides(args, ("epochs", "seed", "units", "base_diffs", "model", "origins"))
     fields["per_series_scaling"] = {"auto": None, "on": True, "off": False}[args.per_series_scaling]
     if args.correction_scales is not None:
         fields["correction_scales"] = tuple(float(f) for f in _split(args.correction_scales) or [])
@@ -287,9 +294,23 @@ def _forecaster(args: argparse.Namespace) -> int:
         print(f"replayed {sum(len(s) for s in data.series)} readings of {len(data.series)} series from "
               f"{args.from_topic}")
     metrics = train_forecaster(data, args.out, config, columns=columns, id_column=args.id_column,
-                               name=name, progress=not args.no_progress)
+                               name=name, progress=not args.no_progress,
+                               fit_window=args.window is None and args.origins is None)
     _summary(metrics, ("mae", "rmse", "mape", "mase"), args.out)
+    _origins_summary(metrics)
     return _maybe_register(args)
+
+
+def _origins_summary(metrics: dict[str, Any]) -> None:
+    """MASE over the rolling origins (mean and spread) and which model ships, as the report has them."""
+    origins = metrics["origins"]
+    for label, figures in origins.items():
+        if label != "count":
+            per = ", ".join(f"{v:.3f}" for v in figures["mase"])
+            print(f"  {label:<25}MASE over {origins['count']} origins: mean {figures['mase_mean']:.4f} "
+                  f"std {figures['mase_std']:.4f} ({per})")
+    family = metrics["family"]
+    print(f"ships: {family['ships']} ({family['why']})")
 
 
 def _split(text: str | None) -> list[str] | None:

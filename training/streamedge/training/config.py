@@ -6,9 +6,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["CLASSIFIER_MODELS", "ClassifierConfig", "ForecasterConfig"]
+__all__ = ["CLASSIFIER_MODELS", "FORECASTER_MODELS", "ClassifierConfig", "ForecasterConfig"]
 
 CLASSIFIER_MODELS: tuple[str, ...] = ("minirocket", "fcn")
+# "auto" trains every learned candidate and keeps the one best on validation (training.forecast).
+FORECASTER_MODELS: tuple[str, ...] = ("auto", "lstm", "linear")
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class ForecasterConfig:
-    """LSTM forecaster that learns a correction to the seasonal-naive forecast.
+    """A forecaster that learns a correction to the seasonal-naive forecast: an LSTM, or a linear map.
 
     The network sees the last ``window - season`` readings and their seasonal differences
     (``x[t] - x[t - season]``); its dense head adds ``horizon * n_features`` corrections to the
@@ -99,6 +101,13 @@ class ForecasterConfig:
         correction_scales: after training, the correction is multiplied by whichever of these
             factors scores best on the validation windows (0 ships the base alone; ties go to the
             smaller factor); empty keeps the trained correction as it is.
+        model: ``"lstm"``, ``"linear"`` (a linear map of the window, NLinear style) or ``"auto"``
+            (train both, keep the one with the lower validation error; the saved
+            hyperparameters hold the one kept).
+        origins: rolling test origins: the last ``origins * horizon`` readings of each series
+            are the test set, scored as ``origins`` consecutive forecasts from the true
+            history before each (no refit); every figure is reported per origin, with the
+            mean and spread.
         per_series_scaling: scale every window by its own statistics inside the model; ``None``
             decides from the data (on when the series' MASE scales differ more than
             ``forecast.MAX_SCALE_SPREAD``). The saved hyperparameters hold the decision taken, so
@@ -119,9 +128,13 @@ class ForecasterConfig:
     base_diffs: int = 0
     correction_scales: tuple[float, ...] = ()
     per_series_scaling: bool | None = None
+    model: str = "lstm"
+    origins: int = 1
 
     def __post_init__(self) -> None:
-        _positive(self, ("window", "horizon", "season", "units", "epochs", "batch_size", "patience"))
+        _positive(self, ("window", "horizon", "season", "units", "epochs", "batch_size", "patience", "origins"))
+        if self.model not in FORECASTER_MODELS:
+            raise ValueError(f"model must be one of {FORECASTER_MODELS}, got {self.model!r}")
         # a manifest read back from JSON holds a list
         object.__setattr__(self, "correction_scales", tuple(float(f) for f in self.correction_scales))
         if not isinstance(self.base_diffs, int) or not 0 <= self.base_diffs <= self.recent:

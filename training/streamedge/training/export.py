@@ -165,22 +165,35 @@ def keras_latency_ms(model: Any, window: npt.NDArray[np.float32], runs: int = 10
     return _p50_ms(lambda: compiled(tensor).numpy(), runs)
 
 
-def select_variant(results: list[VariantResult]) -> tuple[str, str]:
+def select_variant(results: list[VariantResult], runtime: str | None = None) -> tuple[str, str]:
     """Pick the variant to ship from measurements.
 
     Among variants that passed the parity gate and load under every edge runtime, take the
     fastest's latency as reference; of those within 1.5x of it, the smallest file wins.
+    With ``runtime``, the same rule for that runtime alone: variants that load under it, timed
+    under it (its single-window p50 from :func:`check_runtimes`). An int8 file can be the
+    smallest and fast enough under ai-edge-litert yet several times slower than float32 under
+    tflite-runtime, so each runtime gets its own pick (the manifest's ``runtime_variants``).
 
     Returns:
         ``(variant, why)``; float32 with a warning note when nothing qualifies.
     """
-    eligible = [r for r in results if r.passed and all(s == "ok" for s in r.runtimes.values())]
+    def latency(r: VariantResult) -> float:
+        return r.latency_ms_p50 if runtime is None else r.runtime_latency_ms_p50[runtime]
+
+    if runtime is None:
+        eligible = [r for r in results if r.passed and all(s == "ok" for s in r.runtimes.values())]
+        where = f"load under {list(EDGE_RUNTIMES)}"
+    else:
+        eligible = [r for r in results if r.passed and r.runtimes.get(runtime) == "ok"
+                    and runtime in r.runtime_latency_ms_p50]
+        where = f"load under {runtime} (timed there)"
     if not eligible:
-        return "float32", "no variant passed the parity gate and loads under every runtime; float32 kept"
-    fastest = min(r.latency_ms_p50 for r in eligible)
-    near = [r for r in eligible if r.latency_ms_p50 <= fastest * _LATENCY_SLACK]
-    best = min(near, key=lambda r: (r.size_bytes, r.latency_ms_p50))
+        return "float32", f"no variant passed the parity gate and {where}; float32 kept"
+    fastest = min(latency(r) for r in eligible)
+    near = [r for r in eligible if latency(r) <= fastest * _LATENCY_SLACK]
+    best = min(near, key=lambda r: (r.size_bytes, latency(r)))
     return best.variant, (
-        f"smallest file among variants that passed parity, load under {list(EDGE_RUNTIMES)} and run within "
+        f"smallest file among variants that passed parity, {where} and run within "
         f"{_LATENCY_SLACK}x of the fastest ({fastest:.3f} ms)"
     )

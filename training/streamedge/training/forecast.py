@@ -21,6 +21,7 @@ training windows' MASE. The runtime contract does not change: raw window in, raw
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -33,15 +34,20 @@ from streamedge.training.artifacts import export_variants, reference_stats, writ
 from streamedge.training.config import ForecasterConfig
 from streamedge.training.data import SeriesData, load_table
 from streamedge.training.errors import DataError
+from streamedge.training.forecast_origins import fit_to_history, origin_split, per_origin
 from streamedge.training.metrics import forecast_metrics, seasonal_naive_forecast, seasonal_naive_scale
 from streamedge.training.models import build_forecaster, fit, scale_correction, seed_everything
 from streamedge.training.report import plot_forecasts, plot_learning_curves, write_index
 from streamedge.training.seasonal_lags import BASE_DIFFS, CORRECTION_SCALES, default_recent
 from streamedge.training.windowing import Normaliser, make_windows, partition_series, split_series
 
-__all__ = ["MAX_MAE_GROWTH", "MAX_SCALE_SPREAD", "choose_correction_scale", "default_config", "default_recent",
-           "default_window",
-           "seasonal_naive_verdict", "train_forecaster"]
+# Learned candidates of ``--model auto``, in the order they are trained.
+CANDIDATES: Final = ("lstm", "linear")
+# Test origins of ``streamedge train forecaster`` unless told otherwise (issue 26: at least 3).
+DEFAULT_ORIGINS: Final = 3
+
+__all__ = ["CANDIDATES", "DEFAULT_ORIGINS", "MAX_MAE_GROWTH", "MAX_SCALE_SPREAD", "choose_correction_scale",
+           "default_config", "default_recent", "default_window", "seasonal_naive_verdict", "train_forecaster"]
 
 _log = logging.getLogger(__name__)
 _REPRESENTATIVE: Final = 200
@@ -74,14 +80,17 @@ def default_config(horizon: int, season: int, window: int | None = None, recent:
     the seasonal-lag input (``recent > 0``) the base also adds the mean of the last
     ``BASE_DIFFS`` seasonal differences and the correction is scaled on validation by one of
     ``CORRECTION_SCALES`` (docs/training.md, "Long seasons"); the classic input keeps seasonal
-    naive and the trained correction. ``fields`` override any of it.
+    naive as its base and keeps the trained correction only where it beats the base on
+    validation (scales 0 and 1), so what ships never loses to seasonal naive there. Both learned
+    candidates are trained (``model="auto"``) and scored on ``DEFAULT_ORIGINS`` test origins.
+    ``fields`` override any of it.
     """
     recent = default_recent(season, horizon) if recent is None else recent
     window = default_window(season, horizon, recent) if window is None else window
     lag_defaults: dict[str, Any] = ({"base_diffs": min(BASE_DIFFS, recent), "correction_scales": CORRECTION_SCALES}
-                                    if recent else {})
+                                    if recent else {"correction_scales": (0.0, 1.0)})
     return ForecasterConfig(**{"window": window, "horizon": horizon, "season": season, "recent": recent,
-                               **lag_defaults, **fields})
+                               "model": "auto", "origins": DEFAULT_ORIGINS, **lag_defaults, **fields})
 
 
 def seasonal_naive_verdict(metrics: dict[str, dict[str, Any]], naive_mase: float) -> tuple[dict[str, bool], list[str]]:
@@ -134,6 +143,71 @@ def choose_correction_scale(model: Any, scales: tuple[float, ...], x_val: npt.ND
     if best != 1.0:
         scale_correction(model, best)
     return {"scale": best, "candidates": candidates, "validation_mae": {str(f): e for f, e in errors.items()}}
+
+
+def _weighted_mae(predicted: npt.ArrayLike, target: npt.ArrayLike, weights: npt.ArrayLike | None) -> float:
+    """Mean absolute error per window (flattened), averaged with the windows' weights."""
+    t = np.asarray(target, np.float64)
+    t = t.reshape(len(t), -1)
+    p = np.asarray(predicted, np.float64).reshape(len(t), -1)
+    return float(np.average(np.abs(p - t).mean(axis=1), weights=weights))
+
+
+def _choose_family(config: ForecasterConfig, n_features: int, train: tuple[npt.NDArray[np.float32], ...],
+                   val: tuple[npt.NDArray[np.float32], ...], progress: bool
+                   ) -> tuple[ForecasterConfig, Any, dict[str, list[float]], dict[str, Any], dict[str, Any]]:
+    """Train each learned candidate; keep the one with the lowest validation MAE, never worse than seasonal naive.
+
+    The validation windows are the latest windows of every training series: forecast origins one
+    reading apart, after every training target. Each candidate's correction is first scaled on
+    them (:func:`choose_correction_scale`; 0 leaves the base). When the kept model still loses
+    to seasonal naive there and its base is seasonal naive (the classic input, the linear
+    model), its correction is zeroed: the seasonal base ships, and the report says so. Ties go
+    to the linear model (smaller, faster).
+
+    Returns:
+        ``(config with the model kept, model, history, correction, {"report", "warnings"})``.
+    """
+    x_val, y_val = val[0], val[1]
+    weights = val[2] if len(val) > 2 else None
+    naive_mae = _weighted_mae(seasonal_naive_forecast(x_val, config.horizon, config.season), y_val, weights)
+    kinds = CANDIDATES if config.model == "auto" else (config.model,)
+    fitted: dict[str, tuple[ForecasterConfig, Any, dict[str, list[float]], dict[str, Any], float]] = {}
+    for kind in kinds:
+        candidate = dataclasses.replace(config, model=kind)
+        seed_everything(config.seed)
+        model = build_forecaster(n_features, candidate)
+        history = fit(model, train, val, candidate.epochs, min(candidate.batch_size, len(train[0])), candidate.patience,
+                      progress)
+        correction = choose_correction_scale(model, candidate.correction_scales, x_val, y_val, weights)
+        fitted[kind] = (candidate, model, history, correction,
+                        _weighted_mae(model.predict(x_val, verbose=0), y_val, weights))
+    best = min(kinds, key=lambda k: (fitted[k][4], k != "linear"))
+    chosen, model, history, correction, mae = fitted[best]
+    warnings: list[str] = []
+    if mae > naive_mae and (best == "linear" or not chosen.recent):
+        scale_correction(model, 0.0)
+        correction = {**correction, "scale": 0.0}
+        mae = naive_mae
+    elif mae > naive_mae:
+        warnings.append(f"the {best} model loses to seasonal naive on validation (MAE {mae:.4g} > {naive_mae:.4g}, "
+                        "normalised); its seasonal-lag base is not seasonal naive, so it cannot fall back to it")
+    ships = "seasonal base" if correction["scale"] == 0.0 else best
+    if ships == "seasonal base":
+        why = (f"the {best} correction did not beat its base on validation, so the base ships "
+               f"(the {best} model with its correction at 0)")
+    else:
+        why = f"lowest validation MAE of {list(kinds)}"
+    for warning in warnings:
+        _log.warning("%s", warning)
+    _log.info("forecaster family: %s ships (%s)", ships, why)
+    report = {
+        "candidates": {k: {"validation_mae": v[4], "correction_scale": v[3]["scale"], "epochs_run": len(v[2]["loss"])}
+                       for k, v in fitted.items()},
+        "seasonal_naive_validation_mae": naive_mae, "validation_mae": mae, "validation_windows": len(x_val),
+        "chosen": best, "ships": ships, "why": why,
+    }
+    return chosen, model, history, correction, {"report": report, "warnings": warnings}
 
 
 def _scale_spread(scale: npt.NDArray[np.float64]) -> float:
@@ -210,8 +284,9 @@ def train_forecaster(
     id_column: str | None = None,
     name: str | None = None,
     progress: bool = True,
+    fit_window: bool = False,
 ) -> dict[str, Any]:
-    """Load, train, test once on the last ``horizon`` points of each series, export every variant.
+    """Load, train, test on the last ``origins * horizon`` points of each series, export every variant.
 
     Args:
         data_path: CSV/TSV file (wide, or long with ``id_column``), or already loaded series
@@ -223,21 +298,28 @@ def train_forecaster(
             record the decision taken.
         columns: feature columns; default every numeric column.
         id_column: series id column for long format (one global model across series).
-        name: model name; default ``<file stem>-lstm`` (``forecaster`` for loaded series).
+        name: model name; default ``<file stem>-<model>`` (``forecaster`` for loaded series).
         progress: show progress bars.
+        fit_window: the window and origins are defaults: shorten them to fit a short history
+            (:func:`training.forecast_origins.fit_to_history`) instead of refusing it.
 
     Returns:
         The ``metrics.json`` content.
 
     Raises:
-        DataError: unreadable data, or no series of at least ``window + 2 * horizon`` points.
+        DataError: unreadable data, or no series of at least ``window + (origins + 1) * horizon`` points.
     """
     data = data_path if isinstance(data_path, SeriesData) else load_table(data_path, columns, id_column)
     stem = "forecaster" if isinstance(data_path, SeriesData) else Path(data_path).stem
-    w, h, season = config.window, config.horizon, config.season
-    trained, test_only, skipped = partition_series([len(s) for s in data.series], w, h, season)
+    warnings: list[str] = []
+    if fit_window:
+        config, warnings = fit_to_history([len(s) for s in data.series], config)
+    w, h, season, origins = config.window, config.horizon, config.season, config.origins
+    # the test blocks before the last count as history for partition_series' length rules
+    extra_test = (origins - 1) * h
+    trained, test_only, skipped = partition_series([len(s) - extra_test for s in data.series], w, h, season)
     if not trained:
-        first = data.series[0]
+        first = data.series[0][:max(len(data.series[0]) - extra_test, 0)]
         if len(data.series) == 1:
             if len(first) > season + h:
                 split_series(first, h, w, f"series {data.ids[0]!r}")  # raises: names the shortfall
@@ -245,22 +327,21 @@ def train_forecaster(
                             f"seasonal-naive scale for season {season}")
         raise DataError(f"none of the {len(data.series)} series has the {w + 2 * h} points that window {w} + "
                         f"horizon {h} need for a training window and the held-out test")
-    warnings = []
     if skipped:
-        warnings.append(f"{len(skipped)} of {len(data.series)} series skipped: fewer than {w + h} points "
+        warnings.append(f"{len(skipped)} of {len(data.series)} series skipped: fewer than {w + origins * h} points "
                         f"(window {w} + horizon {h}) or a history of at most season {season}")
     if test_only:
-        warnings.append(f"{len(test_only)} of {len(data.series)} series only tested: fewer than {w + 2 * h} "
+        warnings.append(f"{len(test_only)} of {len(data.series)} series only tested: fewer than {w + (origins + 1) * h} "
                         "points, too short for a training window")
     for warning in warnings:
         _log.warning("%s", warning)
     evaluated = sorted(trained + test_only)
     ids = [data.ids[i] for i in evaluated]
-    splits = [(np.asarray(data.series[i], np.float32)[:-h], np.asarray(data.series[i], np.float32)[-(w + h):])
-              for i in evaluated]
-    histories = [hist for hist, _ in splits]
+    histories, contexts, actual = origin_split([np.asarray(data.series[i], np.float32) for i in evaluated],
+                                               w, h, origins)
     n_feat = len(data.features)
     scale = np.array([[[seasonal_naive_scale(hst[:, f], season) for f in range(n_feat)]] for hst in histories])
+    scale_all = np.tile(scale, (origins, 1, 1))  # one row per test window, origin-major as contexts
     spread = _scale_spread(scale)
     scaled = spread > MAX_SCALE_SPREAD if config.per_series_scaling is None else config.per_series_scaling
     config = dataclasses.replace(config, per_series_scaling=bool(scaled))
@@ -275,34 +356,28 @@ def train_forecaster(
     normaliser = (Normaliser.fit_scale if scaled else Normaliser.fit)(np.concatenate(histories))
     weights = _series_weights(scale[trained_pos], normaliser.std) if scaled else None
     x_train, y_train, x_val, y_val, w_train, w_val = _windows(
-        [normaliser.transform(data.series[i][:-h]) for i in trained], config, weights)
-    contexts = np.stack([ctx[:w] for _, ctx in splits])
-    actual = np.stack([ctx[w:] for _, ctx in splits])
+        [normaliser.transform(data.series[i][:-origins * h]) for i in trained], config, weights)
     x_test = normaliser.transform(contexts)
     out.mkdir(parents=True, exist_ok=True)
 
-    seed_everything(config.seed)
-    model = build_forecaster(n_feat, config)
     started = time.perf_counter()
     # Per-series scaling weighs each window by one over its series' scale: the loss is their MASE.
     train, val = ((x_train, y_train, w_train), (x_val, y_val, w_val)) if scaled else ((x_train, y_train), (x_val, y_val))
-    history = fit(model, train, val, config.epochs, min(config.batch_size, len(x_train)), config.patience, progress)
+    config, model, history, correction, family = _choose_family(config, n_feat, train, val, progress)
     fit_seconds = time.perf_counter() - started
-    correction = choose_correction_scale(model, config.correction_scales, x_val, y_val, w_val if scaled else None)
-    if correction["scale"] != 1.0:
-        _log.info("correction scaled by %g (validation MAE %s)", correction["scale"], correction["validation_mae"])
+    warnings += family["warnings"]
     model.save(out / "model.keras")
 
     def denorm(outputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         return normaliser.inverse(np.asarray(outputs).reshape(len(outputs), h, n_feat))
 
     def score(outputs: npt.NDArray[np.float32]) -> dict[str, Any]:
-        return forecast_metrics(actual, denorm(outputs), scale)
+        return forecast_metrics(actual, denorm(outputs), scale_all)
 
     keras_out = np.asarray(model.predict(x_test, verbose=0))
     keras_metrics = score(keras_out)
     naive = seasonal_naive_forecast(contexts, h, season)
-    baseline = forecast_metrics(actual, naive, scale)
+    baseline = forecast_metrics(actual, naive, scale_all)
     val_residuals = denorm(np.asarray(model.predict(x_val, verbose=0))) - denorm(y_val)
 
     def gate(metrics: dict[str, Any]) -> str:
@@ -324,8 +399,10 @@ def train_forecaster(
                                            baseline["mase"])
     for warning in losses:
         _log.warning("%s", warning)
+    origin_figures = {"count": origins, "keras": per_origin(actual, denorm(keras_out), scale, origins),
+                      "seasonal_naive": per_origin(actual, naive, scale, origins)}
     manifest, metrics = write_output(
-        out, name=name or f"{stem}-lstm", task="forecast", results=results,
+        out, name=name or f"{stem}-{config.model}", task="forecast", results=results,
         keras_metrics=keras_metrics, keras_ms=keras_ms,
         extra_metrics={
             "baselines": {"seasonal_naive": baseline},
@@ -334,13 +411,15 @@ def train_forecaster(
             "history": history,
             "epochs_run": len(history["loss"]),
             "correction": correction,
+            "family": family["report"],
+            "origins": origin_figures,
             "scaling": {"per_series": bool(scaled), "scale_spread": spread, "max_scale_spread": MAX_SCALE_SPREAD},
             "fit_seconds": fit_seconds,
             "data": {**data.report.to_dict(), "series": len(evaluated), "series_in_file": len(data.series),
                      "series_skipped": len(skipped), "series_test_only": len(test_only),
                      "skipped_ids": [data.ids[i] for i in skipped][:50],
                      "train_windows": len(x_train), "validation_windows": len(x_val),
-                     "test_points": int(actual.size)},
+                     "test_points": int(actual.size), "test_origins": origins, "window": w},
         },
         manifest_fields={
             "input_shape": [-1, w, n_feat], "output_shape": [-1, h * n_feat], "window": w, "horizon": h,
@@ -349,17 +428,21 @@ def train_forecaster(
             "validation_error": {"mae": float(np.mean(np.abs(val_residuals))),
                                  "residual_std": float(np.std(val_residuals))},
             # holds the scaling decision, so a retrain or a rebuild of the model makes the same one
-            "hyperparameters": {"model": "lstm", **config.to_dict()},
+            "hyperparameters": config.to_dict(),
         },
+        manifest_metrics={"family": {k: family["report"][k] for k in ("chosen", "ships", "why")}},
     )
     report = out / "report"
     report.mkdir(exist_ok=True)
     selected = metrics["selected_variant"]
-    shown = {"keras": denorm(keras_out), "seasonal naive": naive.astype(np.float32)}
-    shown[f"tflite {selected}"] = denorm(outputs[selected])
+    metrics["origins"][f"tflite {selected}"] = per_origin(actual, denorm(outputs[selected]), scale, origins)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    last = slice(len(contexts) - len(evaluated), None)  # the plots show the latest origin
+    shown = {"keras": denorm(keras_out)[last], "seasonal naive": naive.astype(np.float32)[last]}
+    shown[f"tflite {selected}"] = denorm(outputs[selected])[last]
     if selected != "int8":
-        shown["tflite int8"] = denorm(outputs["int8"])
+        shown["tflite int8"] = denorm(outputs["int8"])[last]
     images = [plot_learning_curves(history, report / "learning_curves.png"),
-              plot_forecasts(contexts, actual, shown, ids, data.features, report / "forecast_vs_actual.png")]
+              plot_forecasts(contexts[last], actual[last], shown, ids, data.features, report / "forecast_vs_actual.png")]
     write_index(report, f"{manifest.name}: forecaster report", metrics, images)
     return metrics

@@ -75,7 +75,8 @@ def build_classifier(length: int, n_channels: int, n_classes: int, config: Class
 
 def build_forecaster(n_features: int, config: ForecasterConfig, unroll: bool = True,
                      batch_size: int | None = None) -> Any:
-    """Unrolled LSTM that corrects the seasonal-naive forecast (seasonal-lag mode when ``config.recent``).
+    """Unrolled LSTM that corrects the seasonal-naive forecast (seasonal-lag mode when ``config.recent``),
+    or with ``config.model == "linear"`` a linear map of the window (:func:`_linear_forecast`).
 
     ``LSTM(unroll=True)`` converts to builtin TFLite ops with a dynamic batch (Keras 3's
     while-loop LSTM needs Flex ops). Input ``(batch, window, n_features)``, output
@@ -100,12 +101,13 @@ def build_forecaster(n_features: int, config: ForecasterConfig, unroll: bool = T
         scaled = ops.multiply(ops.subtract(inputs, level), ops.rsqrt(ops.square(scale)))
     else:
         scaled = inputs
-    build = _seasonal_lag_forecast if config.recent else _classic_forecast
+    builders = {"linear": _linear_forecast, "lstm": _seasonal_lag_forecast if config.recent else _classic_forecast}
+    build = builders[config.model]
     forecast = build(scaled, n_features, config, unroll)
     if per_series_scaling:
         steps = layers.Reshape((config.horizon, n_features))(forecast)
         forecast = layers.Flatten(name="unscaled_forecast")(ops.add(ops.multiply(steps, scale), level))
-    model = keras.Model(inputs, forecast, name="lstm_forecaster")
+    model = keras.Model(inputs, forecast, name=f"{config.model}_forecaster")
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=forecast_loss(config))
     return model
 
@@ -139,18 +141,44 @@ def _classic_forecast(inputs: Any, n_features: int, config: ForecasterConfig, un
     """LSTM over the last ``window - season`` readings and their seasonal differences, plus seasonal naive."""
     from keras import layers
 
-    window, season, horizon = config.window, config.season, config.horizon
+    season, horizon = config.season, config.horizon
     recent = layers.Cropping1D((season, 0))(inputs)
     lagged = layers.Cropping1D((0, season))(inputs)
     seasonal_diff = layers.Subtract()([recent, lagged])
     features = layers.Concatenate(axis=-1)([recent, seasonal_diff])
     hidden = layers.LSTM(config.units, unroll=unroll)(features)
     correction = layers.Dense(horizon * n_features, kernel_initializer="zeros", name="correction")(hidden)
+    return layers.Add(name="forecast")([_seasonal_naive(inputs, config), correction])
+
+
+def _seasonal_naive(inputs: Any, config: ForecasterConfig) -> Any:
+    """The window's last season repeated over the horizon, flattened step-major."""
+    from keras import layers
+
+    window, season, horizon = config.window, config.season, config.horizon
     last_season = layers.Cropping1D((window - season, 0))(inputs)
     repeats = -(-horizon // season)
     tiled = last_season if repeats == 1 else layers.Concatenate(axis=1)([last_season] * repeats)
     naive = layers.Cropping1D((0, repeats * season - horizon))(tiled) if repeats * season > horizon else tiled
-    return layers.Add(name="forecast")([layers.Flatten()(naive), correction])
+    return layers.Flatten()(naive)
+
+
+def _linear_forecast(inputs: Any, n_features: int, config: ForecasterConfig, unroll: bool) -> Any:
+    """A linear map of the whole window (the NLinear/DLinear family of Zeng et al., AAAI 2023).
+
+    As NLinear, the window is taken relative to its last reading, so a level shift moves the
+    forecast with it; one dense layer maps those ``window * n_features`` values to the
+    ``horizon * n_features`` outputs, added to seasonal naive. Seasonal naive is itself linear
+    in the window, so the whole forecast is one linear function of the window; the dense layer
+    (``correction``, zero-initialised) starts the model at seasonal naive, and
+    :func:`scale_correction` with 0 returns it there. ``unroll`` is unused (no recurrence).
+    """
+    from keras import layers, ops
+
+    level = layers.Cropping1D((config.window - 1, 0), name="window_last")(inputs)
+    centred = layers.Flatten()(ops.subtract(inputs, level))
+    correction = layers.Dense(config.horizon * n_features, kernel_initializer="zeros", name="correction")(centred)
+    return layers.Add(name="forecast")([_seasonal_naive(inputs, config), correction])
 
 
 def _seasonal_lag_forecast(inputs: Any, n_features: int, config: ForecasterConfig, unroll: bool) -> Any:

@@ -272,8 +272,8 @@ class Retrainer:
 
     def _config(self, manifest: ModelManifest) -> ForecasterConfig:
         stored = manifest.hyperparameters
-        if stored.get("model") != "lstm":
-            raise RetrainError(f"{manifest.name} v{manifest.version} stores no LSTM training hyperparameters "
+        if stored.get("model") not in ("lstm", "linear"):
+            raise RetrainError(f"{manifest.name} v{manifest.version} stores no forecaster training hyperparameters "
                                "(it was not made by 'streamedge train forecaster')")
         names = {f.name for f in dataclasses.fields(ForecasterConfig)}
         config = ForecasterConfig(**{k: v for k, v in stored.items() if k in names})
