@@ -194,7 +194,8 @@ def test_a_rebalance_keeps_the_windows_of_kept_partitions(model_dir: Path, tiny_
     worker.reassign([TP(topic, 0), TP(topic, 1)])
     for partition in (0, 1):
         worker._rebuilt.add(partition)
-        worker.processor.process([(reading(f"p{partition}", s), Source(topic, partition, s, 1.7e9 + s, None))
+        worker.processor.process([(reading(f"p{partition}", s), Source(topic, partition, s, 1.7e9 + s,
+                                                                                 f"p{partition}/s".encode()))
                                   for s in range(5)])
     worker.reassign([TP(topic, 0), TP(topic, 2)])
     kept = worker.processor.store.get("p0/s")

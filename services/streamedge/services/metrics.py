@@ -19,7 +19,7 @@ _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
                     2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 # Dead-letter reasons the worker adds to the reading contract's own.
-WORKER_REASONS = ("unknown_device", "unknown_stream", "wrong_feature_count", "duplicate", "out_of_order",
+WORKER_REASONS = ("key_mismatch", "unknown_device", "unknown_stream", "wrong_feature_count", "duplicate", "out_of_order",
                   "model_unavailable", "non_finite_output", "inference_error")
 REBUILD_TRUNCATIONS = ("message_cap", "empty_fetches")
 

@@ -3,8 +3,9 @@
 Every message is a reading block (a single reading is a block of one). For a batch of
 readings-topic messages (in consumption order) :meth:`Processor.process`:
 
-1. validates each message (:func:`~streamedge.contracts.reading.parse_message`, device
-   allow-list, stream route, feature count, per-key ordering) and dead-letters a bad one whole,
+1. validates each message (:func:`~streamedge.contracts.reading.parse_message`, its Kafka key
+   equal to the payload's ``<device_id>/<stream>``, device allow-list, stream route, feature
+   count, per-key ordering) and dead-letters a bad one whole,
    with the reason and the first offending sample;
 2. appends each good block to its key's window (:class:`~services.windows.WindowStore`) and cuts
    every full window of the block as numpy views: every sample for a forecaster, every sample
@@ -52,6 +53,22 @@ from streamedge.services.shadow import ShadowSet
 from streamedge.services.windows import PendingForecast, WindowStore
 
 __all__ = ["Processor"]
+
+# Longest Kafka key quoted in a key_mismatch detail (a valid one is at most 257 bytes).
+_KEY_SHOWN = 257
+
+
+def _key_detail(key: bytes | None, wanted: str) -> str:
+    """Why the Kafka ``key`` of a message is not its payload's ``wanted`` key."""
+    if key is None:
+        return f"the message has no key; its payload's key is {wanted!r}"
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"the key ({len(key)} bytes) is not UTF-8; its payload's key is {wanted!r}"
+    if len(key) > _KEY_SHOWN:
+        return f"the key ({len(key)} bytes) is not its payload's key {wanted!r}"
+    return f"the key {text!r} is not its payload's key {wanted!r}"
 
 
 class Processor:
@@ -117,6 +134,9 @@ class Processor:
         if isinstance(parsed, Rejection):
             return parsed.reason, parsed.detail, parsed.sample
         single = isinstance(parsed, Reading)
+        wanted = parsed.key.encode()
+        if source.key != wanted:
+            return "key_mismatch", _key_detail(source.key, parsed.key), None
         if self.settings.devices and not any(fnmatch.fnmatchcase(parsed.device_id, p) for p in self.settings.devices):
             return "unknown_device", f"device {parsed.device_id!r} is not in the allow-list", None
         names = self._routed(parsed.stream)
