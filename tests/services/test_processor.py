@@ -285,3 +285,46 @@ def test_item3_a_device_restarting_its_seq_counter_gets_new_keys_for_its_new_res
     replayed = send(make_processor(idle_ttl_s=60), 0, 1.7e9, 0.0)
     assert [r["idempotency_key"] for r in _by_topic(replayed, "forecasts")] == [
         r["idempotency_key"] for r in _by_topic(before, "forecasts")]
+
+
+@pytest.mark.parametrize("bad", [
+    reading("d", 20, ts=7.0e9),  # stamped in 2191: a clock gone wrong
+    reading("d", 2**63 - 1, ts=1.7e9 + 20),  # the largest seq the contract allows
+])
+def test_item4_one_implausible_reading_is_dead_lettered_alone_and_the_device_goes_on(
+        make_processor: Callable[..., Processor], bad: bytes) -> None:
+    """Before: the key's state took the bad reading's ts or seq, and 99 of 99 later readings were dead letters."""
+    processor = make_processor()
+    processor.process(_batch([reading("d", s) for s in range(20)]))
+    outputs = processor.process(_batch([bad], start=20))
+    letters = _by_topic(outputs, "dead_letters")
+    assert [letter["reason"] for letter in letters] in (["implausible_ts"], ["implausible_seq"])
+    state = processor.store.get("d/s")
+    assert state is not None and (state.last_seq, state.last_ts) == (19, 1.7e9 + 19)
+    later = processor.process(_batch([reading("d", s) for s in range(20, 119)], start=21))
+    assert _by_topic(later, "dead_letters") == []
+    assert {r["seq"] for r in _by_topic(later, "forecasts")} == set(range(20, 119))
+
+
+def test_item4_a_counter_reset_restarts_the_key_instead_of_dead_lettering_what_follows(
+        make_processor: Callable[..., Processor]) -> None:
+    processor = make_processor()
+    processor.process(_batch([reading("d", s) for s in range(500, 520)]))
+    # The device reboots: seq starts from 0 again, its clock goes on.
+    outputs = processor.process(_batch([reading("d", s, ts=1.7e9 + 600 + s) for s in range(30)], start=20))
+    assert _by_topic(outputs, "dead_letters") == []
+    assert {r["seq"] for r in _by_topic(outputs, "forecasts")} == set(range(TINY_WINDOW - 1, 30))
+    assert processor.metrics.key_restarts._value.get() == 1
+    # A message older than the key's last reading is still out of order, not a reset.
+    late = processor.process(_batch([reading("d", 3, ts=1.7e9 + 5)], start=50))
+    assert [r["reason"] for r in _by_topic(late, "dead_letters")] == ["out_of_order"]
+
+
+def test_item4_a_real_seq_jump_is_refused_once_then_followed(make_processor: Callable[..., Processor]) -> None:
+    processor = make_processor(max_seq_jump=1000)
+    processor.process(_batch([reading("d", s) for s in range(20)]))
+    jumped = [reading("d", 5000 + s, ts=1.7e9 + 20 + s) for s in range(20)]
+    outputs = processor.process(_batch(jumped, start=20))
+    assert [r["reason"] for r in _by_topic(outputs, "dead_letters")] == ["implausible_seq"]
+    assert {r["seq"] for r in _by_topic(outputs, "forecasts")} == set(range(5000 + TINY_WINDOW, 5020))
+    assert processor.metrics.key_restarts._value.get() == 1

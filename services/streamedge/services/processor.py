@@ -87,7 +87,8 @@ class Processor:
         self.models = models
         self.metrics = metrics
         self.clock = clock
-        self.store = WindowStore(models.max_window(), settings.idle_ttl_s, settings.max_keys)
+        self.store = WindowStore(models.max_window(), settings.idle_ttl_s, settings.max_keys, settings.max_future_s,
+                                 settings.max_seq_jump)
         self.monitors: dict[str, ModelMonitor] = {}
         # Fixed at construction: a lookup per reading, no entry per stream name a device invents.
         self._routes = {stream: list(names) for stream, names in settings.routes.items()}
@@ -151,6 +152,10 @@ class Processor:
                 return ("wrong_feature_count", f"{width} values but {name} takes {model.manifest.n_features} features",
                         None)
         ext = self.store.accept(parsed, source.timestamp, source.partition)
+        if ext == "implausible_ts":
+            last_ts = parsed.ts if isinstance(parsed, Reading) else float(parsed.ts[-1])
+            return (ext, f"ts {last_ts} is more than {self.store.max_future_s:g} s after its message's time "
+                    f"{source.timestamp}", None if single else len(parsed.ts) - 1)
         if isinstance(ext, str):
             first_ts = parsed.ts if isinstance(parsed, Reading) else float(parsed.ts[0])
             return (ext, f"seq {parsed.seq} ts {first_ts} after seq {self._last(parsed.key)}", None if single else 0)
@@ -172,7 +177,7 @@ class Processor:
         now = self.clock()
         outputs: list[Output] = []
         jobs: list[Job] = []
-        evicted = self.store.evicted
+        evicted, resets = self.store.evicted, self.store.resets
         samples = 0
         for payload, source in batch:
             admitted = self._admit(payload, source)
@@ -195,6 +200,7 @@ class Processor:
         if emit:
             self.metrics.keys_dropped.labels("idle").inc(expired)
             self.metrics.keys_dropped.labels("capacity").inc(self.store.evicted - evicted)
+            self.metrics.key_restarts.inc(self.store.resets - resets)
             self.metrics.active_keys.set(len(self.store))
         return outputs
 
