@@ -153,9 +153,12 @@ class Processor:
                         None)
         ext = self.store.accept(parsed, source.timestamp, source.partition)
         if ext == "implausible_ts":
-            last_ts = parsed.ts if isinstance(parsed, Reading) else float(parsed.ts[-1])
+            if isinstance(parsed, Reading):
+                last_ts, last = parsed.ts, None
+            else:
+                last_ts, last = float(parsed.ts[-1]), len(parsed) - 1
             return (ext, f"ts {last_ts} is more than {self.store.max_future_s:g} s after its message's time "
-                    f"{source.timestamp}", None if single else len(parsed.ts) - 1)
+                    f"{source.timestamp}", last)
         if isinstance(ext, str):
             first_ts = parsed.ts if isinstance(parsed, Reading) else float(parsed.ts[0])
             return (ext, f"seq {parsed.seq} ts {first_ts} after seq {self._last(parsed.key)}", None if single else 0)
