@@ -153,12 +153,14 @@ class Processor:
                         None)
         ext = self.store.accept(parsed, source.timestamp, source.partition)
         if ext == "implausible_ts":
+            bound = source.timestamp + self.store.max_future_s
             if isinstance(parsed, Reading):
-                last_ts, last = parsed.ts, None
+                first_bad, sample = parsed.ts, None
             else:
-                last_ts, last = float(parsed.ts[-1]), len(parsed) - 1
-            return (ext, f"ts {last_ts} is more than {self.store.max_future_s:g} s after its message's time "
-                    f"{source.timestamp}", last)
+                sample = int(np.argmax(parsed.ts > bound))
+                first_bad = float(parsed.ts[sample])
+            return (ext, f"ts {first_bad} is more than {self.store.max_future_s:g} s after its message's time "
+                    f"{source.timestamp}", sample)
         if isinstance(ext, str):
             first_ts = parsed.ts if isinstance(parsed, Reading) else float(parsed.ts[0])
             return (ext, f"seq {parsed.seq} ts {first_ts} after seq {self._last(parsed.key)}", None if single else 0)
