@@ -328,3 +328,22 @@ def test_item4_a_real_seq_jump_is_refused_once_then_followed(make_processor: Cal
     assert [r["reason"] for r in _by_topic(outputs, "dead_letters")] == ["implausible_seq"]
     assert {r["seq"] for r in _by_topic(outputs, "forecasts")} == set(range(5000 + TINY_WINDOW, 5020))
     assert processor.metrics.key_restarts._value.get() == 1
+
+
+def test_item7_a_model_with_a_longer_window_is_counted_and_empties_the_windows_for_a_rebuild(
+        make_processor: Callable[..., Processor], tiny_models: TinyModels) -> None:
+    """Before: keys short of the new window answered nothing for the next readings, with no metric."""
+    processor = make_processor()
+    processor.store.resize(TINY_WINDOW // 2)  # the windows a model with a shorter window left
+    processor.process(_batch([reading("d", s) for s in range(10)]))
+    assert processor.store.get("d/s") is not None and not processor.take_windows_dropped()
+    processor.install(load_model(tiny_models.forecaster, load_public_key(tiny_models.public_key)))
+    value = processor.metrics.registry.get_sample_value
+    assert value("streamedge_stream_window_rebuilds_total", {"model": "tiny-forecaster"}) == 1
+    assert len(processor.store) == 0 and processor.store.capacity == TINY_WINDOW
+    assert processor.take_windows_dropped() and not processor.take_windows_dropped()
+    # The same window again: nothing to rebuild.
+    processor.process(_batch([reading("d", s) for s in range(10, 20)], start=10))
+    processor.install(load_model(tiny_models.forecaster, load_public_key(tiny_models.public_key)))
+    assert value("streamedge_stream_window_rebuilds_total", {"model": "tiny-forecaster"}) == 1
+    assert len(processor.store) == 1 and not processor.take_windows_dropped()

@@ -376,6 +376,9 @@ class StreamWorker:
                 continue
             batch.append((message.value, Source(message.topic, message.partition, message.offset,
                                                 message.timestamp, message.key)))
+        if self.processor.take_windows_dropped():
+            # A model with a longer window was installed: every owned partition is rebuilt.
+            self._rebuilt.clear()
         for payload_source in batch:
             source = payload_source[1]
             if source.partition not in self._rebuilt:

@@ -62,6 +62,9 @@ class StreamMetrics:
                                         registry=registry)
         self.active_keys = Gauge(f"{p}_active_keys", "Keys with window state in this worker", registry=registry)
         self.keys_dropped = Counter(f"{p}_keys_dropped", "Keys dropped from state", ["cause"], registry=registry)
+        self.window_rebuilds = Counter(f"{p}_window_rebuilds", "Times a model with a longer window emptied every "
+                                       "key's window, to be rebuilt from the readings topic", ["model"],
+                                       registry=registry)
         self.key_restarts = Counter(f"{p}_key_restarts", "Keys whose window started afresh: a seq counter reset "
                                     "or a confirmed seq jump", registry=registry)
         self.rebuilt_readings = Counter(f"{p}_state_rebuild_readings", "Readings re-read to rebuild windows",
@@ -102,6 +105,7 @@ class StreamMetrics:
         self.model_reloads.labels(name, "loaded").inc()
         self.model_reloads.labels(name, "rejected")
         self.anomalies.labels(name)
+        self.window_rebuilds.labels(name)
         for trigger in ("error", "drift"):
             self.retrain_requests.labels(name, trigger)
 

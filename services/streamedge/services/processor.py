@@ -97,6 +97,8 @@ class Processor:
         self.shadows: ShadowSet | None = None
         # Largest block result message; a larger one is split (services.block_results).
         self.result_max_bytes = RESULT_MAX_BYTES
+        # Set by install() when a longer window emptied the store (see take_windows_dropped).
+        self.windows_dropped = False
         for _name, model in models.items():
             self._watch(model)
 
@@ -109,12 +111,28 @@ class Processor:
     def install(self, model: LoadedModel) -> None:
         """Smoke-test ``model`` on recent windows and make it active (between batches).
 
+        A model with a longer window than any before it would find every key short of samples
+        and answer nothing until the keys refill (70 readings acknowledged with no result and no
+        metric, before): the windows are dropped, the change counted in
+        ``window_rebuilds_total{model}``, and :attr:`windows_dropped` set, so that the worker
+        rebuilds every partition from the topic before its next reading (:meth:`take_windows_dropped`).
+
         Raises:
             ModelRejectedError: the old version keeps serving.
         """
         self.models.swap(model, self.recent_windows(model.window, self.settings.smoke_windows))
+        held = self.store.capacity
         self.store.resize(self.models.max_window())
+        if self.store.capacity > held:
+            self.metrics.window_rebuilds.labels(model.name).inc()
+            self.store.clear()
+            self.windows_dropped = True
         self._watch(model)
+
+    def take_windows_dropped(self) -> bool:
+        """Whether the windows were dropped for a longer model window since the last call."""
+        dropped, self.windows_dropped = self.windows_dropped, False
+        return dropped
 
     def recent_windows(self, length: int, count: int) -> list[npt.NDArray[np.float32]]:
         """Up to ``count`` windows of ``length`` from the most recently seen keys."""

@@ -257,6 +257,11 @@ class WindowStore:
         self.expired_idle += dropped
         return dropped
 
+    def clear(self) -> None:
+        """Forget every key."""
+        self._keys.clear()
+        self._partition_keys.clear()
+
     def drop_partition(self, partition: int) -> int:
         """Forget every key that came from ``partition`` (revoked); returns how many."""
         keys = self._partition_keys.pop(partition, set())
