@@ -20,6 +20,7 @@ _KEY_SHARE = 0.4
 # Fills _KEYS keys with full windows and pending forecasts; prints the RSS growth per key.
 _MEASURE = """
 import json, sys
+from pathlib import Path
 from prometheus_client import CollectorRegistry
 from streamedge.contracts.signing import load_public_key
 from streamedge.services.metrics import StreamMetrics
