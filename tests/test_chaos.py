@@ -20,7 +20,7 @@ MODELS = {"forecast": "fc", "classification": "cl"}
 
 
 def _result(kind: str, device: str, seq: int, **body: object) -> dict[str, object]:
-    return {"idempotency_key": f"{kind}:{MODELS[kind]}:{device}/s:{seq}", "produced_at": seq, **body}
+    return {"idempotency_key": f"{kind}:{MODELS[kind]}:{device}/s:{seq}@0:{seq}", "produced_at": seq, **body}
 
 
 def test_plan_covers_every_kind_first_and_repeats_for_a_seed() -> None:
@@ -46,8 +46,11 @@ def test_tally_counts_lost_duplicated_and_conflicting_results() -> None:
     results.append(_result("forecast", "a", 2, forecast=[1.0000001]))  # harmless copy
     results.append(_result("forecast", "a", 3, forecast=[2.0]))  # a copy that disagrees
     results.append(_result("forecast", "z", 9, forecast=[0.0]))  # not expected: ignored
+    # The same reading sent again under a restarted counter: a new message, a new key.
+    results.append({**_result("forecast", "b", 2, forecast=[5.0]), "idempotency_key": "forecast:fc:b/s:2@0:77"})
     figures = tally(expected, results)
-    assert (figures.lost, figures.lost_results, figures.duplicates, figures.duplicates_after_dedup) == (1, 1, 2, 1)
+    assert (figures.lost, figures.lost_results, figures.duplicates, figures.duplicates_after_dedup) == (1, 1, 3, 2)
+    assert figures.conflicting_keys == 1  # the copy of a/s:3 that disagrees under the same key
     assert figures.missing_examples == ["classification:cl:b/s:3"]
 
 
@@ -65,7 +68,8 @@ def test_short_chaos_run_loses_nothing(kafka_broker: LocalBroker, tiny_models: T
     report = json.loads(out.read_text())
     assert code == 0, report
     assert report["faults_by_kind"] == dict.fromkeys(sorted(FAULT_KINDS), 1)
-    assert (report["lost"], report["duplicates_after_dedup"]) == (0, 0), report["missing_examples"]
+    assert (report["lost"], report["duplicates_after_dedup"], report["conflicting_keys"]) == (0, 0, 0), \
+        report["missing_examples"]
     assert report["results_seen"] >= report["expected_results"] == 2 * 12 * (100 - 8 + 1)
     assert report["poison_dead_lettered"] == report["poison_sent"] == 5
     assert report["valid_readings_dead_lettered"] == 0

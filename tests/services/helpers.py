@@ -37,6 +37,15 @@ def reading(device: str, seq: int, value: float | list[float] | None = None, str
     return json.dumps(body).encode()
 
 
+def key_of(payload: bytes | None) -> bytes:
+    """The Kafka key a producer gives ``payload``: ``<device_id>/<stream>`` when it names them, else ``k``."""
+    try:
+        body = json.loads(payload or b"")
+        return f"{body['device_id']}/{body['stream']}".encode()
+    except (ValueError, TypeError, KeyError, UnicodeEncodeError):
+        return b"k"
+
+
 def install(model_dir: Path, source: Path, name: str, version: int = 1) -> Path:
     """Copy a signed model folder to ``model_dir/<name>/<version>/``."""
     target = model_dir / name / str(version)

@@ -108,7 +108,8 @@ def test_blocks_give_the_same_results_as_single_readings_sample_by_sample(
     # One message per block and model: a forecast and at most one anomaly / classification each.
     forecasts = _records(got, "forecasts")
     assert len({r["idempotency_key"] for r in forecasts}) == len(forecasts)
-    assert all(r["idempotency_key"] == f"{r['type']}:tiny-forecaster:{r['key']}:{r['seq']}" for r in forecasts)
+    assert all(r["idempotency_key"] == f"{r['type']}:tiny-forecaster:{r['key']}:{r['seq']}@0:{r['source']['offset']}"
+               for r in forecasts)
     assert len(forecasts) <= len(messages)
     value = blocked.metrics.registry.get_sample_value
     assert value("streamedge_stream_readings_consumed_total") == len(KEYS) * samples

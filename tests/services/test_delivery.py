@@ -194,10 +194,22 @@ def test_a_rebalance_keeps_the_windows_of_kept_partitions(model_dir: Path, tiny_
     worker.reassign([TP(topic, 0), TP(topic, 1)])
     for partition in (0, 1):
         worker._rebuilt.add(partition)
-        worker.processor.process([(reading(f"p{partition}", s), Source(topic, partition, s, 1.7e9 + s, None))
+        worker.processor.process([(reading(f"p{partition}", s), Source(topic, partition, s, 1.7e9 + s,
+                                                                                 f"p{partition}/s".encode()))
                                   for s in range(5)])
     worker.reassign([TP(topic, 0), TP(topic, 2)])
     kept = worker.processor.store.get("p0/s")
     assert kept is not None and kept.last_seq == 4, "a partition kept across the rebalance lost its windows"
     assert 0 in worker._rebuilt and worker.processor.store.get("p1/s") is None
     assert 2 not in worker._rebuilt and 1 not in worker._rebuilt
+
+
+def test_item7_windows_dropped_for_a_longer_model_window_make_every_partition_rebuild(
+        model_dir: Path, tiny_models: TinyModels) -> None:
+    worker = _worker(model_dir, tiny_models)
+    topic = worker.layout.readings
+    worker.reassign([TP(topic, 0), TP(topic, 1)])
+    worker._rebuilt.update({0, 1})
+    worker.processor.windows_dropped = True
+    asyncio.run(worker._process([]))
+    assert worker._rebuilt == set(), "a partition would keep answering from windows too short for the new model"

@@ -62,7 +62,7 @@ def test_each_measured_hostile_shape_is_dead_lettered_with_a_reason(make_process
 def test_route_cache_does_not_grow_with_invented_stream_names(make_processor: Callable[..., Processor]) -> None:
     processor = make_processor()
     before = len(processor._routes)
-    processor.process([(reading("d", i, stream=f"invented-{i}"), Source("r", 0, i, 1.7e9, None))
+    processor.process([(reading("d", i, stream=f"invented-{i}"), Source("r", 0, i, 1.7e9, f"d/invented-{i}".encode()))
                        for i in range(500)])
     assert processor.metrics.dead_letters.labels("unknown_stream")._value.get() == 500
     assert len(processor._routes) == before

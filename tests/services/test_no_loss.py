@@ -178,3 +178,36 @@ def test_replay_dlq_skips_hostile_records_and_never_replays_a_truncated_original
     assert "re-injected 1, still invalid 0, without a fix 0, truncated without a fix 1" in out
     replayed = consume_until(kafka_settings, [layout.readings], lambda ms: False, timeout=5)
     assert [(m.key, m.value) for m in replayed] == [(b"d0/s", good)]
+
+
+def test_item1_a_refused_dead_letter_holds_the_commit_while_later_batches_are_delivered_and_a_restart_delivers_it(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout],
+        start_worker: Callable[..., WorkerProcess]) -> None:
+    """Faust 0.15.3 committed 31 here (its gap check is off by one): the dead letter of offset 20 was lost."""
+    layout = make_topics(1)
+    app_id = f"app-{layout.prefix}"
+    first = start_worker(layout, app_id)
+    produce(kafka_settings, layout.readings, [(b"d0/s", reading("d0", seq)) for seq in range(_SEQS)])
+    _wait(lambda: committed_offsets(kafka_settings, app_id, layout.readings).get(0) == _SEQS, "first commit", first)
+
+    # The broker now refuses the dead letter of one big malformed reading (offset 20) ...
+    _set_topic_config(kafka_settings, layout.dead_letters, {"max.message.bytes": "20000"})
+    bad = b"{" + b"x" * 60_000
+    produce(kafka_settings, layout.readings, [(b"d0/s", bad)])
+    _wait(lambda: first.metric("streamedge_stream_send_retries_total") > 0, "dead letter refused", first)
+    # ... while the readings after it (offsets 21-30) are delivered in later batches.
+    produce(kafka_settings, layout.readings, [(b"d0/s", reading("d0", seq)) for seq in range(_SEQS, _SEQS + 10)])
+    assert _forecast_seqs(kafka_settings, layout, _SEQS + 10 - TINY_WINDOW + 1) == set(
+        range(TINY_WINDOW - 1, _SEQS + 10))
+    _wait(lambda: first.metric("streamedge_stream_results_total", 'kind="forecasts"') >= _SEQS + 10 - TINY_WINDOW + 1,
+          "later forecasts recorded", first)
+    # A graceful stop runs Faust's final commit: nothing past the held message may be committed.
+    first.stop()
+    assert committed_offsets(kafka_settings, app_id, layout.readings).get(0) == _SEQS
+
+    _set_topic_config(kafka_settings, layout.dead_letters, {"max.message.bytes": "1048588"})
+    second = start_worker(layout, app_id)
+    letters = consume_until(kafka_settings, [layout.dead_letters], lambda ms: len(ms) >= 1)
+    assert [parse_dead_letter(m.value)[0]["source"]["offset"] for m in letters] == [_SEQS]
+    _wait(lambda: committed_offsets(kafka_settings, app_id, layout.readings).get(0) == _SEQS + 11, "all committed",
+          second)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from streamedge.contracts.reading import ReadingBlock
 from streamedge.contracts.runner import TFLiteRunner
 from streamedge.contracts.signing import load_public_key
 from streamedge.services.errors import ModelRejectedError
@@ -16,11 +17,11 @@ from streamedge.services.models import load_model
 from streamedge.services.processor import Processor
 from streamedge.services.records import Output, Source, parse_dead_letter
 from streamedge.training.tiny import TINY_WINDOW, TinyModels
-from tests.services.helpers import reading, sine
+from tests.services.helpers import key_of, reading, sine
 
 
 def _batch(payloads: Sequence[bytes | None], start: int = 0) -> list[tuple[bytes | None, Source]]:
-    return [(p, Source("r", 0, start + i, 1.7e9 + start + i, b"k")) for i, p in enumerate(payloads)]
+    return [(p, Source("r", 0, start + i, 1.7e9 + start + i, key_of(p))) for i, p in enumerate(payloads)]
 
 
 def _by_topic(outputs: list[Output], topic: str) -> list[dict[str, Any]]:
@@ -44,7 +45,9 @@ def test_forecasts_and_classes_match_the_runner_offline(make_processor: Callable
         expected = runner.run_one((window - forecaster.mean) / forecaster.std) * forecaster.std + forecaster.mean
         np.testing.assert_allclose(np.ravel(record["forecast"]), expected, rtol=1e-5, atol=1e-5)
         assert record["model"] == {"name": "tiny-forecaster", "version": 1}
-        assert record["idempotency_key"] == f"forecast:tiny-forecaster:{record['key']}:{seq}"
+        source = record["source"]
+        assert record["idempotency_key"] == (f"forecast:tiny-forecaster:{record['key']}:{seq}"
+                                             f"@{source['partition']}:{source['offset']}")
         assert set(record["source"]) == {"topic", "partition", "offset"}
     assert {c["label"] for c in classes} <= {"calm", "shaky"}
     # One invoke per model for the whole batch of 39 windows: one histogram observation each.
@@ -70,7 +73,7 @@ def test_each_bad_input_goes_to_the_dead_letter_topic(make_processor: Callable[.
     outputs = processor.process(_batch([payload]))
     assert [o.topic for o in outputs] == ["dead_letters"]
     record, key, original = parse_dead_letter(outputs[0].value)
-    assert record["reason"] == reason and original == payload and key == b"k"
+    assert record["reason"] == reason and original == payload and key == key_of(payload)
     assert record["source"] == {"topic": "r", "partition": 0, "offset": 0}
     assert processor.metrics.dead_letters.labels(reason)._value.get() == 1
 
@@ -230,3 +233,117 @@ def test_drift_window_holds_the_last_inputs_of_blocks_and_single_readings(tiny_m
         fed += values[:, 0].tolist()
         expected = None if len(fed) < 7 else abs(float(np.mean(fed[-7:])))
         assert monitor.drift_z_score() == (None if expected is None else pytest.approx(expected))
+
+
+@pytest.mark.parametrize(("key", "detail"), [
+    (None, "no key"),
+    (b"\xff\xfe/s", "not UTF-8"),
+    (b"k" * 200_000, "200000 bytes"),
+    (b"other/s", "'other/s' is not"),
+    (b"d/s ", "'d/s ' is not"),
+])
+def test_item5_a_kafka_key_that_is_not_the_payloads_is_dead_lettered_with_its_reason(
+        make_processor: Callable[..., Processor], key: bytes | None, detail: str) -> None:
+    processor = make_processor()
+    good = [(reading("d", seq), Source("r", 0, seq, 1.7e9 + seq, b"d/s")) for seq in range(3)]
+    outputs = processor.process([*good, (reading("d", 3), Source("r", 0, 3, 1.7e9 + 3, key))])
+    letters = _by_topic(outputs, "dead_letters")
+    assert [letter["reason"] for letter in letters] == ["key_mismatch"], letters
+    assert detail in letters[0]["detail"] and letters[0]["source"]["offset"] == 3
+    assert processor.metrics.dead_letters.labels("key_mismatch")._value.get() == 1
+    # The mis-keyed reading did not move its device's state: seq 3 keyed right is still accepted.
+    state = processor.store.get("d/s")
+    assert state is not None and state.last_seq == 2
+
+
+@pytest.mark.parametrize("block", [False, True])
+def test_item3_a_device_restarting_its_seq_counter_gets_new_keys_for_its_new_results(
+        make_processor: Callable[..., Processor], block: bool) -> None:
+    """Before: keys were <kind>:<model>:<key>:<seq>, and every result after the restart reused one."""
+    processor = make_processor(idle_ttl_s=60)
+
+    def send(processor: Processor, first_offset: int, t0: float, shift: float) -> list[Output]:
+        seqs = range(20)
+        if block:
+            body = ReadingBlock("d", "s", 0, np.array([t0 + s for s in seqs]),
+                                np.array([[sine(s) + shift] for s in seqs])).to_json(period=1.0)
+            return processor.process([(body, Source("r", 0, first_offset, t0, b"d/s"))])
+        return processor.process([(reading("d", s, sine(s) + shift, ts=t0 + s),
+                                   Source("r", 0, first_offset + s, t0 + s, b"d/s")) for s in seqs])
+
+    before = send(processor, 0, 1.7e9, 0.0)
+    # The device goes quiet past the idle TTL (its key is dropped), reboots and counts from 0 again.
+    processor.process([(reading("x", 0), Source("r", 0, 20, 1.7e9 + 1000, b"x/s"))])
+    assert processor.store.get("d/s") is None
+    after = send(processor, 21, 1.7e9 + 2000, 1.0)
+    results = [r for topic in ("forecasts", "classifications") for r in _by_topic(before + after, topic)
+               if r["key"] == "d/s"]
+    assert {r["seq"] for r in _by_topic(after, "forecasts")} & {r["seq"] for r in _by_topic(before, "forecasts")}
+    keys = [r["idempotency_key"] for r in results]
+    assert len(set(keys)) == len(keys), "two different results share an idempotency key"
+    # Replaying the same messages gives the same keys (the dedup contract).
+    replayed = send(make_processor(idle_ttl_s=60), 0, 1.7e9, 0.0)
+    assert [r["idempotency_key"] for r in _by_topic(replayed, "forecasts")] == [
+        r["idempotency_key"] for r in _by_topic(before, "forecasts")]
+
+
+@pytest.mark.parametrize("bad", [
+    reading("d", 20, ts=7.0e9),  # stamped in 2191: a clock gone wrong
+    reading("d", 2**63 - 1, ts=1.7e9 + 20),  # the largest seq the contract allows
+])
+def test_item4_one_implausible_reading_is_dead_lettered_alone_and_the_device_goes_on(
+        make_processor: Callable[..., Processor], bad: bytes) -> None:
+    """Before: the key's state took the bad reading's ts or seq, and 99 of 99 later readings were dead letters."""
+    processor = make_processor()
+    processor.process(_batch([reading("d", s) for s in range(20)]))
+    outputs = processor.process(_batch([bad], start=20))
+    letters = _by_topic(outputs, "dead_letters")
+    assert [letter["reason"] for letter in letters] in (["implausible_ts"], ["implausible_seq"])
+    state = processor.store.get("d/s")
+    assert state is not None and (state.last_seq, state.last_ts) == (19, 1.7e9 + 19)
+    later = processor.process(_batch([reading("d", s) for s in range(20, 119)], start=21))
+    assert _by_topic(later, "dead_letters") == []
+    assert {r["seq"] for r in _by_topic(later, "forecasts")} == set(range(20, 119))
+
+
+def test_item4_a_counter_reset_restarts_the_key_instead_of_dead_lettering_what_follows(
+        make_processor: Callable[..., Processor]) -> None:
+    processor = make_processor()
+    processor.process(_batch([reading("d", s) for s in range(500, 520)]))
+    # The device reboots: seq starts from 0 again, its clock goes on.
+    outputs = processor.process(_batch([reading("d", s, ts=1.7e9 + 600 + s) for s in range(30)], start=20))
+    assert _by_topic(outputs, "dead_letters") == []
+    assert {r["seq"] for r in _by_topic(outputs, "forecasts")} == set(range(TINY_WINDOW - 1, 30))
+    assert processor.metrics.key_restarts._value.get() == 1
+    # A message older than the key's last reading is still out of order, not a reset.
+    late = processor.process(_batch([reading("d", 3, ts=1.7e9 + 5)], start=50))
+    assert [r["reason"] for r in _by_topic(late, "dead_letters")] == ["out_of_order"]
+
+
+def test_item4_a_real_seq_jump_is_refused_once_then_followed(make_processor: Callable[..., Processor]) -> None:
+    processor = make_processor(max_seq_jump=1000)
+    processor.process(_batch([reading("d", s) for s in range(20)]))
+    jumped = [reading("d", 5000 + s, ts=1.7e9 + 20 + s) for s in range(20)]
+    outputs = processor.process(_batch(jumped, start=20))
+    assert [r["reason"] for r in _by_topic(outputs, "dead_letters")] == ["implausible_seq"]
+    assert {r["seq"] for r in _by_topic(outputs, "forecasts")} == set(range(5000 + TINY_WINDOW, 5020))
+    assert processor.metrics.key_restarts._value.get() == 1
+
+
+def test_item7_a_model_with_a_longer_window_is_counted_and_empties_the_windows_for_a_rebuild(
+        make_processor: Callable[..., Processor], tiny_models: TinyModels) -> None:
+    """Before: keys short of the new window answered nothing for the next readings, with no metric."""
+    processor = make_processor()
+    processor.store.resize(TINY_WINDOW // 2)  # the windows a model with a shorter window left
+    processor.process(_batch([reading("d", s) for s in range(10)]))
+    assert processor.store.get("d/s") is not None and not processor.take_windows_dropped()
+    processor.install(load_model(tiny_models.forecaster, load_public_key(tiny_models.public_key)))
+    value = processor.metrics.registry.get_sample_value
+    assert value("streamedge_stream_window_rebuilds_total", {"model": "tiny-forecaster"}) == 1
+    assert len(processor.store) == 0 and processor.store.capacity == TINY_WINDOW
+    assert processor.take_windows_dropped() and not processor.take_windows_dropped()
+    # The same window again: nothing to rebuild.
+    processor.process(_batch([reading("d", s) for s in range(10, 20)], start=10))
+    processor.install(load_model(tiny_models.forecaster, load_public_key(tiny_models.public_key)))
+    assert value("streamedge_stream_window_rebuilds_total", {"model": "tiny-forecaster"}) == 1
+    assert len(processor.store) == 1 and not processor.take_windows_dropped()

@@ -46,7 +46,7 @@ def _stream() -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, str]]]:
         if seq % 2 == 0:
             payload, reason = kinds[(seq // 2) % len(kinds)]
             payload = payload if reason in ("unknown_stream",) else payload + b" " * (seq // 2)
-            _bad(b"d0/s", payload, reason)
+            _bad(b"d0/nobody-routes-this" if reason == "unknown_stream" else b"d0/s", payload, reason)
         if seq < TINY_WINDOW:
             _bad(b"fixme/s", reading("fixme", seq, value=[sine(seq), 0.0]), "wrong_feature_count")
     return messages, bad

@@ -263,3 +263,23 @@ def test_integers_beyond_64_bits_get_the_standard_outcome(changes: dict[str, obj
     with mock.patch.object(reading_module.orjson, "loads", side_effect=orjson.JSONDecodeError("off", "", 0)):
         standard = parse_message(raw)
     assert _outcome(parse_message(raw)) == _outcome(standard)
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"device_id": "d", "stream": "s", "ts": 1.7e9, "value": 1.0, "seq": 1, "seq": 2}',
+    b'{"device_id": "d", "stream": "s", "ts": 1.7e9, "value": 1.0, "seq": 1, "\\u0073eq": 2}',
+    b'{"device_id": "d", "device_id": "e", "stream": "s", "ts": 1.7e9, "values": [1.0], "seq": 1}',
+    b'{"device_id": "d", "stream": "s", "ts": 1.7e9, "value": 1.0, "seq": 1, "value" : 9.0}',
+])
+def test_a_field_named_twice_is_refused_not_last_one_wins(payload: bytes) -> None:
+    rejection = parse_message(payload)
+    assert isinstance(rejection, Rejection) and rejection.reason == "bad_json", rejection
+    assert "appears more than once" in rejection.detail
+
+
+def test_unusual_but_unique_fields_still_parse() -> None:
+    spaced = b'{"device_id" : "d", "stream"\n:\t":s", "ts": 1.7e9, "value": 1.0, "seq": 1}'
+    parsed = parse_message(spaced)
+    assert isinstance(parsed, Reading) and parsed.stream == ":s"
+    escaped = b'{"device_id": "d", "stream": "s", "ts": 1.7e9, "valu\\u0065": 1.0, "seq": 1}'
+    assert isinstance(parse_message(escaped), Reading)

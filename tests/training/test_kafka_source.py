@@ -80,11 +80,30 @@ def test_stream_filter_separates_mixed_widths(kafka_settings: KafkaSettings,
     topic = make_topics(partitions=1).readings
     wide = [Reading("imu-1", "motion", 1000.0 + i, (1.0, 2.0, 3.0), i) for i in range(5)]
     _publish(kafka_settings, topic, _readings("dev-a", 12, 1.0) + [(r.key, r.to_json()) for r in wide])
-    with pytest.raises(DataError, match="different numbers of values"):
-        replay_topic(kafka_settings, topic, timeout_s=20)
+    # One device of another width no longer fails the replay: most readings decide, the rest are noted.
+    mixed = replay_topic(kafka_settings, topic, timeout_s=20)
+    assert mixed.ids == ["dev-a/load"] and "skipped 1 series with another number of values" in " ".join(
+        mixed.report.notes)
     load = replay_topic(kafka_settings, topic, timeout_s=20, streams={"load"})
     assert load.ids == ["dev-a/load"] and load.series[0].shape == (12, 1)
     motion = replay_topic(kafka_settings, topic, timeout_s=20, streams={"motion"})
     assert motion.ids == ["imu-1/motion"] and motion.series[0].shape == (5, 3)
     with pytest.raises(DataError, match="of streams \\['vibration'\\]"):
         replay_topic(kafka_settings, topic, timeout_s=20, streams={"vibration"})
+
+
+def test_item6_replay_reads_blocks_and_skips_values_infinite_as_float32(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout]) -> None:
+    """Before: blocks were rejected as readings (a block-fed model could not be retrained) and 1e300 was kept."""
+    from streamedge.contracts.reading import ReadingBlock
+
+    topic = make_topics(partitions=1).readings
+    block = ReadingBlock("dev-b", "load", 0, 1000.0 + np.arange(10.0), np.arange(10.0).reshape(10, 1))
+    huge = Reading("dev-a", "load", 5000.0, (1e300,), 99)
+    sent = [*_readings("dev-a", 12, 1.0), ("dev-b/load", block.to_json(period=1.0)), (huge.key, huge.to_json())]
+    _publish(kafka_settings, topic, sent)
+    data = replay_topic(kafka_settings, topic, timeout_s=20)
+    assert data.ids == ["dev-a/load", "dev-b/load"]
+    assert [s.shape for s in data.series] == [(12, 1), (10, 1)]
+    assert np.isfinite(data.series[0]).all()
+    assert "not_finite_as_float32" in " ".join(data.report.notes)

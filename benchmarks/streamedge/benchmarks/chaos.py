@@ -336,8 +336,11 @@ class _Run:
             self.workers.supervise()
 
     def results(self, expected: set[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Results (forecasts, classifications) until every expected key is seen, then dead letters."""
+        """Results (forecasts, classifications) until every expected reading and model is seen, then
+        dead letters."""
         from kafka import KafkaConsumer
+
+        from streamedge.benchmarks.chaos_check import reading_of
 
         def read(topics: list[str], done: Any, timeout: float) -> list[dict[str, Any]]:
             consumer = KafkaConsumer(*topics, **self.kafka.kafka_python_config(), group_id=None,
@@ -363,7 +366,7 @@ class _Run:
 
         def complete(found: list[dict[str, Any]]) -> bool:
             nonlocal counted
-            seen.update(str(r.get("idempotency_key")) for r in found[counted:])
+            seen.update(reading_of(str(r.get("idempotency_key"))) for r in found[counted:])
             counted = len(found)
             return expected <= seen
 
@@ -426,7 +429,7 @@ def run(args: argparse.Namespace) -> int:
         "faults": len(plan), "readings": len(devices) * seqs, "devices": len(devices), "seed": args.seed,
         "processing_guarantee": args.processing_guarantee,
         "lost": figures.lost, "duplicates": figures.duplicates,
-        "duplicates_after_dedup": figures.duplicates_after_dedup,
+        "duplicates_after_dedup": figures.duplicates_after_dedup, "conflicting_keys": figures.conflicting_keys,
         "faults_by_kind": dict(sorted(Counter(plan).items())),
         "lost_results": figures.lost_results, "expected_results": figures.expected_results,
         "results_seen": figures.results_seen, "missing_examples": figures.missing_examples,
@@ -440,5 +443,5 @@ def run(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("faults", "readings", "lost", "duplicates", "duplicates_after_dedup",
-                                             "faults_by_kind")}), f"-> {args.out}")
+                                             "conflicting_keys", "faults_by_kind")}), f"-> {args.out}")
     return 0 if report["lost"] == 0 else 1

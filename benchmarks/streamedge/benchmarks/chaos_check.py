@@ -3,17 +3,19 @@
 Pure functions, lists in and figures out, so the rules are tested without Kafka.
 
 - A reading *expects* one forecast and one classification from each model once its key's
-  window is full (``seq >= window - 1``); the idempotency key of each is
-  ``<kind>:<model>:<device>/<stream>:<seq>``.
+  window is full (``seq >= window - 1``); each is named ``<kind>:<model>:<device>/<stream>:<seq>``,
+  the result's idempotency key up to its ``@<partition>:<offset>`` (:func:`reading_of`).
 - **lost**: readings with at least one expected result missing (``lost_results`` counts the
   results).
-- **duplicates**: extra copies of a result (same idempotency key), what a consumer receives more
-  than once.
+- **duplicates**: extra copies of a result (same reading and model), what a consumer receives
+  more than once.
 - **duplicates_after_dedup**: extra copies that a consumer keeping the first copy per
   idempotency key could not drop safely, because they *disagree* with it (another forecast, label
   or probability for the same reading and model, beyond 6 significant digits). Copies equal up to
   the fields that describe the delivery (``produced_at``, ``source`` offset, model ``version``)
   are harmless and dropped.
+- **conflicting_keys**: idempotency keys that carry two different results (beyond 6 significant
+  digits); a consumer deduplicating by key would keep one and silently drop the other.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Tally", "expected_keys", "tally"]
+__all__ = ["Tally", "expected_keys", "reading_of", "tally"]
 
 # Fields that say how and when a result was delivered, not what it says.
 _DELIVERY_FIELDS = ("produced_at", "source", "model")
@@ -38,12 +40,13 @@ class Tally:
     lost_results: int
     duplicates: int
     duplicates_after_dedup: int
+    conflicting_keys: int
     missing_examples: list[str]
 
 
 def expected_keys(devices: Iterable[str], stream: str, seqs: int, window: int,
                   models: Mapping[str, str]) -> dict[str, tuple[str, int]]:
-    """Idempotency key -> (device, seq) of every expected result.
+    """Reading and model (:func:`reading_of`) -> (device, seq) of every expected result.
 
     Args:
         devices: device ids; the reading key is ``<device>/<stream>``.
@@ -54,6 +57,11 @@ def expected_keys(devices: Iterable[str], stream: str, seqs: int, window: int,
     """
     return {f"{kind}:{model}:{device}/{stream}:{seq}": (device, seq)
             for device in devices for seq in range(window - 1, seqs) for kind, model in models.items()}
+
+
+def reading_of(idempotency_key: str) -> str:
+    """The reading and model a result is about: its idempotency key up to the source offset."""
+    return idempotency_key.split("@", 1)[0]
 
 
 def _rounded(value: Any) -> Any:
@@ -77,17 +85,23 @@ def _content(result: Mapping[str, Any]) -> str:
 def tally(expected: Mapping[str, tuple[str, int]], results: Iterable[Mapping[str, Any]]) -> Tally:
     """Count lost, duplicated and conflicting results among ``results`` (decoded result records).
 
-    Results whose idempotency key is not expected (anomalies, other streams) are ignored.
+    Results about readings not expected (anomalies, other streams) are ignored.
     """
     copies: dict[str, list[str]] = {}
+    by_key: dict[str, set[str]] = {}
     for result in results:
         key = str(result.get("idempotency_key", ""))
-        if key in expected:
-            copies.setdefault(key, []).append(_content(result))
+        named = reading_of(key)
+        if named in expected:
+            content = _content(result)
+            copies.setdefault(named, []).append(content)
+            by_key.setdefault(key, set()).add(content)
     missing = sorted(set(expected) - set(copies))
     lost_readings = {expected[key] for key in missing}
     duplicates = sum(len(found) - 1 for found in copies.values())
     conflicting = sum(len(found) - found.count(found[0]) for found in copies.values())
     return Tally(expected_results=len(expected), results_seen=sum(len(found) for found in copies.values()),
                  lost=len(lost_readings), lost_results=len(missing), duplicates=duplicates,
-                 duplicates_after_dedup=conflicting, missing_examples=missing[:10])
+                 duplicates_after_dedup=conflicting,
+                 conflicting_keys=sum(len(contents) > 1 for contents in by_key.values()),
+                 missing_examples=missing[:10])

@@ -26,7 +26,8 @@ of one device and stream, sample ``i`` having sequence number ``seq + i``::
   :class:`Rejection` names the first offending ``sample`` index.
 
 A single reading is a block of one (:meth:`ReadingBlock.from_reading`). Unknown fields are
-rejected so a producer's typo never passes silently. :func:`parse_reading` and
+rejected so a producer's typo never passes silently, and so is a field named twice (``bad_json``:
+JSON parsers disagree on which copy wins, so two readers could see two readings). :func:`parse_reading` and
 :func:`parse_message` never raise: any bytes in, a :class:`Reading` (or :class:`ReadingBlock`) or
 a :class:`Rejection` (with a reason code from the fixed set :data:`REJECTION_REASONS`, safe as a
 metric label) out.
@@ -133,13 +134,32 @@ class _NonFiniteConstant(ValueError):
     """Raised while decoding when the JSON holds NaN or Infinity (not standard JSON)."""
 
 
+class _DuplicateField(ValueError):
+    """Raised while decoding when a JSON object names a field twice."""
+
+
 def _reject_constant(name: str) -> float:
     raise _NonFiniteConstant(name)
 
 
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _DuplicateField(f"field {name[:40]!r} appears more than once")
+            seen.add(name)
+    return obj
+
+
 # Built once: ``json.loads`` with a keyword argument builds a new decoder per call.
-_STRICT = json.JSONDecoder(parse_constant=_reject_constant)
-_LENIENT = json.JSONDecoder(parse_constant=float)
+_STRICT = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_fields)
+_LENIENT = json.JSONDecoder(parse_constant=float, object_pairs_hook=_unique_fields)
+# The end of an object's field name: its closing quote, then the colon. In JSON without a
+# backslash a quote always delimits a string, so each field name (at any depth) gives one
+# match, and a string value that starts with a colon gives one more.
+_NAME_END = re.compile(rb'"[ \t\n\r]*:')
 
 
 def _is_number(value: Any) -> bool:
@@ -409,7 +429,10 @@ def _decode(payload: bytes | bytearray | memoryview | None, limit: int,
             fast = orjson.loads(raw)
         except orjson.JSONDecodeError:
             fast = None
-        if isinstance(fast, dict) and not any(_huge_float(fast.get(name)) for name in _INTEGER_CHECKED):
+        # orjson keeps the last copy of a field named twice: it answers alone only when the
+        # object has as many names as the payload (no backslash: no escaped name can hide one).
+        if (isinstance(fast, dict) and not any(_huge_float(fast.get(name)) for name in _INTEGER_CHECKED)
+                and b"\\" not in raw and len(_NAME_END.findall(raw)) == len(fast)):
             return fast
     return _decode_standard(raw, constants)
 
@@ -435,6 +458,8 @@ def _decode_standard(raw: bytes, constants: bool = False) -> dict[str, Any] | Re
         obj = (_LENIENT if constants else _STRICT).decode(text)
     except _NonFiniteConstant as exc:
         return Rejection("non_finite", f"JSON holds the non-standard constant {exc}")
+    except _DuplicateField as exc:
+        return Rejection("bad_json", str(exc))
     except ValueError as exc:
         return Rejection("bad_json", str(exc)[:200])
     except RecursionError:

@@ -3,11 +3,12 @@
 At-least-once: the agent reads micro-batches with ``stream.take_events(batch_size,
 within=batch_wait_s)``. Each event is held (an extra reference, :mod:`services.delivery`) before
 anything else happens to its batch, and released only when the broker acknowledged every message
-the batch produced; failed sends are retried with backoff. Faust commits up to the first offset
-not yet acked, per partition. An exception while processing a batch leaves its events held and
-stops the worker (exit status 1); so does a batch undelivered for ``exit_after_s``
-(:mod:`services.health`, ``/health``). A restart replays every uncommitted reading; results carry
-idempotency keys so consumers drop the duplicates.
+the batch produced; failed sends are retried with backoff. What is committed is the worker's own
+watermark per partition (:mod:`services.commits`): one past the longest run of consumed
+messages whose outputs were all acknowledged, never Faust's scan of acked offsets. An exception
+while processing a batch leaves its events held and stops the worker (exit status 1); so does a
+batch undelivered for ``exit_after_s`` (:mod:`services.health`, ``/health``). A restart replays
+every uncommitted reading; results carry idempotency keys so consumers drop the duplicates.
 
 On a rebalance only newly assigned readings partitions are rebuilt (:mod:`services.rebuild`);
 partitions kept across it keep their windows.
@@ -28,6 +29,7 @@ from streamedge.contracts.signing import load_public_key
 from streamedge.errors import ConfigError
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout, default_replication
+from streamedge.services.commits import Ticket, Watermarks, watermark_app
 from streamedge.services.delivery import Delivery
 from streamedge.services.errors import ModelRejectedError
 from streamedge.services.exactly_once import TransactionalBatches
@@ -108,6 +110,7 @@ class StreamWorker:
         self._done: dict[int, int] = {}
         self.health = Health(self.metrics, settings.unhealthy_after_s, settings.exit_after_s)
         self.delivery: Delivery | None = None
+        self.watermarks = Watermarks()
         self._stopping = False
         self._crash_task: asyncio.Future[None] | None = None
         # Replicas of Faust's own topics (its leader-election topic): set by prepare().
@@ -161,8 +164,8 @@ class StreamWorker:
 
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        app = faust.App(
-            s.app_id,
+        at_least_once = s.processing_guarantee == "at_least_once"
+        options: dict[str, Any] = dict(
             broker=self.kafka.faust_broker_url(),
             broker_credentials=self.kafka.faust_credentials(),
             store="memory://",
@@ -174,7 +177,7 @@ class StreamWorker:
             processing_guarantee=s.processing_guarantee,
             # Exactly-once commits after every batch itself (services.exactly_once): a periodic
             # commit could close a transaction holding results of readings not yet acked.
-            broker_commit_interval=s.commit_interval_s if s.processing_guarantee == "at_least_once" else _NEVER_S,
+            broker_commit_interval=s.commit_interval_s if at_least_once else _NEVER_S,
             broker_session_timeout=s.session_timeout_s,
             broker_heartbeat_interval=s.session_timeout_s / 5,
             consumer_metadata_max_age_ms=int(s.metadata_max_age_s * 1000),
@@ -185,6 +188,10 @@ class StreamWorker:
             producer_max_batch_size=_PRODUCER_BATCH_BYTES,
             autodiscover=False,
         )
+        # At-least-once commits the worker's delivered watermark (services.commits); exactly-once
+        # commits each batch in its transaction once every event of it was acked.
+        app = (watermark_app(self.watermarks, s.app_id, **options) if at_least_once
+               else faust.App(s.app_id, **options))
         readings = app.topic(self.layout.readings, key_serializer="raw", value_serializer="raw")
 
         def send(topic: str, key: bytes | None, value: bytes) -> Any:
@@ -271,6 +278,7 @@ class StreamWorker:
             self.metrics.forget_partition(partition)
             self._rebuilt.discard(partition)
             self._done.pop(partition, None)
+            self.watermarks.forget((self.layout.readings, partition))
         self._assigned = assigned
 
     async def _stop(self, app: Any, reason: str) -> None:
@@ -336,6 +344,7 @@ class StreamWorker:
         # Held before anything can fail: take_events acks the batch when this body ends, even by
         # an exception, and that ack alone must never make an offset committable.
         held = self.delivery.hold(events)
+        ticket = self.watermarks.consumed((e.message.topic, e.message.partition, e.message.offset) for e in events)
         try:
             batch, outputs = await self._process(events)
         except Exception as exc:  # any failure: the batch stays held and the state is unknown
@@ -350,7 +359,12 @@ class StreamWorker:
                 self._crash_task = asyncio.ensure_future(self._stop(app, "processing a batch was cancelled"))
             raise
         messages = [(self._topics[o.topic], o.key, o.value) for o in outputs]
-        await self.delivery.deliver(held, messages, lambda: self._record(app, batch, outputs))
+        await self.delivery.deliver(held, messages, lambda: self._delivered(app, ticket, batch, outputs))
+
+    def _delivered(self, app: Any, ticket: Ticket, batch: list[tuple[bytes | None, Source]],
+                   outputs: list[Output]) -> None:
+        self.watermarks.delivered(ticket)
+        self._record(app, batch, outputs)
 
     async def _process(self, events: list[Any]) -> tuple[list[tuple[bytes | None, Source]], list[Output]]:
         batch: list[tuple[bytes | None, Source]] = []
@@ -362,6 +376,9 @@ class StreamWorker:
                 continue
             batch.append((message.value, Source(message.topic, message.partition, message.offset,
                                                 message.timestamp, message.key)))
+        if self.processor.take_windows_dropped():
+            # A model with a longer window was installed: every owned partition is rebuilt.
+            self._rebuilt.clear()
         for payload_source in batch:
             source = payload_source[1]
             if source.partition not in self._rebuilt:

@@ -8,7 +8,8 @@ about 4 MB of JSON): such a result is split in halves, recursively, until each p
 :data:`RESULT_MAX_BYTES`. The parts tile the block: part ``j`` covers samples ``[start_j,
 stop_j)`` and is encoded as a block of its own (its ``seq``, ``samples``, ``ts``, and
 ``sample_indexes`` relative to its ``seq``), so its idempotency key is
-``"<kind>:<model>:<key>:<seq of its first sample>"`` and the same block always splits the same way.
+``"<kind>:<model>:<key>:<seq of its first sample>@<partition>:<offset>"`` (the block's source
+message) and the same block always splits the same way.
 """
 
 from __future__ import annotations

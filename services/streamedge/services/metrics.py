@@ -19,7 +19,8 @@ _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
                     2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 # Dead-letter reasons the worker adds to the reading contract's own.
-WORKER_REASONS = ("unknown_device", "unknown_stream", "wrong_feature_count", "duplicate", "out_of_order",
+WORKER_REASONS = ("key_mismatch", "implausible_ts", "implausible_seq",
+                  "unknown_device", "unknown_stream", "wrong_feature_count", "duplicate", "out_of_order",
                   "model_unavailable", "non_finite_output", "inference_error")
 REBUILD_TRUNCATIONS = ("message_cap", "empty_fetches")
 
@@ -67,6 +68,11 @@ class StreamMetrics:
                                         registry=registry)
         self.active_keys = Gauge(f"{p}_active_keys", "Keys with window state in this worker", registry=registry)
         self.keys_dropped = Counter(f"{p}_keys_dropped", "Keys dropped from state", ["cause"], registry=registry)
+        self.window_rebuilds = Counter(f"{p}_window_rebuilds", "Times a model with a longer window emptied every "
+                                       "key's window, to be rebuilt from the readings topic", ["model"],
+                                       registry=registry)
+        self.key_restarts = Counter(f"{p}_key_restarts", "Keys whose window started afresh: a seq counter reset "
+                                    "or a confirmed seq jump", registry=registry)
         self.rebuilt_readings = Counter(f"{p}_state_rebuild_readings", "Readings re-read to rebuild windows",
                                         registry=registry)
         self.redelivered = Counter(f"{p}_redelivered", "Readings delivered again after a rebalance, already "
@@ -105,6 +111,7 @@ class StreamMetrics:
         self.model_reloads.labels(name, "loaded").inc()
         self.model_reloads.labels(name, "rejected")
         self.anomalies.labels(name)
+        self.window_rebuilds.labels(name)
         for trigger in ("error", "drift"):
             self.retrain_requests.labels(name, trigger)
 

@@ -3,8 +3,9 @@
 Every message is a reading block (a single reading is a block of one). For a batch of
 readings-topic messages (in consumption order) :meth:`Processor.process`:
 
-1. validates each message (:func:`~streamedge.contracts.reading.parse_message`, device
-   allow-list, stream route, feature count, per-key ordering) and dead-letters a bad one whole,
+1. validates each message (:func:`~streamedge.contracts.reading.parse_message`, its Kafka key
+   equal to the payload's ``<device_id>/<stream>``, device allow-list, stream route, feature
+   count, per-key ordering) and dead-letters a bad one whole,
    with the reason and the first offending sample;
 2. appends each good block to its key's window (:class:`~services.windows.WindowStore`) and cuts
    every full window of the block as numpy views: every sample for a forecaster, every sample
@@ -53,6 +54,22 @@ from streamedge.services.windows import PendingForecast, WindowStore
 
 __all__ = ["Processor"]
 
+# Longest Kafka key quoted in a key_mismatch detail (a valid one is at most 257 bytes).
+_KEY_SHOWN = 257
+
+
+def _key_detail(key: bytes | None, wanted: str) -> str:
+    """Why the Kafka ``key`` of a message is not its payload's ``wanted`` key."""
+    if key is None:
+        return f"the message has no key; its payload's key is {wanted!r}"
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"the key ({len(key)} bytes) is not UTF-8; its payload's key is {wanted!r}"
+    if len(key) > _KEY_SHOWN:
+        return f"the key ({len(key)} bytes) is not its payload's key {wanted!r}"
+    return f"the key {text!r} is not its payload's key {wanted!r}"
+
 
 class Processor:
     """Validation, windows, micro-batched inference, scoring and result encoding.
@@ -70,7 +87,8 @@ class Processor:
         self.models = models
         self.metrics = metrics
         self.clock = clock
-        self.store = WindowStore(models.max_window(), settings.idle_ttl_s, settings.max_keys)
+        self.store = WindowStore(models.max_window(), settings.idle_ttl_s, settings.max_keys, settings.max_future_s,
+                                 settings.max_seq_jump)
         self.monitors: dict[str, ModelMonitor] = {}
         # Fixed at construction: a lookup per reading, no entry per stream name a device invents.
         self._routes = {stream: list(names) for stream, names in settings.routes.items()}
@@ -79,6 +97,8 @@ class Processor:
         self.shadows: ShadowSet | None = None
         # Largest block result message; a larger one is split (services.block_results).
         self.result_max_bytes = RESULT_MAX_BYTES
+        # Set by install() when a longer window emptied the store (see take_windows_dropped).
+        self.windows_dropped = False
         for _name, model in models.items():
             self._watch(model)
 
@@ -91,12 +111,28 @@ class Processor:
     def install(self, model: LoadedModel) -> None:
         """Smoke-test ``model`` on recent windows and make it active (between batches).
 
+        A model with a longer window than any before it would find every key short of samples
+        and answer nothing until the keys refill (70 readings acknowledged with no result and no
+        metric, before): the windows are dropped, the change counted in
+        ``window_rebuilds_total{model}``, and :attr:`windows_dropped` set, so that the worker
+        rebuilds every partition from the topic before its next reading (:meth:`take_windows_dropped`).
+
         Raises:
             ModelRejectedError: the old version keeps serving.
         """
         self.models.swap(model, self.recent_windows(model.window, self.settings.smoke_windows))
+        held = self.store.capacity
         self.store.resize(self.models.max_window())
+        if self.store.capacity > held:
+            self.metrics.window_rebuilds.labels(model.name).inc()
+            self.store.clear()
+            self.windows_dropped = True
         self._watch(model)
+
+    def take_windows_dropped(self) -> bool:
+        """Whether the windows were dropped for a longer model window since the last call."""
+        dropped, self.windows_dropped = self.windows_dropped, False
+        return dropped
 
     def recent_windows(self, length: int, count: int) -> list[npt.NDArray[np.float32]]:
         """Up to ``count`` windows of ``length`` from the most recently seen keys."""
@@ -117,6 +153,9 @@ class Processor:
         if isinstance(parsed, Rejection):
             return parsed.reason, parsed.detail, parsed.sample
         single = isinstance(parsed, Reading)
+        wanted = parsed.key.encode()
+        if source.key != wanted:
+            return "key_mismatch", _key_detail(source.key, parsed.key), None
         if self.settings.devices and not any(fnmatch.fnmatchcase(parsed.device_id, p) for p in self.settings.devices):
             return "unknown_device", f"device {parsed.device_id!r} is not in the allow-list", None
         names = self._routed(parsed.stream)
@@ -131,6 +170,15 @@ class Processor:
                 return ("wrong_feature_count", f"{width} values but {name} takes {model.manifest.n_features} features",
                         None)
         ext = self.store.accept(parsed, source.timestamp, source.partition)
+        if ext == "implausible_ts":
+            bound = source.timestamp + self.store.max_future_s
+            if isinstance(parsed, Reading):
+                first_bad, sample = parsed.ts, None
+            else:
+                sample = int(np.argmax(parsed.ts > bound))
+                first_bad = float(parsed.ts[sample])
+            return (ext, f"ts {first_bad} is more than {self.store.max_future_s:g} s after its message's time "
+                    f"{source.timestamp}", sample)
         if isinstance(ext, str):
             first_ts = parsed.ts if isinstance(parsed, Reading) else float(parsed.ts[0])
             return (ext, f"seq {parsed.seq} ts {first_ts} after seq {self._last(parsed.key)}", None if single else 0)
@@ -152,7 +200,7 @@ class Processor:
         now = self.clock()
         outputs: list[Output] = []
         jobs: list[Job] = []
-        evicted = self.store.evicted
+        evicted, resets = self.store.evicted, self.store.resets
         samples = 0
         for payload, source in batch:
             admitted = self._admit(payload, source)
@@ -175,6 +223,7 @@ class Processor:
         if emit:
             self.metrics.keys_dropped.labels("idle").inc(expired)
             self.metrics.keys_dropped.labels("capacity").inc(self.store.evicted - evicted)
+            self.metrics.key_restarts.inc(self.store.resets - resets)
             self.metrics.active_keys.set(len(self.store))
         return outputs
 

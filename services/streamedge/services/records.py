@@ -2,9 +2,11 @@
 
 Every result names the model (``name``, ``version``) that produced it and the input it came from
 (``key``, ``seq``, ``ts`` and the readings topic/partition/offset), and carries an
-``idempotency_key`` = ``"<kind>:<model>:<key>:<seq>"``: the same reading scored by the same model
-always gets the same key, so a consumer drops the duplicates that at-least-once delivery can
-produce after a crash. Results are keyed by the reading's key, so they keep its partitioning.
+``idempotency_key`` = ``"<kind>:<model>:<key>:<seq>@<partition>:<offset>"`` (:func:`idempotency_key`),
+the dedup contract: the same message scored by the same model always gets the same key, so a
+consumer drops the duplicates that at-least-once delivery can produce after a crash, and two
+different results never share one: the source offset tells apart the readings of a device that
+restarted its ``seq`` counter. Results are keyed by the reading's key, so they keep its partitioning.
 
 A dead letter keeps the original bytes (base64), the reason code, a human detail and the source
 offset, so :mod:`services.dlq` can re-inject a fixed record. It always fits in one Kafka message:
@@ -77,9 +79,16 @@ class Output(NamedTuple):
     event_ts: float | None = None
 
 
-def idempotency_key(kind: str, model: str, key: str, seq: int) -> str:
-    """The duplicate-detection key of one result (independent of the model version)."""
-    return f"{kind}:{model}:{key}:{seq}"
+def idempotency_key(kind: str, model: str, key: str, seq: int, source: Source) -> str:
+    """The duplicate-detection key of one result: ``"<kind>:<model>:<key>:<seq>@<partition>:<offset>"``.
+
+    Independent of the model version and of when it was produced; ``seq`` is the scored sample's
+    (a block result's first sample's), ``partition`` and ``offset`` those of the readings message
+    that carried it. The part before ``@`` names the reading and model, the same for every
+    result a device sends under one ``seq`` (a counter restarted after a reboot sends seq 0 again);
+    the source offset makes the whole key unique per message.
+    """
+    return f"{kind}:{model}:{key}:{seq}@{source.partition}:{source.offset}"
 
 
 def result(kind: str, reading: Reading, source: Source, model: str, version: int, body: dict[str, Any],
@@ -99,7 +108,7 @@ def result(kind: str, reading: Reading, source: Source, model: str, version: int
     """
     record = {
         "type": kind,
-        "idempotency_key": idempotency_key(kind, model, reading.key, reading.seq),
+        "idempotency_key": idempotency_key(kind, model, reading.key, reading.seq, source),
         "key": reading.key,
         "device_id": reading.device_id,
         "stream": reading.stream,
@@ -127,12 +136,13 @@ def block_result(kind: str, block: ReadingBlock, source: Source, model: str, ver
     ``classification_block``) that a model gives for a whole reading block, as JSON bytes.
 
     ``seq`` is the block's first sample's, ``samples`` its sample count and ``ts`` its last
-    sample's time; the idempotency key is ``"<kind>:<model>:<key>:<seq>"``, one per block.
+    sample's time; the idempotency key is ``"<kind>:<model>:<key>:<seq>@<partition>:<offset>"``, one
+    per block (and per part of a split block).
     ``arrays`` are fields already encoded (:func:`float32_json`), appended after ``body``.
     """
     record = {
         "type": kind,
-        "idempotency_key": idempotency_key(kind, model, block.key, block.seq),
+        "idempotency_key": idempotency_key(kind, model, block.key, block.seq, source),
         "key": block.key,
         "device_id": block.device_id,
         "stream": block.stream,

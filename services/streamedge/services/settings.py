@@ -37,7 +37,13 @@ class StreamSettings(BaseSettings):
         classify_stride: classify the window ending at reading ``seq`` when ``seq % stride == 0``.
         anomaly_k: anomaly when ``|actual - one-step forecast| > anomaly_k * residual_std`` for any feature.
         idle_ttl_s: a key unseen for this long (Kafka message time) is dropped, seconds.
-        max_keys: most keys held per worker; the least recently seen is dropped beyond it.
+        max_keys: most keys held per worker; the least recently seen is dropped beyond it. The
+            default fits the shipped 512 MiB limit (arithmetic in docs/stream.md, "Memory").
+        max_future_s: a reading stamped more than this after its Kafka message time is
+            dead-lettered alone (``implausible_ts``), seconds.
+        max_seq_jump: a reading whose ``seq`` is more than this past its key's last is
+            dead-lettered alone (``implausible_seq``) unless the next one continues it
+            (:mod:`services.windows`).
         rebuild_max_messages: most readings re-read per partition to rebuild windows on assignment.
         web_host, web_port: the worker's HTTP server (``/metrics``).
         commit_interval_s: Faust offset commit interval, seconds.
@@ -89,7 +95,9 @@ class StreamSettings(BaseSettings):
     classify_stride: int = Field(default=1, ge=1)
     anomaly_k: float = Field(default=4.0, gt=0)
     idle_ttl_s: float = Field(default=3600.0, gt=0)
-    max_keys: int = Field(default=200_000, ge=1)
+    max_keys: int = Field(default=80_000, ge=1)
+    max_future_s: float = Field(default=86_400.0, ge=0)
+    max_seq_jump: int = Field(default=1_000_000, ge=1)
     rebuild_max_messages: int = Field(default=500_000, ge=0)
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)

@@ -17,6 +17,16 @@ offset gives exactly the state the replayed readings expect.
 Memory is bounded: a key holds at most ``capacity`` readings (the longest model window), keys
 unseen for ``idle_ttl_s`` (Kafka message time, so a rebuild expires the same keys) are dropped,
 and beyond ``max_keys`` the least recently seen key is dropped.
+
+Plausibility: one reading must never be able to block its device. A block whose last sample is
+stamped more than ``max_future_s`` after its Kafka message time (a clock in 2198) is
+``implausible_ts``, and one whose ``seq`` jumps more than ``max_seq_jump`` past the key's last
+(``2**63 - 1``) is ``implausible_seq``; either is refused alone and the key's state stays as it
+was, so the device's next reading is judged against its real history. A ``seq`` jump that the
+next block continues (its ``seq`` within ``max_seq_jump`` after the refused one, its time later)
+was real: the key restarts from that block. A counter reset (a ``seq`` below the key's last with
+a later time: a device that rebooted) restarts the key too: its window starts empty, and
+:attr:`WindowStore.resets` counts both.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from streamedge.contracts.reading import Reading, ReadingBlock
 
 __all__ = ["Extension", "KeyState", "OrderRejection", "PendingForecast", "WindowStore"]
 
-OrderRejection = Literal["duplicate", "out_of_order"]
+OrderRejection = Literal["duplicate", "out_of_order", "implausible_ts", "implausible_seq"]
 
 
 @dataclass
@@ -63,6 +73,8 @@ class KeyState:
     last_seen: float
     pending: dict[str, PendingForecast] = field(default_factory=dict)
     n_features: int = field(default=0)
+    # (last seq, last ts) of the block last refused as implausible_seq, to recognise a real jump.
+    jumped: tuple[int, float] | None = field(default=None)
 
     def window(self, length: int) -> npt.NDArray[np.float32] | None:
         """The last ``length`` readings as ``(length, n_features)`` float32, or None if fewer."""
@@ -95,19 +107,25 @@ class WindowStore:
         capacity: readings kept per key (the longest window of any model).
         idle_ttl_s: seconds (message time) after which an unseen key is dropped.
         max_keys: most keys; the least recently seen is dropped beyond it.
+        max_future_s: latest a sample may be stamped after its Kafka message time, seconds.
+        max_seq_jump: largest step of ``seq`` from a key's last sample to the next block's first.
     """
 
-    def __init__(self, capacity: int, idle_ttl_s: float, max_keys: int) -> None:
+    def __init__(self, capacity: int, idle_ttl_s: float, max_keys: int, max_future_s: float = 86_400.0,
+                 max_seq_jump: int = 1_000_000) -> None:
         if capacity < 1:
             raise ValueError(f"window capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self.idle_ttl_s = idle_ttl_s
         self.max_keys = max_keys
+        self.max_future_s = max_future_s
+        self.max_seq_jump = max_seq_jump
         self._keys: OrderedDict[str, KeyState] = OrderedDict()
         self._partition_keys: dict[int, set[str]] = {}
         self._now = 0.0
         self.expired_idle = 0
         self.evicted = 0
+        self.resets = 0
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -133,7 +151,9 @@ class WindowStore:
 
         The block's first sample must be strictly newer than the key's last one in both ``seq``
         and ``ts`` (the block's own samples are ordered by the contract): an equal seq or ts is a
-        ``duplicate``, a smaller one ``out_of_order``. A rejected block leaves the state untouched.
+        ``duplicate``, a smaller one ``out_of_order``; a smaller seq with a later ts is a counter
+        reset. Implausible times and seq jumps are refused (module doc). A rejected block leaves
+        the key's window and last seq and ts untouched.
 
         Args:
             block: a validated block (a single reading is a block of one).
@@ -146,10 +166,17 @@ class WindowStore:
         key = block.key
         state = self._keys.get(key)
         last_seq, last_ts = block.last_seq, float(block.ts[-1])
+        if seen_at > 0 and last_ts > seen_at + self.max_future_s:
+            return "implausible_ts"
         if state is not None:
-            rejected = self._order(state, block.seq, float(block.ts[0]))
-            if rejected is not None:
-                return rejected
+            verdict = self._order(state, block.seq, float(block.ts[0]), last_seq, last_ts)
+            if verdict == "restart":
+                self.resets += 1
+                self._keys.pop(key)
+                state = None
+            elif verdict is not None:
+                return verdict
+        if state is not None:
             if block.values.shape[1] != state.n_features:
                 # A key that changes its feature count starts a fresh window.
                 state.values = state.values[:0].reshape(0, block.values.shape[1])
@@ -177,13 +204,15 @@ class WindowStore:
         key = reading.key
         state = self._keys.get(key)
         width = len(reading.values)
-        if state is None or state.n_features != width:
+        if state is None or state.n_features != width or (seen_at > 0 and reading.ts > seen_at + self.max_future_s):
             return self.accept(ReadingBlock.from_reading(reading), seen_at, partition)
         if seen_at > self._now:
             self._now = seen_at
-        rejected = self._order(state, reading.seq, reading.ts)
-        if rejected is not None:
-            return rejected
+        verdict = self._order(state, reading.seq, reading.ts, reading.seq, reading.ts)
+        if verdict == "restart":
+            return self.accept(ReadingBlock.from_reading(reading), seen_at, partition)
+        if verdict is not None:
+            return verdict
         kept = state.values
         start = len(kept)
         rows = np.empty((start + 1, width))
@@ -195,12 +224,24 @@ class WindowStore:
         self._keys.move_to_end(key)
         return Extension(state, rows, start)
 
-    @staticmethod
-    def _order(state: KeyState, seq: int, first_ts: float) -> OrderRejection | None:
+    def _order(self, state: KeyState, seq: int, first_ts: float, last_seq: int,
+               last_ts: float) -> OrderRejection | Literal["restart"] | None:
+        """How a block (first ``seq``/``first_ts``, last ``last_seq``/``last_ts``) follows ``state``:
+        None (in order), ``"restart"`` (a counter reset or a confirmed jump) or why it is refused.
+        A restart verdict is final: the caller replaces the key's state."""
         if seq == state.last_seq or first_ts == state.last_ts:
             return "duplicate"
-        if seq < state.last_seq or first_ts < state.last_ts:
+        if first_ts < state.last_ts:
             return "out_of_order"
+        if seq < state.last_seq:
+            return "restart"
+        if seq - state.last_seq > self.max_seq_jump:
+            jumped = state.jumped
+            if jumped is not None and jumped[0] < seq <= jumped[0] + self.max_seq_jump and first_ts > jumped[1]:
+                return "restart"
+            state.jumped = (last_seq, last_ts)
+            return "implausible_seq"
+        state.jumped = None
         return None
 
     def expire(self) -> int:
@@ -215,6 +256,11 @@ class WindowStore:
             dropped += 1
         self.expired_idle += dropped
         return dropped
+
+    def clear(self) -> None:
+        """Forget every key."""
+        self._keys.clear()
+        self._partition_keys.clear()
 
     def drop_partition(self, partition: int) -> int:
         """Forget every key that came from ``partition`` (revoked); returns how many."""

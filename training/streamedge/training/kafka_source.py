@@ -1,10 +1,13 @@
 """Training history replayed from a Kafka readings topic.
 
 Reads every partition from the beginning up to the end offsets seen at start (a snapshot,
-so a busy topic still ends), parses each record with the shared reading contract, and groups
-readings by key (``device/stream``) into series ordered by event time then sequence number.
-Rejected records, duplicate sequence numbers and readings whose width differs from the
-series' first reading are counted in the report, never dropped silently.
+so a busy topic still ends), parses each record with the shared reading contract (single
+readings and reading blocks, a block giving one reading per sample), and groups readings by key
+(``device/stream``) into series ordered by event time then sequence number. Rejected records,
+readings whose values are not finite as float32 (1e300 is valid JSON, infinite for a model),
+duplicate sequence numbers, readings whose width differs from their series' first reading and
+series of another width than most readings are counted in the report, never dropped silently:
+one device sending another feature count cannot fail every retrain.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from streamedge.contracts.reading import Reading, Rejection, parse_reading
+from streamedge.contracts.reading import Reading, Rejection, parse_message
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.training.data import DataReport, SeriesData
 from streamedge.training.errors import DataError
@@ -81,21 +84,33 @@ def replay_topic(
     rejected: Counter[str] = Counter()
     grouped: dict[str, list[Reading]] = {}
     for payload in _consume(settings, topic, timeout_s):
-        parsed = parse_reading(payload)
+        parsed = parse_message(payload)
         if isinstance(parsed, Rejection):
             rejected[parsed.reason] += 1
             continue
         if (keys is None or parsed.key in keys) and (streams is None or "*" in streams or parsed.stream in streams):
-            grouped.setdefault(parsed.key, []).append(parsed)
+            with np.errstate(over="ignore"):
+                narrow = np.asarray(parsed.values, dtype=np.float32)
+            if not np.isfinite(narrow).all():
+                rejected["not_finite_as_float32"] += 1
+                continue
+            found = [parsed] if isinstance(parsed, Reading) else [parsed.reading(i) for i in range(len(parsed))]
+            grouped.setdefault(parsed.key, []).extend(found)
     if rejected:
         report.notes.append(f"{topic}: skipped {sum(rejected.values())} invalid record(s): {dict(rejected)}")
     if not grouped:
         wanted = (f" for keys {keys}" if keys else "") + (f" of streams {sorted(streams)}" if streams else "")
         raise DataError(f"topic {topic!r} holds no valid readings{wanted}")
-    widths = {len(readings[0].values) for readings in grouped.values()}
-    if len(widths) != 1:
-        raise DataError(f"{topic}: series have different numbers of values per reading: {sorted(widths)}")
-    width = widths.pop()
+    counts: Counter[int] = Counter()
+    for readings in grouped.values():
+        counts[len(readings[0].values)] += len(readings)
+    width = max(sorted(counts), key=counts.__getitem__)
+    other = sorted(key for key, readings in grouped.items() if len(readings[0].values) != width)
+    if other:
+        report.notes.append(f"{topic}: skipped {len(other)} series with another number of values per reading "
+                            f"than most ({width}): {other[:5]}")
+        for key in other:
+            del grouped[key]
     series: list[Any] = []
     for key in sorted(grouped):
         readings = sorted(grouped[key], key=lambda r: (r.ts, r.seq))
