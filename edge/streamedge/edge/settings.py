@@ -46,7 +46,11 @@ class EdgeSettings(BaseSettings):
     buffer_max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096, description="buffer bound; oldest rows dropped beyond")
     buffer_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0, description="rows older than this are dropped")
     buffer_fsync: bool = Field(default=True, description="fsync each commit (survives power loss, not only SIGKILL)")
-    batch_size: int = Field(default=64, ge=1, le=10_000, description="readings per loop iteration and per buffer commit")
+    batch_size: int = Field(default=64, ge=1, le=10_000, description="payloads (readings or blocks) read per loop iteration")
+    batch_max_samples: int = Field(default=4096, ge=1, le=1_000_000,
+                                   description="results per buffer transaction: a batch of blocks commits in parts")
+    batch_max_bytes: int = Field(default=1024 * 1024, ge=1024,
+                                 description="result bytes per buffer transaction (at most buffer_max_bytes)")
     queue_size: int = Field(default=1024, ge=1, description="readings a source may hold ahead of inference (backpressure)")
     max_keys: int = Field(default=10_000, ge=1, description="windows kept in memory; least recently seen evicted beyond")
     stride: int = Field(default=1, ge=1, description="emit a result every N readings per key")
@@ -78,4 +82,7 @@ class EdgeSettings(BaseSettings):
     def _check_source(self) -> EdgeSettings:
         if self.source == "file" and self.source_path is None:
             raise ValueError("source=file needs source_path")
+        if self.buffer_max_bytes < self.batch_max_bytes:
+            raise ValueError(f"buffer_max_bytes ({self.buffer_max_bytes}) is below one transaction's results "
+                             f"(batch_max_bytes, {self.batch_max_bytes}): every commit would drop its own rows")
         return self
