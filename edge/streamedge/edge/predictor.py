@@ -54,8 +54,10 @@ class WindowStore:
     *established* segment. Beyond ``max_keys`` the least recently seen probation key is evicted
     first, so a flood of one-shot ids (a broken gateway, a hostile sender) churns probation
     while the established streams keep their windows; an established key is evicted only when
-    the newcomer is alone in probation (ordinary churn: least recently seen first). Every eviction and window reset is reported through ``on_event``
-    (``"evicted"``, ``"shape"``, ``"seq_reset"``).
+    the newcomer is alone in probation (ordinary churn: least recently seen first). A stream
+    that starts during a flood competes with it in probation until its second reading. Every
+    eviction and window reset is reported through ``on_event`` (``"evicted"``, ``"shape"``,
+    ``"seq_reset"``).
 
     A reading whose feature count differs from its key's window starts that window afresh
     (``"shape"``): a model of another width, or a sensor that changed, never mixes widths. A

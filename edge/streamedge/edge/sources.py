@@ -23,6 +23,7 @@ import csv
 import json
 import logging
 import math
+import os
 import queue
 import random
 import sys
@@ -415,7 +416,7 @@ def open_source(settings: EdgeSettings, kafka_config: dict[str, Any], readings_t
         settings: the agent's settings.
         kafka_config: for ``source=kafka``.
         readings_topic: default topic for ``source=kafka``.
-        stdin: binary stream for ``source=stdin`` (``sys.stdin.buffer`` when None).
+        stdin: binary stream for ``source=stdin`` (standard input when None).
     """
     if settings.source == "kafka":
         return KafkaSource(kafka_config, settings.source_topic or readings_topic,
@@ -425,7 +426,9 @@ def open_source(settings: EdgeSettings, kafka_config: dict[str, Any], readings_t
         assert settings.source_path is not None  # checked by EdgeSettings
         payloads = file_payloads(settings.source_path, settings.rate, settings.device_id)
     elif settings.source == "stdin":
-        payloads = stdin_payloads(stdin if stdin is not None else sys.stdin.buffer)
+        # A handle of its own on a copy of fd 0: the source thread may be blocked reading it when
+        # the process exits, and sys.stdin.buffer held by a daemon thread aborts the interpreter.
+        payloads = stdin_payloads(stdin if stdin is not None else open(os.dup(sys.stdin.fileno()), "rb"))  # noqa: SIM115
     else:
         payloads = simulator_payloads(settings.simulator_keys, settings.n_features or 1, settings.rate,
                                       settings.simulator_readings)
