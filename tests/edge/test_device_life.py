@@ -388,7 +388,7 @@ def test_item12_sigterm_drains_the_queued_stdin_readings(tmp_path: Path, tiny_mo
     agent = subprocess.Popen(
         [sys.executable, "-m", "streamedge.edge", "run", "--source", "stdin", "--model-dir", str(model_dir),
          "--public-key", str(tiny_models.public_key), "--buffer-path", str(buffer), "--metrics-port", "0",
-         "--model-updates", "false", "--batch-size", "1", "--kafka-timeout-s", "0.5", "--drain-timeout-s", "0",
+         "--model-updates", "false", "--batch-size", "1", "--kafka-timeout-s", "0.5", "--drain-timeout-s", "60",
          "--device-id", "dev-1", "--bootstrap-servers", "127.0.0.1:9", "--log-format", "text"],
         stdin=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=_REPO)
     assert agent.stdin is not None

@@ -570,7 +570,7 @@ class EdgeAgent:
 
         When the source ends, the buffer is forwarded for up to ``drain_timeout_s`` first. On
         ``stop`` the readings the source already took in and cannot read again (a pipe's queued
-        lines) are scored and committed first. While results cannot be written to the buffer
+        lines) are scored and committed first, for up to ``drain_timeout_s``. While results cannot be written to the buffer
         (disk full) no reading is taken from the source and none is acknowledged: the pending
         results are retried with backoff, and ``intake_paused`` is 1.
         """
@@ -612,9 +612,11 @@ class EdgeAgent:
 
 
     def _drain(self) -> None:
-        """Score and commit what the source took in and cannot read again, before stopping."""
+        """Score and commit what the source took in and cannot read again, before stopping;
+        for up to ``drain_timeout_s`` (a stop must not wait on a long file's read-ahead)."""
         drained = 0
-        while self._backlog is None:
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        while self._backlog is None and time.monotonic() < deadline:
             payloads = self.source.drain(self.settings.batch_size)
             if not payloads:
                 break

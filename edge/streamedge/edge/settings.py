@@ -75,7 +75,8 @@ class EdgeSettings(BaseSettings):
         default=DEFAULT_BLOCK_BYTES, ge=4096, le=MAX_RESULT_BLOCK_BYTES,
         description="largest result block in bytes; a result larger than that goes alone")
     kafka_timeout_s: float = Field(default=5.0, gt=0, description="bound on any one Kafka call; a dead broker never blocks")
-    drain_timeout_s: float = Field(default=10.0, ge=0, description="when the source ends, time to forward the buffer")
+    drain_timeout_s: float = Field(default=10.0, ge=0, description="when the source ends, time to forward the buffer; "
+                                   "on a stop request, time to score what the source already queued")
     log_format: Literal["json", "text"] = Field(default="json", description="structured JSON logs or plain text")
 
     @model_validator(mode="after")
