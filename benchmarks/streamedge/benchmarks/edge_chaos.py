@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-__all__ = ["FAULTS", "add_arguments", "chaos", "run"]
+__all__ = ["FAULTS", "ChaosRun", "add_arguments", "chaos", "run"]
 
 FAULTS = ("sigkill", "sigterm", "broker_down", "broker_up", "disk_full", "disk_free", "clock_forward", "clock_back",
           "buffer_deleted", "buffer_deleted_running", "buffer_corrupted", "shape_change", "seq_reset", "hostile_lines")
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--public-key", type=Path, default=None, help="its trusted public key")
 
 
-class _Run:
+class ChaosRun:
     """One chaos run's state: the agent of the moment, what was fed, what was delivered."""
 
     def __init__(self, model_dir: Path, public_key: Path, work: Path, rng: random.Random) -> None:
@@ -260,7 +260,7 @@ class _Run:
 def chaos(model_dir: Path, public_key: Path, faults: int, seed: int, work: Path) -> dict[str, Any]:
     """Run ``faults`` seeded random faults (every kind at least once when ``faults`` allows); the report."""
     rng = random.Random(seed)
-    state = _Run(model_dir, public_key, work, rng)
+    state = ChaosRun(model_dir, public_key, work, rng)
     kinds = list(FAULTS) + [rng.choice(FAULTS) for _ in range(max(0, faults - len(FAULTS)))]
     rng.shuffle(kinds)
     done: Counter[str] = Counter()

@@ -10,6 +10,7 @@ numpy and kafka-python.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -168,9 +169,11 @@ class EdgeAgent:
         for key, last_seq, state in self.outbox.load_windows(self.settings.max_keys):
             try:
                 saved = json.loads(state)
-                saved = {"values": saved} if isinstance(saved, list) else saved
+                # A window saved before ts was kept: no seq restart is recognised until the key's
+                # seq moves on (a replay is never taken for one).
+                saved = {"values": saved, "ts": float("inf")} if isinstance(saved, list) else saved
                 values = [tuple(float(v) for v in row) for row in saved["values"]]
-                last_ts, epoch = float(saved.get("ts", float("-inf"))), int(saved.get("epoch", 0))
+                last_ts, epoch = float(saved["ts"]), int(saved.get("epoch", 0))
             except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
                 _LOG.warning("saved window of %s unreadable, starting it afresh: %s", key, exc)
                 continue
@@ -347,7 +350,8 @@ class EdgeAgent:
         Returns:
             Results committed (acknowledged).
         """
-        self._backlog = _readings(payloads)
+        readings = _readings(payloads)
+        self._backlog = readings if self._backlog is None else itertools.chain(self._backlog, readings)
         return self._work()
 
     def _work(self) -> int:
