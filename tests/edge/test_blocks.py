@@ -18,6 +18,7 @@ def _results(agent: Any) -> list[dict[str, Any]]:
     for record in records:
         record.pop("produced_at", None)
         record.pop("created", None)
+        record.pop("epoch", None)  # each buffer draws its own
     return records
 
 

@@ -116,7 +116,7 @@ def test_agent_buffer_stays_bounded_while_offline(make_agent: Any, tmp_path: Pat
     from tests.edge.helpers import sine_readings
 
     offline = KafkaSettings(bootstrap_servers="127.0.0.1:1")  # nothing listens there
-    agent = make_agent(IteratorSource(sine_readings(400)), offline, TopicLayout(), buffer_max_bytes=8192,
+    agent = make_agent(IteratorSource(sine_readings(400)), offline, TopicLayout(), buffer_max_bytes=8192, batch_max_bytes=4096,
                        drain_timeout_s=0.0, kafka_timeout_s=0.5)
     assert agent.run() is False  # the source ended, the broker never came
     registry = agent.metrics.registry

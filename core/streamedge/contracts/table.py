@@ -36,7 +36,14 @@ from typing import Final, Literal, get_args
 
 from streamedge.errors import StreamedgeError
 
+# The longest line a table may have (a reader may ask for less); longer lines are read through in
+# chunks, never held whole, and come out as a BadLine.
+MAX_LINE_BYTES: Final = 1 << 20
+_CHUNK: Final = 64 * 1024
+
 __all__ = [
+    "MAX_LINE_BYTES",
+    "BadLine",
     "SAMPLE_ROWS",
     "TableError",
     "TableLayout",
@@ -145,34 +152,78 @@ def _epoch_unit(values: Sequence[float]) -> str | None:
     return units.pop() if len(units) == 1 else None
 
 
-class _Rows:
-    """The data rows of a CSV/TSV file with their line numbers, read lazily."""
+@dataclass(frozen=True)
+class BadLine:
+    """A data line that is no row: longer than the line limit (``too_large``), not UTF-8
+    (``not_utf8``), or not CSV of the header's width (``wrong_type``). The reasons are the
+    reading contract's, so a line source can hand it on as a rejection."""
 
-    def __init__(self, path: Path) -> None:
+    line: int
+    reason: Literal["too_large", "not_utf8", "wrong_type"]
+    detail: str
+
+
+class _Rows:
+    """The data lines of a CSV/TSV file with their line numbers, read lazily as bytes, one line at a
+    time and never more than ``max_line_bytes`` of one line held; a bad line is a :class:`BadLine`."""
+
+    def __init__(self, path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         if not path.is_file():
             raise TableError(f"{path} does not exist")
         self.path = path
-        self._handle = path.open(newline="", encoding="utf-8", errors="replace")
-        delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-        self._reader = csv.reader(self._handle, delimiter=delimiter)
-        header = next(self._reader, None)
+        self._limit = max_line_bytes
+        self._line = 0
+        self._handle = path.open("rb")
+        self._delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+        first = self._next_line()
+        header = self._cells(first[1]) if first is not None and isinstance(first[1], str) else None
         if not header or not any(h.strip() for h in header):
             self.close()
-            raise TableError(f"{path}: needs a header row")
+            raise TableError(f"{path}: needs a header row (UTF-8, at most {self._limit} bytes)")
         self.header = tuple(h.strip() for h in header)
         duplicates = sorted({h for h in self.header if self.header.count(h) > 1})
         if duplicates:
             self.close()
             raise TableError(f"{path}: duplicate column name(s) {duplicates}")
 
-    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
-        for row in self._reader:
-            if not row or not any(cell.strip() for cell in row):
+    def _next_line(self) -> tuple[int, str | BadLine] | None:
+        raw = self._handle.readline(self._limit + 1)
+        if not raw:
+            return None
+        self._line += 1
+        if len(raw) > self._limit and not raw.endswith(b"\n"):
+            while (more := self._handle.readline(_CHUNK)) and not more.endswith(b"\n"):
+                pass
+            return self._line, BadLine(self._line, "too_large", f"line longer than {self._limit} bytes")
+        try:
+            text = raw.decode("utf-8-sig" if self._line == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            return self._line, BadLine(self._line, "not_utf8", f"not UTF-8 at byte {exc.start}")
+        return self._line, text.rstrip("\r\n")
+
+    def _cells(self, text: str) -> list[str] | None:
+        try:
+            return next(csv.reader([text], delimiter=self._delimiter), [])
+        except csv.Error:
+            return None
+
+    def __iter__(self) -> Iterator[tuple[int, list[str] | BadLine]]:
+        while (item := self._next_line()) is not None:
+            line, text = item
+            if isinstance(text, BadLine):
+                yield line, text
                 continue
-            if len(row) != len(self.header):
-                raise TableError(f"{self.path}:{self._reader.line_num}: {len(row)} fields, "
-                                 f"header has {len(self.header)}")
-            yield self._reader.line_num, row
+            if not text.strip():
+                continue
+            row = self._cells(text)
+            if row is None:
+                yield line, BadLine(line, "wrong_type", "not CSV (one row per line; no line breaks inside quotes)")
+            elif not any(cell.strip() for cell in row):
+                continue
+            elif len(row) != len(self.header):
+                yield line, BadLine(line, "wrong_type", f"{len(row)} fields, header has {len(self.header)}")
+            else:
+                yield line, row
 
     def close(self) -> None:
         self._handle.close()
@@ -243,7 +294,7 @@ def _pick_features(header: Sequence[str], sample: dict[str, list[str]], features
 class TableReader:
     """An open reading table: its :attr:`layout` and its rows (iterate once, then :meth:`close`)."""
 
-    def __init__(self, rows: _Rows, layout: TableLayout, head: list[tuple[int, list[str]]]) -> None:
+    def __init__(self, rows: _Rows, layout: TableLayout, head: list[tuple[int, list[str] | BadLine]]) -> None:
         self._rows = rows
         self.layout = layout
         self._head = head
@@ -255,11 +306,19 @@ class TableReader:
         self._features = [names.index(f) for f in layout.features]
 
     def __iter__(self) -> Iterator[TableRow]:
+        """Every row, parsed.
+
+        Raises:
+            TableError: a bad line or cell, naming its line.
+        """
         for line, cells in self.raw():
+            if isinstance(cells, BadLine):
+                raise TableError(f"{self.layout.path}:{line}: {cells.reason}: {cells.detail}")
             yield self.parse(line, cells)
 
-    def raw(self) -> Iterator[tuple[int, list[str]]]:
-        """Every data row as ``(line, cells)``, unparsed: for a reader that handles a bad row itself."""
+    def raw(self) -> Iterator[tuple[int, list[str] | BadLine]]:
+        """Every data line as ``(line, cells)`` (or a :class:`BadLine`), unparsed: for a reader that
+        handles a bad row itself."""
         yield from self._head
         yield from self._rows
 
@@ -330,8 +389,9 @@ class TableReader:
 
 
 def open_table(path: Path, time_column: str | None = None, id_column: str | None = None,
-               features: Sequence[str] | None = None, time_unit: TimeUnit = "auto") -> TableReader:
-    """Open ``path`` and decide its layout (see the module docstring).
+               features: Sequence[str] | None = None, time_unit: TimeUnit = "auto", *,
+               max_line_bytes: int = MAX_LINE_BYTES) -> TableReader:
+    """Open ``path`` and decide its layout (see the module docstring) from its first good rows.
 
     Args:
         path: ``.csv`` (comma) or ``.tsv``/``.tab`` (tab) file with a header row.
@@ -339,6 +399,7 @@ def open_table(path: Path, time_column: str | None = None, id_column: str | None
         id_column: the device column; default ``device_id`` when present.
         features: feature columns; default every numeric column that has no role.
         time_unit: ``auto`` (detect), ``iso``, ``s``, ``ms``, ``us`` or ``ns``.
+        max_line_bytes: the longest line read; a longer one is a :class:`BadLine`.
 
     Raises:
         TableError: missing file, no header, ambiguous or unreadable layout.
@@ -346,17 +407,20 @@ def open_table(path: Path, time_column: str | None = None, id_column: str | None
     if time_unit not in get_args(TimeUnit):
         raise TableError(f"time unit must be one of {list(get_args(TimeUnit))}, got {time_unit!r}")
     path = Path(path)
-    rows = _Rows(path)
+    rows = _Rows(path, max_line_bytes)
     try:
         header = rows.header
-        head: list[tuple[int, list[str]]] = []
-        for item in rows:
-            head.append(item)
-            if len(head) >= SAMPLE_ROWS:
+        head: list[tuple[int, list[str] | BadLine]] = []
+        good: list[list[str]] = []
+        for line, cells in rows:
+            head.append((line, cells))
+            if not isinstance(cells, BadLine):
+                good.append(cells)
+            if len(good) >= SAMPLE_ROWS:
                 break
-        if not head:
-            raise TableError(f"{path}: no data row after the header")
-        sample = {name: [cells[i] for _, cells in head] for i, name in enumerate(header)}
+        if not good:
+            raise TableError(f"{path}: no readable data row after the header")
+        sample = {name: [cells[i] for cells in good] for i, name in enumerate(header)}
         if id_column is not None and id_column not in header:
             raise TableError(f"{path}: no device column {id_column!r}; columns are {list(header)}")
         device = id_column if id_column is not None else ("device_id" if "device_id" in header else None)

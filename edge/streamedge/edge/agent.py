@@ -10,12 +10,14 @@ numpy and kafka-python.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,6 @@ from streamedge.contracts.download import FetchOptions, fetch_options
 from streamedge.contracts.manifest import ModelManifest
 from streamedge.contracts.promotion import PromotionLedger, PromotionRecord, StaleUpdateError
 from streamedge.contracts.reading import Reading, ReadingBlock, Rejection, parse_message
-from streamedge.contracts.results import encode_result
 from streamedge.contracts.runner import smoke_failure
 from streamedge.edge.buffer import Outbox
 from streamedge.edge.errors import ModelRejectedError, NonFiniteOutputError, OutboxError
@@ -36,7 +37,7 @@ from streamedge.edge.metrics import EdgeMetrics
 from streamedge.edge.models import ModelStore
 from streamedge.edge.predictor import KeyState, Predictor, WindowStore
 from streamedge.edge.settings import EdgeSettings
-from streamedge.edge.sources import Source
+from streamedge.edge.sources import Payload, Source
 from streamedge.edge.supervisor import Supervised
 from streamedge.edge.updates import FetchedUpdate, UpdateWatcher
 from streamedge.errors import ManifestError, RunnerError, VerificationError
@@ -52,16 +53,30 @@ _LOG_EVERY = 1000  # after the first 10 rejections per reason, log one in this m
 # a log line per attempt at most every 30 s instead of a crash loop.
 _PENDING_BACKOFF_S = 0.5
 _PENDING_BACKOFF_MAX_S = 30.0
+_SEPARATORS = (",", ":")
 
 
-def _readings(payloads: list[bytes]) -> Iterator[Reading | Rejection]:
-    """Each payload's readings in order: a reading block gives its samples, a bad payload one rejection."""
+def _readings(payloads: Sequence[Payload]) -> Iterator[Reading | Rejection]:
+    """Each payload's readings in order: a reading block gives its samples, a bad payload (or a
+    line the source already refused) one rejection."""
     for payload in payloads:
-        parsed = parse_message(payload)
+        parsed = payload if isinstance(payload, Rejection) else parse_message(payload)
         if isinstance(parsed, ReadingBlock):
             yield from (parsed.reading(index) for index in range(len(parsed)))
         else:
             yield parsed
+
+
+@dataclass
+class _Commit:
+    """One buffer transaction: encoded result bodies (without ``device_id``, ``seq``, ``epoch``),
+    their ``(type, anomaly)``, the windows they came from, and whether it ends its batch (the
+    source is acknowledged after it)."""
+
+    rows: list[bytes]
+    kinds: list[tuple[str, bool]]
+    windows: list[tuple[str, int, str]]
+    last: bool
 
 
 class EdgeAgent:
@@ -86,7 +101,8 @@ class EdgeAgent:
                              settings.buffer_fsync, on_drop=self._on_drop)
         self.store = ModelStore(settings.model_dir, public_key)
         self.model_name = self.store.resolve_name(settings.model_name)
-        self.windows = WindowStore(history=1, max_keys=settings.max_keys)
+        self._events: dict[str, int] = {}
+        self.windows = WindowStore(history=1, max_keys=settings.max_keys, on_event=self._on_window_event)
         self.predictor: Predictor | None = None
         self._kafka_config = kafka.kafka_python_config()
         # Results go in blocks of consecutive rows (docs/edge.md, "Forwarding in blocks");
@@ -109,14 +125,19 @@ class EdgeAgent:
         # Live error of the serving version: |reading - its one-step forecast|, reset on every swap.
         self._errors: deque[float] = deque(maxlen=settings.error_window)
         self._scored = 0
-        # Results whose buffer commit failed (disk full): intake stops until they are committed.
-        self._pending: tuple[list[dict[str, Any]], list[tuple[str, int, str]]] | None = None
+        # The readings of the batch being scored, and the transaction waiting to commit: while a
+        # commit fails (disk full) intake stops until it goes through.
+        self._backlog: Iterator[Reading | Rejection] | None = None
+        self._pending: _Commit | None = None
+        self._paused = False
         self._pending_backoff_s = _PENDING_BACKOFF_S
         self._rejections: dict[str, int] = {}
         self._last_heartbeat = 0.0
         self._last_check = 0.0
         self._load_active()
         self._restore_windows()
+        if self.outbox.lost is not None:
+            self._buffer_lost(*self.outbox.lost)
 
     # ---- model lifecycle -------------------------------------------------------------------
 
@@ -137,15 +158,30 @@ class EdgeAgent:
                      self.model_name, self.settings.model_dir)
 
     def _restore_windows(self) -> None:
-        """Reload the windows saved with the last committed results (see :class:`Outbox`)."""
+        """Reload the windows saved with the last committed results (see :class:`Outbox`).
+
+        A window whose width is not the one the serving model (or ``n_features``) takes starts
+        afresh, counted under ``window_resets_total{reason="shape"}``; its key keeps its last
+        ``seq``, so replayed readings are still recognised.
+        """
         restored = 0
+        expected = self._expected_features()
         for key, last_seq, state in self.outbox.load_windows(self.settings.max_keys):
             try:
-                values = [tuple(float(v) for v in row) for row in json.loads(state)]
-            except (ValueError, TypeError, RecursionError) as exc:
+                saved = json.loads(state)
+                # A window saved before ts was kept: no seq restart is recognised until the key's
+                # seq moves on (a replay is never taken for one).
+                saved = {"values": saved, "ts": float("inf")} if isinstance(saved, list) else saved
+                values = [tuple(float(v) for v in row) for row in saved["values"]]
+                last_ts, epoch = float(saved["ts"]), int(saved.get("epoch", 0))
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
                 _LOG.warning("saved window of %s unreadable, starting it afresh: %s", key, exc)
                 continue
-            self.windows.restore(key, values, last_seq)
+            widths = {len(row) for row in values}
+            if values and (len(widths) > 1 or (expected is not None and widths != {expected})):
+                self._on_window_event("shape")
+                values = []
+            self.windows.restore(key, values, last_seq, last_ts, epoch)
             restored += 1
         if restored:
             _LOG.info("restored %d windows from the buffer", restored, extra={"keys": restored})
@@ -302,16 +338,44 @@ class EdgeAgent:
             _LOG.warning("reading rejected (%s): %s", reason, detail,
                          extra={"reason": reason, "detail": detail, "rejected": seen})
 
-    def process(self, payloads: list[bytes]) -> int:
-        """Validate, window and score a batch, and commit its results in one transaction.
+    def process(self, payloads: Sequence[Payload]) -> int:
+        """Validate, window and score a batch, and commit its results to the buffer.
+
+        The results go in transactions of at most ``batch_max_samples`` results and
+        ``batch_max_bytes`` bytes, each with the windows of the keys it changed; the source is
+        acknowledged after the last one, also when the batch gave no result (its windows are
+        saved all the same). A transaction the buffer refuses (disk full) stays pending with
+        the rest of the batch, and intake stops (see :meth:`run`).
 
         Returns:
             Results committed (acknowledged).
         """
-        bodies: list[dict[str, Any]] = []
+        readings = _readings(payloads)
+        self._backlog = readings if self._backlog is None else itertools.chain(self._backlog, readings)
+        return self._work()
+
+    def _work(self) -> int:
+        """Commit the backlog's transactions in order; stops at one the buffer refuses."""
+        committed = 0
+        while self._backlog is not None:
+            if self._pending is None:
+                self._pending = self._next_commit(self._backlog)
+            pending = self._pending
+            if not self._commit_results(pending):
+                return committed
+            committed += len(pending.rows)
+            if pending.last:
+                self._backlog = None
+        return committed
+
+    def _next_commit(self, readings: Iterator[Reading | Rejection]) -> _Commit:
+        """Score readings until one transaction's bounds are reached or the batch ends."""
+        rows: list[bytes] = []
+        kinds: list[tuple[str, bool]] = []
         touched: dict[str, KeyState] = {}
+        size = 0
         expected = self._expected_features()
-        for parsed in _readings(payloads):
+        for parsed in readings:
             if isinstance(parsed, Rejection):
                 self._reject(parsed.reason, parsed.detail)
                 continue
@@ -325,12 +389,19 @@ class EdgeAgent:
             touched[parsed.key] = state
             self.metrics.readings.labels(outcome="accepted").inc()
             body = self._score(parsed, state)
-            if body is not None:
-                bodies.append(body)
-        windows = [(key, st.last_seq, json.dumps([list(v) for v in st.values])) for key, st in touched.items()]
-        if bodies and self._commit_results(bodies, windows):
-            return len(bodies)
-        return 0
+            if body is None:
+                continue
+            try:
+                encoded = json.dumps(body, separators=_SEPARATORS, allow_nan=False).encode()
+            except ValueError as exc:
+                self._reject("non_finite_output", f"{parsed.key} seq {parsed.seq}: {exc}")
+                continue
+            rows.append(encoded)
+            kinds.append((str(body["type"]), bool(body.get("anomaly"))))
+            size += len(encoded)
+            if len(rows) >= self.settings.batch_max_samples or size >= self.settings.batch_max_bytes:
+                return _Commit(rows, kinds, _saved(touched), last=False)
+        return _Commit(rows, kinds, _saved(touched), last=True)
 
     def _score(self, reading: Reading, state: KeyState) -> dict[str, Any] | None:
         predictor = self.predictor
@@ -354,45 +425,57 @@ class EdgeAgent:
             self._scored += 1
         if not emit and not body.get("anomaly"):
             return None
-        return {"key": reading.key, "source_seq": reading.seq, "ts": reading.ts,
+        # After a restart of the key's seq counter the same seq names another reading: the
+        # key's epoch tells them apart (epoch 0 keeps the stream worker's key format).
+        seq = f"{reading.seq}" if state.epoch == 0 else f"{reading.seq}@{state.epoch}"
+        return {"key": reading.key, "source_seq": reading.seq, "stream_epoch": state.epoch, "ts": reading.ts,
                 "model": self.model_name, "version": predictor.version,
-                "idempotency_key": f"{body['type']}:{self.model_name}:{reading.key}:{reading.seq}", **body}
+                "idempotency_key": f"{body['type']}:{self.model_name}:{reading.key}:{seq}", **body}
 
-    def _commit_results(self, bodies: list[dict[str, Any]], windows: list[tuple[str, int, str]]) -> bool:
-        """Commit results and the windows they came from, then acknowledge the source.
+    def _commit_results(self, pending: _Commit) -> bool:
+        """Commit one transaction's results and windows; after a batch's last one, acknowledge the source.
 
-        On a buffer write error both are kept pending.
+        Each row is the single result :func:`~streamedge.contracts.results.encode_result` writes
+        for ``{"epoch": <buffer epoch>, **body}``, spliced from the body's bytes. On a buffer
+        write error the transaction stays pending.
 
         Returns:
-            True when committed; False when the buffer refused them (intake stops, see :meth:`run`).
+            True when committed; False when the buffer refused it (intake stops, see :meth:`run`).
         """
-        device = self.settings.device_id
-        topic, key = self.layout.edge_results, device.encode()
+        topic, key = self.layout.edge_results, self.settings.device_id.encode()
+        head = b'{"device_id":' + json.dumps(self.settings.device_id).encode() + b',"seq":'
 
         def build(first: int) -> list[tuple[str, bytes | None, bytes]]:
             # One outbox row per result; the forwarder packs consecutive rows into result blocks.
-            return [(topic, key, encode_result(device, first + i, body)) for i, body in enumerate(bodies)]
+            epoch = b',"epoch":"' + self.outbox.epoch.encode() + b'",'
+            return [(topic, key, b"".join((head, str(first + i).encode(), epoch, row[1:])))
+                    for i, row in enumerate(pending.rows)]
 
         try:
-            self.outbox.append(build, len(bodies), windows=windows, keep_windows=self.settings.max_keys)
+            if pending.rows or pending.windows:
+                self.outbox.append(build, len(pending.rows), windows=pending.windows,
+                                   keep_windows=self.settings.max_keys)
         except OutboxError as exc:
             self.metrics.buffer_write_errors.inc()
-            if self._pending is None:
+            if not self._paused:
                 _LOG.error("buffer write failed, intake stopped until it succeeds (disk full?): %s", exc,
-                           extra={"reason": "buffer_write", "pending": len(bodies)})
-            self._pending = (bodies, windows)
+                           extra={"reason": "buffer_write", "pending": len(pending.rows)})
+            self._paused = True
             self.metrics.intake_paused.set(1)
             return False
-        if self._pending is not None:
-            _LOG.info("buffer writable again: %d pending results committed, intake resumed", len(bodies))
+        if self._paused:
+            _LOG.info("buffer writable again: %d pending results committed, intake resumed", len(pending.rows))
+        self._paused = False
         self._pending = None
         self._pending_backoff_s = _PENDING_BACKOFF_S
         self.metrics.intake_paused.set(0)
-        self.source.commit()
-        self.forwarder.wake()
-        for body in bodies:
-            self.metrics.results.labels(task=body["type"]).inc()
-            if body.get("anomaly"):
+        if pending.last:
+            self.source.commit()
+        if pending.rows:
+            self.forwarder.wake()
+        for task, anomaly in pending.kinds:
+            self.metrics.results.labels(task=task).inc()
+            if anomaly:
                 self.metrics.anomalies.inc()
         return True
 
@@ -441,6 +524,8 @@ class EdgeAgent:
             self._last_check = now
             self._follow_local_swap()
             try:
+                if self.outbox.recover():
+                    self._buffer_lost("deleted", self.outbox.path)
                 self.outbox.expire()
             except OutboxError as exc:
                 self.metrics.buffer_write_errors.inc()
@@ -452,6 +537,22 @@ class EdgeAgent:
         if now - self._last_heartbeat >= self.settings.heartbeat_interval_s:
             self._last_heartbeat = now
             self.heartbeat()
+
+    def _on_window_event(self, event: str) -> None:
+        """Count a window eviction or reset (see :class:`WindowStore`); log the first few of each."""
+        if event == "evicted":
+            self.metrics.window_evictions.inc()
+        else:
+            self.metrics.window_resets.labels(reason=event).inc()
+        seen = self._events[event] = self._events.get(event, 0) + 1
+        if seen <= 10 or seen % _LOG_EVERY == 0:
+            _LOG.warning("window %s (%d so far)", "evicted" if event == "evicted" else f"reset ({event})", seen,
+                         extra={"reason": event, "count": seen})
+
+    def _buffer_lost(self, reason: str, path: Path) -> None:
+        """Count and alert a buffer replaced by a fresh one (``corrupt`` or ``deleted``)."""
+        self.metrics.buffer_lost.labels(reason=reason).inc()
+        self._telemetry({"type": "buffer_lost", "reason": reason, "file": path.name, "epoch": self.outbox.epoch})
 
     def _on_drop(self, reason: str, count: int) -> None:
         self.metrics.dropped.labels(reason=reason).inc(count)
@@ -471,10 +572,11 @@ class EdgeAgent:
     def run(self, stop: threading.Event | None = None) -> bool:
         """Serve until the source ends or ``stop`` is set; returns whether the buffer was emptied.
 
-        When the source ends, the buffer is forwarded for up to ``drain_timeout_s`` first. While
-        results cannot be written to the buffer (disk full) no reading is taken from the source
-        and none is acknowledged: the pending results are retried with backoff, and
-        ``intake_paused`` is 1.
+        When the source ends, the buffer is forwarded for up to ``drain_timeout_s`` first. On
+        ``stop`` the readings the source already took in and cannot read again (a pipe's queued
+        lines) are scored and committed first, for up to ``drain_timeout_s``. While results cannot be written to the buffer
+        (disk full) no reading is taken from the source and none is acknowledged: the pending
+        results are retried with backoff, and ``intake_paused`` is 1.
         """
         stop = stop or threading.Event()
         self.forwarder.start()
@@ -483,11 +585,13 @@ class EdgeAgent:
         exhausted = False
         try:
             while not stop.is_set():
-                if self._pending is not None and not self._commit_results(*self._pending):
-                    stop.wait(self._pending_backoff_s)
-                    self._pending_backoff_s = min(self._pending_backoff_s * 2, _PENDING_BACKOFF_MAX_S)
-                    self._housekeeping()
-                    continue
+                if self._backlog is not None:
+                    self._work()
+                    if self._backlog is not None:
+                        stop.wait(self._pending_backoff_s)
+                        self._pending_backoff_s = min(self._pending_backoff_s * 2, _PENDING_BACKOFF_MAX_S)
+                        self._housekeeping()
+                        continue
                 payloads = self.source.read(self.settings.batch_size, timeout=0.2)
                 if payloads is None:
                     exhausted = True
@@ -495,6 +599,8 @@ class EdgeAgent:
                 if payloads:
                     self.process(payloads)
                 self._housekeeping()
+            if not exhausted:
+                self._drain()
             self.heartbeat()
         finally:
             self.source.close()
@@ -507,6 +613,31 @@ class EdgeAgent:
             _LOG.info("stopped (%s): %d rows left in the buffer for the next start", "source ended" if exhausted
                       else "stop requested", stats.depth, extra={"buffer_depth": stats.depth, "drained": drained})
         return drained
+
+
+    def _drain(self) -> None:
+        """Score and commit what the source took in and cannot read again, before stopping;
+        for up to ``drain_timeout_s`` (a stop must not wait on a long file's read-ahead)."""
+        drained = 0
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        while self._backlog is None and time.monotonic() < deadline:
+            payloads = self.source.drain(self.settings.batch_size)
+            if not payloads:
+                break
+            drained += len(payloads)
+            self.process(payloads)
+        if drained:
+            _LOG.info("stopping: %d queued payloads scored first", drained, extra={"drained": drained})
+        if self._backlog is not None:
+            _LOG.error("stopping with a batch not committed (buffer unwritable): its readings are lost",
+                       extra={"reason": "buffer_write"})
+
+
+def _saved(touched: dict[str, KeyState]) -> list[tuple[str, int, str]]:
+    """``(key, last_seq, state_json)`` of the windows to save: values, last ``ts`` and ``epoch``."""
+    return [(key, st.last_seq, json.dumps({"values": [list(v) for v in st.values], "ts": st.last_ts,
+                                           "epoch": st.epoch}, separators=_SEPARATORS))
+            for key, st in touched.items()]
 
 
 def _fetch_options(settings: EdgeSettings) -> FetchOptions:

@@ -12,17 +12,33 @@ rows are deleted first and counted (``reason="size"`` or ``"age"``); newer data 
 to an operator than older data once the link has been down for that long.
 
 The sequence counter lives in the same database and is advanced in the same transaction as
-the rows, so sequence numbers never repeat across restarts. So do the per-key windows the
+the rows, so sequence numbers never repeat across restarts; the buffer's ``epoch`` (a random
+64-bit id drawn when the database is created, shown as 16 hex digits) goes into every result
+key, so a lost buffer (deleted, quarantined as corrupt) that starts the counter at 0 again
+never reuses a ``(device_id, epoch, seq)``. So do the per-key windows the
 results were computed from (``windows`` table: key, last seq, recent values as JSON): after a
 restart the agent resumes with exactly the windows its committed results saw, and a source
 that replays unacknowledged readings finds their ``seq`` already seen. The table keeps the
-``_WINDOW_KEEP_FACTOR x max_keys`` most recently written keys.
+``keep_windows`` most recently written keys.
+
+Faults the buffer absorbs itself (docs/edge.md, "Failure modes"):
+
+- a corrupt database (bad header, damaged pages: ``PRAGMA quick_check`` at open) is renamed
+  aside as ``<name>.corrupt-<unix time>`` with its WAL and a fresh one opened; :attr:`Outbox.lost`
+  says so (the agent counts and alerts);
+- a database deleted while the agent runs is noticed by :meth:`Outbox.recover` (same path,
+  another file or none): the rows and windows still open are copied into a fresh database;
+- a full disk: a reserve file of :data:`RESERVE_BYTES` beside the database is deleted when a
+  delete of forwarded rows fails for lack of space, so the delete (which needs WAL space)
+  goes through and frees pages for intake; the reserve is written again once there is room.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -33,7 +49,7 @@ from typing import Final
 
 from streamedge.edge.errors import OutboxError
 
-__all__ = ["BufferStats", "Outbox", "OutboxRow", "steady_clock"]
+__all__ = ["RESERVE_BYTES", "BufferStats", "Outbox", "OutboxRow", "steady_clock"]
 
 _LOG = logging.getLogger(__name__)
 _SCHEMA: Final = """
@@ -54,6 +70,8 @@ CREATE TABLE IF NOT EXISTS windows (
 """
 # Prune the windows table every this many appends, down to the most recent keys.
 _PRUNE_EVERY: Final = 256
+# Space held back for the deletes that free a full disk (deleting a forwarded pass writes a few pages of WAL).
+RESERVE_BYTES: Final = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -79,10 +97,15 @@ class BufferStats:
 
 
 def steady_clock(floor: float = 0.0) -> Callable[[], float]:
-    """Epoch seconds that only move with the monotonic clock: ``max(time(), floor)`` at the call
-    plus the monotonic time elapsed since."""
-    wall, mono = max(time.time(), floor), time.monotonic()
-    return lambda: wall + (time.monotonic() - mono)
+    """The buffer's clock: ``floor`` (the time the buffer last recorded), or the wall clock for a
+    new buffer (``floor`` 0), plus the monotonic time elapsed since the call.
+
+    The wall clock is read only for a buffer that has no time yet, so neither an NTP step while
+    the agent runs nor one between two runs (a device that booted at 1970 and synced later)
+    moves the backlog's age: it counts the time the agent ran.
+    """
+    start, mono = (floor if floor > 0 else time.time()), time.monotonic()
+    return lambda: start + (time.monotonic() - mono)
 
 
 class Outbox:
@@ -94,12 +117,15 @@ class Outbox:
         max_age_s: rows older than this are dropped.
         fsync: ``synchronous=FULL`` (power-cut safe) instead of ``NORMAL`` (SIGKILL safe).
         on_drop: called with ``(reason, count)`` whenever rows are dropped.
-        clock: seconds since the epoch; default :func:`steady_clock`, the wall clock read once
-            and advanced by the monotonic clock, so an NTP step while the agent runs (a device
-            without an RTC syncing after boot) neither ages nor rejuvenates the backlog. Across
-            restarts it never starts before the newest time the buffer recorded (its newest row,
-            or the time saved at the last :meth:`expire` or :meth:`close`): a device that boots
-            with its clock at 1970 ages its backlog from where it left off, not from 1970.
+        clock: the buffer's seconds; default :func:`steady_clock` resumed from the newest time
+            the buffer recorded (its newest row, or the time saved at the last :meth:`expire` or
+            :meth:`close`), so a clock jump either way, while running or between runs, neither
+            ages nor rejuvenates the backlog.
+
+    Attributes:
+        epoch: this database's random id, 16 hex digits (results carry it).
+        lost: ``(reason, path)`` when the database found at ``path`` was unusable and replaced
+            by a fresh one (``"corrupt"``: renamed to ``path``); None otherwise.
     """
 
     def __init__(
@@ -114,20 +140,77 @@ class Outbox:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
+        self._fsync = fsync
         self._on_drop = on_drop
         self._lock = threading.Lock()
+        self.lost: tuple[str, Path] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-            self._db.executescript(_SCHEMA)
-            self._bytes = int(self._db.execute("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM outbox").fetchone()[0])
-            newest = self._db.execute("SELECT COALESCE(MAX(created), 0) FROM outbox").fetchone()[0]
-            floor = max(float(newest), self._meta("clock_ms") / 1000)
-        except sqlite3.Error as exc:
+        except OSError as exc:
             raise OutboxError(f"cannot open buffer {self.path}: {exc}") from exc
-        self._clock = clock or steady_clock(floor)
+        try:
+            self._db = self._open()
+        except sqlite3.OperationalError as exc:  # permissions, a missing mount: not the file's fault
+            raise OutboxError(f"cannot open buffer {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            self.lost = ("corrupt", self._quarantine(exc))
+            try:
+                self._db = self._open()
+            except sqlite3.Error as again:
+                raise OutboxError(f"cannot open a fresh buffer {self.path}: {again}") from again
+        self.epoch = f"{self._meta('epoch'):016x}"
+        self._bytes = int(self._db.execute("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM outbox").fetchone()[0])
+        newest = self._db.execute("SELECT COALESCE(MAX(created), 0) FROM outbox").fetchone()[0]
+        self._clock = clock or steady_clock(max(float(newest), self._meta("clock_ms") / 1000))
+        self._ident = _identity(self.path)
+        self._write_reserve()
+
+    def _open(self) -> sqlite3.Connection:
+        """Connect, check the file (``quick_check``) and create the schema and the epoch if new.
+
+        Raises:
+            sqlite3.DatabaseError: the file is not a sound SQLite database.
+        """
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
+            verdict = [str(row[0]) for row in db.execute("PRAGMA quick_check(5)")]
+            if verdict != ["ok"]:
+                raise sqlite3.DatabaseError(f"quick_check: {'; '.join(verdict)[:300]}")
+            db.executescript(_SCHEMA)
+            db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('epoch', ?)", (secrets.randbits(63),))
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _quarantine(self, exc: BaseException) -> Path:
+        """Rename the unusable database and its WAL aside; returns the new name of the database."""
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+        _LOG.error("buffer %s is corrupt (%s): moved to %s, a fresh buffer opened", self.path, exc, aside,
+                   extra={"reason": "buffer_corrupt", "path": str(aside)})
+        return aside
+
+    @property
+    def _reserve(self) -> Path:
+        return self.path.with_name(self.path.name + ".reserve")
+
+    def _write_reserve(self) -> None:
+        """Hold :data:`RESERVE_BYTES` of disk for the deletes that free a full disk (best effort)."""
+        if self._reserve.exists():
+            return
+        try:
+            with self._reserve.open("wb") as handle:
+                handle.write(bytes(RESERVE_BYTES))
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError:  # no room yet: written at a later expire()
+            with contextlib.suppress(OSError):
+                self._reserve.unlink()
 
     def _meta(self, name: str) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -252,24 +335,79 @@ class Outbox:
             except sqlite3.Error as exc:
                 self._rollback()
                 raise OutboxError(f"cannot write buffer {self.path}: {exc}") from exc
+            self._write_reserve()
         self._report(dropped)
 
-    def peek(self, limit: int) -> list[OutboxRow]:
-        """The oldest ``limit`` rows, in order."""
+    def recover(self) -> bool:
+        """Notice a database deleted or replaced under the running agent and carry on in a fresh one.
+
+        The rows, windows and counters still readable through the open connection are copied
+        into a new database at :attr:`path` (a new :attr:`epoch`). Returns True when that happened.
+
+        Raises:
+            OutboxError: the fresh database could not be written.
+        """
+        with self._lock:
+            if _identity(self.path) == self._ident:
+                return False
+            old = self._db
+            rows = old.execute("SELECT topic, key, value, created FROM outbox ORDER BY id").fetchall()
+            windows = old.execute("SELECT key, last_seq, state, tick FROM windows").fetchall()
+            meta = old.execute("SELECT name, value FROM meta WHERE name != 'epoch'").fetchall()
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.path, self.path.with_name(f"{self.path.name}.replaced-{int(time.time())}"))
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{self.path}{suffix}")
+            try:
+                db = self._open()
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany("INSERT INTO outbox (topic, key, value, created) VALUES (?, ?, ?, ?)", rows)
+                db.executemany("INSERT INTO windows (key, last_seq, state, tick) VALUES (?, ?, ?, ?)", windows)
+                db.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", meta)
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot recreate buffer {self.path}: {exc}") from exc
+            old.close()
+            self._db = db
+            self._ident = _identity(self.path)
+            self.epoch = f"{self._meta('epoch'):016x}"
+            self.lost = ("deleted", self.path)
+        _LOG.error("buffer %s was deleted or replaced while running: %d rows carried into a fresh one (epoch %s)",
+                   self.path, len(rows), self.epoch, extra={"reason": "buffer_deleted", "rows": len(rows)})
+        return True
+
+    def peek(self, limit: int, after: int = 0) -> list[OutboxRow]:
+        """The oldest ``limit`` rows with ``id > after``, in order."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, topic, key, value, created FROM outbox ORDER BY id LIMIT ?", (limit,)
+                "SELECT id, topic, key, value, created FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
             ).fetchall()
         return [OutboxRow(int(r[0]), str(r[1]), r[2], bytes(r[3]), float(r[4])) for r in rows]
 
     def delete_through(self, last_id: int) -> None:
-        """Forget every row with ``id <= last_id`` (they were delivered)."""
+        """Forget every row with ``id <= last_id`` (they were delivered).
+
+        A delete needs disk space (WAL frames); when it fails for lack of it, the reserve file is
+        deleted and the delete tried once more.
+        """
         with self._lock:
             try:
-                cursor = self._db.execute("DELETE FROM outbox WHERE id <= ? RETURNING LENGTH(value)", (last_id,))
-                self._bytes -= sum(int(row[0]) for row in cursor.fetchall())
+                self._delete_through(last_id)
             except sqlite3.Error as exc:
-                raise OutboxError(f"cannot write buffer {self.path}: {exc}") from exc
+                if "full" not in str(exc) or not self._reserve.exists():
+                    raise OutboxError(f"cannot write buffer {self.path}: {exc}") from exc
+                self._reserve.unlink()
+                _LOG.warning("disk full: the buffer's reserve freed to delete forwarded rows",
+                             extra={"reason": "disk_full"})
+                try:
+                    self._delete_through(last_id)
+                except sqlite3.Error as again:
+                    raise OutboxError(f"cannot write buffer {self.path}: {again}") from again
+
+    def _delete_through(self, last_id: int) -> None:
+        cursor = self._db.execute("DELETE FROM outbox WHERE id <= ? RETURNING LENGTH(value)", (last_id,))
+        self._bytes -= sum(int(row[0]) for row in cursor.fetchall())
 
     def stats(self) -> BufferStats:
         """Current depth, bytes, oldest age, dropped count and next sequence number."""
@@ -291,3 +429,12 @@ class Outbox:
             except sqlite3.Error as exc:
                 _LOG.info("buffer checkpoint deferred (another reader holds the WAL): %s", exc)
             self._db.close()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of ``path``, None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import threading
 from typing import Any
@@ -89,7 +90,12 @@ def _run(args: argparse.Namespace) -> int:
     agent = EdgeAgent(settings, kafka, layout, source, store.public_key, registry)
     server = None
     if settings.metrics_port:
-        server, _ = start_http_server(settings.metrics_port, settings.metrics_host, registry=registry)
+        try:
+            server, _ = start_http_server(settings.metrics_port, settings.metrics_host, registry=registry)
+        except OSError as exc:  # monitoring never stops scoring: the port is taken, the host unknown
+            logging.getLogger("streamedge.edge").error(
+                "metrics endpoint %s:%d not served (%s); scoring goes on without it", settings.metrics_host,
+                settings.metrics_port, exc, extra={"reason": "metrics_port"})
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -9,8 +9,10 @@ acks=all, every call bounded by ``timeout_s``) in row order, and rows are delete
 outbox only once the broker acknowledged the message carrying them and every message before
 it. On any failure the producer is dropped, the unacknowledged rows stay, and the pass is
 retried after a back-off; rows already delivered in a failed pass are sent again with the same
-``(device_id, seq)`` inside whatever block they land in next, so the consumer can drop the
-duplicates per row. The loop runs under a :class:`~streamedge.edge.supervisor.Supervised`
+``(device_id, epoch, seq)`` inside whatever block they land in next, so the consumer can drop the
+duplicates per row. Rows the broker acknowledged but the outbox could not delete (a full disk)
+are remembered and never sent again: the next passes take only rows after them, and the
+delete is retried first. The loop runs under a :class:`~streamedge.edge.supervisor.Supervised`
 thread: any other error (SQLite, disk) is logged, counted through ``on_restart``, marks the
 broker unreachable, and the loop restarts.
 """
@@ -32,6 +34,7 @@ from streamedge.contracts.results import (
     encode_result_block,
 )
 from streamedge.edge.buffer import Outbox, OutboxRow
+from streamedge.edge.errors import OutboxError
 from streamedge.edge.supervisor import Supervised
 
 __all__ = ["DEFAULT_BLOCK_BYTES", "Forwarder", "OutboxMessage", "pack_rows"]
@@ -151,6 +154,7 @@ class Forwarder:
         self._stop = threading.Event()
         self._thread = Supervised("edge-forwarder", self._loop, self._stop, on_restart, self._crashed)
         self.reachable: bool | None = None  # unknown until the first forward attempt
+        self._delivered = 0  # the last row id acknowledged but not yet deleted (0: none)
 
     def start(self) -> None:
         """Start the sender thread."""
@@ -183,7 +187,12 @@ class Forwarder:
     def _loop(self) -> None:
         backoff = 0.2
         while not self._stop.is_set():
-            rows = self._outbox.peek(self._batch)
+            if self._delivered and not self._forget_delivered():
+                self._wake.wait(timeout=backoff)
+                self._wake.clear()
+                backoff = min(backoff * 2, 10.0)
+                continue
+            rows = self._outbox.peek(self._batch, after=self._delivered)
             if not rows:
                 self._wake.wait(timeout=0.5)
                 self._wake.clear()
@@ -194,6 +203,17 @@ class Forwarder:
             self._wake.wait(timeout=backoff)
             self._wake.clear()
             backoff = min(backoff * 2, 10.0)
+
+    def _forget_delivered(self) -> bool:
+        """Delete the rows acknowledged through ``_delivered``; False (logged) while the outbox refuses."""
+        try:
+            self._outbox.delete_through(self._delivered)
+        except OutboxError as exc:
+            _LOG.warning("delivered rows through id %d not deleted yet (disk full?): %s", self._delivered, exc,
+                         extra={"reason": "buffer_write"})
+            return False
+        self._delivered = 0
+        return True
 
     def _set_reachable(self, value: bool) -> None:
         if value != self.reachable:
@@ -254,9 +274,11 @@ class Forwarder:
             acked += 1
         delivered = sum(len(message.rows) for message in messages[:acked])
         if acked:
-            self._outbox.delete_through(messages[acked - 1].rows[-1].id)
+            self._delivered = messages[acked - 1].rows[-1].id
             if self._on_sent is not None:
                 self._on_sent(delivered, time.time())
+            if not self._forget_delivered():
+                return False
         if failure is not None or acked < len(messages):
             _LOG.debug("forwarding %d rows in %d messages failed after %d rows: %s", len(rows), len(messages),
                        delivered, failure)

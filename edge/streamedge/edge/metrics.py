@@ -16,6 +16,11 @@ Names (all prefixed ``streamedge_edge_``), label values from small fixed sets:
 - ``buffer_write_errors_total``: buffer writes that failed (disk full, I/O error).
 - ``intake_paused``: 1 while results wait for a buffer write and no reading is taken.
 - ``thread_restarts_total{thread}``: crashed background loops restarted (``edge-forwarder``, ``edge-updates``).
+- ``window_evictions_total``: windows evicted beyond ``max_keys`` (one-shot keys first).
+- ``window_resets_total{reason}``: windows started afresh: ``shape`` (another feature count than
+  the window held, or than the model takes), ``seq_reset`` (the key's seq counter restarted).
+- ``buffer_lost_total{reason}``: buffers replaced by a fresh one: ``corrupt`` (renamed aside at
+  start), ``deleted`` (gone or replaced while running; its open rows carried over).
 """
 
 from __future__ import annotations
@@ -57,6 +62,15 @@ class EdgeMetrics:
                                    registry=registry)
         self.thread_restarts = Counter(f"{p}thread_restarts", "Crashed background threads restarted", ["thread"],
                                        registry=registry)
+        self.window_evictions = Counter(f"{p}window_evictions", "Windows evicted beyond max_keys",
+                                        registry=registry)
+        self.window_resets = Counter(f"{p}window_resets", "Windows started afresh", ["reason"], registry=registry)
+        self.buffer_lost = Counter(f"{p}buffer_lost", "Buffers replaced by a fresh one", ["reason"],
+                                   registry=registry)
+        for reason in ("shape", "seq_reset"):
+            self.window_resets.labels(reason=reason)
+        for reason in ("corrupt", "deleted"):
+            self.buffer_lost.labels(reason=reason)
         for thread in ("edge-forwarder", "edge-updates"):
             self.thread_restarts.labels(thread=thread)
         for reason in ("size", "age"):

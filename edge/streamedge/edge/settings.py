@@ -59,7 +59,11 @@ class EdgeSettings(BaseSettings):
     buffer_max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096, description="buffer bound; oldest rows dropped beyond")
     buffer_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0, description="rows older than this are dropped")
     buffer_fsync: bool = Field(default=True, description="fsync each commit (survives power loss, not only SIGKILL)")
-    batch_size: int = Field(default=64, ge=1, le=10_000, description="readings per loop iteration and per buffer commit")
+    batch_size: int = Field(default=64, ge=1, le=10_000, description="payloads (readings or blocks) read per loop iteration")
+    batch_max_samples: int = Field(default=4096, ge=1, le=1_000_000,
+                                   description="results per buffer transaction: a batch of blocks commits in parts")
+    batch_max_bytes: int = Field(default=1024 * 1024, ge=1024,
+                                 description="result bytes per buffer transaction (at most buffer_max_bytes)")
     queue_size: int = Field(default=1024, ge=1, description="readings a source may hold ahead of inference (backpressure)")
     max_keys: int = Field(default=10_000, ge=1, description="windows kept in memory; least recently seen evicted beyond")
     stride: int = Field(default=1, ge=1, description="emit a result every N readings per key")
@@ -84,11 +88,15 @@ class EdgeSettings(BaseSettings):
         default=DEFAULT_BLOCK_BYTES, ge=4096, le=MAX_RESULT_BLOCK_BYTES,
         description="largest result block in bytes; a result larger than that goes alone")
     kafka_timeout_s: float = Field(default=5.0, gt=0, description="bound on any one Kafka call; a dead broker never blocks")
-    drain_timeout_s: float = Field(default=10.0, ge=0, description="when the source ends, time to forward the buffer")
+    drain_timeout_s: float = Field(default=10.0, ge=0, description="when the source ends, time to forward the buffer; "
+                                   "on a stop request, time to score what the source already queued")
     log_format: Literal["json", "text"] = Field(default="json", description="structured JSON logs or plain text")
 
     @model_validator(mode="after")
     def _check_source(self) -> EdgeSettings:
         if self.source == "file" and self.source_path is None:
             raise ValueError("source=file needs source_path")
+        if self.buffer_max_bytes < self.batch_max_bytes:
+            raise ValueError(f"buffer_max_bytes ({self.buffer_max_bytes}) is below one transaction's results "
+                             f"(batch_max_bytes, {self.batch_max_bytes}): every commit would drop its own rows")
         return self

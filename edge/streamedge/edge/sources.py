@@ -2,8 +2,11 @@
 
 A source hands out raw bytes (one wire-format JSON reading each); the agent validates them
 with :func:`streamedge.contracts.reading.parse_reading`, so a source never needs to be trusted.
-Every source is pull-based with a bounded queue, so a fast producer waits for inference
-(backpressure) and memory stays bounded whatever the input rate.
+A line a source cannot even turn into a payload (longer than :data:`MAX_LINE_BYTES`, a CSV row
+that is not UTF-8) is handed out as a :class:`~streamedge.contracts.reading.Rejection` instead,
+which the agent counts like any other: no input line stops a source. Every source is
+pull-based with a queue bounded in payloads and in bytes, so a fast producer waits for
+inference (backpressure) and memory stays bounded whatever the input rate and line length.
 
 A new source (a serial port, a GPIO pin) is a few lines::
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import queue
 import random
 import sys
@@ -27,19 +31,23 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkable
 
-from streamedge.contracts.table import TableError, TableReader, TimeUnit, open_table
+from streamedge.contracts.reading import MAX_BLOCK_BYTES, MAX_READING_BYTES, Rejection
+from streamedge.contracts.table import BadLine, TableError, TableReader, TimeUnit, open_table
 from streamedge.edge.errors import SourceError
 
 if TYPE_CHECKING:
     from streamedge.edge.settings import EdgeSettings
 
 __all__ = [
+    "MAX_LINE_BYTES",
     "IteratorSource",
-    "TableOptions",
     "KafkaSource",
+    "Payload",
     "Source",
+    "TableOptions",
+    "bounded_lines",
     "file_payloads",
     "open_source",
     "row_payload",
@@ -48,7 +56,15 @@ __all__ = [
 ]
 
 _END: Final = object()
+_T = TypeVar("_T")
 _LOG = logging.getLogger(__name__)
+# The longest line a line source reads: a reading block plus its line end. Longer lines are
+# skipped in chunks (never held whole) and handed out as a ``too_large`` rejection.
+MAX_LINE_BYTES: Final = MAX_BLOCK_BYTES + 2
+_CHUNK: Final = 64 * 1024
+
+Payload = bytes | Rejection
+"""What a source hands out: raw bytes to validate, or a line already refused."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +81,7 @@ class TableOptions:
 class Source(Protocol):
     """What the agent reads from."""
 
-    def read(self, max_items: int, timeout: float) -> list[bytes] | None:
+    def read(self, max_items: int, timeout: float) -> list[Payload] | None:
         """Up to ``max_items`` raw payloads; ``[]`` when none arrived within ``timeout`` seconds;
         ``None`` once the source is exhausted (and everything was handed out)."""
         ...
@@ -74,8 +90,13 @@ class Source(Protocol):
         """Called after everything read so far is committed to the buffer (Kafka offsets, file marks)."""
         ...
 
+    def drain(self, max_items: int) -> list[Payload]:
+        """Stop taking input; up to ``max_items`` payloads already taken in that cannot be read
+        again (a pipe's lines), ``[]`` once none is left. Called on a stop request until ``[]``."""
+        ...
+
     def close(self) -> None:
-        """Release the source; pending unread payloads are dropped (they were never acknowledged)."""
+        """Release the source; payloads not drained are dropped (they were never acknowledged)."""
         ...
 
 
@@ -84,41 +105,75 @@ class IteratorSource:
 
     Args:
         payloads: the iterator (blocking is fine: it runs in its own daemon thread).
-        queue_size: readings held ahead of the agent; the thread blocks when full.
+        queue_size: payloads held ahead of the agent; the thread blocks when full.
+        queue_bytes: bytes held ahead of the agent (at least one payload is always let in).
+        read_bytes: a :meth:`read` returns once it holds this many bytes.
     """
 
-    def __init__(self, payloads: Iterable[bytes], queue_size: int = 1024) -> None:
+    def __init__(self, payloads: Iterable[Payload], queue_size: int = 1024, queue_bytes: int = 16 * 1024 * 1024,
+                 read_bytes: int = 4 * 1024 * 1024) -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._queue_bytes = queue_bytes
+        self._read_bytes = read_bytes
+        self._held = 0  # bytes in the queue
+        self._putting = False  # the pump holds a payload it took from the iterator
+        self._room = threading.Condition()
         self._stop = threading.Event()
+        self._abandon = threading.Event()
         self._done = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._pump, args=(iter(payloads),), name="edge-source", daemon=True)
         self._thread.start()
 
-    def _pump(self, payloads: Iterator[bytes]) -> None:
+    def _pump(self, payloads: Iterator[Payload]) -> None:
         try:
-            for payload in payloads:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(payload, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+            while not self._stop.is_set():
+                try:
+                    payload = next(payloads)
+                except StopIteration:
+                    break
+                self._putting = True
+                if not self._put(payload):
                     return
+                self._putting = False
         except Exception as exc:  # surfaced to the agent by read()
             self._error = exc
-        self._queue.put(_END)
+        self._put(_END)
 
-    def read(self, max_items: int, timeout: float) -> list[bytes] | None:
+    def _put(self, item: object) -> bool:
+        """Queue ``item`` once there is room; False when the source was abandoned first."""
+        size = _size(item)
+        with self._room:
+            while self._held and self._held + size > self._queue_bytes:
+                if self._abandon.is_set():
+                    return False
+                self._room.wait(0.2)
+            self._held += size
+        while not self._abandon.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _take(self, timeout: float) -> object:
+        item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        with self._room:
+            self._held -= _size(item)
+            self._room.notify_all()
+        return item
+
+    def read(self, max_items: int, timeout: float) -> list[Payload] | None:
         if self._done:
             return None
-        items: list[bytes] = []
+        items: list[Payload] = []
+        size = 0
         deadline = time.monotonic() + timeout
-        while len(items) < max_items:
+        while len(items) < max_items and size < self._read_bytes:
             remaining = deadline - time.monotonic() if not items else 0.0
             try:
-                item = self._queue.get(timeout=max(remaining, 0.0)) if remaining > 0 else self._queue.get_nowait()
+                item = self._take(max(remaining, 0.0))
             except queue.Empty:
                 break
             if item is _END:
@@ -127,6 +182,7 @@ class IteratorSource:
                     raise SourceError(f"source failed: {self._error}") from self._error
                 break
             items.append(item)  # type: ignore[arg-type]
+            size += _size(item)
         if self._done and not items:
             return None
         return items
@@ -134,11 +190,48 @@ class IteratorSource:
     def commit(self) -> None:
         """Nothing to commit: an iterator cannot be rewound."""
 
+    def drain(self, max_items: int) -> list[Payload]:
+        """Stop pulling from the iterator; the payloads queued so far, ``max_items`` at a time
+        (including the one the pump holds while the queue is full)."""
+        self._stop.set()
+        try:
+            return self.read(max_items, 0.0) or self.read(max_items, 0.5 if self._putting else 0.0) or []
+        except SourceError:
+            return []
+
     def close(self) -> None:
         self._stop.set()
+        self._abandon.set()
 
 
-def _paced(items: Iterable[bytes], rate: float) -> Iterator[bytes]:
+def _size(item: object) -> int:
+    return len(item) if isinstance(item, bytes) else 0
+
+
+def bounded_lines(handle: Any, limit: int = MAX_LINE_BYTES) -> Iterator[Payload]:
+    """The non-blank lines of a binary stream without their line ends, each at most ``limit`` bytes.
+
+    A longer line is read through in chunks (never held whole) and yields one ``too_large``
+    :class:`~streamedge.contracts.reading.Rejection`.
+    """
+    while True:
+        line = handle.readline(limit)
+        if not line:
+            return
+        if len(line) == limit and not line.endswith(b"\n"):
+            skipped = len(line)
+            while True:
+                rest = handle.readline(_CHUNK)
+                skipped += len(rest)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield Rejection("too_large", f"input line of {skipped} bytes, at most {limit} read")
+            continue
+        if line.strip():
+            yield bytes(line).rstrip(b"\r\n")
+
+
+def _paced(items: Iterable[_T], rate: float) -> Iterator[_T]:
     """Yield ``items`` at ``rate`` per second (0: unpaced), without drift."""
     start = time.monotonic()
     for index, item in enumerate(items):
@@ -149,14 +242,20 @@ def _paced(items: Iterable[bytes], rate: float) -> Iterator[bytes]:
         yield item
 
 
-def _csv_rows(path: Path, device_id: str, table: TableOptions) -> Iterator[bytes]:
+def _csv_rows(path: Path, device_id: str, table: TableOptions) -> Iterator[Payload]:
     """A reading table (:mod:`streamedge.contracts.table`) as readings; it must have a time column.
 
-    A row that does not read (text in a value or time cell) still becomes a payload, with the cell's
-    text in place, so the agent rejects that one reading with a reason and goes on.
+    One row per line, read as bytes with a bounded length: a row that is not UTF-8, longer than
+    :data:`~streamedge.contracts.reading.MAX_READING_BYTES` or not CSV is one rejection (``not_utf8``,
+    ``too_large``, ``wrong_type``) and the next row is read. A row whose cells do not read (text in a
+    value or time cell) still becomes a payload, with the cell's text in place, so the agent rejects
+    that one reading with a reason and goes on. Without a ``seq`` column a row's ``seq`` is its time
+    in microseconds, so each day's file continues the stream where the last one ended and a file
+    replayed after a restart repeats its numbers.
     """
     try:
-        reader = open_table(path, table.time_column, table.id_column, table.features, table.time_unit)
+        reader = open_table(path, table.time_column, table.id_column, table.features, table.time_unit,
+                            max_line_bytes=MAX_READING_BYTES)
     except TableError as exc:
         raise SourceError(str(exc)) from exc
     with reader:
@@ -165,16 +264,19 @@ def _csv_rows(path: Path, device_id: str, table: TableOptions) -> Iterator[bytes
             raise SourceError(f"{path}: no time column found among {list(layout.header)}; name it with "
                               "--source-time-column (STREAMEDGE_EDGE_SOURCE_TIME_COLUMN)")
         _LOG.info("reading %s", layout.describe())
-        for index, (line, cells) in enumerate(reader.raw()):
+        for line, cells in reader.raw():
+            if isinstance(cells, BadLine):
+                yield Rejection(cells.reason, f"line {line}: {cells.detail}")
+                continue
             try:
                 row = reader.parse(line, cells)
             except TableError:
-                yield _raw_payload(reader, cells, device_id, index)
+                yield _raw_payload(reader, cells, device_id)
                 continue
             values: list[float] = list(row.values)
             record = {"device_id": row.device or device_id, "stream": row.stream or "csv", "ts": row.ts,
                       "value": values[0] if len(values) == 1 else values,
-                      "seq": row.seq if row.seq is not None else index}
+                      "seq": row.seq if row.seq is not None else _ts_seq(row.ts)}
             # NaN cells become the non-standard JSON token, which parse_reading rejects as non_finite.
             yield json.dumps(record).encode()
 
@@ -193,17 +295,18 @@ def _number(text: Any) -> Any:
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
 
-def _raw_payload(reader: TableReader, cells: list[str], device_id: str, index: int) -> bytes:
+def _raw_payload(reader: TableReader, cells: list[str], device_id: str) -> bytes:
     """A row that does not read, cells as written: parse_reading names what is wrong with it."""
     layout = reader.layout
     seq = reader.cell(cells, "seq" if "seq" in layout.header else None)
     values = [_number(reader.cell(cells, c)) for c in layout.features]
+    ts = _number(reader.cell(cells, layout.time_column))
     record = {
         "device_id": reader.cell(cells, layout.id_column) or device_id,
         "stream": reader.cell(cells, "stream" if "stream" in layout.header else None) or "csv",
-        "ts": _number(reader.cell(cells, layout.time_column)),
+        "ts": ts,
         "value": values[0] if len(values) == 1 else values,
-        "seq": _number(seq) if seq else index,
+        "seq": _number(seq) if seq else _ts_seq(ts),
     }
     return json.dumps(record).encode()
 
@@ -211,7 +314,7 @@ def _raw_payload(reader: TableReader, cells: list[str], device_id: str, index: i
 def row_payload(row: dict[str, Any], value_columns: list[str], device_id: str, index: int) -> bytes:
     """One table row (CSV text cells or Parquet values) as a wire-format reading: ``streamedge predict``'s
     row rule, for tables with a ``ts`` column in epoch seconds (the agent's file source reads any
-    layout of :mod:`streamedge.contracts.table`; for such tables the two give the same readings).
+    layout of :mod:`streamedge.contracts.table`).
 
     ``device_id`` and ``stream`` default to ``device_id`` and ``"csv"``, ``seq`` to the row's
     0-based ``index``. Whatever the row holds is passed on: ``parse_reading`` judges it.
@@ -228,8 +331,16 @@ def row_payload(row: dict[str, Any], value_columns: list[str], device_id: str, i
     return json.dumps(record).encode()
 
 
+def _ts_seq(ts: Any) -> Any:
+    """The ``seq`` of a CSV row without one: its ``ts`` in whole microseconds (``ts`` itself when
+    not a usable number, which the reading's validation then refuses)."""
+    if isinstance(ts, int | float) and math.isfinite(ts) and ts >= 0:
+        return round(ts * 1_000_000)
+    return ts
+
+
 def file_payloads(path: Path, rate: float = 0.0, device_id: str = "edge-1",
-                  table: TableOptions | None = None) -> Iterator[bytes]:
+                  table: TableOptions | None = None) -> Iterator[Payload]:
     """Replay a ``.csv``/``.tsv`` reading table or a JSON-lines file at ``rate`` readings per second.
 
     A table's device column (``device_id`` by default) names each row's device, else ``device_id``;
@@ -242,23 +353,23 @@ def file_payloads(path: Path, rate: float = 0.0, device_id: str = "edge-1",
     """
     if not path.is_file():
         raise SourceError(f"source file {path} does not exist")
+    rows: Iterable[Payload]
     if path.suffix.lower() in (".csv", ".tsv", ".tab"):
-        rows: Iterable[bytes] = _csv_rows(path, device_id, table or TableOptions())
+        rows = _csv_rows(path, device_id, table or TableOptions())
     else:
-        rows = (line.rstrip(b"\r\n") for line in _lines(path) if line.strip())
+        rows = _lines(path)
     return _paced(rows, rate)
 
 
-def _lines(path: Path) -> Iterator[bytes]:
+def _lines(path: Path) -> Iterator[Payload]:
     with path.open("rb") as handle:
-        yield from handle
+        yield from bounded_lines(handle)
 
 
-def stdin_payloads(stream: Any) -> Iterator[bytes]:
-    """JSON lines from a binary stream (``sys.stdin.buffer``); blank lines skipped."""
-    for line in stream:
-        if line.strip():
-            yield bytes(line).rstrip(b"\r\n")
+def stdin_payloads(stream: Any) -> Iterator[Payload]:
+    """JSON lines from a binary stream (``sys.stdin.buffer``); blank lines skipped, lines
+    longer than :data:`MAX_LINE_BYTES` refused (see :func:`bounded_lines`)."""
+    return bounded_lines(stream)
 
 
 def simulator_payloads(
@@ -319,9 +430,13 @@ class KafkaSource:
             **kafka_config,
         )
 
-    def read(self, max_items: int, timeout: float) -> list[bytes] | None:
+    def read(self, max_items: int, timeout: float) -> list[Payload] | None:
         batches = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_items)
         return [record.value for records in batches.values() for record in records]
+
+    def drain(self, max_items: int) -> list[Payload]:
+        """Nothing to drain: what was not committed is read again at the next start."""
+        return []
 
     def commit(self) -> None:
         """Commit the offsets read so far, asynchronously: a slow coordinator never stalls inference.
@@ -348,12 +463,12 @@ def open_source(settings: EdgeSettings, kafka_config: dict[str, Any], readings_t
         settings: the agent's settings.
         kafka_config: for ``source=kafka``.
         readings_topic: default topic for ``source=kafka``.
-        stdin: binary stream for ``source=stdin`` (``sys.stdin.buffer`` when None).
+        stdin: binary stream for ``source=stdin`` (standard input when None).
     """
     if settings.source == "kafka":
         return KafkaSource(kafka_config, settings.source_topic or readings_topic,
                            group_id=f"streamedge-edge-{settings.device_id}", timeout_s=settings.kafka_timeout_s)
-    payloads: Iterable[bytes]
+    payloads: Iterable[Payload]
     if settings.source == "file":
         assert settings.source_path is not None  # checked by EdgeSettings
         columns = tuple(c.strip() for c in settings.source_columns.split(",") if c.strip())
@@ -361,7 +476,9 @@ def open_source(settings: EdgeSettings, kafka_config: dict[str, Any], readings_t
                              columns or None, settings.source_time_unit)
         payloads = file_payloads(settings.source_path, settings.rate, settings.device_id, table)
     elif settings.source == "stdin":
-        payloads = stdin_payloads(stdin if stdin is not None else sys.stdin.buffer)
+        # A handle of its own on a copy of fd 0: the source thread may be blocked reading it when
+        # the process exits, and sys.stdin.buffer held by a daemon thread aborts the interpreter.
+        payloads = stdin_payloads(stdin if stdin is not None else open(os.dup(sys.stdin.fileno()), "rb"))  # noqa: SIM115
     else:
         payloads = simulator_payloads(settings.simulator_keys, settings.n_features or 1, settings.rate,
                                       settings.simulator_readings)

@@ -1,0 +1,453 @@
+"""What a device meets (issue 23): each numbered fault has a test named for it.
+
+Nothing here may stop the agent, lose a result without counting it, or reuse a result key.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from streamedge.cli.main import main
+from streamedge.contracts.reading import Reading
+from streamedge.edge.agent import EdgeAgent
+from streamedge.edge.buffer import Outbox
+from streamedge.edge.errors import OutboxError
+from streamedge.edge.forwarder import Forwarder
+from streamedge.edge.predictor import WindowStore
+from streamedge.edge.settings import EdgeSettings
+from streamedge.edge.sources import IteratorSource, file_payloads, stdin_payloads
+from streamedge.kafka.settings import KafkaSettings
+from streamedge.kafka.topics import TopicLayout
+from streamedge.training.tiny import TINY_WINDOW, TinyModels
+from tests.edge.helpers import consume_all, sine_readings
+
+_OFFLINE = KafkaSettings(bootstrap_servers="127.0.0.1:9")
+_LAYOUT = TopicLayout(prefix="life.")
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def _value(agent: EdgeAgent, name: str, labels: dict[str, str] | None = None) -> float:
+    return agent.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def _results(path: Path) -> list[dict[str, Any]]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT value FROM outbox WHERE topic LIKE '%edge-results' ORDER BY id").fetchall()
+    finally:
+        db.close()
+    return [json.loads(value) for (value,) in rows]
+
+
+def _reading(seq: int, ts: float, value: float = 10.0, stream: str = "s") -> bytes:
+    return json.dumps({"device_id": "dev", "stream": stream, "ts": ts, "value": value, "seq": seq}).encode()
+
+
+def test_item01_model_of_another_width_starts_fresh_windows(make_agent: Callable[..., EdgeAgent],
+                                                            tmp_path: Path) -> None:
+    buffer = tmp_path / "buffer.sqlite"
+    # Windows a two-feature model left behind, then the one-feature forecaster is installed.
+    box = Outbox(buffer)
+    box.append(lambda first: [], 0, windows=[("dev/s", 7, json.dumps([[1.0, 2.0]] * TINY_WINDOW))])
+    box.close()
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)
+    assert agent.process(sine_readings(20)[8:]) == 12 - TINY_WINDOW + 1  # seq 8..19: a fresh window
+    assert _value(agent, "streamedge_edge_window_resets_total", {"reason": "shape"}) == 1
+    # A source that switches width mid-stream (no n_features set, no model yet) never mixes widths either.
+    store = WindowStore(history=TINY_WINDOW, max_keys=4)
+    store.add(Reading("d", "s", 1.0, (1.0, 2.0), 0))
+    state = store.add(Reading("d", "s", 2.0, (3.0,), 1))
+    assert state is not None and list(state.values) == [(3.0,)]
+    agent.outbox.close()
+
+
+def test_item02_a_batch_of_blocks_commits_in_bounded_transactions(make_agent: Callable[..., EdgeAgent]) -> None:
+    blocks = [json.dumps({"device_id": "dev", "stream": "s", "seq": i * 4096, "ts": 1.7e9 + i * 4.096,
+                          "period": 0.001, "values": [10.0 + (j % 16) / 8 for j in range(4096)]}).encode()
+              for i in range(4)]
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)  # default bound: 4096 results per transaction
+    commits: list[int] = []
+    append = agent.outbox.append
+
+    def counting(build: Any, count: int, *args: Any, **kwargs: Any) -> int:
+        commits.append(count)
+        return append(build, count, *args, **kwargs)
+
+    agent.outbox.append = counting  # type: ignore[method-assign]
+    tracemalloc.start()
+    try:
+        assert agent.process(blocks) == 4 * 4096 - TINY_WINDOW + 1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Bounded by results (4096) and by bytes (1 MiB, about 3,850 of these results).
+    assert len(commits) >= 4 and max(commits) <= 4096 and sum(commits) == 4 * 4096 - TINY_WINDOW + 1
+    # Measured: 24.5 MiB when the 16,377 results went in one transaction, 3.6 MiB in parts.
+    assert peak < 12 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+    agent.outbox.close()
+
+
+def test_item03_seq_reset_or_stray_huge_seq_keeps_the_stream_scoring(make_agent: Callable[..., EdgeAgent],
+                                                                      tmp_path: Path) -> None:
+    first = [_reading(i, 1.7e9 + i, 10.0 + (i % 16) / 8) for i in range(20)]
+    stray = [_reading(10**9, 1.7e9 + 20)]
+    after = [_reading(i, 1.7e9 + 21 + i, 10.0 + (i % 16) / 8) for i in range(10)]  # counter restarted
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)
+    agent.process(first + stray)
+    assert agent.process(after) == 10
+    assert agent.process(after[:3]) == 0  # a replay is still a duplicate
+    agent.outbox.close()
+    again = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)  # the epoch survives a restart
+    assert again.process([_reading(i, 1.7e9 + 40 + i) for i in range(10, 12)]) == 2
+    results = _results(tmp_path / "buffer.sqlite")
+    keys = [r["idempotency_key"] for r in results]
+    assert len(keys) == len(set(keys))
+    assert {r["stream_epoch"] for r in results} == {0, 1}
+    assert _value(again, "streamedge_edge_window_resets_total", {"reason": "seq_reset"}) == 0
+    assert _value(agent, "streamedge_edge_window_resets_total", {"reason": "seq_reset"}) == 1
+    again.outbox.close()
+
+
+def test_item03_csv_without_seq_second_file_scores(make_agent: Callable[..., EdgeAgent], tmp_path: Path) -> None:
+    days = []
+    for day in range(2):
+        path = tmp_path / f"day{day}.csv"
+        rows = [f"{1.7e9 + day * 86400 + i},{10.0 + (i % 16) / 8}" for i in range(20)]
+        path.write_text("ts,value\n" + "\n".join(rows) + "\n")
+        days.append(path)
+    for day in days:
+        agent = make_agent(IteratorSource(file_payloads(day)), _OFFLINE, _LAYOUT, drain_timeout_s=0.0,
+                           kafka_timeout_s=0.5)
+        agent.run()
+        assert _value(agent, "streamedge_edge_readings_total", {"outcome": "accepted"}) == 20
+    assert len(_results(tmp_path / "buffer.sqlite")) == 2 * 20 - TINY_WINDOW + 1
+
+
+def test_item04_a_lost_buffer_never_reuses_a_result_key(make_agent: Callable[..., EdgeAgent],
+                                                        tmp_path: Path) -> None:
+    buffer = tmp_path / "buffer.sqlite"
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)
+    agent.process(sine_readings(20))
+    before = {(r["device_id"], r["epoch"], r["seq"]) for r in _results(buffer)}
+    agent.outbox.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{buffer}{suffix}").unlink(missing_ok=True)
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)
+    agent.process(sine_readings(20, stream="t"))
+    after = {(r["device_id"], r["epoch"], r["seq"]) for r in _results(buffer)}
+    assert len(before) == len(after) == 13 and not before & after
+    # Deleted while running: noticed, counted, the open rows carried into a fresh buffer.
+    buffer.unlink()
+    agent._last_check = 0.0
+    agent._housekeeping()
+    assert _value(agent, "streamedge_edge_buffer_lost_total", {"reason": "deleted"}) == 1
+    carried = _results(buffer)
+    assert {(r["device_id"], r["epoch"], r["seq"]) for r in carried} == after
+    agent.process(sine_readings(10, stream="u", start_ts=1.8e9))
+    fresh = {(r["device_id"], r["epoch"], r["seq"]) for r in _results(buffer)} - after
+    assert len(fresh) == 3 and not fresh & (before | after)
+    agent.outbox.close()
+
+
+def test_item05_kafka_source_saves_windows_with_every_committed_offset(
+        make_topics: Callable[..., TopicLayout], kafka_settings: KafkaSettings,
+        make_agent: Callable[..., EdgeAgent]) -> None:
+    import threading
+
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    from streamedge.edge.sources import KafkaSource
+
+    layout = make_topics(partitions=1)
+    producer = KafkaProducer(**kafka_settings.kafka_python_config())
+    group = f"edge-life-{time.monotonic_ns()}"
+
+    def send(payloads: list[bytes]) -> None:
+        for payload in payloads:
+            producer.send(layout.readings, key=b"dev", value=payload)
+        producer.flush(timeout=10)
+
+    def run_until(agent: EdgeAgent, accepted: int, produce: list[list[bytes]]) -> None:
+        stop = threading.Event()
+        thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+        thread.start()
+        for part in produce:
+            target = _value(agent, "streamedge_edge_readings_total", {"outcome": "accepted"}) + len(part)
+            send(part)
+            deadline = time.monotonic() + 30
+            while _value(agent, "streamedge_edge_readings_total", {"outcome": "accepted"}) < target:
+                assert time.monotonic() < deadline, "the agent did not read the readings"
+                time.sleep(0.05)
+        # The offsets of everything read are committed before the agent stops.
+        probe = KafkaConsumer(**kafka_settings.kafka_python_config(), group_id=group, enable_auto_commit=False)
+        try:
+            tps = [TopicPartition(layout.readings, p) for p in probe.partitions_for_topic(layout.readings) or ()]
+            ends = probe.end_offsets(tps)
+            deadline = time.monotonic() + 30
+            while sum(probe.committed(tp) or 0 for tp in tps) < sum(ends.values()):
+                assert time.monotonic() < deadline, "offsets not committed"
+                time.sleep(0.1)
+        finally:
+            probe.close()
+        stop.set()
+        thread.join(timeout=30)
+        assert _value(agent, "streamedge_edge_readings_total", {"outcome": "accepted"}) == accepted
+
+    a = [_reading(i, 1.7e9 + i, 10.0 + (i % 16) / 8, stream="a") for i in range(12)]
+    b = [_reading(i, 1.7e9 + i, 10.0 + (i % 16) / 8, stream="b") for i in range(10)]
+    first = make_agent(KafkaSource(kafka_settings.kafka_python_config(), layout.readings, group), kafka_settings,
+                       layout)
+    run_until(first, 14, [a[:4], b])  # a's 4 readings give no result; b's batch commits the offsets
+    second = make_agent(KafkaSource(kafka_settings.kafka_python_config(), layout.readings, group), kafka_settings,
+                        layout)
+    run_until(second, 8, [a[4:]])
+    # a's window held its first 4 readings across the restart: results for seq 7..11, none lost.
+    assert _value(second, "streamedge_edge_results_total", {"task": "forecast"}) == 12 - TINY_WINDOW + 1
+    producer.close()
+
+
+def test_item06_corrupt_buffer_is_quarantined_and_a_fresh_one_opened(make_agent: Callable[..., EdgeAgent],
+                                                                      tmp_path: Path) -> None:
+    buffer = tmp_path / "buffer.sqlite"
+    buffer.write_bytes(b"this is not an SQLite database" * 100)  # a bad header
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)
+    assert _value(agent, "streamedge_edge_buffer_lost_total", {"reason": "corrupt"}) == 1
+    assert agent.process(sine_readings(10)) == 3
+    aside = list(tmp_path.glob("buffer.sqlite.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not")
+    telemetry = [json.loads(row.value) for row in agent.outbox.peek(100) if row.topic.endswith("telemetry")]
+    assert telemetry[0]["type"] == "buffer_lost" and telemetry[0]["reason"] == "corrupt"
+    agent.outbox.close()
+    # Damaged pages behind a sound header.
+    for path in tmp_path.glob("buffer.sqlite*"):
+        path.unlink()
+    box = Outbox(buffer)
+    for _ in range(50):
+        box.append(lambda first: [("r", None, b"x" * 3000)], 1)
+    box.close()
+    data = bytearray(buffer.read_bytes())
+    page = 4096
+    data[3 * page: 6 * page] = b"\xa5" * (3 * page)
+    buffer.write_bytes(bytes(data))
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)
+    assert _value(agent, "streamedge_edge_buffer_lost_total", {"reason": "corrupt"}) == 1
+    assert agent.process(sine_readings(10)) == 3
+    agent.outbox.close()
+
+
+class _FullDiskOutbox(Outbox):
+    """An outbox whose deletes fail as on a full disk until ``room`` is set."""
+
+    room = False
+    failures = 0
+
+    def delete_through(self, last_id: int) -> None:
+        if not self.room:
+            self.failures += 1
+            raise OutboxError("cannot write buffer: database or disk is full")
+        super().delete_through(last_id)
+
+
+def test_item07_full_disk_delete_never_resends_acknowledged_rows(make_topics: Callable[..., TopicLayout],
+                                                                 kafka_settings: KafkaSettings,
+                                                                 tmp_path: Path) -> None:
+    layout = make_topics()
+    box = _FullDiskOutbox(tmp_path / "full.sqlite", fsync=False)
+    box.append(lambda first: [(layout.edge_telemetry, b"d", json.dumps({"seq": first + i}).encode())
+                              for i in range(40)], 40)
+    sent: list[int] = []
+    forwarder = Forwarder(box, kafka_settings.kafka_python_config(), timeout_s=5.0, batch=16,
+                          on_sent=lambda n, _: sent.append(n))
+    forwarder.start()
+    deadline = time.monotonic() + 30
+    while box.failures < 3:  # the forwarder retries the delete (with backoff) and sends nothing new
+        assert time.monotonic() < deadline, "no delete tried"
+        time.sleep(0.05)
+    box.room = True
+    forwarder.wake()
+    while box.stats().depth:
+        assert time.monotonic() < deadline, "the buffer was not emptied once the disk had room"
+        time.sleep(0.05)
+    forwarder.stop()
+    delivered = consume_all(kafka_settings, layout.edge_telemetry, expect=40, timeout_s=30)
+    assert [row["seq"] for row in delivered] == list(range(40)) and sum(sent) == 40
+    box.close()
+
+
+class _OneFullDelete(Outbox):
+    """SQLite's answer to the first delete is the one it gives on a full disk."""
+
+    tries = 0
+
+    def _delete_through(self, last_id: int) -> None:
+        self.tries += 1
+        if self.tries == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        super()._delete_through(last_id)
+
+
+def test_item07_reserve_file_is_freed_for_a_delete_on_a_full_disk(tmp_path: Path) -> None:
+    box = _OneFullDelete(tmp_path / "b.sqlite")
+    reserve = tmp_path / "b.sqlite.reserve"
+    assert reserve.stat().st_size == 1024 * 1024  # held back from the start
+    box.append(lambda first: [("r", None, b"x" * 100) for _ in range(10)], 10)
+    box.delete_through(box.peek(10)[-1].id)
+    assert box.stats().depth == 0 and box.tries == 2 and not reserve.exists()
+    box.expire()  # room again: the reserve is written back
+    assert reserve.stat().st_size == 1024 * 1024
+    box.close()
+
+
+def test_item08_clock_jump_does_not_expire_the_buffer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(time, "time", lambda: 60.0)  # booted at 1970, no RTC
+        box = Outbox(tmp_path / "b.sqlite", max_age_s=3600)
+        box.append(lambda first: [("r", None, b"x") for _ in range(5)], 5)
+        box.close()
+    reopened = Outbox(tmp_path / "b.sqlite", max_age_s=3600)  # NTP has set the clock to today
+    reopened.expire()
+    stats = reopened.stats()
+    assert stats.depth == 5 and stats.oldest_age_s < 60 and stats.dropped == 0
+    reopened.close()
+
+
+def test_item09_bad_csv_bytes_and_oversized_fields_are_rejected_and_counted(
+        make_agent: Callable[..., EdgeAgent], tmp_path: Path) -> None:
+    rows = [f"{1.7e9 + i},{10.0 + (i % 16) / 8}".encode() for i in range(20)]
+    rows.insert(5, b"1700000004.5,\xff\xfe")
+    rows.insert(9, b"1700000008.5," + b"9" * 200_000)
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"ts,value\n" + b"\n".join(rows) + b"\n")
+    agent = make_agent(IteratorSource(file_payloads(path)), _OFFLINE, _LAYOUT, drain_timeout_s=0.0,
+                       kafka_timeout_s=0.5)
+    agent.run()
+    assert _value(agent, "streamedge_edge_readings_total", {"outcome": "not_utf8"}) == 1
+    assert _value(agent, "streamedge_edge_readings_total", {"outcome": "too_large"}) == 1
+    assert _value(agent, "streamedge_edge_readings_total", {"outcome": "accepted"}) == 20
+
+
+class _LongLine(io.RawIOBase):
+    """A stream of one line of ``size`` bytes, then one reading; produced as it is read."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._pos = 0
+        self._tail = b"\n" + _reading(0, 1.7e9) + b"\n"
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._pos < self._size:
+            n = min(len(view), self._size - self._pos)
+            view[:n] = b"x" * n
+        else:
+            start = self._pos - self._size
+            n = min(len(view), len(self._tail) - start)
+            view[:n] = self._tail[start:start + n]
+        self._pos += n
+        return n
+
+
+def test_item10_memory_per_input_line_is_bounded() -> None:
+    size = 64 * 1024 * 1024
+    tracemalloc.start()
+    try:
+        payloads = list(stdin_payloads(io.BufferedReader(_LongLine(size))))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB for a {size >> 20} MiB line"
+    assert len(payloads) == 2 and getattr(payloads[0], "reason", None) == "too_large"
+    assert payloads[1] == _reading(0, 1.7e9)
+    # The queue ahead of the agent is bounded in bytes as well as in payloads.
+    big = [b"y" * (1024 * 1024)] * 64
+    source = IteratorSource(big, queue_size=1024, queue_bytes=4 * 1024 * 1024, read_bytes=2 * 1024 * 1024)
+    first = source.read(64, timeout=5.0) or []
+    assert 1 <= len(first) <= 2
+    assert source._held <= 4 * 1024 * 1024
+    source.close()
+
+
+def test_item11_id_flood_does_not_starve_real_streams(make_agent: Callable[..., EdgeAgent]) -> None:
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT, max_keys=200)
+    real = [_reading(seq, 1.7e9 + seq, 10.0 + (seq % 16) / 8, stream="real") for seq in range(40)]
+    results = agent.process(real[:2])
+    for round_, reading in enumerate(real[2:]):
+        flood = [json.dumps({"device_id": f"x{round_}-{i}", "stream": "s", "ts": 1.7e9, "value": 1.0,
+                             "seq": 0}).encode() for i in range(500)]
+        results += agent.process([*flood, reading])
+    assert results == 40 - TINY_WINDOW + 1  # every real reading past the first window scored
+    assert _value(agent, "streamedge_edge_window_evictions_total") >= 38 * 500 - 200
+    agent.outbox.close()
+
+
+def test_item12_sigterm_drains_the_queued_stdin_readings(tmp_path: Path, tiny_models: TinyModels,
+                                                         model_dir: Path) -> None:
+    n = 1000
+    buffer = tmp_path / "stdin.sqlite"
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "streamedge.edge", "run", "--source", "stdin", "--model-dir", str(model_dir),
+         "--public-key", str(tiny_models.public_key), "--buffer-path", str(buffer), "--metrics-port", "0",
+         "--model-updates", "false", "--batch-size", "1", "--kafka-timeout-s", "0.5", "--drain-timeout-s", "60",
+         "--device-id", "dev-1", "--bootstrap-servers", "127.0.0.1:9", "--log-format", "text"],
+        stdin=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=_REPO)
+    assert agent.stdin is not None
+    agent.stdin.write(b"".join(p + b"\n" for p in sine_readings(n)))
+    agent.stdin.flush()
+    deadline = time.monotonic() + 60
+    while not buffer.exists() or not _count_results(buffer):
+        assert time.monotonic() < deadline and agent.poll() is None, "the agent did not start scoring"
+        time.sleep(0.05)
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(timeout=60) == 0
+    assert len(_results(buffer)) == n - TINY_WINDOW + 1
+
+
+def _count_results(path: Path) -> int:
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.1)
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_item13_metrics_port_taken_scoring_continues(tmp_path: Path, tiny_models: TinyModels, model_dir: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    readings = tmp_path / "r.jsonl"
+    readings.write_bytes(b"".join(p + b"\n" for p in sine_readings(20)))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["edge", "run", "--source", "file", "--source-path", str(readings), "--model-dir", str(model_dir),
+                     "--public-key", str(tiny_models.public_key), "--buffer-path", str(tmp_path / "b.sqlite"),
+                     "--metrics-port", str(port), "--model-updates", "false", "--kafka-timeout-s", "0.5",
+                     "--drain-timeout-s", "0", "--bootstrap-servers", "127.0.0.1:9", "--log-format", "text"])
+    assert code == 3  # the source ended, the broker never came: results left in the buffer
+    assert len(_results(tmp_path / "b.sqlite")) == 20 - TINY_WINDOW + 1
+    assert "metrics endpoint" in caplog.text
+
+
+def test_buffer_max_bytes_below_one_transaction_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="below one transaction"):
+        EdgeSettings(buffer_max_bytes=64 * 1024, buffer_path=tmp_path / "b.sqlite")
+    assert EdgeSettings(buffer_max_bytes=64 * 1024, batch_max_bytes=32 * 1024).buffer_max_bytes == 64 * 1024
