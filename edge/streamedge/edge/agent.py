@@ -95,7 +95,7 @@ class EdgeAgent:
                                    block_rows=settings.forward_block_rows, block_bytes=settings.forward_block_bytes,
                                    block_topics=(layout.edge_results,), on_sent=self._on_sent,
                                    on_state=self.metrics.reachable.set, on_restart=self._on_restart)
-        self.ledger = PromotionLedger(settings.model_dir)
+        self.ledger = PromotionLedger(settings.model_dir, public_key)
         self.watcher: UpdateWatcher | None = None
         self._watcher_thread: Supervised | None = None
         if settings.model_updates:
@@ -512,4 +512,4 @@ class EdgeAgent:
 def _fetch_options(settings: EdgeSettings) -> FetchOptions:
     """How this device downloads models: size cap, bearer token (read from its file), TLS trust."""
     return fetch_options(settings.max_model_bytes, settings.registry_token_file, settings.registry_cafile,
-                         settings.kafka_timeout_s * 2)
+                         settings.kafka_timeout_s * 2, settings.registry_url)
