@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -587,3 +588,84 @@ def test_attack8_the_registry_fsyncs_its_promotions_before_a_record_leaves(
     folder = (tmp_path / "registry" / NAME).resolve()
     assert str(folder / "promotions.tmp") in synced and str(folder) in synced
 
+
+
+# ---------------------------------------------------------------- attack 1
+
+
+def _levels(kafka: KafkaSettings, topic: str, devices: dict[str, tuple[float, int]]) -> None:
+    """Publish ``n`` readings at ``level`` (plus a small seeded wobble) for each ``device: (level, n)``."""
+    from tests.services.helpers import produce, reading
+
+    rng = np.random.default_rng(7)
+    produce(kafka, topic, [(f"{device}/s".encode(), reading(device, seq, float(level + rng.normal(0.0, 5.0))))
+                           for device, (level, n) in devices.items() for seq in range(n)])
+
+
+def test_attack1_retraining_admits_only_enrolled_devices_within_their_share_and_the_data_check(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout], tiny_models: TinyModels) -> None:
+    from streamedge.training.admission import AdmissionPolicy, admit
+    from streamedge.training.kafka_source import replay_topic
+
+    layout = make_topics(1)
+    fleet = {f"d{i}": (275.0, 100) for i in range(4)}
+    # The shared device credential: an invented id with far more (and far off) readings, an
+    # enrolled device pushing the same level, and one enrolled device flooding plausible data.
+    _levels(kafka_settings, layout.readings, {**fleet, "ghost": (2234.0, 800), "d3": (2234.0, 100),
+                                              "d2": (280.0, 900)})
+    replayed = replay_topic(kafka_settings, layout.readings, streams={"s"})
+    champion = read_manifest(tiny_models.forecaster).replace(normalisation={"mean": [275.0], "std": [60.0]})
+    open_mean = float(np.concatenate(replayed.series).mean())
+    assert open_mean > 1000  # what the retrain learnt before: normalisation mean 275 -> over 1,000
+    enrolled = admit(replayed, champion, AdmissionPolicy(frozenset(fleet)))
+    assert enrolled.refused["ghost"] == "not enrolled"
+    assert "standard deviations" in enrolled.refused["d3"]  # enrolled but far from every other device
+    assert enrolled.max_share() <= 0.5 + 1e-9 and enrolled.capped["d2"] > 0
+    assert abs(float(np.concatenate(enrolled.data.series).mean()) - 275.0) < 10
+    # Without an enrolment file the data check still refuses the far-off invented device.
+    assert "ghost" in admit(replayed, champion, AdmissionPolicy()).refused
+    lonely = admit(replayed, champion, AdmissionPolicy(frozenset({"d0"})))
+    assert lonely.data.series == [] and "at least 2" in lonely.refused["d0"]  # one device cannot be bounded
+
+
+# ---------------------------------------------------------------- attack 4
+
+
+def test_attack4_heartbeats_count_only_when_signed_by_the_enrolled_device_itself(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout], tiny_models: TinyModels,
+        history: tuple[ModelRegistry, list[ModelUpdate]], tmp_path: Path) -> None:
+    from streamedge.contracts.identity import enrol, load_enrolment, sign_event
+    from streamedge.services.canary import CanaryPolicy, CanaryWatcher
+    from tests.services.helpers import consume_until
+
+    registry, _ = history
+    registry.promote(NAME, 2, target="canary:50")  # v2 staged, v3 the fleet version
+    enrolment_file = tmp_path / "enrolment"
+    keys = {device: enrol(enrolment_file, device) for device in ("c1", "f1")}
+    enrolment = load_enrolment(enrolment_file)
+
+    def heartbeat(device: str, version: int, mae: float, key: bytes | None, seq: int = 1) -> bytes:
+        body = {"type": "heartbeat", "device_id": device, "model": NAME, "seq": seq, "ts": 1.7e9 + seq,
+                "version": version, "error": {"mae": mae, "count": 500}}
+        return json.dumps(sign_event(body, key) if key is not None else body).encode()
+
+    genuine = [heartbeat("c1", 2, 9.0, keys["c1"]), heartbeat("f1", 3, 1.0, keys["f1"])]  # the canary is worse
+    # Suppress the rollback: three invented canary devices reporting a good error, and one
+    # pretending to be f1 (signed with c1's key); then force one: a replay of c1's heartbeat.
+    forged = [*(heartbeat(f"ghost-{i}", 2, 0.5, None) for i in range(3)), heartbeat("f1", 3, 50.0, keys["c1"], 2),
+              heartbeat("c1", 2, 9.0, keys["c1"])]
+    layout = make_topics(1)
+    _publish(kafka_settings, layout.edge_telemetry, [(None, m) for m in genuine + forged])
+    messages = consume_until(kafka_settings, [layout.edge_telemetry], lambda ms: len(ms) >= 7, timeout=30)
+    for trusted in (None, enrolment):
+        published: list[ModelUpdate] = []
+        watcher = CanaryWatcher(registry, NAME, load_private_key(tiny_models.signing_key), published.append,
+                                CanaryPolicy(min_samples=10), enrolment=trusted)
+        for message in messages:
+            watcher.observe(message.value)
+        rolled_back = watcher.check()
+        if trusted is None:
+            assert rolled_back is None  # the forged ids out-voted the real canary device
+        else:
+            assert rolled_back is not None and published == [rolled_back]
+            assert watcher.view.unauthenticated == 5 and registry.canary(NAME) is None

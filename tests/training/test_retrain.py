@@ -96,7 +96,7 @@ def test_drift_request_retrains_gates_promotes_and_announces(
     metrics = CollectorRegistry()
     now = [0.0]
     retrainer = _retrainer(registry, champion, kafka_settings, layout, tmp_path / "work",
-                           policy=RetrainPolicy(min_interval_s=60), metrics=RetrainMetrics(metrics),
+                           policy=RetrainPolicy(min_interval_s=60, promote_to="all"), metrics=RetrainMetrics(metrics),
                            clock=lambda: now[0])
 
     promoted = retrainer.handle(_request(1))

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import CollectorRegistry
 
 from streamedge.contracts.download import FetchOptions, fetch_options
+from streamedge.contracts.identity import load_device_key, sign_event
 from streamedge.contracts.manifest import ModelManifest
 from streamedge.contracts.promotion import PromotionLedger, PromotionRecord, StaleUpdateError
 from streamedge.contracts.reading import Reading, ReadingBlock, Rejection, parse_message
@@ -114,6 +115,7 @@ class EdgeAgent:
         self._pending_backoff_s = _PENDING_BACKOFF_S
         self._rejections: dict[str, int] = {}
         self._last_heartbeat = 0.0
+        self._device_key = load_device_key(settings.device_key_file) if settings.device_key_file else None
         self._last_check = 0.0
         self._load_active()
         self._restore_windows()
@@ -404,6 +406,8 @@ class EdgeAgent:
 
         def build(first: int) -> list[tuple[str, bytes | None, bytes]]:
             body = {"device_id": device, "seq": first, "ts": time.time(), "model": self.model_name, **event}
+            if self._device_key is not None:  # binds the event (its seq included) to this device
+                body = sign_event(body, self._device_key)
             return [(topic, device.encode(), json.dumps(body, separators=(",", ":")).encode())]
 
         try:

@@ -1,4 +1,4 @@
-"""``streamedge edge run|status|rollback|install``: the device agent and its local model folder.
+"""``streamedge edge run|status|rollback|install|enrol``: the device agent and its local model folder.
 
 Every :class:`~edge.settings.EdgeSettings` field is a flag (``--device-id``, ``--buffer-path``, ...)
 and an env var (``STREAMEDGE_EDGE_DEVICE_ID``, ...); Kafka TLS/SASL come from
@@ -58,6 +58,13 @@ def register(subparsers: Any) -> None:
                               "promotions.json beside SOURCE_DIR, when there is one); seeds the ledger")
     _add_settings_options(install, local)
     install.set_defaults(handler=_install)
+    enrol = commands.add_parser("enrol", help="enrol a device: add it with a fresh telemetry key to the enrolment "
+                                              "file, and write that key for the device")
+    enrol.add_argument("device_id")
+    enrol.add_argument("--enrolment", required=True, help="the fleet's enrolment file (kept by the operator)")
+    enrol.add_argument("--key-out", required=True, help="where to write the device's key (give it to the device "
+                                                        "as --device-key-file)")
+    enrol.set_defaults(handler=_enrol)
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -159,4 +166,18 @@ def _install(args: argparse.Namespace) -> int:
         return 1 if args.promotion else 0
     PromotionLedger(settings.model_dir, store.public_key).accept(record)
     print(f"promotion #{record.sequence} recorded: older records on the topic are refused as stale")
+    return 0
+
+
+def _enrol(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from streamedge.contracts.identity import enrol
+
+    key = enrol(Path(args.enrolment), args.device_id)
+    fd = os.open(args.key_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.hex() + "\n")
+    print(f"{args.device_id} enrolled; its key is in {args.key_out}")
     return 0
