@@ -669,3 +669,37 @@ def test_attack4_heartbeats_count_only_when_signed_by_the_enrolled_device_itself
         else:
             assert rolled_back is not None and published == [rolled_back]
             assert watcher.view.unauthenticated == 5 and registry.canary(NAME) is None
+
+
+def test_attack4_the_agent_signs_its_heartbeats_with_its_enrolled_key(
+        tiny_models: TinyModels, tmp_path: Path) -> None:
+    from streamedge.contracts.identity import load_enrolment
+    from streamedge.edge.agent import EdgeAgent
+    from streamedge.edge.models import ModelStore
+    from streamedge.edge.settings import EdgeSettings
+    from streamedge.edge.sources import IteratorSource
+
+    enrolment, key = tmp_path / "enrolment", tmp_path / "pump-7.key"
+    command = ["edge", "enrol", "pump-7", "--enrolment", str(enrolment), "--key-out", str(key)]
+    assert main(command) == 0
+    assert main(command) == 1  # enrolled already: one key per device
+    assert (enrolment.stat().st_mode & 0o777, key.stat().st_mode & 0o777) == (0o600, 0o600)
+    public = load_public_key(tiny_models.public_key)
+    ModelStore(tmp_path / "models", public).install(tiny_models.forecaster)
+    settings = EdgeSettings(device_id="pump-7", model_dir=tmp_path / "models", public_key=tiny_models.public_key,
+                            buffer_path=tmp_path / "buffer.sqlite", metrics_port=0, model_updates=False,
+                            log_format="text", device_key_file=key)
+    agent = EdgeAgent(settings, KafkaSettings(bootstrap_servers="127.0.0.1:9"), TopicLayout(prefix="unused."),
+                      IteratorSource(iter(()), queue_size=4), public, CollectorRegistry())
+    try:
+        agent.heartbeat()
+        agent.heartbeat()
+        beats = [row.value for row in agent.outbox.peek(10)]
+    finally:
+        agent.outbox.close()
+    view = FleetView(NAME, 60.0, enrolment=load_enrolment(enrolment))
+    assert len(beats) == 2 and all(view.observe(beat, 0.0) is not None for beat in beats)
+    edited = json.loads(beats[1])
+    edited["seq"] += 5  # a fresh seq, but not what the device signed
+    assert view.observe(json.dumps(edited).encode(), 0.0) is None
+    assert view.observe(beats[1], 0.0) is None and view.unauthenticated == 2  # and a replay
