@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import shutil
 import time
 import uuid
@@ -149,10 +150,23 @@ class ModelRegistry:
         return data
 
     def _write_promotions(self, name: str, data: dict[str, Any]) -> None:
+        """Replace the promotions file durably (fsync file, rename, fsync folder) before a record leaves.
+
+        A sequence number must never be issued twice: after a power cut the file holds the last
+        sequence of every record that was returned (and so may have been published).
+        """
         path = self.root / name / _PROMOTIONS
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        with tmp.open("w") as handle:
+            handle.write(json.dumps(data, indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
         tmp.replace(path)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     @contextmanager
     def _locked(self, name: str) -> Iterator[None]:

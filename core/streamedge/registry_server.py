@@ -11,8 +11,10 @@ two, so no request can walk the file system. With a bearer token configured ever
 request must carry ``Authorization: Bearer <token>`` (compared in constant time), else 401.
 Responses carry a strong ``ETag`` (the file's sha256, quoted), honour ``If-None-Match`` (304),
 a single ``Range: bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` (206, 416 when unsatisfiable) and
-``If-Range`` (a stale ETag gets the whole file). TLS when a certificate and key are given.
-What clients trust is the signature and the sha256, not this server: it only moves bytes.
+``If-Range`` (a stale ETag gets the whole file). A token and TLS are required unless
+``insecure`` is set (a loopback demo, a test): the token is a fleet credential and must not
+cross the network in clear. What clients trust is the signature and the sha256, not this
+server: it only moves bytes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any, Final
 from urllib.parse import unquote
 
 from streamedge.contracts.manifest import MANIFEST_FILE, file_sha256
-from streamedge.errors import StreamedgeError
+from streamedge.errors import ConfigError, StreamedgeError
 from streamedge.registry import ModelRegistry
 
 __all__ = ["RegistryServer"]
@@ -43,12 +45,20 @@ class RegistryServer:
     Args:
         registry: the registry to serve (read only).
         host, port: where to listen (port 0: any free port, see :attr:`port`).
-        token: bearer token required for artefacts, or None.
-        certfile, keyfile: PEM certificate chain and key for HTTPS, or None for HTTP.
+        token: bearer token required for artefacts, or None (only with ``insecure``).
+        certfile, keyfile: PEM certificate chain and key for HTTPS, or None for HTTP (only with ``insecure``).
+        insecure: allow serving without a token or over plain HTTP.
+
+    Raises:
+        ConfigError: no token or no certificate, and not ``insecure``.
     """
 
     def __init__(self, registry: ModelRegistry, host: str = "127.0.0.1", port: int = 8765,
-                 token: str | None = None, certfile: Path | None = None, keyfile: Path | None = None) -> None:
+                 token: str | None = None, certfile: Path | None = None, keyfile: Path | None = None, *,
+                 insecure: bool = False) -> None:
+        if not insecure and (not token or certfile is None):
+            raise ConfigError("the registry server needs a token and TLS (a certificate and key); "
+                              "--insecure serves without them (loopback demos and tests only)")
         self.registry = registry
         self.token = token
         self._etags: dict[tuple[str, int, int], str] = {}

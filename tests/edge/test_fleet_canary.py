@@ -158,7 +158,7 @@ def test_ten_agents_bad_canary_is_rolled_back_and_the_others_never_switch(
         def fleet_ready() -> bool:
             reports = watcher.view.reports(time.monotonic())
             return (len({r.device_id for r in reports if r.version == 1 and r.count >= 40}) == 10
-                    and all(PromotionLedger(tmp_path / d / "models").get(NAME) == registry.record(NAME)
+                    and all(PromotionLedger(tmp_path / d / "models", public).get(NAME) == registry.record(NAME)
                             for d in devices))
 
         try:
@@ -189,7 +189,7 @@ def test_ten_agents_bad_canary_is_rolled_back_and_the_others_never_switch(
         assert fleet_metrics.get_sample_value("streamedge_fleet_canary_rollbacks_total", {"model": NAME}) == 1
 
         def back_on_v1() -> bool:
-            return all(PromotionLedger(tmp_path / d / "models").get(NAME) == rollback.promotion for d in devices)
+            return all(PromotionLedger(tmp_path / d / "models", public).get(NAME) == rollback.promotion for d in devices)
 
         _wait(back_on_v1, 30, "every device to accept the rollback record")
         _wait(lambda: all(len(telemetry.of(d, "model_update")) == 2 for d in CANARY), 30, "canary events")

@@ -86,7 +86,7 @@ def test_a_device_off_during_a_promotion_catches_up_when_it_comes_back(
     off = devices[0]
     try:
         def ledger(device: str) -> object:
-            return PromotionLedger(tmp_path / device / "models").get(NAME)
+            return PromotionLedger(tmp_path / device / "models", public).get(NAME)
 
         _wait(lambda: all(ledger(d) == registry.record(NAME) for d in devices), 60, "every device on record #1")
         _stop(procs[off])  # switched off: misses the promotion

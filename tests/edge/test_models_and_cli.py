@@ -77,7 +77,7 @@ def test_cli_install_status_rollback(tmp_path: Path, tiny_models: TinyModels,
     assert status == {"model": "tiny-forecaster", "active": 2, "previous": 1, "versions": [1, 2], "promotion": None}
     record = signed_update(v2, tiny_models.signing_key, 4).promotion
     assert record is not None
-    PromotionLedger(tmp_path / "m").accept(record)
+    PromotionLedger(tmp_path / "m", load_public_key(tiny_models.public_key)).accept(record)
     assert main(["edge", "status", *common]) == 0
     assert json.loads(capsys.readouterr().out)["promotion"] == {"sequence": 4, "version": 2, "action": "promote"}
     assert main(["edge", "rollback", *common]) == 0

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from streamedge.contracts.download import FetchOptions, download
+from streamedge.contracts.download import FetchOptions, download, origin
 from streamedge.contracts.signing import load_private_key, load_public_key
 from streamedge.edge.agent import EdgeAgent
 from streamedge.edge.models import ModelStore
@@ -48,7 +48,7 @@ def registry(tiny_models: TinyModels, tmp_path: Path) -> ModelRegistry:
 @pytest.fixture
 def server(registry: ModelRegistry) -> Iterator[RegistryServer]:
     """The registry served over HTTP on a free port, bearer token required."""
-    served = RegistryServer(registry, "127.0.0.1", 0, token=TOKEN)
+    served = RegistryServer(registry, "127.0.0.1", 0, token=TOKEN, insecure=True)  # loopback: plain HTTP
     served.start()
     yield served
     served.stop()
@@ -92,13 +92,13 @@ def test_download_from_the_registry_resumes_a_partial_file(server: RegistryServe
     blob = (registry.path(NAME, 2) / "model.tflite").read_bytes()
     digest = hashlib.sha256(blob).hexdigest()
     partial = tmp_path / f".partial-{digest}"
-    options = FetchOptions(token=TOKEN, timeout_s=5)
+    options = FetchOptions(token=TOKEN, token_origin=origin(server.url), timeout_s=5)
     for kept in (blob[: len(blob) // 3], blob):  # half-way, and already complete (the server answers 416)
         partial.write_bytes(kept)
         assert download(url, digest, tmp_path, options) == blob
         assert not partial.exists()
     with pytest.raises(VerificationError, match="HTTP 401"):
-        download(url, digest, tmp_path, FetchOptions(token="wrong", timeout_s=5))
+        download(url, digest, tmp_path, FetchOptions(token="wrong", token_origin=origin(server.url), timeout_s=5))
 
 
 class _Flaky(BaseHTTPRequestHandler):
@@ -197,7 +197,7 @@ def test_devices_without_the_registry_folder_update_over_http_and_inline(
         make_agent(IteratorSource(simulator_payloads(keys=1, rate=200.0), queue_size=64), kafka_settings, layout,
                    device_id=f"dev-{i}", model_dir=tmp_path / f"device-{i}" / "models", model_name=NAME,
                    buffer_path=tmp_path / f"device-{i}" / "buffer.sqlite", model_updates=True,
-                   registry_token_file=token_file)
+                   registry_token_file=token_file, registry_url=server.url)
         for i in range(10)
     ]
     assert all(agent.predictor is None for agent in agents[5:])

@@ -49,9 +49,11 @@ def test_worker_fetches_models_with_its_registry_token_and_size_cap(model_dir: P
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     worker = StreamWorker(_settings(model_dir, tiny_models, registry_token_file=token, max_model_bytes=4096,
-                                    registry_cafile=tmp_path / "ca.pem"), KafkaSettings(), CollectorRegistry())
+                                    registry_cafile=tmp_path / "ca.pem", registry_url="https://Registry:8443/x"),
+                          KafkaSettings(), CollectorRegistry())
     fetch = worker.follower.fetch
-    assert (fetch.token, fetch.max_bytes, fetch.cafile) == ("s3cret", 4096, tmp_path / "ca.pem")
+    assert (fetch.token, fetch.token_origin, fetch.max_bytes, fetch.cafile) == (
+        "s3cret", "https://registry:8443", 4096, tmp_path / "ca.pem")
     with pytest.raises(ConfigError, match="cannot read registry token file"):
         StreamWorker(_settings(model_dir, tiny_models, registry_token_file=tmp_path / "missing"), KafkaSettings(),
                      CollectorRegistry())

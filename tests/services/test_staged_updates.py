@@ -50,7 +50,7 @@ def test_worker_keeps_the_fleet_version_under_a_canary_and_refuses_its_replay(
     assert follower.handle(KEY, canary.to_json()) == "current"  # serves v1, the fleet version: nothing loaded
     assert processor.models.describe()[NAME] == 1 and follower.ledger.get(NAME) == canary.promotion
     assert not (models / NAME / "2").exists()
-    assert active_version_dir(models, NAME) == models / NAME / "1"  # a restart loads the fleet version
+    assert active_version_dir(models, NAME, follower.public_key) == models / NAME / "1"  # a restart loads the fleet version
     assert follower.handle(KEY, signed_update(tiny_models.forecaster, key, 3, "rollback").to_json()) == "current"
     assert follower.handle(KEY, canary.to_json()) == "rejected"  # the replayed older canary record
     assert processor.models.describe()[NAME] == 1
@@ -68,7 +68,7 @@ def test_worker_returns_to_the_fleet_version_it_holds_or_refuses(
     assert processor.models.describe()[NAME] == 2
     # Staged v3 with v1 as the fleet version, v1 not in the worker's folder: refused, v2 keeps serving.
     assert follower.handle(KEY, _staged(v3, tiny_models.forecaster, key, 2, "group:eu").to_json()) == "rejected"
-    ledger = PromotionLedger(models).get(NAME)
+    ledger = PromotionLedger(models, follower.public_key).get(NAME)
     assert processor.models.describe()[NAME] == 2 and ledger is not None and ledger.sequence == 1
     install(models, tiny_models.forecaster, NAME, 1)
     assert follower.handle(KEY, _staged(v3, tiny_models.forecaster, key, 3, "group:eu").to_json()) == "loaded"
@@ -112,7 +112,8 @@ def test_new_worker_starts_under_a_canary_with_the_fleet_version_from_the_topic(
     worker = StreamWorker(settings, kafka_settings)
     worker.prepare()
     assert worker.models.describe() == {NAME: 1}
-    assert PromotionLedger(model_dir).get(NAME) == canary.promotion  # the ledger ends on the newest record
+    # the ledger ends on the newest record
+    assert PromotionLedger(model_dir, load_public_key(tiny_models.public_key)).get(NAME) == canary.promotion
     assert sorted(p.name for p in (model_dir / NAME).iterdir() if p.is_dir()) == ["1"]  # never the canary's v2
     restarted = StreamWorker(settings, kafka_settings)
     assert restarted.models.describe() == {NAME: 1}
@@ -138,4 +139,4 @@ def test_new_worker_refuses_a_canary_whose_fleet_record_is_gone_in_one_line(
     message = str(refused.value)
     assert "\n" not in message and "staged record #2 keeps workers on v1" in message and "compacted" in message
     assert not (model_dir / NAME).exists() or not any((model_dir / NAME).iterdir())
-    assert PromotionLedger(model_dir).get(NAME) is None
+    assert PromotionLedger(model_dir, load_public_key(tiny_models.public_key)).get(NAME) is None

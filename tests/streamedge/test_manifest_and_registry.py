@@ -159,9 +159,9 @@ def test_fetch_model_installs_verified_copy_and_refuses_tampering(tiny_models: T
 
 def test_parse_model_update_rejects_garbage(tiny_models: TinyModels) -> None:
     with pytest.raises(ManifestError, match="not JSON"):
-        parse_model_update(b"\x00garbage")
+        parse_model_update(b"\x00garbage", b"x")
     with pytest.raises(ManifestError, match="lacks field"):
-        parse_model_update(b'{"name": "x"}')
+        parse_model_update(b'{"name": "x"}', b"x")
     manifest = read_manifest(tiny_models.forecaster)
     body = json.loads(ModelUpdate(manifest.name, 1, "file:///nowhere", manifest).to_json())
     body["version"] = 5

@@ -93,18 +93,22 @@ def test_old_records_keep_their_bytes_and_signatures_and_the_target_is_signed(tm
 
 
 def test_ledger_refuses_a_replayed_older_canary_record(tmp_path: Path) -> None:
-    ledger = PromotionLedger(tmp_path)
-    canary = PromotionRecord("m", 2, "promote", 2, 2.0, SHA2, target="canary:20", fleet_version=1, fleet_sha256=SHA1)
-    rollback = PromotionRecord("m", 1, "rollback", 3, 3.0, SHA1)
+    generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
+    private = load_private_key(tmp_path / "k.pem")
+    ledger = PromotionLedger(tmp_path, load_public_key(tmp_path / "k.pub"))
+    canary = sign_record(PromotionRecord("m", 2, "promote", 2, 2.0, SHA2, target="canary:20", fleet_version=1,
+                                         fleet_sha256=SHA1), private)
+    rollback = sign_record(PromotionRecord("m", 1, "rollback", 3, 3.0, SHA1), private)
     ledger.accept(canary)
     assert ledger.get("m") == canary and ledger.freshness(canary) == "current"
     ledger.accept(rollback)
     with pytest.raises(StaleUpdateError, match="#2"):
         ledger.freshness(canary)
     # Same sequence, a wider target: a conflicting record, refused too.
-    ledger.accept(replace(canary, sequence=4))
+    fourth = sign_record(replace(canary, sequence=4), private)
+    ledger.accept(fourth)
     with pytest.raises(StaleUpdateError):
-        ledger.freshness(replace(canary, sequence=4, target="canary:100"))
+        ledger.freshness(sign_record(replace(fourth, target="canary:100"), private))
 
 
 def test_registry_stages_a_canary_and_rolls_it_back(tiny_models: TinyModels, tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ def test_drift_request_retrains_gates_promotes_and_announces(
     metrics = CollectorRegistry()
     now = [0.0]
     retrainer = _retrainer(registry, champion, kafka_settings, layout, tmp_path / "work",
-                           policy=RetrainPolicy(min_interval_s=60), metrics=RetrainMetrics(metrics),
+                           policy=RetrainPolicy(min_interval_s=60, promote_to="all"), metrics=RetrainMetrics(metrics),
                            clock=lambda: now[0])
 
     promoted = retrainer.handle(_request(1))
@@ -133,6 +133,24 @@ def test_drift_request_retrains_gates_promotes_and_announces(
     for outcome in ("promoted", "stale", "rate_limited", "rejected"):
         assert metrics.get_sample_value("streamedge_retrain_outcomes_total",
                                         {"model": NAME, "outcome": outcome}) == 1
+
+
+def test_attack1_an_automatic_promotion_is_a_canary_by_default(
+        champion: Champion, kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout],
+        tmp_path: Path) -> None:
+    layout = make_topics(1)
+    _produce_regime_b(kafka_settings, layout)
+    registry = _registry(tmp_path / "registry", champion)
+    retrainer = _retrainer(registry, champion, kafka_settings, layout, tmp_path / "work")
+    promoted = retrainer.handle(_request(1))
+    assert promoted.outcome == "promoted" and "canary:10" in promoted.reason, promoted
+    assert registry.active_version(NAME) == 1 and registry.canary(NAME) == (2, "canary:10")
+    updates = consume_until(kafka_settings, [layout.model_updates], lambda ms: len(ms) >= 1, timeout=30)
+    record = parse_model_update(updates[0].value, updates[0].key).promotion
+    assert record is not None and (record.version, record.target, record.fleet_version) == (2, "canary:10", 1)
+    # Until watch-canary judged it (and someone widened or rolled it back), no other retrain.
+    waiting = retrainer.handle(_request(1))
+    assert waiting.outcome == "stale" and "canary:10" in waiting.reason
 
 
 def test_requests_that_cannot_be_retrained_are_recorded(
@@ -209,7 +227,8 @@ def test_drift_in_a_running_worker_is_retrained_and_hot_reloaded(
         timer = threading.Timer(150, stop.set)
         timer.start()
         try:
-            outcomes = serve(_retrainer(registry, champion, kafka_settings, layout, tmp_path / "work"),
+            outcomes = serve(_retrainer(registry, champion, kafka_settings, layout, tmp_path / "work",
+                                        policy=RetrainPolicy(promote_to="all")),
                              "retrainer-e2e", max_requests=1, stop=stop)
         finally:
             timer.cancel()

@@ -42,6 +42,8 @@ def register_watch(commands: Any) -> None:
     option(watch, "--metrics-host", default="127.0.0.1", help="address the metrics endpoint binds")
     option(watch, "--serve-url", env="STREAMEDGE_MODELS_SERVE_URL", default=None,
            help="base URL of 'streamedge models serve' for the rollback's model URI; default: a file:// URI")
+    option(watch, "--enrolment", type=Path, default=None,
+           help="enrolment file ('edge enrol'): count only heartbeats signed by enrolled devices")
     add_kafka_options(watch)
     watch.set_defaults(handler=_watch)
 
@@ -49,6 +51,7 @@ def register_watch(commands: Any) -> None:
 def _watch(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry, start_http_server
 
+    from streamedge.contracts.identity import load_enrolment
     from streamedge.contracts.signing import load_private_key
     from streamedge.kafka.model_updates import publish_model_update
     from streamedge.registry import ModelRegistry
@@ -63,7 +66,8 @@ def _watch(args: argparse.Namespace) -> int:
     policy = canary.CanaryPolicy(args.margin, args.min_samples, args.min_devices, args.stale_after_s)
     watcher = canary.CanaryWatcher(ModelRegistry(args.registry), args.name, load_private_key(args.signing_key),
                                    lambda update: publish_model_update(kafka, layout, update), policy, metrics,
-                                   base_url=args.serve_url)
+                                   base_url=args.serve_url,
+                                   enrolment=load_enrolment(args.enrolment) if args.enrolment else None)
     stop = threading.Event()
     if args.timeout_s > 0:
         timer = threading.Timer(args.timeout_s, stop.set)

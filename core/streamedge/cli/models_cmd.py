@@ -124,9 +124,12 @@ def register(subparsers: Any) -> None:
     option(serve, "--host", default="127.0.0.1", help="address to bind")
     option(serve, "--port", type=int, default=8765, help="port to bind")
     option(serve, "--token-file", type=Path, default=None,
-           help="file holding the bearer token clients must send (default: no token)")
-    option(serve, "--tls-cert", type=Path, default=None, help="PEM certificate chain: serve HTTPS")
+           help="file holding the bearer token clients must send (required unless --insecure)")
+    option(serve, "--tls-cert", type=Path, default=None, help="PEM certificate chain: serve HTTPS (required unless "
+                                                              "--insecure)")
     option(serve, "--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    serve.add_argument("--insecure", action="store_true",
+                       help="serve without a token or over plain HTTP (loopback demos and tests only)")
     serve.set_defaults(handler=_serve)
 
 
@@ -269,7 +272,8 @@ def _serve(args: argparse.Namespace) -> int:
             raise ConfigError(f"--token-file {args.token_file} is empty")
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together")
-    server = RegistryServer(_registry(args), args.host, args.port, token, args.tls_cert, args.tls_key)
+    server = RegistryServer(_registry(args), args.host, args.port, token, args.tls_cert, args.tls_key,
+                            insecure=args.insecure)
     print(f"serving {args.registry} at {server.url}/models/ (token {'required' if token else 'not required'})",
           flush=True)
     try:

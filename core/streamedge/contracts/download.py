@@ -1,17 +1,26 @@
-"""Size-capped, resumable, hashed HTTP(S) download of one model file.
+"""Size-capped, deadline-bound, resumable, hashed HTTP(S) download of one model file.
 
 The bytes stream into a partial file named after the expected sha256, hashed as they arrive.
 An interrupted transfer resumes with a ``Range`` request guarded by ``If-Range`` (the
 registry's ETag is the file's sha256), within one call (a few attempts) and across calls (the
-partial file stays). The download stops as soon as it exceeds ``max_bytes``, and the result is
-returned only when its sha256 equals the expected one; anything else removes the partial file
-and raises :class:`~streamedge.errors.VerificationError`.
+partial file stays; it never outgrows ``max_bytes``, and starting a download removes the
+partial files of other hashes, so at most one stays per folder). The download stops as soon as
+it exceeds ``max_bytes``, its overall ``deadline_s``, or (past the first ``timeout_s``) runs
+slower than ``min_rate_bps``: a server sending one byte a second cannot hold the caller. The
+result is returned only when its sha256 equals the expected one; anything else raises
+:class:`~streamedge.errors.VerificationError`.
+
+The bearer token is bound to the registry origin it was issued for (``token_origin``): it is
+sent to that origin only, never to another host a model ``uri`` names (the ``uri`` is not
+signed), and :func:`fetch_options` accepts an ``http://`` origin for it only on loopback.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import ipaddress
+import math
 import ssl
 import time
 import urllib.error
@@ -19,10 +28,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 from streamedge.errors import ConfigError, StreamedgeError, VerificationError
 
-__all__ = ["FetchOptions", "download", "fetch_options"]
+__all__ = ["FetchOptions", "FetchRetries", "download", "fetch_options", "origin"]
 
 _CHUNK: Final = 64 * 1024
 _ATTEMPTS: Final = 4
@@ -35,22 +45,48 @@ class FetchOptions:
 
     Attributes:
         max_bytes: largest model file accepted (bytes); a larger one is refused mid-stream.
-        token: bearer token sent to the registry's HTTP server, or None.
+        token: bearer token for the registry's HTTP server, or None.
+        token_origin: the only origin (``https://host:port``) the token is ever sent to.
         cafile: CA bundle (PEM) trusted for ``https://``, or None for the system store.
         timeout_s: bound on each connect and read.
+        deadline_s: bound on a whole download, every attempt included.
+        min_rate_bps: slowest transfer accepted (bytes per second) once ``timeout_s`` has passed.
     """
 
     max_bytes: int = 64 * 1024 * 1024
     token: str | None = None
+    token_origin: str | None = None
     cafile: Path | None = None
     timeout_s: float = 10.0
+    deadline_s: float = 600.0
+    min_rate_bps: float = 16 * 1024
 
 
-def fetch_options(max_bytes: int, token_file: Path | None, cafile: Path | None, timeout_s: float) -> FetchOptions:
-    """FetchOptions with the bearer token read (and stripped) from ``token_file``, if given.
+def origin(url: str) -> str:
+    """``scheme://host:port`` of ``url`` (default ports made explicit); raises ValueError when malformed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is no http(s) URL")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{parts.hostname.lower()}:{port}"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def fetch_options(max_bytes: int, token_file: Path | None, cafile: Path | None, timeout_s: float,
+                  registry_url: str | None = None) -> FetchOptions:
+    """FetchOptions with the bearer token read (and stripped) from ``token_file``, bound to ``registry_url``.
 
     Raises:
-        ConfigError: the token file cannot be read.
+        ConfigError: the token file cannot be read; a token without the registry URL it was
+            issued for, or for a plain ``http://`` registry that is not on loopback.
     """
     token = None
     if token_file is not None:
@@ -58,7 +94,20 @@ def fetch_options(max_bytes: int, token_file: Path | None, cafile: Path | None, 
             token = token_file.read_text().strip()
         except OSError as exc:
             raise ConfigError(f"cannot read registry token file {token_file}: {exc}") from exc
-    return FetchOptions(max_bytes=max_bytes, token=token or None, cafile=cafile, timeout_s=timeout_s)
+    bound = None
+    if token:
+        if not registry_url:
+            raise ConfigError("a registry token needs the registry URL it was issued for (registry_url): "
+                              "it is sent to that origin only")
+        try:
+            bound = origin(registry_url)
+        except ValueError as exc:
+            raise ConfigError(f"registry URL {registry_url!r}: {exc}") from exc
+        if bound.startswith("http://") and not _loopback(urlsplit(bound).hostname or ""):
+            raise ConfigError(f"registry URL {registry_url!r}: a token travels over https only (plain http on "
+                              f"loopback)")
+    return FetchOptions(max_bytes=max_bytes, token=token or None, token_origin=bound, cafile=cafile,
+                        timeout_s=timeout_s)
 
 
 def download(url: str, expected_sha256: str, partial_dir: Path, options: FetchOptions) -> bytes:
@@ -76,12 +125,16 @@ def download(url: str, expected_sha256: str, partial_dir: Path, options: FetchOp
     """
     partial_dir.mkdir(parents=True, exist_ok=True)
     partial = partial_dir / f".partial-{expected_sha256}"
+    for stale in partial_dir.glob(".partial-*"):
+        if stale != partial:
+            stale.unlink(missing_ok=True)
     context = ssl.create_default_context(cafile=str(options.cafile) if options.cafile else None)
+    deadline = time.monotonic() + options.deadline_s
     last: Exception | None = None
     streamed = ""
     for attempt in range(_ATTEMPTS):
         try:
-            streamed = _transfer(url, expected_sha256, partial, options, context)
+            streamed = _transfer(url, expected_sha256, partial, options, context, deadline)
             break
         except StreamedgeError:
             raise
@@ -107,18 +160,20 @@ def download(url: str, expected_sha256: str, partial_dir: Path, options: FetchOp
     return content
 
 
-def _transfer(url: str, expected: str, partial: Path, options: FetchOptions, context: ssl.SSLContext) -> str:
+def _transfer(url: str, expected: str, partial: Path, options: FetchOptions, context: ssl.SSLContext,
+              deadline: float) -> str:
     """One attempt: resume ``partial`` from its size; returns the sha256 of the whole file.
 
     Raises:
-        OSError: a short read (retried, resuming); VerificationError: over the size cap.
+        OSError: a short read (retried, resuming); VerificationError: over the size cap, past the
+            deadline or slower than the minimum rate (the partial file stays for the next call).
     """
     have = partial.stat().st_size if partial.exists() else 0
     if have > options.max_bytes:
         partial.unlink()
         have = 0
     headers = {"Accept-Encoding": "identity"}
-    if options.token:
+    if options.token and options.token_origin is not None and origin(url) == options.token_origin:
         headers["Authorization"] = f"Bearer {options.token}"
     if have:
         headers["Range"] = f"bytes={have}-"
@@ -134,11 +189,14 @@ def _transfer(url: str, expected: str, partial: Path, options: FetchOptions, con
             raise VerificationError(f"{url}: {start + length} bytes exceeds the {options.max_bytes}-byte cap")
         digest = hashlib.sha256()
         received = 0
+        began = time.monotonic()
         with partial.open("r+b" if resumed else "wb") as handle:
             if resumed:
                 for chunk in iter(lambda: handle.read(_CHUNK), b""):
                     digest.update(chunk)
-            while chunk := response.read(_CHUNK):
+            # read1: whatever has arrived (one recv at most), so the clock is checked between trickles.
+            while chunk := response.read1(_CHUNK):
+                _check_pace(url, received, began, options, deadline)
                 received += len(chunk)
                 if start + received > options.max_bytes:
                     handle.close()
@@ -149,3 +207,53 @@ def _transfer(url: str, expected: str, partial: Path, options: FetchOptions, con
         if length is not None and received < length:
             raise OSError(f"{url}: short read ({received} of {length} bytes)")
     return digest.hexdigest()
+
+
+def _check_pace(url: str, received: int, began: float, options: FetchOptions, deadline: float) -> None:
+    """Raise :class:`VerificationError` past the deadline, or below the minimum rate after ``timeout_s``."""
+    now = time.monotonic()
+    if now > deadline:
+        raise VerificationError(f"{url}: not complete within the {options.deadline_s:.0f} s deadline")
+    elapsed = now - began
+    if elapsed > options.timeout_s and received < options.min_rate_bps * elapsed:
+        raise VerificationError(f"{url}: {received} bytes in {elapsed:.1f} s is below the minimum rate of "
+                                f"{options.min_rate_bps:.0f} bytes/s")
+
+
+class FetchRetries:
+    """The message whose fetch failed, per model, and when to try it again (doubling backoff).
+
+    A subscriber moves past a message before it judges it, so without this a failed fetch (a
+    registry restarting, a link down) would wait for the next message or a restart. It keeps the
+    latest failed message per model; a newer failure of another message replaces it.
+
+    Args:
+        first_s: the first pause; each further failure of the same message doubles it.
+        max_s: the longest pause.
+    """
+
+    def __init__(self, first_s: float = 2.0, max_s: float = 300.0) -> None:
+        self.first_s = first_s
+        self.max_s = max_s
+        self._pending: dict[str, tuple[bytes, bytes | None, int, float]] = {}
+
+    def failed(self, model: str, key: bytes, value: bytes | None, now: float) -> float:
+        """Note that the fetch of ``value`` failed; returns the pause before its next try."""
+        held = self._pending.get(model)
+        attempt = held[2] + 1 if held is not None and held[1] == value else 0
+        pause = min(self.max_s, self.first_s * 2.0**attempt)
+        self._pending[model] = (key, value, attempt, now + pause)
+        return pause
+
+    def forget(self, model: str) -> None:
+        """The model's update was applied (or superseded): nothing to retry."""
+        self._pending.pop(model, None)
+
+    def due(self, now: float) -> list[tuple[bytes, bytes | None]]:
+        """The messages to try again now; each is not due again until it fails again (:meth:`failed`)."""
+        ready: list[tuple[bytes, bytes | None]] = []
+        for model, (key, value, attempt, at) in list(self._pending.items()):
+            if at <= now:
+                self._pending[model] = (key, value, attempt, math.inf)
+                ready.append((key, value))
+        return ready

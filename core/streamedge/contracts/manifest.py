@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
+from streamedge.contracts.untrusted import MAX_DEPTH, check_depth, load_json
 from streamedge.errors import ManifestError, VerificationError
 
 __all__ = [
@@ -42,6 +43,10 @@ Quantization = Literal["float32", "float16", "dynamic", "int8"]
 _TASKS: Final = get_args(Task)
 _QUANTIZATIONS: Final = get_args(Quantization)
 _DTYPES: Final = ("float32", "int8", "uint8")
+# A manifest file is read whole; a model-update message (1 MiB) carries one, so none is larger.
+MAX_MANIFEST_BYTES: Final = 1024 * 1024
+# Free-form fields sit two levels down in a model-update message (update > manifest > field).
+_FREE_FORM_DEPTH: Final = MAX_DEPTH - 2
 
 
 @dataclass(frozen=True)
@@ -220,6 +225,7 @@ def _validate(m: ModelManifest) -> None:
              "class_labels must be a list of names")
     for name in ("metrics", "reference_stats", "hyperparameters", "runtimes"):
         _require(isinstance(getattr(m, name), dict), f"{name} must be a JSON object")
+        check_depth(getattr(m, name), f"manifest {name}", _FREE_FORM_DEPTH)
     _check_runtime_variants(m)
     _require(isinstance(m.created_at, str), "created_at must be a string")
     _require(m.signature is None or isinstance(m.signature, str), "signature must be a base64 string or null")
@@ -283,15 +289,16 @@ def write_manifest(manifest: ModelManifest, folder: Path) -> Path:
 
 
 def read_manifest(folder: Path) -> ModelManifest:
-    """Read and validate ``folder/manifest.json``; raises :class:`ManifestError` with the reason."""
+    """Read and validate ``folder/manifest.json`` (at most 1 MiB, bounded depth); raises :class:`ManifestError`."""
     path = folder / MANIFEST_FILE
     try:
-        data = json.loads(path.read_bytes())
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError as exc:
         raise ManifestError(f"no manifest at {path}") from exc
-    except (ValueError, RecursionError) as exc:
-        raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
-    return ModelManifest.from_dict(data)
+    except OSError as exc:
+        raise ManifestError(f"{path} cannot be read: {exc}") from exc
+    return ModelManifest.from_dict(load_json(raw, str(path), MAX_MANIFEST_BYTES))
 
 
 def verify_model_file(manifest: ModelManifest, folder: Path) -> Path:

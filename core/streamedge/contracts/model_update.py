@@ -38,6 +38,7 @@ from streamedge.contracts.download import FetchOptions, download
 from streamedge.contracts.manifest import ModelManifest, read_verified_model, write_manifest
 from streamedge.contracts.promotion import PromotionRecord, UpdateAction, verify_record
 from streamedge.contracts.signing import verify_manifest_signature, verify_model_dir
+from streamedge.contracts.untrusted import load_json
 from streamedge.errors import ManifestError, VerificationError
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
 # Under Kafka's default 1 MiB message limit once base64 (4/3) and the manifest are added.
 INLINE_MAX_BYTES: Final = 512 * 1024
 MAX_MESSAGE_BYTES: Final = 1024 * 1024
+_MAX_KEY: Final = 256  # a model name's bytes (PromotionRecord's name bound)
 _FIELDS: Final = frozenset({"name", "version", "action", "uri", "manifest", "promotion", "inline"})
 
 
@@ -102,6 +104,10 @@ class ModelUpdate:
 def parse_model_update(payload: bytes | None, key: bytes | None = None) -> ModelUpdate:
     """Decode a model-update message and check that it is self-consistent (not that it is trusted).
 
+    The key is checked before the value is decoded, and the value is decoded under the parse
+    rule of :func:`streamedge.contracts.untrusted.load_json` (size, then depth, before any
+    recursive code such as the signing payload sees it).
+
     Args:
         payload: the message value, any bytes.
         key: the message key; it must equal the model name's UTF-8 bytes.
@@ -113,6 +119,8 @@ def parse_model_update(payload: bytes | None, key: bytes | None = None) -> Model
         raise ManifestError("model update is empty (tombstone)")
     if len(payload) > MAX_MESSAGE_BYTES:
         raise ManifestError(f"model update of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    if key is None or not 0 < len(key) <= _MAX_KEY:
+        raise ManifestError(f"model update key {key[:80] if key else key!r} is no model name")
     try:
         return _parse(payload, key)
     except (ValueError, TypeError, OverflowError, RecursionError, UnicodeError) as exc:
@@ -122,10 +130,7 @@ def parse_model_update(payload: bytes | None, key: bytes | None = None) -> Model
 
 
 def _parse(payload: bytes, key: bytes | None) -> ModelUpdate:
-    try:
-        body = json.loads(payload)
-    except (ValueError, RecursionError) as exc:  # invalid UTF-8, over-long integers and deep nesting included
-        raise ManifestError(f"model update is not JSON: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    body = load_json(payload, "model update", MAX_MESSAGE_BYTES)
     if not isinstance(body, dict):
         raise ManifestError("model update must be a JSON object")
     missing = sorted({"name", "version", "uri", "manifest", "promotion"} - body.keys())

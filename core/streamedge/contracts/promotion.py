@@ -22,7 +22,8 @@ without them (every record issued before staged rollouts) targets the whole flee
 signed payload and JSON are exactly what they were.
 
 Subscribers persist the highest accepted record per model in a :class:`PromotionLedger`
-(``<root>/<name>/promotion.json``, replaced atomically), so the order survives restarts.
+(``<root>/<name>/promotion.json``, replaced atomically), so the order survives restarts; the
+file is verified with the registry's key whenever it is read, like any record.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
 import uuid
 from dataclasses import asdict, dataclass, fields, replace
@@ -40,6 +42,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from streamedge.contracts.rollout import RolloutTarget, parse_target
+from streamedge.contracts.untrusted import load_json
 from streamedge.errors import ManifestError, SignatureError, VerificationError
 
 __all__ = [
@@ -64,6 +67,8 @@ _MAX_NAME: Final = 256
 # Optional fields: left out of the signed payload and the JSON when None, so records issued
 # before staged rollouts keep their signatures and bytes.
 _OPTIONAL: Final = ("target", "fleet_version", "fleet_sha256")
+_MAX_LEDGER_BYTES: Final = 64 * 1024
+_log = logging.getLogger(__name__)
 
 
 class StaleUpdateError(VerificationError):
@@ -215,16 +220,22 @@ def verify_record(record: PromotionRecord, key: Ed25519PublicKey) -> None:
 class PromotionLedger:
     """The highest verified promotion record accepted per model, persisted under ``root``.
 
-    Only records that passed :func:`verify_record` may be given to :meth:`accept`; the ledger
-    itself holds no key. Writes replace ``<root>/<name>/promotion.json`` atomically (temporary
+    Only records that passed :func:`verify_record` may be given to :meth:`accept`. The file on
+    disk is input like any record: :meth:`get` reads it under the parse rule
+    (:func:`streamedge.contracts.untrusted.load_json`) and verifies its signature with
+    ``public_key``; a file that does not verify (forged, unsigned, for another model, garbled)
+    counts as no record, so a forged sequence can never block updates, and the next accepted
+    record replaces it. Writes replace ``<root>/<name>/promotion.json`` atomically (temporary
     file, fsync, rename), so a crash leaves the old or the new record.
 
     Args:
         root: the subscriber's model folder.
+        public_key: the registry's key, which every record on disk must be signed with.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, public_key: Ed25519PublicKey) -> None:
         self.root = Path(root)
+        self.public_key = public_key
 
     def _path(self, model: str) -> Path:
         if "/" in model or model in (".", "..") or model.startswith("."):
@@ -232,19 +243,25 @@ class PromotionLedger:
         return self.root / model / LEDGER_FILE
 
     def get(self, model: str) -> PromotionRecord | None:
-        """The accepted record of ``model``, or None when none was accepted.
-
-        Raises:
-            ManifestError: the ledger file exists but cannot be read as a record.
-        """
+        """The accepted record of ``model``, or None when none was accepted or the file does not verify."""
         path = self._path(model)
         try:
-            data = json.loads(path.read_bytes())
+            with path.open("rb") as handle:
+                raw = handle.read(_MAX_LEDGER_BYTES + 1)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, RecursionError) as exc:
-            raise ManifestError(f"promotion ledger {path} is unreadable: {exc}") from exc
-        return PromotionRecord.from_dict(data)
+        except OSError as exc:
+            _log.warning("promotion ledger %s unreadable, counted as none: %s", path, exc)
+            return None
+        try:
+            record = PromotionRecord.from_dict(load_json(raw, f"promotion ledger {path}", _MAX_LEDGER_BYTES))
+            verify_record(record, self.public_key)
+            if record.model != model:
+                raise VerificationError(f"promotion ledger {path} holds a record of {record.model!r}")
+        except (ManifestError, VerificationError) as exc:
+            _log.warning("promotion ledger %s does not verify, counted as none: %s", path, exc)
+            return None
+        return record
 
     def freshness(self, record: PromotionRecord) -> Freshness:
         """``"new"`` when ``record`` is newer than the accepted one, ``"current"`` when it is that one.

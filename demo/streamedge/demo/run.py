@@ -260,6 +260,8 @@ class _Run:
                                        "--group-id", f"{self.app_id}-retrainer", "--work-dir", str(work / "retrain"),
                                        # The new level only: the years before the shift teach nothing now.
                                        "--history", str(144 - demo_data.SHIFT_AT), "--no-progress",
+                                       # The demo shows drift reaching its one device: no canary stage.
+                                       "--promote-to", "all",
                                        *(["--epochs", str(epochs)] if epochs else []), *self.common])
         self._start_edge()
         self._wait("worker /metrics", lambda: bool(scrape(config.web_port)))

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import CollectorRegistry
 
 from streamedge.contracts.download import FetchOptions, fetch_options
+from streamedge.contracts.identity import load_device_key, sign_event
 from streamedge.contracts.manifest import ModelManifest
 from streamedge.contracts.promotion import PromotionLedger, PromotionRecord, StaleUpdateError
 from streamedge.contracts.reading import Reading, ReadingBlock, Rejection, parse_message
@@ -111,7 +112,7 @@ class EdgeAgent:
                                    block_rows=settings.forward_block_rows, block_bytes=settings.forward_block_bytes,
                                    block_topics=(layout.edge_results,), on_sent=self._on_sent,
                                    on_state=self.metrics.reachable.set, on_restart=self._on_restart)
-        self.ledger = PromotionLedger(settings.model_dir)
+        self.ledger = PromotionLedger(settings.model_dir, public_key)
         self.watcher: UpdateWatcher | None = None
         self._watcher_thread: Supervised | None = None
         if settings.model_updates:
@@ -133,6 +134,7 @@ class EdgeAgent:
         self._pending_backoff_s = _PENDING_BACKOFF_S
         self._rejections: dict[str, int] = {}
         self._last_heartbeat = 0.0
+        self._device_key = load_device_key(settings.device_key_file) if settings.device_key_file else None
         self._last_check = 0.0
         self._load_active()
         self._restore_windows()
@@ -487,6 +489,8 @@ class EdgeAgent:
 
         def build(first: int) -> list[tuple[str, bytes | None, bytes]]:
             body = {"device_id": device, "seq": first, "ts": time.time(), "model": self.model_name, **event}
+            if self._device_key is not None:  # binds the event (its seq included) to this device
+                body = sign_event(body, self._device_key)
             return [(topic, device.encode(), json.dumps(body, separators=(",", ":")).encode())]
 
         try:
@@ -643,4 +647,4 @@ def _saved(touched: dict[str, KeyState]) -> list[tuple[str, int, str]]:
 def _fetch_options(settings: EdgeSettings) -> FetchOptions:
     """How this device downloads models: size cap, bearer token (read from its file), TLS trust."""
     return fetch_options(settings.max_model_bytes, settings.registry_token_file, settings.registry_cafile,
-                         settings.kafka_timeout_s * 2)
+                         settings.kafka_timeout_s * 2, settings.registry_url)

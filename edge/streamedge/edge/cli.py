@@ -1,4 +1,4 @@
-"""``streamedge edge run|status|rollback|install``: the device agent and its local model folder.
+"""``streamedge edge run|status|rollback|install|enrol``: the device agent and its local model folder.
 
 Every :class:`~edge.settings.EdgeSettings` field is a flag (``--device-id``, ``--buffer-path``, ...)
 and an env var (``STREAMEDGE_EDGE_DEVICE_ID``, ...); Kafka TLS/SASL come from
@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -53,8 +54,18 @@ def register(subparsers: Any) -> None:
         sub.set_defaults(handler=handler)
     install = commands.add_parser("install", help="verify a signed model folder, copy it in and activate it")
     install.add_argument("source_dir", help="folder with manifest.json and the model file")
+    install.add_argument("--promotion", default=None, metavar="FILE",
+                         help="the signed promotion record of this version (default: the registry's "
+                              "promotions.json beside SOURCE_DIR, when there is one); seeds the ledger")
     _add_settings_options(install, local)
     install.set_defaults(handler=_install)
+    enrol = commands.add_parser("enrol", help="enrol a device: add it with a fresh telemetry key to the enrolment "
+                                              "file, and write that key for the device")
+    enrol.add_argument("device_id")
+    enrol.add_argument("--enrolment", required=True, help="the fleet's enrolment file (kept by the operator)")
+    enrol.add_argument("--key-out", required=True, help="where to write the device's key (give it to the device "
+                                                        "as --device-key-file)")
+    enrol.set_defaults(handler=_enrol)
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -114,7 +125,7 @@ def _status(args: argparse.Namespace) -> int:
     name = store.resolve_name(settings.model_name)
     from streamedge.contracts.promotion import PromotionLedger
 
-    record = PromotionLedger(settings.model_dir).get(name)
+    record = PromotionLedger(settings.model_dir, store.public_key).get(name)
     report: dict[str, Any] = {"model": name, "active": store.active_version(name),
                               "previous": store.previous_version(name), "versions": store.versions(name),
                               "promotion": ({"sequence": record.sequence, "version": record.version,
@@ -141,7 +152,38 @@ def _rollback(args: argparse.Namespace) -> int:
 def _install(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from streamedge.contracts.promotion import PromotionLedger
+    from streamedge.edge.models import install_record
+    from streamedge.errors import StreamedgeError
+
     settings = _settings(args)
-    manifest = _store(settings).install(Path(args.source_dir))
+    store = _store(settings)
+    source = Path(args.source_dir)
+    manifest = store.install(source)
     print(f"{manifest.name}: v{manifest.version} installed and active")
+    promotions = Path(args.promotion) if args.promotion else source.resolve().parent / "promotions.json"
+    if args.promotion is None and not promotions.is_file():
+        print("no promotion record beside it: the agent learns the current one from the model-updates topic")
+        return 0
+    try:
+        record = install_record(manifest, promotions, store.public_key)
+    except StreamedgeError as exc:
+        print(f"ledger not seeded: {exc}", file=sys.stderr)
+        return 1 if args.promotion else 0
+    PromotionLedger(settings.model_dir, store.public_key).accept(record)
+    print(f"promotion #{record.sequence} recorded: older records on the topic are refused as stale")
+    return 0
+
+
+def _enrol(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from streamedge.contracts.identity import enrol
+
+    key = enrol(Path(args.enrolment), args.device_id)
+    fd = os.open(args.key_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.hex() + "\n")
+    print(f"{args.device_id} enrolled; its key is in {args.key_out}")
     return 0

@@ -22,10 +22,15 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from streamedge.contracts.manifest import ModelManifest, verify_model_file
+from streamedge.contracts.promotion import PromotionRecord, verify_record
 from streamedge.contracts.signing import load_verified_model, verify_model_dir
+from streamedge.contracts.untrusted import load_json
 from streamedge.edge.errors import NoModelError
+from streamedge.errors import ManifestError
 
-__all__ = ["ModelStore"]
+__all__ = ["ModelStore", "install_record"]
+
+_MAX_PROMOTIONS_BYTES = 1024 * 1024
 
 _CURRENT = "current"
 _PREVIOUS = "previous"
@@ -195,3 +200,33 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def install_record(manifest: ModelManifest, promotions: Path, public_key: Ed25519PublicKey) -> PromotionRecord:
+    """The verified whole-fleet promotion record that makes ``manifest``'s version the one to serve.
+
+    ``edge install`` seeds the device's ledger with it, so the agent starts from the record of
+    what it installed instead of replaying the topic from its first record (old versions,
+    rolled-back ones included). ``promotions`` is the registry's ``<name>/promotions.json``
+    (its ``record``) or a file holding one record.
+
+    Raises:
+        ManifestError, VerificationError: unreadable, unsigned, for another model or version, or
+            staged (a canary's record names two versions: the device learns its own from the topic).
+    """
+    try:
+        with promotions.open("rb") as handle:
+            raw = handle.read(_MAX_PROMOTIONS_BYTES + 1)
+    except OSError as exc:
+        raise ManifestError(f"cannot read promotion record {promotions}: {exc}") from exc
+    data = load_json(raw, f"promotion record {promotions}", _MAX_PROMOTIONS_BYTES)
+    body = data.get("record") if isinstance(data, dict) and "sequence" in data and "record" in data else data
+    if body is None:
+        raise ManifestError(f"{promotions} holds no promotion record ({manifest.name} was never promoted)")
+    record = PromotionRecord.from_dict(body)
+    verify_record(record, public_key)
+    if record.partial or (record.model, record.version, record.sha256) != (manifest.name, manifest.version,
+                                                                              manifest.sha256):
+        raise ManifestError(f"promotion #{record.sequence} in {promotions} puts {record.model} v{record.version} "
+                            f"({record.target or 'all'}), not the installed v{manifest.version}, on this device")
+    return record

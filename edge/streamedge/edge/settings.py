@@ -81,6 +81,12 @@ class EdgeSettings(BaseSettings):
     registry_token_file: Path | None = Field(
         default=None, description="file holding the bearer token for the registry's HTTP(S) server")
     registry_cafile: Path | None = Field(default=None, description="CA bundle (PEM) trusted for https:// model URIs")
+    device_key_file: Path | None = Field(
+        default=None, description="this device's telemetry key (hex, from 'edge enrol'): heartbeats are signed "
+                                  "with it so the canary watcher knows they are this device's")
+    registry_url: str | None = Field(
+        default=None, description="registry origin the token was issued for (https://host:port); the token goes "
+                                  "there only (http:// only on loopback)")
     forward_block_rows: int = Field(
         default=256, ge=1, le=MAX_BLOCK_RESULTS,
         description="results per Kafka message: consecutive results go as one result block (1: one message each)")

@@ -15,7 +15,9 @@ and for each message of its model:
    a device outside the target fetches nothing and is told to stay on (or return to) the
    record's fleet version;
 4. fetches the model (inline, ``file://`` or ``http(s)://``; sha256 checked before anything is
-   installed).
+   installed); a failed fetch is tried again with doubling backoff (2 s to 5 min,
+   :class:`~streamedge.contracts.download.FetchRetries`) until it succeeds or a newer record
+   supersedes it.
 
 The outcome is handed to the agent's thread, which runs the shape check and the smoke test,
 swaps, and only then accepts the record. A refused message never deletes or changes anything:
@@ -27,6 +29,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from streamedge.contracts.download import FetchRetries
 from streamedge.contracts.model_update import FetchOptions, ModelUpdate, fetch_model, parse_model_update, verify_update
 from streamedge.contracts.promotion import PromotionLedger, StaleUpdateError
 from streamedge.errors import ManifestError, VerificationError
@@ -96,6 +100,7 @@ class UpdateWatcher:
         self._on_refused = on_refused or (lambda reason: None)
         self._position: int | None = None
         self.fetched: queue.Queue[FetchedUpdate] = queue.Queue(maxsize=16)
+        self.retries = FetchRetries()
         self.stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -144,14 +149,26 @@ class UpdateWatcher:
                         # costs one restart of this loop, never every later update.
                         self._position = record.offset + 1
                         self.handle(record.key, record.value)
+                for key, value in self.retries.due(time.monotonic()):
+                    self.handle(key, value)
         finally:
             if consumer is not None:
                 consumer.close(timeout_ms=int(self._timeout_s * 1000))
 
     def handle(self, key: bytes | None, value: bytes | None) -> None:
-        """Judge one message; hand a verified, fresh update of our model to the agent."""
+        """Judge one message; hand a verified, fresh update of our model to the agent.
+
+        The key is checked before the value is decoded. Never raises: an error no rule foresaw
+        refuses this message only (counted as ``malformed``) and the thread goes on.
+        """
         if key != self._name.encode():
             return
+        try:
+            self._judge(key, value)
+        except Exception as exc:  # the last line of defence: one hostile message costs itself only
+            self._refuse("malformed", f"model update ignored: {type(exc).__name__}: {str(exc)[:200]}")
+
+    def _judge(self, key: bytes, value: bytes | None) -> None:
         try:
             update = parse_model_update(value, key)
         except ManifestError as exc:
@@ -168,13 +185,17 @@ class UpdateWatcher:
             self._refuse("verification", f"unverified model update ignored: {exc}")
             return
         if record.serving_version(self._device, self._group) != update.version:
+            self.retries.forget(self._name)
             self._put(FetchedUpdate(update, None, stay=True))
             return
         try:
             folder, installed = fetch_model(update, self._root, self._key, self._fetch)
         except (VerificationError, ManifestError, OSError) as exc:
+            pause = self.retries.failed(self._name, key, value, time.monotonic())
+            _LOG.warning("fetch of %s v%d failed, next try in %.0f s: %s", self._name, update.version, pause, exc)
             self._put(FetchedUpdate(update, None, f"verification: {exc}"))
             return
+        self.retries.forget(self._name)
         self._put(FetchedUpdate(update, folder, installed=installed))
 
     def _refuse(self, reason: str, detail: str) -> None:

@@ -101,7 +101,8 @@ class StreamWorker:
         self.processor = Processor(settings, self.models, self.metrics)
         if settings.shadow:
             self.processor.shadows = self._load_shadows()
-        fetch = fetch_options(settings.max_model_bytes, settings.registry_token_file, settings.registry_cafile, 10.0)
+        fetch = fetch_options(settings.max_model_bytes, settings.registry_token_file, settings.registry_cafile, 10.0,
+                              settings.registry_url)
         self.follower = ModelFollower(self.processor, settings.model_dir, self.public_key, settings.runtime, fetch)
         self._update_offsets: dict[int, int] | None = None
         self._rebuilt: set[int] = set()
@@ -120,7 +121,7 @@ class StreamWorker:
 
     def _load_local(self) -> None:
         for name in self.settings.model_names():
-            folder = active_version_dir(self.settings.model_dir, name)
+            folder = active_version_dir(self.settings.model_dir, name, self.public_key)
             if folder is None:
                 continue
             try:

@@ -36,7 +36,6 @@ does not hold for it is counted as ``other``, ``none`` before any model),
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import statistics
@@ -49,9 +48,11 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from streamedge.contracts.identity import Enrolment
 from streamedge.contracts.model_update import ModelUpdate
 from streamedge.contracts.promotion import PromotionRecord
 from streamedge.contracts.reading import is_valid_id
+from streamedge.contracts.untrusted import load_json
 from streamedge.errors import StreamedgeError
 from streamedge.registry import ModelRegistry, RegistryError
 
@@ -65,6 +66,7 @@ Decision = Literal["none", "wait", "healthy", "rollback"]
 _PUBLISH_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0)
 # Reconnect pauses of the telemetry consumer: doubling from 1 s, at most 30 s.
 _RECONNECT_FIRST_S, _RECONNECT_MAX_S = 1.0, 30.0
+_MAX_HEARTBEAT_BYTES = 64 * 1024
 
 
 class CanaryError(StreamedgeError, RuntimeError):
@@ -170,12 +172,21 @@ class FleetView:
         model: the watched model; heartbeats of other models are not kept.
         stale_after_s: a device whose latest heartbeat is older than this (seconds) is forgotten.
         max_devices: devices kept at most; a new one beyond it first drops the stale ones, then
-            the one heard from longest ago. Heartbeats are not signed, so neither their number nor
-            their device ids (checked like a reading's) may grow memory without bound.
+            the one heard from longest ago. Without enrolment heartbeats are not authenticated,
+            so neither their number nor their device ids (checked like a reading's) may grow
+            memory without bound.
+        enrolment: when given, only heartbeats of enrolled devices signed with their own key
+            (:mod:`streamedge.contracts.identity`) count, each with a ``seq`` above the device's
+            last one (a replayed heartbeat is ignored); the others are counted in
+            :attr:`unauthenticated`.
     """
 
-    def __init__(self, model: str, stale_after_s: float, max_devices: int = 100_000) -> None:
+    def __init__(self, model: str, stale_after_s: float, max_devices: int = 100_000,
+                 enrolment: Enrolment | None = None) -> None:
         self.model = model
+        self.enrolment = enrolment
+        self.unauthenticated = 0
+        self._last_seq: dict[str, int] = {}
         self.stale_after_s = stale_after_s
         self.max_devices = max_devices
         self.invalid_errors = 0
@@ -185,11 +196,13 @@ class FleetView:
     def observe(self, value: bytes | None, now: float) -> DeviceReport | None:
         """Record a heartbeat of the model; anything else (or malformed bytes) is ignored and gives None."""
         try:
-            body = json.loads(value) if value else None
+            body = load_json(value, "heartbeat", _MAX_HEARTBEAT_BYTES) if value else None
             if not isinstance(body, dict) or body.get("type") != "heartbeat":
                 return None
             device, model = body.get("device_id"), body.get("model")
             if not is_valid_id(device) or model != self.model:
+                return None
+            if self.enrolment is not None and not self._authentic(body, device):
                 return None
             error = body.get("error") or {}
             version, count = body.get("version"), error.get("count", 0)
@@ -197,7 +210,7 @@ class FleetView:
                                   version if isinstance(version, int) and not isinstance(version, bool) else None,
                                   self._mae(error.get("mae"), device),
                                   int(count) if isinstance(count, int) else 0, now)
-        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        except (StreamedgeError, ValueError, TypeError, KeyError, AttributeError):
             return None
         with self._lock:
             self._latest.pop(device, None)  # re-inserted last: the dict runs oldest to newest heard
@@ -207,6 +220,17 @@ class FleetView:
                     del self._latest[next(iter(self._latest))]
             self._latest[device] = report
         return report
+
+    def _authentic(self, body: dict[str, Any], device: str) -> bool:
+        """Signed by the enrolled device itself, with a sequence number it has not used before."""
+        seq = body.get("seq")
+        if (self.enrolment is None or not self.enrolment.verify_event(body) or isinstance(seq, bool)
+                or not isinstance(seq, int) or seq <= self._last_seq.get(device, -1)):
+            self.unauthenticated += 1
+            return False
+        with self._lock:
+            self._last_seq[device] = seq
+        return True
 
     def _mae(self, value: Any, device: str) -> float | None:
         """A finite MAE >= 0, else None (counted when a value was there but unusable)."""
@@ -288,6 +312,8 @@ class CanaryWatcher:
         clock: monotonic seconds (tests may pass their own).
         publish_backoff_s: pauses between publish tries of a rollback (one more try than pauses).
         sleep: how those pauses are waited (tests may pass their own).
+        enrolment: count only heartbeats signed by enrolled devices (see :class:`FleetView`); None
+            trusts every heartbeat's device id (no device identity).
     """
 
     def __init__(self, registry: ModelRegistry, name: str, signing_key: Ed25519PrivateKey,
@@ -295,7 +321,7 @@ class CanaryWatcher:
                  metrics: FleetMetrics | None = None, base_url: str | None = None, inline: bool = True,
                  clock: Callable[[], float] = time.monotonic,
                  publish_backoff_s: tuple[float, ...] = _PUBLISH_BACKOFF_S,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, enrolment: Enrolment | None = None) -> None:
         self.registry = registry
         self.name = name
         self.signing_key = signing_key
@@ -307,7 +333,7 @@ class CanaryWatcher:
         self.clock = clock
         self.publish_backoff_s = publish_backoff_s
         self.sleep = sleep
-        self.view = FleetView(name, self.policy.stale_after_s)
+        self.view = FleetView(name, self.policy.stale_after_s, enrolment=enrolment)
         self.last_verdict = CanaryVerdict("none")
 
     def observe(self, value: bytes | None) -> None:

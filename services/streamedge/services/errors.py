@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streamedge.errors import StreamedgeError
 
-__all__ = ["ModelRejectedError", "ServicesError"]
+__all__ = ["FetchFailedError", "ModelRejectedError", "ServicesError"]
 
 
 class ServicesError(StreamedgeError):
@@ -13,3 +13,7 @@ class ServicesError(StreamedgeError):
 
 class ModelRejectedError(ServicesError):
     """A model version failed verification, loading or its smoke test; the old one keeps serving."""
+
+
+class FetchFailedError(ModelRejectedError):
+    """The announced model could not be fetched (the registry or the link failed); tried again later."""

@@ -100,18 +100,16 @@ def load_model(folder: Path, public_key: Ed25519PublicKey, runtime: str = "auto"
     return model
 
 
-def active_version_dir(model_dir: Path, name: str) -> Path | None:
+def active_version_dir(model_dir: Path, name: str, public_key: Ed25519PublicKey) -> Path | None:
     """The folder of the version the last accepted promotion record names, or None.
 
     After a rollback that is the rolled-back-to version, not the highest one on disk; under a
     staged record, the fleet version. Without
     any accepted record (models installed by hand), the highest ``<model_dir>/<name>/<version>/``.
-    An unreadable ledger counts as no record: the folder found is still verified before it loads.
+    A ledger that does not verify with ``public_key`` counts as no record: the folder found is
+    still verified before it loads.
     """
-    try:
-        record = PromotionLedger(model_dir).get(name)
-    except StreamedgeError:
-        record = None
+    record = PromotionLedger(model_dir, public_key).get(name)
     if record is not None:  # a staged (canary/group) record keeps workers on its fleet version
         return model_dir / name / str(record.fleet_serving)
     base = model_dir / name

@@ -79,6 +79,8 @@ class StreamSettings(BaseSettings):
         max_model_bytes: largest model file fetched over ``http(s)://``; bigger ones are refused.
         registry_token_file: file holding the bearer token for the registry's HTTP(S) server.
         registry_cafile: CA bundle (PEM) trusted for ``https://`` model URIs (None: the system store).
+        registry_url: the registry origin (``https://registry:8765``) the token was issued for; the
+            token is sent there only (required with a token; ``http://`` only on loopback).
     """
 
     model_config = SettingsConfigDict(env_prefix="STREAMEDGE_STREAM_", frozen=True, extra="forbid")
@@ -120,6 +122,7 @@ class StreamSettings(BaseSettings):
     max_model_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     registry_token_file: Path | None = None
     registry_cafile: Path | None = None
+    registry_url: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> StreamSettings:

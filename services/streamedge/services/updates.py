@@ -1,7 +1,9 @@
 """Hot model reload: follow the compacted model-updates topic, verify, load beside, swap.
 
 Every worker reads the whole model-updates topic itself (no consumer group: each worker must
-see every update). A message is acted on only when its key is the model name, both its
+see every update). The key is checked before the value is decoded (a message under a key that
+is no routed model is ``ignored`` as it is), and on the event loop decoding and verification run
+in a thread, so junk on the topic never stalls forecasts. A message is acted on only when its key is the model name, both its
 signatures verify (:func:`streamedge.contracts.model_update.verify_update`: the manifest and the
 registry's promotion record) and its record is newer than the highest one this worker accepted
 (:class:`~streamedge.contracts.promotion.PromotionLedger` under ``model_dir``, persisted): a
@@ -21,6 +23,9 @@ record is refused with that reason. Any
 message, however malformed, is logged and counted (``streamedge_stream_model_reloads_total
 {outcome="rejected"}``; model label ``unparsable`` unless it names a routed model) and the old
 version keeps serving: nothing a message says can stop the worker or its start-up catch-up.
+A fetch that fails (registry down, link cut) is tried again from :meth:`ModelFollower.follow`
+with doubling backoff (:class:`~streamedge.contracts.download.FetchRetries`) until it succeeds
+or a newer record supersedes it.
 """
 
 from __future__ import annotations
@@ -34,11 +39,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from streamedge.contracts.download import FetchRetries
 from streamedge.contracts.model_update import FetchOptions, ModelUpdate, fetch_model, parse_model_update, verify_update
 from streamedge.contracts.promotion import PromotionLedger, PromotionRecord
 from streamedge.errors import StreamedgeError
 from streamedge.kafka.settings import KafkaSettings
-from streamedge.services.errors import ModelRejectedError
+from streamedge.services.errors import FetchFailedError, ModelRejectedError
 from streamedge.services.models import LoadedModel, load_model
 from streamedge.services.processor import Processor
 
@@ -51,6 +57,7 @@ _log = logging.getLogger(__name__)
 # too many or too long headers, a short body) and ValueError (a Content-Length that is no number,
 # undecodable text). Each refuses the update; none may stop the worker.
 _FETCH_ERRORS = (StreamedgeError, OSError, http.client.HTTPException, ValueError)
+_MAX_KEY = 256  # a model name's bytes at most
 
 
 class ModelFollower:
@@ -71,10 +78,11 @@ class ModelFollower:
         self.public_key = public_key
         self.runtime = runtime
         self.fetch = fetch or FetchOptions()
-        self.ledger = PromotionLedger(model_dir)
+        self.ledger = PromotionLedger(model_dir, public_key)
         self.routed = set(processor.settings.model_names())
         # Why the last update of a model was refused (one line), until one is applied.
         self.refusals: dict[str, str] = {}
+        self.retries = FetchRetries()
 
     def handle(self, key: bytes | None, payload: bytes | None) -> str:
         """Apply one update message; returns ``ignored``, ``current``, ``loaded`` or ``rejected``.
@@ -104,17 +112,33 @@ class ModelFollower:
         return self._swap(update, loaded)
 
     async def _handle_async(self, key: bytes | None, payload: bytes | None) -> str:
-        update = self._relevant(key, payload)
+        if not self.routes(key):
+            return "ignored"
+        # Decoding (up to 1 MiB) and two signature checks: in a thread, so the loop keeps forecasting.
+        update = await asyncio.to_thread(self._relevant, key, payload)
         if isinstance(update, str):
             return update
         try:
             loaded = await asyncio.to_thread(self._load, update)
+        except FetchFailedError as exc:
+            self.retries.failed(update.name, update.key, payload, time.monotonic())
+            return self._rejected(update, exc)
         except ModelRejectedError as exc:
             return self._rejected(update, exc)
+        self.retries.forget(update.name)
         return self._swap(update, loaded)
 
+    def routes(self, key: bytes | None) -> bool:
+        """Whether ``key`` names a routed model: checked before a byte of the value is decoded."""
+        return key is not None and len(key) <= _MAX_KEY and key.decode("utf-8", "replace") in self.routed
+
     def verified(self, key: bytes | None, payload: bytes | None) -> ModelUpdate | str:
-        """The parsed update of a routed model with both signatures valid, or the outcome to report."""
+        """The parsed update of a routed model with both signatures valid, or the outcome to report.
+
+        The key is checked first: a message under any other key is ``ignored`` undecoded.
+        """
+        if not self.routes(key):
+            return "ignored"
         try:
             update = parse_model_update(payload, key)
         except StreamedgeError as exc:
@@ -218,8 +242,8 @@ class ModelFollower:
         try:
             folder, _ = fetch_model(update, self.model_dir, self.public_key, self.fetch)
         except _FETCH_ERRORS as exc:
-            raise ModelRejectedError(f"fetch of {update.name} v{update.version} failed: "
-                                     f"{type(exc).__name__}: {exc}") from exc
+            raise FetchFailedError(f"fetch of {update.name} v{update.version} failed: "
+                                   f"{type(exc).__name__}: {exc}") from exc
         return load_model(folder, self.public_key, self.runtime)
 
     def _swap(self, update: ModelUpdate, loaded: LoadedModel) -> str:
@@ -275,6 +299,8 @@ class ModelFollower:
                 for messages in batches.values():
                     for message in messages:
                         await self.handle_async(message.key, message.value)
+                for key, value in self.retries.due(time.monotonic()):
+                    await self.handle_async(key, value)
         finally:
             await consumer.stop()
 

@@ -132,6 +132,15 @@ def _register_watch(commands: Any) -> None:
            help="at most one retrain per model per interval, seconds")
     option(watch, "--epochs", type=int, default=None, env="STREAMEDGE_TRAIN_EPOCHS",
            help="cap on the stored maximum epochs")
+    option(watch, "--promote-to", default="canary:10", env="STREAMEDGE_TRAIN_PROMOTE_TO",
+           help="rollout target of an automatic promotion: canary:<pct>, group:<name> or all (widen a canary "
+                "with 'models promote' once 'models watch-canary' judged it)")
+    option(watch, "--enrolment", type=Path, default=None, env="STREAMEDGE_TRAIN_ENROLMENT",
+           help="enrolment file ('edge enrol'): learn only from readings of enrolled devices (default: any device)")
+    option(watch, "--max-device-share", type=float, default=0.5, env="STREAMEDGE_TRAIN_MAX_DEVICE_SHARE",
+           help="largest share of the training readings one device may hold")
+    option(watch, "--outlier-stds", type=float, default=4.0, env="STREAMEDGE_TRAIN_OUTLIER_STDS",
+           help="refuse a device whose mean is this many training standard deviations from the median device")
     option(watch, "--group-id", default="streamedge-retrainer", env="STREAMEDGE_TRAIN_GROUP_ID",
            help="Kafka consumer group")
     option(watch, "--work-dir", type=Path, default=user_state_dir() / "retrain",
@@ -152,8 +161,10 @@ def _watch(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry, start_http_server
 
     from streamedge.cli.common import topic_layout
+    from streamedge.contracts.identity import load_enrolment
     from streamedge.contracts.signing import load_private_key, load_public_key
     from streamedge.registry import ModelRegistry
+    from streamedge.training.admission import AdmissionPolicy
     from streamedge.training.retrain import Retrainer, RetrainMetrics, RetrainPolicy, serve
 
     try:
@@ -163,9 +174,14 @@ def _watch(args: argparse.Namespace) -> int:
     if not isinstance(routes, dict) or not all(
             isinstance(v, list) and all(isinstance(n, str) for n in v) for v in routes.values()):
         raise ConfigError('--routes must map stream names to lists of model names, e.g. {"s": ["m"]}')
-    policy = RetrainPolicy(history=args.history, holdout_fraction=args.holdout_fraction,
-                           min_improvement=args.min_improvement, min_interval_s=args.min_interval_s,
-                           epochs=args.epochs)
+    enrolled = load_enrolment(args.enrolment).devices if args.enrolment else None
+    try:
+        admission = AdmissionPolicy(enrolled, args.max_device_share, args.outlier_stds)
+        policy = RetrainPolicy(history=args.history, holdout_fraction=args.holdout_fraction,
+                               min_improvement=args.min_improvement, min_interval_s=args.min_interval_s,
+                               epochs=args.epochs, admission=admission, promote_to=args.promote_to)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     registry = CollectorRegistry()
     if args.metrics_port:
         start_http_server(args.metrics_port, registry=registry)

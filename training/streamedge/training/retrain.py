@@ -10,13 +10,19 @@ a request ``{"model", "version", "trigger", "requested_at", ...}`` (see
 2. **needs_labels**: classifiers are not retrained, the stream carries no labels;
 3. **rate_limited**: a model is retrained at most once per ``min_interval_s``;
 4. replay the readings topic, keep the streams routed to the model and the last ``history``
-   readings of each key; hold the newest ``holdout_fraction`` of every series out;
+   readings of each key; admit them by policy (:mod:`training.admission`: enrolled devices only,
+   a data check against the current model's training spread, no device above a stated share);
+   hold the newest ``holdout_fraction`` of every series out;
 5. train with the active version's hyperparameters (:func:`training.forecast.train_forecaster`,
    whose export runs the TFLite parity gate); the shipped variant must have passed it;
 6. champion/challenger (:mod:`training.challenger`): the candidate's held-out MAE must be at
    least ``min_improvement`` (relative) below the active model's, else **rejected**;
 7. register (signed), verify, promote and publish on the model-updates topic: **promoted**.
-   Workers hot-reload it without a restart (:mod:`services.updates`).
+   The promotion is staged by default (``promote_to="canary:10"``): only a canary share of the
+   devices serves it, ``streamedge models watch-canary`` rolls it back when they do worse, and
+   it reaches the whole fleet only when an operator promotes it to ``all`` once the watcher
+   judged it healthy. While a canary is out, requests are ``stale``. Workers serve the fleet
+   version (:mod:`services.updates`).
 
 Every request ends in one :class:`RetrainOutcome`, logged and counted in
 ``streamedge_retrain_outcomes_total{model,outcome}``. A failed attempt is committed too: the
@@ -39,7 +45,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Event
 from typing import Any, Final, Literal
@@ -48,11 +54,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from prometheus_client import CollectorRegistry, Counter
 
 from streamedge.contracts.manifest import ModelManifest, read_manifest, write_manifest
+from streamedge.contracts.rollout import parse_target
 from streamedge.errors import StreamedgeError
 from streamedge.kafka.model_updates import publish_model_update
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from streamedge.registry import ModelRegistry
+from streamedge.training.admission import AdmissionPolicy, admit
 from streamedge.training.config import ForecasterConfig
 from streamedge.training.data import SeriesData
 from streamedge.training.errors import DataError, TrainingError
@@ -129,6 +137,9 @@ class RetrainPolicy:
             times the champion's (0.02 = at least 2 % better).
         min_interval_s: at most one retrain per model per interval, seconds.
         epochs: cap on the stored hyperparameters' epochs (None keeps them).
+        admission: which replayed readings may be learnt from (:class:`training.admission.AdmissionPolicy`).
+        promote_to: the rollout target of an automatic promotion: ``"canary:<pct>"`` (default
+            10 %), ``"group:<name>"`` or ``"all"``.
     """
 
     history: int = 2000
@@ -136,6 +147,8 @@ class RetrainPolicy:
     min_improvement: float = 0.02
     min_interval_s: float = 600.0
     epochs: int | None = None
+    admission: AdmissionPolicy = field(default_factory=AdmissionPolicy)
+    promote_to: str = "canary:10"
 
     def __post_init__(self) -> None:
         if self.history < 8:
@@ -146,6 +159,7 @@ class RetrainPolicy:
             raise ValueError(f"min_improvement must be in [0, 1), got {self.min_improvement}")
         if self.min_interval_s < 0 or (self.epochs is not None and self.epochs < 1):
             raise ValueError("min_interval_s must be >= 0 and epochs >= 1")
+        parse_target(self.promote_to)
 
 
 class RetrainMetrics:
@@ -258,6 +272,10 @@ class Retrainer:
             return RetrainOutcome(model, version, "failed", "no promoted version in the registry", trigger)
         if version != active:
             return RetrainOutcome(model, version, "stale", f"v{version} is no longer active (v{active} is)", trigger)
+        staged = self.registry.canary(model)
+        if staged is not None:
+            return RetrainOutcome(model, version, "stale", f"v{staged[0]} is out to {staged[1]}: judged (watch-canary) "
+                                  "and widened or rolled back before another retrain", trigger)
         manifest = self.registry.verify(model, active, self.public_key)
         if manifest.task != "forecast":
             return RetrainOutcome(model, version, "needs_labels", "classifier retraining needs labelled data; "
@@ -281,14 +299,21 @@ class Retrainer:
             config = dataclasses.replace(config, epochs=self.policy.epochs)
         return config
 
-    def _history(self, model: str, config: ForecasterConfig) -> tuple[SeriesData, int]:
+    def _history(self, champion: ModelManifest, config: ForecasterConfig) -> tuple[SeriesData, int]:
         from streamedge.training.challenger import holdout_size, tail
         from streamedge.training.kafka_source import replay_topic
 
+        model = champion.name
         streams = {stream for stream, names in self.routes.items() if model in names}
         if not streams:
             raise RetrainError(f"no stream is routed to {model}")
-        data = tail(replay_topic(self.kafka, self.layout.readings, streams=streams), self.policy.history)
+        replayed = tail(replay_topic(self.kafka, self.layout.readings, streams=streams), self.policy.history)
+        admission = admit(replayed, champion, self.policy.admission)
+        for device, reason in sorted(admission.refused.items()):
+            _log.warning("retrain %s: readings of %.80r not admitted: %s", model, device, reason)
+        if admission.capped:
+            _log.info("retrain %s: readings left out to bound each device's share: %s", model, admission.capped)
+        data = admission.data
         # A key too short for a training window beside its held-out tail is left out, not fatal.
         need = config.window + 3 * config.horizon + 1
         keep = [i for i, s in enumerate(data.series)
@@ -305,7 +330,7 @@ class Retrainer:
 
         name, version = champion.name, champion.version
         config = self._config(champion)
-        data, skipped = self._history(name, config)
+        data, skipped = self._history(champion, config)
         train_data, sizes = split_holdout(data, self.policy.holdout_fraction, config.horizon)
         _log.info("retrain %s v%d: %d key(s), %d readings (%d held out), %d key(s) too short", name, version,
                   len(data.series), sum(len(s) for s in data.series), sum(sizes), skipped)
@@ -332,14 +357,15 @@ class Retrainer:
             write_manifest(candidate.replace(metrics={**candidate.metrics, "retrain": provenance}), out)
             added = self.registry.add(out, self.signing_key)
             self.registry.verify(name, added.version, self.public_key)
-            update = self.registry.promote(name, added.version, self.signing_key)
+            update = self.registry.promote(name, added.version, self.signing_key, target=self.policy.promote_to)
             try:
                 publish_model_update(self.kafka, self.layout, update)
             except Exception as exc:  # kafka-python raises many types; the promotion must not stay unannounced
                 self.registry.rollback(name, self.signing_key)
                 raise RetrainError(f"v{added.version} registered but not announced ({exc}); promotion rolled "
                                    "back") from exc
-            return RetrainOutcome(name, version, "promoted", f"v{added.version} promoted: held-out MAE "
+            return RetrainOutcome(name, version, "promoted", f"v{added.version} promoted to "
+                                  f"{self.policy.promote_to}: held-out MAE "
                                   f"{candidate_mae:.4g} vs {champion_mae:.4g}", trigger, added.version,
                                   champion_mae, candidate_mae)
         finally:
