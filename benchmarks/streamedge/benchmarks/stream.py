@@ -1,4 +1,4 @@
-"""``streamedge bench stream``: pass-through Faust agent vs the full pipeline vs per-message Keras.
+"""``streamedge bench stream``: pass-through Faust agent vs the full pipeline vs per-message Keras (same trained model).
 
 On a real broker, each contender runs as its own process on a fresh topic layout:
 
@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
            help="classification strides also run at the last batch size (the headline uses stride 1)")
     option(parser, "--batch-wait", type=float, default=0.02, help="micro-batch wait, seconds")
     option(parser, "--latency-seconds", type=float, default=6.0, help="duration of each half-rate latency run")
-    option(parser, "--naive-messages", type=int, default=150, help="readings for the per-message Keras floor")
+    option(parser, "--naive-messages", type=int, default=None,
+           help="readings for the per-message Keras floor (default: --messages over --keys keys, the pipeline's data)")
     option(parser, "--active-keys", type=int, default=10_000, help="keys for the bounded-memory run")
     option(parser, "--work-dir", type=Path, default=user_state_dir() / "bench" / "stream",
            help="scratch folder; default under STREAMEDGE_HOME")
@@ -168,17 +169,23 @@ class _Bench:
 
 def tiny_model_dir(work: Path) -> tuple[Path, Path]:
     """``(model_dir, public_key)``: the tiny forecaster and classifier installed as version 1 under
-    ``work/models`` (built once: Dense forecaster, CNN classifier, float32 TFLite, signed)."""
-    from streamedge.training.tiny import build_tiny_models
+    ``work/models`` (built once: Dense forecaster, CNN classifier, float32 TFLite, signed), and the
+    forecaster's trained Keras model as ``work/models/tiny-forecaster.keras`` (the naive floor's)."""
+    from streamedge.contracts.signing import generate_keypair
+    from streamedge.training.tiny import build_tiny_model
 
     root = work / "models"
-    if not (root / "tiny-forecaster" / "1").is_dir():
+    if not (root / "tiny-forecaster.keras").is_file():
         import shutil
 
-        built = build_tiny_models(work / "tiny")
-        shutil.copytree(built.forecaster, root / "tiny-forecaster" / "1")
-        shutil.copytree(built.classifier, root / "tiny-classifier" / "1")
-        shutil.copy(built.public_key, root / "public.pem")
+        shutil.rmtree(root, ignore_errors=True)
+        keys = work / "tiny" / "keys"
+        generate_keypair(keys / "signing.pem", keys / "public.pem")
+        build_tiny_model("forecaster", root / "tiny-forecaster" / "1", keys / "signing.pem",
+                         keras_file=work / "tiny" / "tiny-forecaster.keras")
+        build_tiny_model("classifier", root / "tiny-classifier" / "1", keys / "signing.pem")
+        shutil.copy(keys / "public.pem", root / "public.pem")
+        shutil.copy(work / "tiny" / "tiny-forecaster.keras", root / "tiny-forecaster.keras")
     return root, root / "public.pem"
 
 
@@ -247,7 +254,8 @@ def run(args: argparse.Namespace) -> int:
                                 stderr=subprocess.STDOUT)
 
     def naive(layout: Any) -> subprocess.Popen[bytes]:
-        cmd = [python, "-m", "streamedge.benchmarks.stream_naive", bench.kafka.bootstrap_servers, layout.prefix, str(_WINDOW)]
+        cmd = [python, "-m", "streamedge.benchmarks.stream_naive", bench.kafka.bootstrap_servers, layout.prefix,
+               str(model_dir)]
         return _spawn(cmd, env, logs / "naive.log", ready="ready")
 
     report: dict[str, Any] = {"messages": keys * per_key, "keys": keys, "window": _WINDOW,
@@ -287,8 +295,9 @@ def run(args: argparse.Namespace) -> int:
         "exactly_once_over_at_least_once": round(exactly_once["throughput_per_s"]
                                                  / report["pipeline"]["throughput_per_s"], 3)}
 
-    naive_keys = min(keys, 10)
-    naive_per_key = max(_WINDOW + 1, args.naive_messages // naive_keys + _WINDOW - 1)
+    # The pipeline's keys and readings unless a toy run asks for fewer.
+    naive_keys = keys if args.naive_messages is None else min(keys, 10)
+    naive_per_key = per_key if args.naive_messages is None else max(_WINDOW + 1, args.naive_messages // naive_keys + _WINDOW - 1)
     layout = bench.layout()
     bench.fill(layout, naive_keys, naive_per_key)
     report["naive_keras"] = bench.measure("naive_keras", layout, naive, naive_keys * (naive_per_key - _WINDOW + 1),
