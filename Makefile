@@ -44,7 +44,7 @@ mutants: system-deps install
 
 bench: install
 	$(BIN)/streamedge bench edge --out runs/bench/edge.json
-	$(BIN)/streamedge bench stream --out runs/bench/stream.json
+	$(BIN)/streamedge bench stream --repeats 3 --out runs/bench/stream.json
 
 kafka-up: install
 	$(BIN)/streamedge kafka up
