@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps test lint demo bench kafka-up kafka-down clean
+.PHONY: install system-deps test lint demo bench mutants kafka-up kafka-down clean
 
 # The workspace's distributions (see "Layout" in the README), each installed editable, then the root
 # one that pins them together and brings the test tools.
@@ -36,9 +36,15 @@ DEMO_ARGS ?=
 demo: system-deps install
 	$(BIN)/streamedge demo $(DEMO_ARGS)
 
+# Each regression listed in tools/mutants.py (docs/testing.md), applied to a copy of the tree with the
+# tests that must catch it run there; needs the system deps (broker) like `make test`. Last line:
+# `mutants: C caught of N`.
+mutants: system-deps install
+	$(BIN)/python -m tools.mutants
+
 bench: install
 	$(BIN)/streamedge bench edge --out runs/bench/edge.json
-	$(BIN)/streamedge bench stream --out runs/bench/stream.json
+	$(BIN)/streamedge bench stream --repeats 3 --out runs/bench/stream.json
 
 kafka-up: install
 	$(BIN)/streamedge kafka up

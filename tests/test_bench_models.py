@@ -39,3 +39,8 @@ def test_bench_models_applies_the_protocol_and_reuses_finished_runs(tmp_path: Pa
     assert main(argv) == 0
     assert cached.stat().st_mtime_ns == before
     assert json.loads(out.read_text())["rows"] == figures["rows"]
+    # Another --features changes the result: the cached run is stale and trained again, not reported.
+    assert main([*argv[:-1], "168"]) == 0
+    stored = json.loads(cached.read_text())
+    assert stored["cache_key"]["inputs"]["config"]["features"] == 168
+    assert cached.stat().st_mtime_ns != before

@@ -141,28 +141,61 @@ def test_worker_refuses_to_start_without_its_models(kafka_settings: KafkaSetting
     assert "tiny-forecaster" in capsys.readouterr().err
 
 
+class _Stream:
+    """Readings of keys ``k0..k{keys-1}`` with seq 0, 1, 2, ..., sent a few seqs at a time for as long as
+    the test needs: the stream lasts until the events it waits for have happened, not a set time."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str, keys: int, chunk: int = 2) -> None:
+        self.kafka, self.topic, self.keys, self.chunk = kafka, topic, keys, chunk
+        self.seqs = 0  # seqs sent per key so far
+
+    def send(self, seqs: int) -> None:
+        produce(self.kafka, self.topic, ((f"k{k}/s".encode(), reading(f"k{k}", seq))
+                                         for seq in range(self.seqs, self.seqs + seqs) for k in range(self.keys)))
+        self.seqs += seqs
+
+    def until(self, what: str, happened: Callable[[], bool], timeout: float = 120.0) -> None:
+        """Keep sending chunks, looking for ``happened`` between them, until it holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.send(self.chunk)
+            look_until = time.monotonic() + 0.25
+            while time.monotonic() < look_until:
+                if happened():
+                    return
+                time.sleep(0.05)
+            assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s of streaming"
+
+
+def _rebuilt(worker: WorkerProcess) -> Counter[str]:
+    """How many times the worker rebuilt each readings partition's windows (once per new assignment)."""
+    return Counter(re.findall(r"partition (\d+): (?:rebuilt windows|PARTIAL rebuild)", worker.log.read_text()))
+
+
 def test_rebalance_between_live_workers_loses_nothing_and_dead_letters_nothing(
         kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout],
         start_worker: Callable[..., WorkerProcess]) -> None:
     layout = make_topics(3)
-    keys, seqs = 30, 150
     app_id = f"app-{layout.prefix}"
+    stream = _Stream(kafka_settings, layout.readings, keys=30)
     first = start_worker(layout, app_id)
-    producer = _paced(kafka_settings, layout.readings, keys, seqs, seconds=10.0)
-    time.sleep(2.0)
+    stream.until("the first worker's first forecasts",
+                 lambda: (first.sample("streamedge_stream_results_total", 'kind="forecasts"') or 0) > 0)
     second = start_worker(layout, app_id)  # joins the group: partitions move between live workers
-    time.sleep(3.0)
+    stream.until("the first rebalance (the second worker rebuilding a partition it took)", lambda: bool(_rebuilt(second)))
     first.stop()  # leaves the group: the second takes every partition, rebuilding their windows
-    assert producer.is_alive(), "the stream ended before the second rebalance; the test proves nothing"
-    producer.join(timeout=60)
-    expected = keys * (seqs - TINY_WINDOW + 1)
+    stream.until("the second rebalance (the second worker rebuilding every partition)",
+                 lambda: set(_rebuilt(second)) == {"0", "1", "2"})
+    stream.send(10)  # and the stream goes on after it
+    seqs = stream.seqs
+    expected = stream.keys * (seqs - TINY_WINDOW + 1)
     forecasts = _forecast_keys(kafka_settings, layout, expected)
-    wanted = {f"forecast:tiny-forecaster:k{k}/s:{s}" for k in range(keys) for s in range(TINY_WINDOW - 1, seqs)}
+    wanted = {f"forecast:tiny-forecaster:k{k}/s:{s}" for k in range(stream.keys) for s in range(TINY_WINDOW - 1, seqs)}
     lost = sorted(wanted - {f["idempotency_key"].split("@")[0] for f in forecasts})
     assert not lost, (lost[:20], first.log.read_text()[-3000:], second.log.read_text()[-3000:])
     letters = consume_until(kafka_settings, [layout.dead_letters], lambda ms: False, timeout=3)
     assert letters == []
     assert second.metric("streamedge_stream_state_rebuild_readings_total") > 0
     # The first worker kept some partitions when the second joined: only new ones are rebuilt.
-    rebuilds = Counter(re.findall(r"partition (\d+): (?:rebuilt windows|PARTIAL rebuild)", first.log.read_text()))
+    rebuilds = _rebuilt(first)
     assert rebuilds and max(rebuilds.values()) == 1, rebuilds

@@ -11,7 +11,9 @@ scale (in-sample seasonal-naive MAE of the history), the benchmark scores:
 
 MASE and sMAPE are reported for Keras, the int8 TFLite file and the variant the parity gate and
 selection ship. MASE averages ``|error| / scale`` over every test point of every series. Runs
-are cached in ``--work-dir`` like ``bench models`` (``bench_run.json``).
+are cached in ``--work-dir`` like ``bench models`` (``bench_run.json``, reused only under the same
+key: the resolved configuration, the shortened end, whether the baselines ran, the data file's path
+and content, the code version; :mod:`streamedge.benchmarks.run_cache`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamedge.benchmarks.run_cache import read_run, run_key, write_run
 from streamedge.paths import data_dir, user_state_dir
 
 __all__ = ["SERIES", "BenchSeries", "add_arguments", "run", "statistical_forecasts"]
@@ -183,13 +186,15 @@ def _one_series(args: argparse.Namespace, spec: BenchSeries) -> dict[str, Any]:
     from streamedge.training.windowing import partition_series
 
     folder = _run_folder(args, spec)
-    cached = folder / "bench_run.json"
-    if cached.exists():
-        result: dict[str, Any] = json.loads(cached.read_text())
-        return result
     config = _config(spec, args.epochs, args.seed, _overrides(args.set))
+    source = (args.data_dir or data_dir() / "forecasting") / spec.file
+    key = run_key({"spec": asdict(spec), "config": config.to_dict(), "end_early": args.end_early,
+                   "baselines": not args.no_baselines, "origins": args.origins}, [source])
+    cached = read_run(folder, key)
+    if cached is not None:
+        return cached
     w, h, m, origins = config.window, config.horizon, config.season, max(spec.origins, args.origins)
-    data = load_table((args.data_dir or data_dir() / "forecasting") / spec.file, [spec.column], spec.id_column)
+    data = load_table(source, [spec.column], spec.id_column)
     if args.end_early:
         data = dataclasses.replace(data, series=[s[: len(s) - args.end_early] for s in data.series])
     # Train once on everything before the first test block; later origins reuse that model.
@@ -254,7 +259,7 @@ def _one_series(args: argparse.Namespace, spec: BenchSeries) -> dict[str, Any]:
                                  for name in ("lstm_keras", "lstm_int8", "lstm_shipped")},
         "methods": methods,
     }
-    cached.write_text(json.dumps(result, indent=1) + "\n")
+    write_run(folder, key, result)
     return result
 
 

@@ -11,9 +11,11 @@ the lower median int8 single-window latency. The unseen rows then show the chose
 accuracy beside the published FCN, ResNet, InceptionTime and ROCKET figures
 (:mod:`streamedge.benchmarks.published`), with its mean rank among them.
 
-Each run's folder under ``--work-dir`` is kept; a run whose ``bench_run.json`` exists is read
-back instead of trained again, so invocations with different candidates can share one folder and
-a last one computes the table over all of them.
+Each run's folder under ``--work-dir`` is kept; a run whose ``bench_run.json`` was computed under
+the same key (its resolved configuration, the data files' paths and contents, the code version:
+:mod:`streamedge.benchmarks.run_cache`) is read back instead of trained again, so invocations with
+different candidates can share one folder and a last one computes the table over all of them. A
+run computed under another key is trained again.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from streamedge.benchmarks.published import PUBLISHED, SOURCES
+from streamedge.benchmarks.run_cache import read_run, run_key, write_run
 from streamedge.paths import data_dir, user_state_dir
 
 __all__ = ["SELECTION", "UNSEEN", "add_arguments", "mean_ranks", "run"]
@@ -72,20 +75,20 @@ def _one_run(args: argparse.Namespace, candidate: str, dataset: str, seed: int) 
     from streamedge.training.config import ClassifierConfig
 
     folder = args.work_dir / candidate / dataset / f"seed{seed}"
-    cached = folder / "bench_run.json"
-    if cached.exists():
-        result: dict[str, Any] = json.loads(cached.read_text())
-        return result
     fields = dict(_CANDIDATES[candidate], seed=seed)
     if args.features is not None and fields["model"] == "minirocket":
         fields["features"] = args.features
     if args.epochs is not None and fields["model"] == "fcn":
         fields["epochs"] = args.epochs
     source = args.data_dir or data_dir() / "ucr"
+    files = [source / f"{dataset}_TRAIN.ts", source / f"{dataset}_TEST.ts"]
+    key = run_key({"candidate": candidate, "dataset": dataset, "config": ClassifierConfig(**fields).to_dict()}, files)
+    cached = read_run(folder, key)
+    if cached is not None:
+        return cached
     print(f"training {candidate} on {dataset}, seed {seed} ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    metrics = train_classifier(source / f"{dataset}_TRAIN.ts", source / f"{dataset}_TEST.ts", folder,
-                               ClassifierConfig(**fields), progress=False)
+    metrics = train_classifier(files[0], files[1], folder, ClassifierConfig(**fields), progress=False)
     tflite = metrics["tflite"]
     result = {
         "candidate": candidate, "dataset": dataset, "seed": seed,
@@ -104,7 +107,7 @@ def _one_run(args: argparse.Namespace, candidate: str, dataset: str, seed: int) 
         "fit_seconds": metrics["fit_seconds"], "wall_seconds": time.perf_counter() - started,
         "warnings": metrics["warnings"],
     }
-    cached.write_text(json.dumps(result, indent=1) + "\n")
+    write_run(folder, key, result)
     return result
 
 

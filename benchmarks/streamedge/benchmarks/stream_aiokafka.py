@@ -3,7 +3,8 @@
 Decodes each message with :func:`~streamedge.contracts.reading.parse_message` (a single reading or
 a reading block), re-encodes it and produces it to the forecasts topic, with the worker's delivery
 contract: a batch's offsets are committed only once the broker acknowledged (``acks=all``) every
-message it produced. What Faust adds on top of this loop is the gap between this ceiling and the
+message it and every earlier batch produced, with up to four batches awaiting acknowledgement while
+the next is read (the worker's in-flight depth). What Faust adds on top of this loop is the gap between this ceiling and the
 Faust pass-through agent. Run as
 ``python -m streamedge.benchmarks.stream_aiokafka BOOTSTRAP PREFIX GROUP BATCH`` (until SIGTERM).
 """
@@ -13,12 +14,15 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections import deque
 from typing import Any
 
 __all__ = ["main"]
 
 # Same producer batch as the worker (services.app): one micro-batch's results in few requests.
 _PRODUCER_BATCH_BYTES = 512 * 1024
+# Batches awaiting acknowledgement at once, as in the worker (services.app._MAX_INFLIGHT).
+_MAX_INFLIGHT = 4
 
 
 async def _run(bootstrap: str, prefix: str, group: str, batch: int) -> None:
@@ -40,19 +44,28 @@ async def _run(bootstrap: str, prefix: str, group: str, batch: int) -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     await consumer.start()
     await producer.start()
+    # (acknowledgements of one batch, the offsets its commit makes), oldest first
+    inflight: deque[tuple[asyncio.Future[Any], dict[Any, int]]] = deque()
     try:
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=100, max_records=batch)
             pending: list[Any] = []
-            for records in fetched.values():
+            offsets: dict[Any, int] = {}
+            for tp, records in fetched.items():
                 for message in records:
                     parsed = parse_message(message.value)
-                    if isinstance(parsed, Rejection):
-                        continue
-                    pending.append(await producer.send(layout.forecasts, parsed.to_json(), key=message.key))
-            if pending:
-                await asyncio.gather(*pending)
-                await consumer.commit()
+                    if not isinstance(parsed, Rejection):
+                        pending.append(await producer.send(layout.forecasts, parsed.to_json(), key=message.key))
+                if records:
+                    offsets[tp] = records[-1].offset + 1
+            if offsets:
+                inflight.append((asyncio.gather(*pending), offsets))
+            # Like the worker's Delivery: up to _MAX_INFLIGHT batches await acknowledgement while the
+            # next is read; a batch's offsets are committed once it and every earlier one were acknowledged.
+            while len(inflight) > _MAX_INFLIGHT or (inflight and inflight[0][0].done()):
+                acks, done = inflight.popleft()
+                await acks
+                await consumer.commit(done)
     finally:
         await producer.stop()
         await consumer.stop()

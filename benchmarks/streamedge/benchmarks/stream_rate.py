@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     option(parser, "--headline-block", type=int, default=256, help="block size measured for latency too")
     option(parser, "--block-readings", type=int, default=400_000, help="readings per block-size run (blocks > 1)")
     option(parser, "--repeats", type=int, default=1,
-           help="runs of each rate-axis measurement, in alternation; the median is reported")
+           help="runs of each rate-axis measurement and of the headline contenders (pass-through, pipeline, "
+                "exactly-once), in alternation; medians and spreads are reported (make bench uses 3)")
     option(parser, "--rate-only", action="store_true", default=False,
            help="run only the rate axis and its ceilings")
 
@@ -68,6 +69,8 @@ class _Rate:
     def __init__(self, bench: Any, args: argparse.Namespace, pipeline: Callable[..., Any], python: str,
                  env: dict[str, str], logs: Path) -> None:
         self.bench, self.args, self.pipeline, self.python, self.env, self.logs = bench, args, pipeline, python, env, logs
+        # The ceilings take the same micro-batch as the pipeline they are compared with (--batch-sizes' last).
+        self._batch = str(args.batch_sizes).split(",")[-1].strip()
 
     def fill(self, layout: Any, keys: int, per_key: int, size: int) -> int:
         """Produce ``per_key`` readings per key in blocks of ``size``; returns the message count."""
@@ -132,14 +135,14 @@ class _Rate:
 
     def passthrough(self, layout: Any) -> subprocess.Popen[bytes]:
         cmd = [self.python, "-m", "streamedge.benchmarks.stream_passthrough", self.bench.kafka.bootstrap_servers,
-               layout.prefix, f"{layout.prefix}app", "256", str(self.args.batch_wait),
+               layout.prefix, f"{layout.prefix}app", self._batch, str(self.args.batch_wait),
                str(self.bench.work / "faust" / layout.prefix)]
         return subprocess.Popen(cmd, env=self.env, stdout=(self.logs / "passthrough.log").open("ab"),
                                 stderr=subprocess.STDOUT)
 
     def aiokafka_loop(self, layout: Any) -> subprocess.Popen[bytes]:
         cmd = [self.python, "-m", "streamedge.benchmarks.stream_aiokafka", self.bench.kafka.bootstrap_servers,
-               layout.prefix, f"{layout.prefix}loop", "256"]
+               layout.prefix, f"{layout.prefix}loop", self._batch]
         return subprocess.Popen(cmd, env=self.env, stdout=(self.logs / "aiokafka-loop.log").open("ab"),
                                 stderr=subprocess.STDOUT)
 

@@ -15,6 +15,7 @@ from streamedge.training.artifacts import export_variants, reference_stats, writ
 from streamedge.training.config import ClassifierConfig
 from streamedge.training.data import LabelledData, load_ts
 from streamedge.training.errors import DataError
+from streamedge.training.export import accuracy_gate
 from streamedge.training.metrics import classification_metrics
 from streamedge.training.minirocket import build_minirocket, plan_minirocket
 from streamedge.training.models import best_epoch, build_classifier, fit, seed_everything
@@ -29,8 +30,6 @@ _log = logging.getLogger(__name__)
 MIN_SERIES_PER_CLASS: Final = 3
 # Full-int8 calibration uses at most this many training windows.
 _REPRESENTATIVE: Final = 200
-# The parity gate: a TFLite variant may lose at most this many accuracy points against Keras.
-MAX_ACCURACY_DROP: Final = 1.0
 # Fewer series than this in the set that selects the model (FCN: the validation split; MiniRocket:
 # leave-one-out over the training set) and one series moves its accuracy by more than 5 points.
 MIN_SELECTION_SERIES: Final = 20
@@ -186,13 +185,10 @@ def train_classifier(
 
     keras_metrics = score(np.asarray(model.predict(x_test, verbose=0)))
 
-    def gate(metrics: dict[str, Any]) -> str:
-        drop = keras_metrics["accuracy"] - metrics["accuracy"]
-        return f"accuracy drops {drop:.2f} points (> {MAX_ACCURACY_DROP})" if drop > MAX_ACCURACY_DROP else ""
-
     rng = np.random.default_rng(config.seed)
     representative = x_all[rng.permutation(len(x_all))[:_REPRESENTATIVE]]
-    results, _, keras_ms = export_variants(model, out / "variants", representative, x_test, score, gate, progress,
+    results, _, keras_ms = export_variants(model, out / "variants", representative, x_test, score,
+                                           accuracy_gate(keras_metrics), progress,
                                            per_channel=config.model != "minirocket")
     for r in results:
         if not r.passed:

@@ -1,4 +1,4 @@
-"""TFLite export of every variant, evaluation with the shared runner, parity gate, selection.
+"""TFLite export of every variant, evaluation with the shared runner, parity gates, selection.
 
 Variants: ``float32``; ``float16`` (weights stored as float16); ``dynamic`` (int8 weights,
 float activations; per-channel dense quantisation disabled because tflite-runtime 2.14 refuses
@@ -26,10 +26,15 @@ from streamedge.training.errors import ExportError
 
 __all__ = [
     "EDGE_RUNTIMES",
+    "MAX_ACCURACY_DROP",
+    "MAX_MAE_GROWTH",
     "VARIANTS",
+    "Gate",
     "VariantResult",
+    "accuracy_gate",
     "check_runtimes",
     "convert",
+    "error_gate",
     "keras_latency_ms",
     "runner_latency_ms",
     "select_variant",
@@ -40,6 +45,41 @@ EDGE_RUNTIMES: Final = ("tflite_runtime", "ai_edge_litert")
 _PROBE_TIMEOUT_S: Final = 120
 # Within this factor of the fastest passing variant, the smaller file wins.
 _LATENCY_SLACK: Final = 1.5
+# Parity gates: a classifier variant may lose at most this many accuracy points against Keras...
+MAX_ACCURACY_DROP: Final = 1.0
+# ...and a forecaster variant's MAE and its MASE may each grow at most this fraction over Keras'. MASE
+# too: in a global model the MAE is the largest series' error and would hide the small ones'.
+MAX_MAE_GROWTH: Final = 0.05
+
+# Variant metrics -> "" when the variant passes, else the refusal reason.
+Gate = Callable[[dict[str, Any]], str]
+
+
+def accuracy_gate(keras_metrics: dict[str, Any]) -> Gate:
+    """The classifier gate: refuse a variant whose accuracy (percent) is more than
+    :data:`MAX_ACCURACY_DROP` points below ``keras_metrics["accuracy"]``."""
+
+    def gate(metrics: dict[str, Any]) -> str:
+        drop = float(keras_metrics["accuracy"]) - float(metrics["accuracy"])
+        return f"accuracy drops {drop:.2f} points (> {MAX_ACCURACY_DROP})" if drop > MAX_ACCURACY_DROP else ""
+
+    return gate
+
+
+def error_gate(keras_metrics: dict[str, Any]) -> Gate:
+    """The forecaster gate: refuse a variant whose MAE, or else MASE, grows more than
+    :data:`MAX_MAE_GROWTH` over Keras' (any growth when Keras' is 0); the reason names the first."""
+
+    def gate(metrics: dict[str, Any]) -> str:
+        for key in ("mae", "mase"):
+            ours, keras = float(metrics[key]), float(keras_metrics[key])
+            if ours > keras * (1 + MAX_MAE_GROWTH):
+                if not keras:
+                    return f"{key.upper()} {ours:.3g} against Keras' 0"
+                return f"{key.upper()} grows {(ours / keras - 1) * 100:.1f}% over Keras (> {MAX_MAE_GROWTH * 100:.0f}%)"
+        return ""
+
+    return gate
 
 
 @dataclass

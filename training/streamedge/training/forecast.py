@@ -34,6 +34,7 @@ from streamedge.training.artifacts import export_variants, reference_stats, writ
 from streamedge.training.config import ForecasterConfig
 from streamedge.training.data import SeriesData, load_table
 from streamedge.training.errors import DataError
+from streamedge.training.export import MAX_MAE_GROWTH, error_gate
 from streamedge.training.forecast_origins import fit_to_history, origin_split, per_origin
 from streamedge.training.metrics import forecast_metrics, seasonal_naive_forecast, seasonal_naive_scale
 from streamedge.training.models import build_forecaster, fit, scale_correction, seed_everything
@@ -56,9 +57,6 @@ _HEADROOM: Final = 0.25
 # Series whose MASE scales differ more than this share one normalisation badly (M1: 10^8): above
 # it a global model scales every window by its own statistics (per-series scaling).
 MAX_SCALE_SPREAD: Final = 100.0
-# The parity gate: a TFLite variant's MAE, and its MASE, may exceed Keras' by at most 5 %. MASE
-# too: in a global model the MAE is the largest series' error and would hide the small ones'.
-MAX_MAE_GROWTH: Final = 0.05
 
 
 def default_window(season: int, horizon: int, recent: int = 0) -> int:
@@ -380,17 +378,9 @@ def train_forecaster(
     baseline = forecast_metrics(actual, naive, scale_all)
     val_residuals = denorm(np.asarray(model.predict(x_val, verbose=0))) - denorm(y_val)
 
-    def gate(metrics: dict[str, Any]) -> str:
-        for key in ("mae", "mase"):
-            if metrics[key] > keras_metrics[key] * (1 + MAX_MAE_GROWTH):
-                if not keras_metrics[key]:
-                    return f"{key.upper()} {metrics[key]:.3g} against Keras' 0"
-                growth = (metrics[key] / keras_metrics[key] - 1) * 100
-                return f"{key.upper()} grows {growth:.1f}% over Keras (> {MAX_MAE_GROWTH * 100:.0f}%)"
-        return ""
-
     representative = _representative(np.concatenate([x_train, x_val]), config.seed)
-    results, outputs, keras_ms = export_variants(model, out / "variants", representative, x_test, score, gate,
+    results, outputs, keras_ms = export_variants(model, out / "variants", representative, x_test, score,
+                                                 error_gate(keras_metrics),
                                                  progress)
     for r in results:
         if not r.passed:

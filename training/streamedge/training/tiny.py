@@ -44,11 +44,13 @@ def _series(n: int, seed: int) -> npt.NDArray[np.float32]:
 
 
 def build_tiny_model(kind: Literal["forecaster", "classifier"], out_dir: Path, signing_key: Path,
-                     name: str | None = None, seed: int = 0) -> Path:
+                     name: str | None = None, seed: int = 0, keras_file: Path | None = None) -> Path:
     """Train, convert and sign one tiny model into ``out_dir``; returns ``out_dir``.
 
     The forecaster maps a window of 8 readings (1 feature) to the next 2; the classifier maps
-    a window of 8 to ``calm`` (smooth sine) or ``shaky`` (sine plus strong noise).
+    a window of 8 to ``calm`` (smooth sine) or ``shaky`` (sine plus strong noise). ``keras_file``:
+    also save the trained Keras model there (outside the signed folder), for a baseline that
+    runs the same model under Keras.
     """
     import tensorflow as tf
 
@@ -83,6 +85,8 @@ def build_tiny_model(kind: Literal["forecaster", "classifier"], out_dir: Path, s
         model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
         model.fit(x, y, epochs=30, batch_size=32, verbose=0)
         extra = {"horizon": 0, "output_shape": [-1, len(_CLASSES)], "class_labels": list(_CLASSES), "validation_error": {}}
+    if keras_file is not None:
+        model.save(keras_file)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     model_path = out_dir / "model.tflite"
     model_path.write_bytes(converter.convert())

@@ -1,0 +1,1 @@
+"""Developer tools that work on the repository itself (not shipped in any distribution)."""
