@@ -313,7 +313,7 @@ class TableReader:
         """
         for line, cells in self.raw():
             if isinstance(cells, BadLine):
-                raise TableError(f"{self.layout.path}:{line}: {cells.reason}: {cells.detail}")
+                raise TableError(f"{self.layout.path}:{line}: {cells.detail}")
             yield self.parse(line, cells)
 
     def raw(self) -> Iterator[tuple[int, list[str] | BadLine]]:
@@ -419,7 +419,7 @@ def open_table(path: Path, time_column: str | None = None, id_column: str | None
             if len(good) >= SAMPLE_ROWS:
                 break
         if not good:
-            raise TableError(f"{path}: no readable data row after the header")
+            raise TableError(f"{path}: no data row after the header (bad lines aside)")
         sample = {name: [cells[i] for cells in good] for i, name in enumerate(header)}
         if id_column is not None and id_column not in header:
             raise TableError(f"{path}: no device column {id_column!r}; columns are {list(header)}")
