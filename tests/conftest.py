@@ -1,8 +1,10 @@
 """Shared fixtures: one real local Kafka broker per test run, fresh topics per test.
 
 The broker runs on 127.0.0.1:39092 (controller 39093; ``STREAMEDGE_TEST_KAFKA_PORT`` moves both)
-from ``.streamedge/test-kafka``, so it never touches a developer's own broker on 9092. It is stopped
-at the end of the run unless it was already running or ``STREAMEDGE_TEST_KEEP_BROKER=1``.
+from ``.streamedge/test-kafka``, so it never touches a developer's own broker on 9092. Under
+pytest-xdist every worker shares it: the first to need it starts it under a file lock and marks it
+with the run's token; the run's controller stops it at the end unless another run started it or
+``STREAMEDGE_TEST_KEEP_BROKER=1``.
 
 Property tests draw the same examples on every run (Hypothesis' ``derandomize``, no example
 database), so a run's outcome never depends on the day; ``HYPOTHESIS_PROFILE=explore`` draws
@@ -11,6 +13,7 @@ fresh ones when hunting for new failures.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,16 +34,42 @@ settings.register_profile("explore", derandomize=False, database=None, deadline=
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
+_RUN_TOKEN = "STREAMEDGE_TEST_RUN"
+
+
+def _test_broker() -> LocalBroker:
+    port = int(os.environ.get("STREAMEDGE_TEST_KAFKA_PORT", "39092"))
+    return LocalBroker(REPO / ".streamedge" / "test-kafka", port=port, controller_port=port + 1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller (or a run without workers) names this run; its workers inherit the name."""
+    if not hasattr(config, "workerinput"):
+        os.environ[_RUN_TOKEN] = uuid.uuid4().hex
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controller stops the test broker if this run started it."""
+    if hasattr(session.config, "workerinput") or os.environ.get("STREAMEDGE_TEST_KEEP_BROKER") == "1":
+        return
+    broker = _test_broker()
+    marker = broker.state_dir / "started-by-run"
+    if marker.is_file() and marker.read_text() == os.environ.get(_RUN_TOKEN):
+        broker.down()
+        marker.unlink()
+
+
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[LocalBroker]:
-    """The real local broker, started once for the whole run."""
-    port = int(os.environ.get("STREAMEDGE_TEST_KAFKA_PORT", "39092"))
-    broker = LocalBroker(REPO / ".streamedge" / "test-kafka", port=port, controller_port=port + 1)
-    was_running = broker.status().running
-    broker.up(timeout=120)
+    """The real local broker, started once for the whole run (shared by every xdist worker)."""
+    broker = _test_broker()
+    broker.state_dir.mkdir(parents=True, exist_ok=True)
+    with (broker.state_dir / "start.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not broker.status().running:
+            broker.up(timeout=120)
+            (broker.state_dir / "started-by-run").write_text(os.environ.get(_RUN_TOKEN, ""))
     yield broker
-    if not was_running and os.environ.get("STREAMEDGE_TEST_KEEP_BROKER") != "1":
-        broker.down()
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,24 @@ def test_a_bad_cell_names_its_line_and_column(tmp_path: Path) -> None:
 def test_tab_separated_files_read_the_same(tmp_path: Path) -> None:
     layout, rows = read_table(_write(tmp_path, "time\tv\n1\t2\n", name="r.tsv"))
     assert layout.time_column == "time" and rows[0].values == (2.0,)
+
+
+def test_a_bom_header_and_a_device_column_in_any_case_read_as_named(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufefftimestamp,Device_ID,a\n1700000000,d0,1\n1700000060,d1,2\n".encode())
+    layout, rows = read_table(path)
+    assert (layout.time_column, layout.id_column, layout.features) == ("timestamp", "Device_ID", ("a",))
+    assert [r.device for r in rows] == ["d0", "d1"]
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    (b"ts,a\n1700000000,1\n1700000060,\xff\n", "bad.csv:3: not UTF-8"),
+    (b"ts,a\n1700000000,1\n1700000060,inf\n", "bad.csv:3: column 'a': 'inf' is not a finite number"),
+    (b"ts,a\n" + b"".join(b"%d,1\n" % (1700000000 + 60 * i) for i in range(1100)) + b"1700066000000,1\n",
+     "bad.csv:1102: column 'ts': '1700066000000' is not in epoch seconds as the first rows were"),
+])
+def test_a_bad_line_past_the_sampled_rows_is_an_error_naming_its_line(tmp_path: Path, body: bytes, error: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(body)
+    with pytest.raises(TableError, match=re.escape(error)):
+        read_table(path)

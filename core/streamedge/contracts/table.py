@@ -352,9 +352,12 @@ class TableReader:
                 values.append(math.nan)
                 continue
             try:
-                values.append(float(cell))
+                value = float(cell)
             except ValueError:
                 raise TableError(f"{self._where(line, name)}: {cell[:40]!r} is not a number") from None
+            if math.isinf(value):
+                raise TableError(f"{self._where(line, name)}: {cell[:40]!r} is not a finite number")
+            values.append(value)
         device = None
         if self._id is not None:
             device = cells[self._id].strip()
@@ -385,7 +388,11 @@ class TableReader:
                              f"({_UNIT_WORDS[self.layout.time_unit]})") from None
         if not math.isfinite(number):
             raise TableError(f"{self._where(line, column)}: {cell!r} is not a finite time")
-        return number * _SCALE[self.layout.time_unit]
+        unit = self.layout.time_unit
+        if self.layout.time_detected and _epoch_unit([number]) != unit:
+            raise TableError(f"{self._where(line, column)}: {cell[:40]!r} is not in {_UNIT_WORDS[unit]} as the "
+                             f"first rows were; the file mixes units: pass the time unit")
+        return number * _SCALE[unit]
 
 
 def open_table(path: Path, time_column: str | None = None, id_column: str | None = None,
@@ -423,7 +430,7 @@ def open_table(path: Path, time_column: str | None = None, id_column: str | None
         sample = {name: [cells[i] for cells in good] for i, name in enumerate(header)}
         if id_column is not None and id_column not in header:
             raise TableError(f"{path}: no device column {id_column!r}; columns are {list(header)}")
-        device = id_column if id_column is not None else ("device_id" if "device_id" in header else None)
+        device = id_column if id_column is not None else next((h for h in header if h.lower() == "device_id"), None)
         carried = {c for c in ("seq", "stream") if c in header and c not in (features or ())}
         excluded = carried | ({device} if device else set())
         time = _pick_time(header, sample, time_column, excluded, path)
