@@ -17,8 +17,12 @@ A file is a header row and one row per sample. Its columns play these roles:
   tokens ``""``, ``?``, ``nan``, ``NA``, ``null``, ``None`` aside); other text columns are ignored
   and said so.
 
-The layout is decided from the header and the first :data:`SAMPLE_ROWS` rows, then every row is
-read by it; a later row that does not fit raises :class:`TableError` with its line number. A
+The file is UTF-8 (a BOM is dropped), one row per line (no line breaks inside quoted cells), each
+line at most :data:`MAX_LINE_BYTES`. The layout is decided from the header and the first
+:data:`SAMPLE_ROWS` rows, then every row is read by it; a later row that does not fit (a line too
+long or not UTF-8, another field count, an infinite value, a time in another epoch unit than the
+sampled rows) raises :class:`TableError` with its line number; the edge agent counts it as one
+rejected reading instead. A
 missing feature value reads as NaN (the trainer interpolates it, a stream worker dead-letters it);
 any other text in a feature or time cell is an error. Anything ambiguous (two time candidates,
 mixed epoch magnitudes, no feature) is an error that says which option to pass.
