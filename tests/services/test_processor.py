@@ -289,6 +289,7 @@ def test_item3_a_device_restarting_its_seq_counter_gets_new_keys_for_its_new_res
 
 @pytest.mark.parametrize("bad", [
     reading("d", 20, ts=7.0e9),  # stamped in 2191: a clock gone wrong
+    reading("d", 20, ts=1.7e9 + 20 + 80_000),  # 22 hours ahead: it blocked the device for 22 hours
     reading("d", 2**63 - 1, ts=1.7e9 + 20),  # the largest seq the contract allows
 ])
 def test_item4_one_implausible_reading_is_dead_lettered_alone_and_the_device_goes_on(

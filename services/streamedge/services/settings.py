@@ -40,7 +40,9 @@ class StreamSettings(BaseSettings):
         max_keys: most keys held per worker; the least recently seen is dropped beyond it. The
             default fits the shipped 512 MiB limit (arithmetic in docs/stream.md, "Memory").
         max_future_s: a reading stamped more than this after its Kafka message time is
-            dead-lettered alone (``implausible_ts``), seconds.
+            dead-lettered alone (``implausible_ts``), seconds. Ten minutes: clock skew beyond that
+            is a broken clock, and a stamp the key accepted blocks the readings stamped before it
+            (``out_of_order``) for at most this long.
         max_seq_jump: a reading whose ``seq`` is more than this past its key's last is
             dead-lettered alone (``implausible_seq``) unless the next one continues it
             (:mod:`services.windows`).
@@ -98,7 +100,7 @@ class StreamSettings(BaseSettings):
     anomaly_k: float = Field(default=4.0, gt=0)
     idle_ttl_s: float = Field(default=3600.0, gt=0)
     max_keys: int = Field(default=80_000, ge=1)
-    max_future_s: float = Field(default=86_400.0, ge=0)
+    max_future_s: float = Field(default=600.0, ge=0)
     max_seq_jump: int = Field(default=1_000_000, ge=1)
     rebuild_max_messages: int = Field(default=500_000, ge=0)
     web_host: str = "127.0.0.1"

@@ -111,7 +111,7 @@ class WindowStore:
         max_seq_jump: largest step of ``seq`` from a key's last sample to the next block's first.
     """
 
-    def __init__(self, capacity: int, idle_ttl_s: float, max_keys: int, max_future_s: float = 86_400.0,
+    def __init__(self, capacity: int, idle_ttl_s: float, max_keys: int, max_future_s: float = 600.0,
                  max_seq_jump: int = 1_000_000) -> None:
         if capacity < 1:
             raise ValueError(f"window capacity must be >= 1, got {capacity}")
