@@ -28,8 +28,9 @@ lint: install
 	$(BIN)/mypy
 
 # The tests start the real local Kafka broker (and Prometheus) they need themselves.
+# Two workers (pytest-xdist), one test file each at a time: most tests wait on the broker, not the CPU.
 test: system-deps lint
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 # `make demo DEMO_ARGS=--quick` for the few-epoch run the tests use; `--keep-running` to look around after.
 DEMO_ARGS ?=

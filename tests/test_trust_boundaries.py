@@ -703,3 +703,74 @@ def test_attack4_the_agent_signs_its_heartbeats_with_its_enrolled_key(
     edited["seq"] += 5  # a fresh seq, but not what the device signed
     assert view.observe(json.dumps(edited).encode(), 0.0) is None
     assert view.observe(beats[1], 0.0) is None and view.unauthenticated == 2  # and a replay
+
+
+class _Redirect(BaseHTTPRequestHandler):
+    """Answers every request with a redirect to ``target``, recording the Authorization it was sent."""
+
+    target = ""
+    seen: ClassVar[list[str | None]] = []
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+    def do_GET(self) -> None:
+        self.seen.append(self.headers.get("Authorization"))
+        self.send_response(302)
+        self.send_header("Location", self.target + self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_attack7_the_token_never_follows_a_redirect_to_another_host(
+        http_server: Callable[[type[BaseHTTPRequestHandler]], str], tiny_models: TinyModels, tmp_path: Path) -> None:
+    """Before: urllib copied the Authorization header onto the redirected request, to any host."""
+    blob = (tiny_models.forecaster / read_manifest(tiny_models.forecaster).model_file).read_bytes()
+    _Recorder.blob, _Recorder.seen = blob, []
+    elsewhere = http_server(_Recorder)
+    _Redirect.target, _Redirect.seen = elsewhere, []
+    registry_url = http_server(_Redirect)
+    token = tmp_path / "token"
+    token.write_text("fleet-secret\n")
+    options = fetch_options(1 << 20, token, None, 5.0, registry_url)
+    digest = read_manifest(tiny_models.forecaster).sha256
+    assert download(f"{registry_url}/m.tflite", digest, tmp_path / "p", options) == blob
+    assert (_Redirect.seen, _Recorder.seen) == (["Bearer fleet-secret"], [None])
+
+
+class _SlowHeaders(BaseHTTPRequestHandler):
+    """Sends its status line, then one header line every ``pause_s``: each read is quick, the whole never ends."""
+
+    pause_s = 0.2
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+    def do_GET(self) -> None:
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for n in range(10_000):
+                self.wfile.write(b"X-Pad-%d: 1\r\n" % n)
+                self.wfile.flush()
+                time.sleep(self.pause_s)  # the attacker's pacing, not the test's
+        except OSError:
+            return
+
+
+def test_attack7_a_server_trickling_its_headers_cannot_hold_a_download(
+        http_server: Callable[[type[BaseHTTPRequestHandler]], str], tmp_path: Path) -> None:
+    """Before: the deadline was checked between body reads only; header lines 0.5 s apart held it for minutes."""
+    url = http_server(_SlowHeaders) + "/m.tflite"
+    options = FetchOptions(max_bytes=1 << 20, timeout_s=1.0, deadline_s=1.5, min_rate_bps=0)
+    outcome: queue.Queue[BaseException | None] = queue.Queue()
+
+    def fetch() -> None:
+        try:
+            download(url, "0" * 64, tmp_path, options)
+            outcome.put(None)
+        except BaseException as exc:
+            outcome.put(exc)
+
+    threading.Thread(target=fetch, daemon=True).start()
+    error = outcome.get(timeout=60)  # the old download was still reading headers
+    assert isinstance(error, VerificationError) and "deadline" in str(error)

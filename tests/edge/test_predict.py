@@ -25,15 +25,17 @@ from streamedge.training.tiny import TinyModels
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _write_csv(path: Path, n: int, bad: dict[int, str], spike_at: int | None = None, keys: int = 1) -> Path:
+def _write_csv(path: Path, n: int, bad: dict[int, str], spike_at: int | None = None, keys: int = 1,
+               with_seq: bool = True) -> Path:
     """``n`` rows of a sine (the tiny models' signal) over ``keys`` interleaved devices, each with its own
-    ``seq``; row ``i in bad`` gets that value cell."""
+    ``seq`` (unless ``with_seq`` is False); row ``i in bad`` gets that value cell."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["device_id", "seq", "ts", "value"])
+        writer.writerow(["device_id", "seq", "ts", "value"] if with_seq else ["device_id", "ts", "value"])
         for i in range(n):
             value = 10.0 + 3.0 * math.sin(2 * math.pi * (i // keys) / 16) + (25.0 if i == spike_at else 0.0)
-            writer.writerow([f"dev-{i % keys}", i // keys, 1.7e9 + i, bad.get(i, f"{value:.6f}")])
+            seq = [i // keys] if with_seq else []
+            writer.writerow([f"dev-{i % keys}", *seq, 1.7e9 + i, bad.get(i, f"{value:.6f}")])
     return path
 
 
@@ -167,3 +169,39 @@ def test_predict_scores_a_folder_of_csv_and_parquet(tiny_models: TinyModels, tmp
     csv_out = tmp_path / "a_scored.csv"
     assert main(["predict", str(first), "--model", str(tiny_models.forecaster), "--out", str(csv_out)]) == 0
     assert [r["forecast"] or None for r in _read_csv(csv_out)] == [r["forecast"] for r in a]
+
+
+def test_a_table_without_seq_is_scored_alike_by_predict_and_the_agent_and_its_spike_flagged(
+        make_agent: Callable[..., Any], kafka_settings: KafkaSettings, tiny_models: TinyModels, tmp_path: Path) -> None:
+    """Before: the agent numbered such rows by their time in microseconds, so no reading followed the
+    last one by one, no residual was ever scored and the spike raised no alarm, while predict flagged it."""
+    source = _write_csv(tmp_path / "readings.csv", 120, {}, spike_at=70, keys=2, with_seq=False)
+    out = tmp_path / "scored.csv"
+    assert main(["predict", str(source), "--model", str(tiny_models.forecaster), "--out", str(out)]) == 0
+    rows = _read_csv(out)
+    agent = _agent_results(make_agent, kafka_settings, source, None, tmp_path)
+    assert len([r for r in rows if r["forecast"]]) == len(agent) > 0
+    assert rows[70]["anomaly"] == "1"
+    assert sum(r["anomaly"] == "1" for r in rows) == sum(bool(r["anomaly"]) for r in agent.values()) >= 1
+
+
+def test_predict_takes_a_bad_line_as_one_bad_row_and_refuses_outputs_that_clash(
+        tiny_models: TinyModels, tmp_path: Path) -> None:
+    """Before: a 10 MB line ended the run with a csv field-limit traceback; a.csv and a.parquet in one
+    folder wrote the same a.csv, the second silently replacing the first's results."""
+    source = _write_csv(tmp_path / "readings.csv", 40, {})
+    lines = source.read_bytes().splitlines(keepends=True)
+    lines.insert(21, b"dev-0,19.5,1700000019.5," + b"9" * 10_000_000 + b"\n")
+    lines.insert(30, b"dev-0,27.5,1700000027.5,\xff\xfe\n")
+    source.write_bytes(b"".join(lines))
+    out = tmp_path / "scored.csv"
+    assert main(["predict", str(source), "--model", str(tiny_models.forecaster), "--out", str(out)]) == 0
+    errors = {int(r["line"]): r["error"] for r in _read_csv(out) if r["error"]}
+    assert errors[22].startswith("too_large") and errors[31].startswith("not_utf8")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.csv").write_bytes(source.read_bytes())
+    (folder / "a.parquet").write_bytes(b"")  # refused before any file is read
+    assert main(["predict", str(folder), "--model", str(tiny_models.forecaster), "--out", str(tmp_path / "o"),
+                 "--out-format", ".csv"]) == 1
+    assert not (tmp_path / "o" / "a.csv").exists()

@@ -17,11 +17,14 @@ signed), and :func:`fetch_options` accepts an ``http://`` origin for it only on 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import ipaddress
 import math
+import socket
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -173,13 +176,74 @@ def _transfer(url: str, expected: str, partial: Path, options: FetchOptions, con
         partial.unlink()
         have = 0
     headers = {"Accept-Encoding": "identity"}
-    if options.token and options.token_origin is not None and origin(url) == options.token_origin:
-        headers["Authorization"] = f"Bearer {options.token}"
     if have:
         headers["Range"] = f"bytes={have}-"
         headers["If-Range"] = f'"{expected}"'
     request = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(request, timeout=options.timeout_s, context=context) as response:
+    if options.token and options.token_origin is not None and origin(url) == options.token_origin:
+        # Never copied onto a redirected request: the token goes to its registry origin only.
+        request.add_unredirected_header("Authorization", f"Bearer {options.token}")
+    watch = _Watch()
+    timer = threading.Timer(max(deadline - time.monotonic(), 0.0), watch.fire)
+    timer.daemon = True
+    timer.start()
+    late = VerificationError(f"{url}: not complete within the {options.deadline_s:.0f} s deadline")
+    try:
+        digest = _receive(request, url, partial, options, context, deadline, have, watch)
+    except (OSError, http.client.HTTPException) as exc:
+        if watch.fired:
+            raise late from exc
+        raise
+    finally:
+        timer.cancel()
+    if watch.fired:  # a shut-down socket can also read as a clean, short end
+        raise late
+    return digest
+
+
+class _Watch:
+    """The sockets of one attempt, shut down when the overall deadline passes: a server trickling its
+    status line or headers is cut off as surely as one trickling its body."""
+
+    def __init__(self) -> None:
+        self.sockets: list[socket.socket] = []
+        self.fired = False
+
+    def fire(self) -> None:
+        self.fired = True
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def _opener(context: ssl.SSLContext, watch: _Watch) -> urllib.request.OpenerDirector:
+    """An opener whose connections register their sockets with ``watch``."""
+
+    class Plain(http.client.HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            watch.sockets.append(self.sock)
+
+    class Tls(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            watch.sockets.append(self.sock)
+
+    class PlainHandler(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(Plain, req)
+
+    class TlsHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(Tls, req, context=context)
+
+    return urllib.request.build_opener(PlainHandler(), TlsHandler(context=context))
+
+
+def _receive(request: urllib.request.Request, url: str, partial: Path, options: FetchOptions,
+             context: ssl.SSLContext, deadline: float, have: int, watch: _Watch) -> str:
+    """The response of one attempt, streamed into ``partial``; its sha256 (see :func:`_transfer`)."""
+    with _opener(context, watch).open(request, timeout=options.timeout_s) as response:
         resumed = have > 0 and response.status == 206
         start = have if resumed else 0
         length_header = response.headers.get("Content-Length", "")

@@ -22,13 +22,15 @@ from typing import Any, Final
 from streamedge.contracts.reading import Rejection, parse_reading
 from streamedge.edge.errors import NonFiniteOutputError
 from streamedge.edge.predictor import Predictor, WindowStore
-from streamedge.edge.sources import row_payload
+from streamedge.edge.sources import RowNumbers, row_payload
 
-__all__ = ["RESERVED_COLUMNS", "BadRow", "ScoreSummary", "output_columns", "score_rows", "value_columns"]
+__all__ = ["BAD_LINE", "RESERVED_COLUMNS", "BadRow", "ScoreSummary", "output_columns", "score_rows", "value_columns"]
 
 # Columns of the agent's CSV format that are not values (edge.sources: ts, optional device_id, stream, seq).
 RESERVED_COLUMNS: Final = ("device_id", "stream", "ts", "seq")
 _SEPARATORS: Final = (",", ":")
+# The one field of a row the reader could not read as cells (too long, not UTF-8, another width): its reason.
+BAD_LINE: Final = "\x00bad line"
 
 
 @dataclass(frozen=True)
@@ -99,9 +101,10 @@ def score_rows(rows: Iterable[tuple[int, dict[str, Any]]], columns: list[str], p
     m = predictor.manifest
     residual_std = m.residual_std()
     base = {"model": m.name, "version": m.version}
-    for index, (line, row) in enumerate(rows):
+    numbers = RowNumbers()
+    for line, row in rows:
         summary.rows += 1
-        out, error = _score_one(row, columns, device_id, index, windows, predictor, stride, residual_std)
+        out, error = _score_one(row, columns, device_id, numbers, windows, predictor, stride, residual_std)
         if error:
             summary.bad += 1
             if len(summary.first_bad) < keep_bad:
@@ -114,10 +117,12 @@ def score_rows(rows: Iterable[tuple[int, dict[str, Any]]], columns: list[str], p
             on_row(summary.rows)
 
 
-def _score_one(row: dict[str, Any], columns: list[str], device_id: str, index: int, windows: WindowStore,
+def _score_one(row: dict[str, Any], columns: list[str], device_id: str, numbers: RowNumbers, windows: WindowStore,
                predictor: Predictor, stride: int, residual_std: float | None) -> tuple[dict[str, Any], str]:
     """One row's result fields and error text (empty when fine)."""
-    parsed = parse_reading(row_payload(row, columns, device_id, index))
+    if BAD_LINE in row:
+        return {}, str(row[BAD_LINE])
+    parsed = parse_reading(row_payload(row, columns, device_id, numbers))
     if isinstance(parsed, Rejection):
         return {}, f"{parsed.reason}: {parsed.detail}"
     out: dict[str, Any] = {"key": parsed.key}

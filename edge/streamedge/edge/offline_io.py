@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from streamedge.contracts.reading import MAX_READING_BYTES
+from streamedge.edge.offline import BAD_LINE
+
 __all__ = ["SUFFIXES", "TableReader", "TableWriter", "open_reader", "open_writer"]
 
 SUFFIXES: Final = (".csv", ".parquet")
@@ -57,32 +60,68 @@ def _pyarrow() -> Any:
 
 
 class _CsvReader:
+    """A CSV read as the agent's file source reads it: UTF-8 (a BOM dropped), one row per line, each
+    line at most :data:`~streamedge.contracts.reading.MAX_READING_BYTES`; a line too long, not UTF-8
+    or not CSV of the header's width is one bad row (its reason under ``BAD_LINE``), never fatal."""
+
     def __init__(self, path: Path) -> None:
-        self._handle = path.open(newline="", encoding="utf-8", errors="replace")
+        self._handle = path.open("rb")
         self._size = max(path.stat().st_size, 1)
         self._read = 0
-        self._reader = csv.reader(self._counted())
-        try:
-            self.header = next(self._reader)
-        except StopIteration:
+        self._line = 0
+        first = self._next()
+        header = None if first is None or not isinstance(first, bytes) else _cells(first, "utf-8-sig")
+        if not header or isinstance(header, str):
             self._handle.close()
-            raise ValueError(f"{path} is empty: a CSV needs a header row") from None
+            raise ValueError(f"{path}: a CSV needs a UTF-8 header row of at most {MAX_READING_BYTES} bytes")
+        self.header = [name.strip() for name in header]
 
-    def _counted(self) -> Iterator[str]:
-        for line in self._handle:
-            self._read += len(line)
-            yield line
+    def _next(self) -> bytes | str | None:
+        """The next line without its end, a bad line's reason, or None at the end."""
+        raw = self._handle.readline(MAX_READING_BYTES + 1)
+        if not raw:
+            return None
+        self._line += 1
+        self._read += len(raw)
+        if len(raw) > MAX_READING_BYTES and not raw.endswith(b"\n"):
+            while (more := self._handle.readline(64 * 1024)) and not more.endswith(b"\n"):
+                self._read += len(more)
+            self._read += len(more)
+            return f"too_large: line longer than {MAX_READING_BYTES} bytes"
+        return raw.rstrip(b"\r\n")
 
     def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
-            for cells in self._reader:
-                if cells:
-                    yield self._reader.line_num, dict(zip(self.header, cells, strict=False))
+            while (line := self._next()) is not None:
+                if isinstance(line, str):
+                    yield self._line, {BAD_LINE: line}
+                    continue
+                if not line.strip():
+                    continue
+                cells = _cells(line, "utf-8")
+                if isinstance(cells, str):
+                    yield self._line, {BAD_LINE: cells}
+                elif len(cells) != len(self.header):
+                    yield self._line, {BAD_LINE: f"wrong_type: {len(cells)} fields, header has {len(self.header)}"}
+                else:
+                    yield self._line, dict(zip(self.header, cells, strict=True))
         finally:
             self._handle.close()
 
     def fraction(self) -> float:
         return min(self._read / self._size, 1.0)
+
+
+def _cells(line: bytes, encoding: str) -> list[str] | str:
+    """One CSV line's cells, or the reason it has none."""
+    try:
+        text = line.decode(encoding)
+    except UnicodeDecodeError as exc:
+        return f"not_utf8: not UTF-8 at byte {exc.start}"
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error as exc:
+        return f"wrong_type: not CSV ({exc})"
 
 
 class _ParquetReader:

@@ -9,6 +9,7 @@ Progress and every bad row's line number go to ``report`` (stderr), never into t
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -148,6 +149,12 @@ def predict(source: Path, out: Path, model: tuple[ModelManifest, Path, bytes], o
         targets = [out / f"{p.stem}{out_format or p.suffix.lower()}" for p in inputs]
     else:
         targets = [out]
+    clashes = sorted({t.name for t in targets if [u.resolve() for u in targets].count(t.resolve()) > 1})
+    if clashes:
+        raise ValueError(f"inputs with the same stem would write the same output(s) {clashes}: "
+                         "score them into separate folders")
+    if any(t.exists() and os.path.samefile(t, s) for t, s in zip(targets, inputs, strict=True)):
+        raise ValueError("an output would overwrite its input (the same file under another name)")
     if any(t.resolve() == s.resolve() for t, s in zip(targets, inputs, strict=True)):
         raise StreamedgeError("the output would overwrite an input: choose another --out")
     return {s.name: predict_file(s, t, predictor, options, report) for s, t in zip(inputs, targets, strict=True)}

@@ -30,6 +30,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkable
 
@@ -45,6 +47,7 @@ __all__ = [
     "IteratorSource",
     "KafkaSource",
     "Payload",
+    "RowNumbers",
     "Source",
     "TableOptions",
     "bounded_lines",
@@ -264,6 +267,7 @@ def _csv_rows(path: Path, device_id: str, table: TableOptions) -> Iterator[Paylo
             raise SourceError(f"{path}: no time column found among {list(layout.header)}; name it with "
                               "--source-time-column (STREAMEDGE_EDGE_SOURCE_TIME_COLUMN)")
         _LOG.info("reading %s", layout.describe())
+        numbers = RowNumbers()
         for line, cells in reader.raw():
             if isinstance(cells, BadLine):
                 yield Rejection(cells.reason, f"line {line}: {cells.detail}")
@@ -271,12 +275,13 @@ def _csv_rows(path: Path, device_id: str, table: TableOptions) -> Iterator[Paylo
             try:
                 row = reader.parse(line, cells)
             except TableError:
-                yield _raw_payload(reader, cells, device_id)
+                yield _raw_payload(reader, cells, device_id, numbers)
                 continue
             values: list[float] = list(row.values)
-            record = {"device_id": row.device or device_id, "stream": row.stream or "csv", "ts": row.ts,
+            device, stream = row.device or device_id, row.stream or "csv"
+            record = {"device_id": device, "stream": stream, "ts": row.ts,
                       "value": values[0] if len(values) == 1 else values,
-                      "seq": row.seq if row.seq is not None else _ts_seq(row.ts)}
+                      "seq": row.seq if row.seq is not None else numbers.seq(device, stream, row.ts)}
             # NaN cells become the non-standard JSON token, which parse_reading rejects as non_finite.
             yield json.dumps(record).encode()
 
@@ -284,10 +289,17 @@ def _csv_rows(path: Path, device_id: str, table: TableOptions) -> Iterator[Paylo
 def _number(text: Any) -> Any:
     """A CSV cell as a number when it is one, else the text (parse_reading rejects it with a reason).
 
-    A cell that is already a number (a Parquet column) passes unchanged.
+    A cell that is already a number (a Parquet column) passes unchanged; a Parquet time becomes epoch
+    seconds and a decimal a float; any other type becomes its text (for validation to refuse).
     """
-    if not isinstance(text, str):
+    if isinstance(text, datetime):
+        return (text if text.tzinfo else text.replace(tzinfo=UTC)).timestamp()
+    if isinstance(text, Decimal):
+        return float(text)
+    if text is None or isinstance(text, bool | int | float):
         return text
+    if not isinstance(text, str):
+        return str(text)
     try:
         value = float(text)
     except ValueError:
@@ -295,40 +307,65 @@ def _number(text: Any) -> Any:
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
 
-def _raw_payload(reader: TableReader, cells: list[str], device_id: str) -> bytes:
+def _raw_payload(reader: TableReader, cells: list[str], device_id: str, numbers: RowNumbers) -> bytes:
     """A row that does not read, cells as written: parse_reading names what is wrong with it."""
     layout = reader.layout
     seq = reader.cell(cells, "seq" if "seq" in layout.header else None)
     values = [_number(reader.cell(cells, c)) for c in layout.features]
     ts = _number(reader.cell(cells, layout.time_column))
+    device = reader.cell(cells, layout.id_column) or device_id
+    stream = reader.cell(cells, "stream" if "stream" in layout.header else None) or "csv"
     record = {
-        "device_id": reader.cell(cells, layout.id_column) or device_id,
-        "stream": reader.cell(cells, "stream" if "stream" in layout.header else None) or "csv",
+        "device_id": device,
+        "stream": stream,
         "ts": ts,
         "value": values[0] if len(values) == 1 else values,
-        "seq": _number(seq) if seq else _ts_seq(ts),
+        "seq": _number(seq) if seq else numbers.seq(device, stream, ts),
     }
     return json.dumps(record).encode()
 
 
-def row_payload(row: dict[str, Any], value_columns: list[str], device_id: str, index: int) -> bytes:
+def row_payload(row: dict[str, Any], value_columns: list[str], device_id: str, numbers: RowNumbers) -> bytes:
     """One table row (CSV text cells or Parquet values) as a wire-format reading: ``streamedge predict``'s
     row rule, for tables with a ``ts`` column in epoch seconds (the agent's file source reads any
     layout of :mod:`streamedge.contracts.table`).
 
-    ``device_id`` and ``stream`` default to ``device_id`` and ``"csv"``, ``seq`` to the row's
-    0-based ``index``. Whatever the row holds is passed on: ``parse_reading`` judges it.
+    ``device_id`` and ``stream`` default to ``device_id`` and ``"csv"``, ``seq`` to the agent's
+    rule for rows without one (:class:`RowNumbers`). Whatever the row holds is passed on:
+    ``parse_reading`` judges it.
     """
     values = [_number(row.get(c)) for c in value_columns]
+    device, stream, ts = row.get("device_id") or device_id, row.get("stream") or "csv", _number(row.get("ts"))
     record = {
-        "device_id": row.get("device_id") or device_id,
-        "stream": row.get("stream") or "csv",
-        "ts": _number(row.get("ts")),
+        "device_id": device,
+        "stream": stream,
+        "ts": ts,
         "value": values[0] if len(values) == 1 else values,
-        "seq": _number(row.get("seq")) if row.get("seq") else index,
+        "seq": _number(row.get("seq")) if row.get("seq") else numbers.seq(device, stream, ts),
     }
     # NaN/inf cells become the non-standard JSON tokens, which parse_reading rejects as non_finite.
     return json.dumps(record).encode()
+
+
+class RowNumbers:
+    """The ``seq`` of table rows that have none, per ``(device, stream)``: the key's first row gets
+    its time in whole microseconds, each later row one more. Consecutive within a file (so the
+    predictor scores every step), and the next file of the same key starts past the last one's
+    numbers unless it holds more rows than microseconds; a file replayed repeats its numbers."""
+
+    def __init__(self) -> None:
+        self._next: dict[tuple[Any, Any], int] = {}
+
+    def seq(self, device: Any, stream: Any, ts: Any) -> Any:
+        """The next number of this key (``ts`` itself when it is no usable time: validation refuses it)."""
+        key = (device, stream)
+        number = self._next.get(key)
+        if number is None:
+            number = _ts_seq(ts)
+            if not isinstance(number, int):
+                return number
+        self._next[key] = number + 1
+        return number
 
 
 def _ts_seq(ts: Any) -> Any:
