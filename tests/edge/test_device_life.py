@@ -163,6 +163,42 @@ def test_item04_a_lost_buffer_never_reuses_a_result_key(make_agent: Callable[...
     agent.outbox.close()
 
 
+def test_item04_a_wal_deleted_while_running_is_noticed_and_no_key_is_reused(
+        make_agent: Callable[..., EdgeAgent], tmp_path: Path) -> None:
+    """Before: only the main file was watched; results committed to a deleted WAL vanished at the next
+    start and their (device, epoch, seq) were issued again for other results."""
+    buffer = tmp_path / "buffer.sqlite"
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)
+    agent.process(sine_readings(20))
+    agent._last_check = 0.0
+    agent._housekeeping()  # the WAL as it is now is the one watched
+    before = {(r["device_id"], r["epoch"], r["seq"]) for r in _results(buffer)}
+    Path(f"{buffer}-wal").unlink()
+    agent.process(sine_readings(10, stream="t", start_ts=1.8e9))
+    agent._last_check = 0.0
+    agent._housekeeping()
+    assert _value(agent, "streamedge_edge_buffer_lost_total", {"reason": "deleted"}) == 1
+    agent.outbox.close()
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)  # a restart reads what was carried over
+    carried = {(r["device_id"], r["epoch"], r["seq"]) for r in _results(buffer)}
+    assert len(carried) == 13 + 3 and before <= carried
+    agent.process(sine_readings(10, stream="u", start_ts=1.9e9))
+    keys = [(r["device_id"], r["epoch"], r["seq"]) for r in _results(buffer)]
+    assert len(keys) == len(set(keys)) == 13 + 3 + 3
+    agent.outbox.close()
+
+
+def test_item06_two_quarantines_in_one_second_keep_both_files(tmp_path: Path) -> None:
+    """Before: the aside name was the unix second, so a second quarantine replaced the first file."""
+    from streamedge.edge.buffer import Outbox
+
+    path = tmp_path / "buffer.sqlite"
+    for _ in range(2):
+        path.write_bytes(b"not a database" * 100)
+        Outbox(path).close()
+    assert len(list(tmp_path.glob("buffer.sqlite.corrupt-*"))) == 2
+
+
 def test_item05_kafka_source_saves_windows_with_every_committed_offset(
         make_topics: Callable[..., TopicLayout], kafka_settings: KafkaSettings,
         make_agent: Callable[..., EdgeAgent]) -> None:

@@ -24,10 +24,10 @@ that replays unacknowledged readings finds their ``seq`` already seen. The table
 Faults the buffer absorbs itself (docs/edge.md, "Failure modes"):
 
 - a corrupt database (bad header, damaged pages: ``PRAGMA quick_check`` at open) is renamed
-  aside as ``<name>.corrupt-<unix time>`` with its WAL and a fresh one opened; :attr:`Outbox.lost`
+  aside as ``<name>.corrupt-<unix time>-<random>`` with its WAL and a fresh one opened; :attr:`Outbox.lost`
   says so (the agent counts and alerts);
-- a database deleted while the agent runs is noticed by :meth:`Outbox.recover` (same path,
-  another file or none): the rows and windows still open are copied into a fresh database;
+- a database, or its WAL, deleted while the agent runs is noticed by :meth:`Outbox.recover` (same
+  path, another file or none): the rows and windows still open are copied into a fresh database;
 - a full disk: a reserve file of :data:`RESERVE_BYTES` beside the database is deleted when a
   delete of forwarded rows fails for lack of space, so the delete (which needs WAL space)
   goes through and frees pages for intake; the reserve is written again once there is room.
@@ -163,7 +163,12 @@ class Outbox:
         newest = self._db.execute("SELECT COALESCE(MAX(created), 0) FROM outbox").fetchone()[0]
         self._clock = clock or steady_clock(max(float(newest), self._meta("clock_ms") / 1000))
         self._ident = _identity(self.path)
+        self._wal_ident = _identity(self._wal)
         self._write_reserve()
+
+    @property
+    def _wal(self) -> Path:
+        return self.path.with_name(f"{self.path.name}-wal")
 
     def _open(self) -> sqlite3.Connection:
         """Connect, check the file (``quick_check``) and create the schema and the epoch if new.
@@ -187,7 +192,7 @@ class Outbox:
 
     def _quarantine(self, exc: BaseException) -> Path:
         """Rename the unusable database and its WAL aside; returns the new name of the database."""
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{_stamp()}")
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
@@ -348,14 +353,17 @@ class Outbox:
             OutboxError: the fresh database could not be written.
         """
         with self._lock:
-            if _identity(self.path) == self._ident:
+            wal = _identity(self._wal)
+            if self._wal_ident is None:  # the WAL appears with the first write
+                self._wal_ident = wal
+            if _identity(self.path) == self._ident and wal == self._wal_ident:
                 return False
             old = self._db
             rows = old.execute("SELECT topic, key, value, created FROM outbox ORDER BY id").fetchall()
             windows = old.execute("SELECT key, last_seq, state, tick FROM windows").fetchall()
             meta = old.execute("SELECT name, value FROM meta WHERE name != 'epoch'").fetchall()
             with contextlib.suppress(FileNotFoundError):
-                os.replace(self.path, self.path.with_name(f"{self.path.name}.replaced-{int(time.time())}"))
+                os.replace(self.path, self.path.with_name(f"{self.path.name}.replaced-{_stamp()}"))
             for suffix in ("-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{self.path}{suffix}")
@@ -371,9 +379,10 @@ class Outbox:
             old.close()
             self._db = db
             self._ident = _identity(self.path)
+            self._wal_ident = _identity(self._wal)
             self.epoch = f"{self._meta('epoch'):016x}"
             self.lost = ("deleted", self.path)
-        _LOG.error("buffer %s was deleted or replaced while running: %d rows carried into a fresh one (epoch %s)",
+        _LOG.error("buffer %s (or its WAL) was deleted or replaced while running: %d rows carried into a fresh one (epoch %s)",
                    self.path, len(rows), self.epoch, extra={"reason": "buffer_deleted", "rows": len(rows)})
         return True
 
@@ -429,6 +438,12 @@ class Outbox:
             except sqlite3.Error as exc:
                 _LOG.info("buffer checkpoint deferred (another reader holds the WAL): %s", exc)
             self._db.close()
+
+
+def _stamp() -> str:
+    """A name part for a file set aside: the time, and random hex so two in one second never clash
+    (a device without a real-time clock boots at the same time every boot)."""
+    return f"{int(time.time())}-{secrets.token_hex(4)}"
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
