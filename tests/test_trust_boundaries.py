@@ -774,3 +774,16 @@ def test_attack7_a_server_trickling_its_headers_cannot_hold_a_download(
     threading.Thread(target=fetch, daemon=True).start()
     error = outcome.get(timeout=60)  # the old download was still reading headers
     assert isinstance(error, VerificationError) and "deadline" in str(error)
+
+
+def test_attack9_a_fifo_in_place_of_the_ledger_is_counted_as_none_without_hanging(
+        tiny_models: TinyModels, tmp_path: Path) -> None:
+    """Before: the ledger was opened blocking, and a FIFO put there held the reader for good."""
+    import os
+
+    ledger = PromotionLedger(tmp_path, load_public_key(tiny_models.public_key))
+    (tmp_path / NAME).mkdir()
+    os.mkfifo(tmp_path / NAME / "promotion.json")
+    outcome: queue.Queue[object] = queue.Queue()
+    threading.Thread(target=lambda: outcome.put(ledger.get(NAME)), daemon=True).start()
+    assert outcome.get(timeout=30) is None

@@ -33,6 +33,7 @@ import binascii
 import json
 import logging
 import os
+import stat
 import uuid
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -246,7 +247,11 @@ class PromotionLedger:
         """The accepted record of ``model``, or None when none was accepted or the file does not verify."""
         path = self._path(model)
         try:
-            with path.open("rb") as handle:
+            # Non-blocking and a regular file only: a FIFO (or a device) put there must not hang the reader.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    raise OSError(f"{path} is not a regular file")
                 raw = handle.read(_MAX_LEDGER_BYTES + 1)
         except FileNotFoundError:
             return None
