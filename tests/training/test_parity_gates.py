@@ -140,3 +140,24 @@ def test_int8_within_both_error_bounds_passes(tmp_path: Path) -> None:
 def test_error_gate_against_a_perfect_keras_model(keras: dict[str, float], variant: dict[str, float],
                                                   refused: str) -> None:
     assert error_gate(keras)(variant) == refused
+
+
+@pytest.mark.parametrize(("growth", "refused"), [(0.04, False), (0.06, True)])
+def test_error_gate_holds_its_five_percent_bound(growth: float, refused: bool) -> None:
+    """The bound itself, not a value built from the constant: +4 % ships, +6 % is refused (MAE and MASE)."""
+    keras = {"mae": 1.0, "mase": 1.0}
+    assert bool(error_gate(keras)({"mae": 1.0 + growth, "mase": 1.0})) is refused
+    assert bool(error_gate(keras)({"mae": 1.0, "mase": 1.0 + growth})) is refused
+
+
+def test_a_refused_variant_is_never_a_runtimes_pick_even_when_smallest_and_fastest(tmp_path: Path) -> None:
+    from streamedge.training.export import VariantResult, select_variant
+
+    def result(variant: str, size: int, ms: float, passed: bool) -> VariantResult:
+        return VariantResult(variant, tmp_path / f"{variant}.tflite", size, latency_ms_p50=ms,
+                             runtimes={"ai_edge_litert": "ok", "tflite_runtime": "ok"},
+                             runtime_latency_ms_p50={"ai_edge_litert": ms, "tflite_runtime": ms}, passed=passed)
+
+    results = [result("float32", 4000, 1.0, True), result("int8", 1000, 0.5, False)]
+    for runtime in (None, "ai_edge_litert", "tflite_runtime"):
+        assert select_variant(results, runtime)[0] == "float32"
