@@ -75,7 +75,7 @@ def _installed(bin_dir: Path, env: dict[str, str]) -> set[str]:
 def _user_folder(tmp_path: Path) -> Path:
     """A user's folder with common package names in it, and no repository anywhere near."""
     work = tmp_path / "user"
-    for shadow in ("edge", "services", "training", "benchmarks", "data", "streamedge"):
+    for shadow in ("edge", "services", "training", "benchmarks", "data"):
         (work / shadow).mkdir(parents=True)
         (work / shadow / "__init__.py").write_text("raise ImportError('shadowed')\n")
     return work

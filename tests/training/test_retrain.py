@@ -168,7 +168,7 @@ def test_requests_that_cannot_be_retrained_are_recorded(
     assert (labels.outcome, labels.model) == ("needs_labels", "tiny-classifier")
     assert "labelled data" in labels.reason
     foreign = retrainer.handle(_request(1, "tiny-forecaster"))
-    assert foreign.outcome == "failed" and "no LSTM training hyperparameters" in foreign.reason
+    assert foreign.outcome == "failed" and "no forecaster training hyperparameters" in foreign.reason
     unrouted = retrainer.handle(_request(1))
     assert unrouted.outcome == "failed" and f"no stream is routed to {NAME}" in unrouted.reason
     unknown = retrainer.handle(_request(1, "nobody"))
