@@ -88,9 +88,10 @@ def test_demo_interrupted_then_quick_run_holds_every_check(
     # The forwarder delivers at least once (a pass whose acknowledgement timed out is resent): the
     # reader drops those by sequence number, and every result is there once, in order. Those resends
     # are the only duplicates the summary may count (README, "Nothing lost, said plainly").
-    edge = re.search(r"^edge results: expected 327, received 327, lost: 0, duplicates: (\d+)$", summary, re.M)
+    edge = re.search(r"^edge results: expected (\d+), received \1, lost: 0, duplicates: (\d+)$", summary, re.M)
     assert edge, summary
-    assert re.search(rf"^in all: lost: 0, duplicates: {edge[1]}$", summary, re.M), summary
+    assert edge and int(edge[1]) > 0, summary
+    assert re.search(rf"^in all: lost: 0, duplicates: {edge[2]}$", summary, re.M), summary
     assert "loop closed: yes" in summary
     assert "retrain outcome: promoted" in summary and "worker serves v2 without restart" in summary
     assert "delivered once in order: yes" in summary
