@@ -33,6 +33,7 @@ from typing import Any
 from streamedge.benchmarks import stream_rate
 from streamedge.cli.common import add_kafka_options, kafka_settings
 from streamedge.cli.options import option
+from streamedge.kafka.cluster import free_ports
 from streamedge.paths import user_state_dir
 from streamedge.processes import stop_process
 
@@ -232,8 +233,10 @@ def run(args: argparse.Namespace) -> int:
     batch_sizes = [int(b) for b in str(args.batch_sizes).split(",")]
     routes = json.dumps({"s": ["tiny-forecaster", "tiny-classifier"]})
 
-    def pipeline(batch: int, port: int = 16999, stride: int = 1, guarantee: str = "at_least_once") -> Any:
+    def pipeline(batch: int, stride: int = 1, guarantee: str = "at_least_once") -> Any:
         def _start(layout: Any) -> subprocess.Popen[bytes]:
+            # a port free now: a fixed one may be another benchmark's worker, which would answer the readiness probe
+            port = free_ports(1)
             worker_env = {**env, "STREAMEDGE_STREAM_APP_ID": f"{layout.prefix}app",
                           "STREAMEDGE_STREAM_DATA_DIR": str(bench.work / "faust"),
                           "STREAMEDGE_STREAM_BATCH_WAIT_S": str(args.batch_wait),
@@ -309,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
         **_ratio("exactly_once_over_at_least_once", runs["exactly_once"], runs["pipeline"])}
 
     report["naive_keras"] = _median_run(runs["naive_keras"])
-    report["active_keys"] = _active_keys(bench, pipeline(batch_sizes[-1], 16998), args.active_keys)
+    report["active_keys"] = _active_keys(bench, pipeline(batch_sizes[-1]), args.active_keys)
     report["ratios"] = {**_ratio("pipeline_over_passthrough", runs["pipeline"], runs["passthrough"]),
                         **_ratio("pipeline_over_naive", runs["pipeline"], runs["naive_keras"])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
