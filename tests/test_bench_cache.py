@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
+from streamedge import errors, timing
 from streamedge.benchmarks import run_cache
 from streamedge.benchmarks.run_cache import read_run, run_key, source_digest, write_run
 
@@ -56,3 +58,29 @@ def test_the_source_digest_changes_with_any_source_file(tmp_path: Path) -> None:
     before = source_digest([package])
     (package / "forecast.py").write_text("EPOCHS = 50\n")
     assert source_digest([package]) != before
+
+
+def test_the_code_version_covers_every_module_and_runtime_that_moves_a_result(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    files = run_cache.source_files()
+    # outside the three hashed packages: latency timing and errors (core), reached through imports of imports
+    assert files["streamedge.timing"].samefile(timing.__file__)
+    assert files["streamedge.errors"].samefile(errors.__file__)
+    # run as a child process, not imported: the trainer's runtime probe (every runtime latency figure)
+    assert "streamedge.training._probe" in files and "streamedge.contracts.runner" in files
+    version = run_cache.code_version()
+    installed = metadata.packages_distributions()
+    for package in ("tensorflow", "numpy", "tflite_runtime", "ai_edge_litert", "keras"):
+        dist = installed[package][0]
+        assert f"{dist}=={metadata.version(dist)}" in version, package
+    edited = tmp_path / "timing.py"
+    edited.write_text(files["streamedge.timing"].read_text() + "\n# another timer\n")
+    monkeypatch.setattr(run_cache, "source_files", lambda: {**files, "streamedge.timing": edited})
+    assert run_cache.code_version.__wrapped__() != version
+
+
+def test_a_missing_runtime_is_part_of_the_code_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    installed = metadata.packages_distributions()
+    monkeypatch.setattr(metadata, "packages_distributions",
+                        lambda: {k: v for k, v in installed.items() if k != "tflite_runtime"})
+    assert "tflite_runtime==absent" in run_cache.code_version.__wrapped__()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,3 +62,27 @@ def test_bench_anomalies_scores_both_detectors_point_and_event_wise(tmp_path: Pa
     residual = row["detectors"]["forecast_residual k=4"]
     assert residual["event"]["events"] == 2 and 0 <= residual["event"]["f1"] <= 1
     assert 0 <= residual["point"]["precision"] <= 1
+
+
+def test_bench_forecasters_recomputes_a_cached_run_under_other_origins_end_or_baselines(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    write_long_csv(data / "m1_yearly.csv", (40, 45, 50, 50))
+    out = tmp_path / "forecasters.json"
+    argv = ["bench", "forecasters", "--out", str(out), "--series", "m1_yearly", "--data-dir", str(data),
+            "--work-dir", str(tmp_path / "work"), "--epochs", "1", "--set", 'model="linear"']
+
+    def row(*flags: str) -> dict[str, Any]:
+        assert main([*argv, *flags]) == 0
+        result: dict[str, Any] = json.loads(out.read_text())["rows"][0]
+        return result
+
+    first = row("--no-baselines")
+    assert first["test_points"] == 4 * 6 and first["end_early"] == 0 and "AutoETS" not in first["methods"]
+    cached = next((tmp_path / "work" / "m1_yearly").glob("*/bench_run.json"))
+    before = cached.stat().st_mtime_ns
+    assert row("--no-baselines") == first and cached.stat().st_mtime_ns == before  # same flags: reused
+    # each flag below changes the result: a run cached under another value is stale, never reported
+    assert row("--no-baselines", "--origins", "2")["test_points"] == 2 * 4 * 6
+    assert row("--no-baselines", "--end-early", "3")["end_early"] == 3
+    assert isinstance(row()["methods"]["AutoETS"], dict)

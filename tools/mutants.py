@@ -53,6 +53,11 @@ class Mutant:
 _ARTIFACTS = "training/streamedge/training/artifacts.py"
 _EXPORT = "training/streamedge/training/export.py"
 _GATE_TESTS = ("tests/training/test_parity_gates.py",)
+_TRAINER_GATE_TESTS = ("tests/training/test_trainer_gates.py",)
+_BENCH_FORECASTERS = "benchmarks/streamedge/benchmarks/forecasters.py"
+_RUN_CACHE = "benchmarks/streamedge/benchmarks/run_cache.py"
+_BENCH_CACHE_TESTS = (
+    "tests/test_bench_forecasters.py::test_bench_forecasters_recomputes_a_cached_run_under_other_origins_end_or_baselines",)
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant("exactly-once forced off",
@@ -99,6 +104,34 @@ MUTANTS: tuple[Mutant, ...] = (
            ((_EXPORT, "eligible = [r for r in results if r.passed and r.runtimes.get(runtime) == \"ok\"",
              "eligible = [r for r in results if r.runtimes.get(runtime) == \"ok\""),),
            _GATE_TESTS),
+    Mutant("classifier trainer hands the export a gate that passes everything",
+           (("training/streamedge/training/classify.py", "accuracy_gate(keras_metrics), progress,",
+             'lambda metrics: "", progress,'),),
+           _TRAINER_GATE_TESTS),
+    Mutant("forecaster trainer hands the export a gate that passes everything",
+           (("training/streamedge/training/forecast.py", "error_gate(keras_metrics),", 'lambda metrics: "",'),),
+           _TRAINER_GATE_TESTS),
+    Mutant("bench forecasters reuses a run cached under other --origins",
+           ((_BENCH_FORECASTERS, '    if args.origins > 1:\n        parts.append(f"origins{args.origins}")\n', ""),
+            (_BENCH_FORECASTERS, '"baselines": not args.no_baselines, "origins": args.origins}',
+             '"baselines": not args.no_baselines}')),
+           _BENCH_CACHE_TESTS),
+    Mutant("bench forecasters reuses a run cached under another --end-early",
+           ((_BENCH_FORECASTERS, '    if args.end_early:\n        parts.append(f"end-{args.end_early}")\n', ""),
+            (_BENCH_FORECASTERS, '"config": config.to_dict(), "end_early": args.end_early,\n',
+             '"config": config.to_dict(),\n')),
+           _BENCH_CACHE_TESTS),
+    Mutant("bench forecasters reuses a run cached with or without baselines",
+           ((_BENCH_FORECASTERS, '"baselines": not args.no_baselines, ', ""),),
+           _BENCH_CACHE_TESTS),
+    Mutant("bench cache key ignores modules outside the hashed packages (streamedge.timing)",
+           ((_RUN_CACHE, "        pending += _imports(name, path)\n", ""),),
+           ("tests/test_bench_cache.py",)),
+    Mutant("bench cache key ignores the TensorFlow, NumPy and TFLite runtime versions",
+           ((_RUN_CACHE, "*(dist for package in _PACKAGES for dist in", "*(dist for package in () for dist in"),
+            (_RUN_CACHE, 'versions = [f"{package}==absent" for package in _PACKAGES if not providers.get(package)]',
+             "versions: list[str] = []")),
+           ("tests/test_bench_cache.py",)),
     Mutant("services import the trainer through a relative import",
            (("services/streamedge/services/processor.py", "import numpy as np\n",
              "import numpy as np\n\nfrom ..training import export as _export  # noqa: F401\n"),),

@@ -11,8 +11,9 @@ What it measures (figures go to ``--out`` as JSON):
   process with one interpreter thread (as the agent runs it), beside the Keras model called
   through ``tf.function`` (and eager ``model(x)`` / ``predict``, fewer runs) in this process.
 - ``process``: the edge agent (verify, load, window, infer, commit to the SQLite buffer) vs a
-  process serving the same LSTM forecaster with TensorFlow: cold start (process start to first
-  inference) and peak RSS (each child's own ``VmHWM``), median of ``--process-runs``.
+  process serving the same LSTM forecaster with TensorFlow: cold start (process start to the
+  return of the first inference after a fresh load, each fed one reading at a time until then)
+  and peak RSS (each child's own ``VmHWM``), median of ``--process-runs``.
 - ``install``: bytes on disk of the ``edge`` extra's distributions (the closure of its
   requirements, summed from each installed distribution's RECORD), beside the ``train`` extra.
 
@@ -33,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,16 +104,31 @@ def _child_serve_edge(model_dir: str, public_key: str, readings: str, buffer: st
                             metrics_port=0, model_updates=False, buffer_fsync=False)
     agent = EdgeAgent(settings, KafkaSettings(bootstrap_servers="127.0.0.1:1"), TopicLayout(),
                       IteratorSource([]), load_public_key(Path(public_key)), CollectorRegistry())
+    ready_at = time.time()  # the signed model verified and loaded
     payloads = Path(readings).read_bytes().splitlines()
-    first_at, results = None, 0
-    for start in range(0, len(payloads), 64):
+    first = _first_result(lambda payload: agent.process([payload]), payloads)
+    results = first["results_at_first_inference"]
+    for start in range(first["readings_to_first_inference"], len(payloads), 64):
         results += agent.process(payloads[start : start + 64])
-        if first_at is None and results:
-            first_at = time.time()
     agent.outbox.close()
     heavy = sorted(h for h in _HEAVY if h in sys.modules)
-    return {"first_inference_unix": first_at, "results": results, "heavy_modules": heavy,
+    return {"ready_unix": ready_at, **first, "results": results, "heavy_modules": heavy,
             "runtime": agent.predictor.runner.runtime if agent.predictor else None}
+
+
+def _first_result(handle: Callable[[bytes], int], payloads: list[bytes]) -> dict[str, Any]:
+    """Feed ``payloads`` one at a time to ``handle`` (returns the results it made) until the first result.
+
+    The cold-start clock stops when the call that made it returns: the first inference from the
+    fresh load, with the handling of that one reading around it, the same for both servers.
+    """
+    for count, payload in enumerate(payloads, 1):
+        called = time.perf_counter()
+        made = handle(payload)
+        if made:
+            return {"first_inference_unix": time.time(), "first_call_s": time.perf_counter() - called,
+                    "readings_to_first_inference": count, "results_at_first_inference": made}
+    raise RuntimeError(f"no result from {len(payloads)} readings")
 
 
 def _child_serve_tf(keras_path: str, readings: str, window: int, mean: float, std: float) -> dict[str, Any]:
@@ -125,20 +141,24 @@ def _child_serve_tf(keras_path: str, readings: str, window: int, mean: float, st
 
     model = keras.models.load_model(keras_path)
     compiled = tf.function(lambda x: model(x, training=False))
+    ready_at = time.time()  # loaded; the first call below traces the tf.function, as any fresh server's does
     history: deque[float] = deque(maxlen=window)
-    first_at, results = None, 0
-    for payload in Path(readings).read_bytes().splitlines():
+
+    def handle(payload: bytes) -> int:
         reading = parse_reading(payload)
         if not isinstance(reading, Reading):
-            continue
+            return 0
         history.append(reading.values[0])
-        if len(history) == window:
-            x = ((np.asarray(history, dtype=np.float32) - mean) / std)[np.newaxis, :, np.newaxis]
-            forecast = compiled(tf.constant(x)).numpy() * std + mean
-            results += int(forecast.shape[0])
-            if first_at is None:
-                first_at = time.time()
-    return {"first_inference_unix": first_at, "results": results}
+        if len(history) < window:
+            return 0
+        x = ((np.asarray(history, dtype=np.float32) - mean) / std)[np.newaxis, :, np.newaxis]
+        forecast = compiled(tf.constant(x)).numpy() * std + mean
+        return int(forecast.shape[0])
+
+    payloads = Path(readings).read_bytes().splitlines()
+    first = _first_result(handle, payloads)
+    results = first["results_at_first_inference"] + sum(map(handle, payloads[first["readings_to_first_inference"]:]))
+    return {"ready_unix": ready_at, **first, "results": results}
 
 
 def _spawn(args: list[str]) -> tuple[dict[str, Any], float, int]:
@@ -203,7 +223,8 @@ def _build_models(work: Path, minirocket_features: int | None = None) -> dict[st
             files[name][variant] = str(path)
         model.save(work / f"{name}.keras")
     return {"files": files, "families": families, "lstm": lstm, "airline": airline[:, 0],
-            "mean": mean, "std": std, "window": config.window, "horizon": config.horizon, "keras": keras}
+            "mean": mean, "std": std, "window": config.window, "horizon": config.horizon, "keras": keras,
+            "lstm_keras": str(work / "lstm.keras")}
 
 
 def _int8_ratios(figures: dict[str, Any], runtimes: Sequence[str]) -> dict[str, float]:
@@ -338,18 +359,30 @@ def _fresh_venv_size(work: Path) -> dict[str, Any]:
 # ---- the benchmark ------------------------------------------------------------------------------------
 
 def _process_figures(work: Path, built: dict[str, Any], runs: int, readings: int) -> dict[str, Any]:
+    """Cold start and peak RSS of the edge agent and of a TensorFlow server of the same model, ``runs`` each.
+
+    Per run: ``cold_start_s`` = process start to the return of the first inference (the first
+    call after a fresh load, each server fed one reading at a time until then: TensorFlow's
+    includes tracing its ``tf.function``, the agent's the interpreter's first invoke and the
+    commit of that one result); ``load_s`` = process start to the model loaded (imports
+    included); ``first_call_s`` = that first call alone. Medians of each.
+    """
     models, public = _install_edge_model(work, built)
     path = _readings_file(work, built["airline"], readings)
     edge, tf_ = [], []
+
+    def figures(report: dict[str, Any], started: float, rss: int) -> dict[str, Any]:
+        return {"cold_start_s": report["first_inference_unix"] - started, "load_s": report["ready_unix"] - started,
+                "peak_rss_bytes": rss, **report}
+
     for i in range(runs):
-        report, started, rss = _spawn(["serve-edge", str(models), str(public), str(path), str(work / f"b{i}.sqlite")])
-        edge.append({"cold_start_s": report["first_inference_unix"] - started, "peak_rss_bytes": rss, **report})
-        report, started, rss = _spawn(["serve-tf", str(work / "lstm.keras"), str(path), str(built["window"]),
-                                       repr(built["mean"]), repr(built["std"])])
-        tf_.append({"cold_start_s": report["first_inference_unix"] - started, "peak_rss_bytes": rss, **report})
+        edge.append(figures(*_spawn(["serve-edge", str(models), str(public), str(path), str(work / f"b{i}.sqlite")])))
+        tf_.append(figures(*_spawn(["serve-tf", built["lstm_keras"], str(path), str(built["window"]),
+                                    repr(built["mean"]), repr(built["std"])])))
 
     def summary(items: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"cold_start_s": round(float(np.median([i["cold_start_s"] for i in items])), 3),
+        return {**{key: round(float(np.median([i[key] for i in items])), 4)
+                   for key in ("cold_start_s", "load_s", "first_call_s")},
                 "peak_rss_mib": round(float(np.median([i["peak_rss_bytes"] for i in items])) / 2**20, 1),
                 "results": items[0]["results"], "runs": items}
 

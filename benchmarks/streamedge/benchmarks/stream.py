@@ -9,6 +9,8 @@ On a real broker, each contender runs as its own process on a fresh topic layout
   stamped with its send time as event time; latency = result timestamp - event time (p50, p99);
 - **RSS**: the worker's resident set size (``/proc/<pid>/status``) after the run.
 
+The pass-through, the pipeline, the exactly-once pipeline and the naive floor run in alternation,
+``--repeats`` rounds; each headline ratio is the median of the per-round ratios, with its spread.
 The full pipeline is also run at each ``--batch-sizes`` (the micro-batching trade-off), and once
 with ``--active-keys`` keys, twice over, to show RSS does not grow with stream length. Heavy
 imports (TensorFlow for the model fixtures and the naive floor, Kafka clients) happen in ``run``.
@@ -31,6 +33,7 @@ from typing import Any
 from streamedge.benchmarks import stream_rate
 from streamedge.cli.common import add_kafka_options, kafka_settings
 from streamedge.cli.options import option
+from streamedge.kafka.cluster import free_ports
 from streamedge.paths import user_state_dir
 from streamedge.processes import stop_process
 
@@ -230,8 +233,10 @@ def run(args: argparse.Namespace) -> int:
     batch_sizes = [int(b) for b in str(args.batch_sizes).split(",")]
     routes = json.dumps({"s": ["tiny-forecaster", "tiny-classifier"]})
 
-    def pipeline(batch: int, port: int = 16999, stride: int = 1, guarantee: str = "at_least_once") -> Any:
+    def pipeline(batch: int, stride: int = 1, guarantee: str = "at_least_once") -> Any:
         def _start(layout: Any) -> subprocess.Popen[bytes]:
+            # a port free now: a fixed one may be another benchmark's worker, which would answer the readiness probe
+            port = free_ports(1)
             worker_env = {**env, "STREAMEDGE_STREAM_APP_ID": f"{layout.prefix}app",
                           "STREAMEDGE_STREAM_DATA_DIR": str(bench.work / "faust"),
                           "STREAMEDGE_STREAM_BATCH_WAIT_S": str(args.batch_wait),
@@ -267,17 +272,22 @@ def run(args: argparse.Namespace) -> int:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"rate axis -> {args.out}")
         return 0
-    # The headline contenders in alternation, --repeats times (A B C A B C ...): the load of a shared
+    # The headline contenders in alternation, --repeats times (A B C D A B C D ...): the load of a shared
     # machine moves every figure, so each ratio is the median of the per-round ratios, spread beside it.
     headline = batch_sizes[-1]
-    contenders = (("passthrough", passthrough, keys * per_key), ("pipeline", pipeline(headline), expected),
-                  ("exactly_once", pipeline(headline, guarantee="exactly_once"), expected))
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in contenders}
+    naive_keys = keys if args.naive_messages is None else min(keys, 10)
+    naive_per_key = per_key if args.naive_messages is None else max(_WINDOW + 1, args.naive_messages // naive_keys + _WINDOW - 1)
+    # (name, start, keys, readings per key, results expected)
+    contenders = (("passthrough", passthrough, keys, per_key, keys * per_key),
+                  ("pipeline", pipeline(headline), keys, per_key, expected),
+                  ("exactly_once", pipeline(headline, guarantee="exactly_once"), keys, per_key, expected),
+                  ("naive_keras", naive, naive_keys, naive_per_key, naive_keys * (naive_per_key - _WINDOW + 1)))
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in contenders}
     for round_ in range(max(1, args.repeats)):
-        for name, start, want in contenders:
+        for name, start, n_keys, n_per_key, want in contenders:
             layout = bench.layout()
-            bench.fill(layout, keys, per_key)
-            runs[name].append(bench.measure(f"{name} (round {round_ + 1})", layout, start, want, keys, per_key))
+            bench.fill(layout, n_keys, n_per_key)
+            runs[name].append(bench.measure(f"{name} (round {round_ + 1})", layout, start, want, n_keys, n_per_key))
     report["passthrough"] = _median_run(runs["passthrough"])
     layout = bench.layout()
     bench.fill(layout, keys, per_key)
@@ -301,17 +311,10 @@ def run(args: argparse.Namespace) -> int:
         "at_least_once": report["pipeline"], "exactly_once": _median_run(runs["exactly_once"]),
         **_ratio("exactly_once_over_at_least_once", runs["exactly_once"], runs["pipeline"])}
 
-    naive_keys = keys if args.naive_messages is None else min(keys, 10)
-    naive_per_key = per_key if args.naive_messages is None else max(_WINDOW + 1, args.naive_messages // naive_keys + _WINDOW - 1)
-    layout = bench.layout()
-    bench.fill(layout, naive_keys, naive_per_key)
-    report["naive_keras"] = bench.measure("naive_keras", layout, naive, naive_keys * (naive_per_key - _WINDOW + 1),
-                                          naive_keys, naive_per_key)
-
-    report["active_keys"] = _active_keys(bench, pipeline(batch_sizes[-1], 16998), args.active_keys)
-    p, c = (report[k]["throughput_per_s"] for k in ("pipeline", "naive_keras"))
+    report["naive_keras"] = _median_run(runs["naive_keras"])
+    report["active_keys"] = _active_keys(bench, pipeline(batch_sizes[-1]), args.active_keys)
     report["ratios"] = {**_ratio("pipeline_over_passthrough", runs["pipeline"], runs["passthrough"]),
-                        "pipeline_over_naive": round(p / c, 1)}
+                        **_ratio("pipeline_over_naive", runs["pipeline"], runs["naive_keras"])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["ratios"]), f"-> {args.out}")

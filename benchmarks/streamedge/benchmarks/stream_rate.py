@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     option(parser, "--block-readings", type=int, default=400_000, help="readings per block-size run (blocks > 1)")
     option(parser, "--repeats", type=int, default=1,
            help="runs of each rate-axis measurement and of the headline contenders (pass-through, pipeline, "
-                "exactly-once), in alternation; medians and spreads are reported (make bench uses 3)")
+                "exactly-once, naive Keras), in alternation; medians and spreads are reported (make bench uses 3)")
     option(parser, "--rate-only", action="store_true", default=False,
            help="run only the rate axis and its ceilings")
 
