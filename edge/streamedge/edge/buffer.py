@@ -275,6 +275,8 @@ class Outbox:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
+                if "full" in str(exc):  # the WAL's space back, for the forwarder's deletes and the retry
+                    self._fold_wal()
                 raise OutboxError(f"cannot write buffer {self.path}: {exc}") from exc
             except BaseException:
                 # e.g. ``build`` failed: never leave the transaction open for the next writer.
@@ -407,22 +409,39 @@ class Outbox:
     def delete_through(self, last_id: int) -> None:
         """Forget every row with ``id <= last_id`` (they were delivered).
 
-        A delete needs disk space (WAL frames); when it fails for lack of it, the reserve file is
-        deleted and the delete tried once more.
+        A delete needs disk space (WAL frames). When it fails for lack of it, space is freed
+        before the delete is tried once more: the reserve file is deleted and the WAL folded into
+        the database and truncated (:meth:`_fold_wal`); after the delete the WAL is folded again,
+        so the pages it freed are in the database for intake, and the reserve written back.
         """
         with self._lock:
             try:
                 self._delete_through(last_id)
             except sqlite3.Error as exc:
-                if "full" not in str(exc) or not self._reserve.exists():
+                if "full" not in str(exc):
                     raise OutboxError(f"cannot write buffer {self.path}: {exc}") from exc
-                self._reserve.unlink()
-                _LOG.warning("disk full: the buffer's reserve freed to delete forwarded rows",
+                with contextlib.suppress(FileNotFoundError):
+                    self._reserve.unlink()
+                self._fold_wal()
+                _LOG.warning("disk full: the buffer's reserve and WAL freed to delete forwarded rows",
                              extra={"reason": "disk_full"})
                 try:
                     self._delete_through(last_id)
                 except sqlite3.Error as again:
                     raise OutboxError(f"cannot write buffer {self.path}: {again}") from again
+                self._fold_wal()
+                self._write_reserve()
+
+    def _fold_wal(self) -> None:
+        """Copy the WAL into the database and truncate it (best effort: a reader may hold it).
+
+        On a full disk the WAL cannot grow and SQLite's own checkpoint waits for 1,000 pages, which
+        a small disk never holds: folding it returns its space.
+        """
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            _LOG.info("buffer WAL not folded: %s", exc)
 
     def _delete_through(self, last_id: int) -> None:
         cursor = self._db.execute("DELETE FROM outbox WHERE id <= ? RETURNING LENGTH(value)", (last_id,))
