@@ -31,6 +31,10 @@ Faults the buffer absorbs itself (docs/edge.md, "Failure modes"):
 - a full disk: a reserve file of :data:`RESERVE_BYTES` beside the database is deleted when a
   delete of forwarded rows fails for lack of space, so the delete (which needs WAL space)
   goes through and frees pages for intake; the reserve is written again once there is room.
+
+Paths it refuses at open with :class:`OutboxError` (the agent exits 1 with one line), touching
+nothing: a folder, a read-only file, a folder it cannot write, and an SQLite database of another
+schema (another program's data is neither written to nor renamed aside as corrupt).
 """
 
 from __future__ import annotations
@@ -68,6 +72,9 @@ CREATE TABLE IF NOT EXISTS windows (
     tick INTEGER NOT NULL
 );
 """
+# The buffer's tables and the columns it reads; a database holding anything else is not a buffer.
+_TABLES: Final = {"outbox": {"id", "topic", "key", "value", "created"}, "meta": {"name", "value"},
+                  "windows": {"key", "last_seq", "state", "tick"}}
 # Prune the windows table every this many appends, down to the most recent keys.
 _PRUNE_EVERY: Final = 256
 # Space held back for the deletes that free a full disk (deleting a forwarded pass writes a few pages of WAL).
@@ -148,6 +155,7 @@ class Outbox:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutboxError(f"cannot open buffer {self.path}: {exc}") from exc
+        _check_writable(self.path)
         try:
             self._db = self._open()
         except sqlite3.OperationalError as exc:  # permissions, a missing mount: not the file's fault
@@ -171,18 +179,20 @@ class Outbox:
         return self.path.with_name(f"{self.path.name}-wal")
 
     def _open(self) -> sqlite3.Connection:
-        """Connect, check the file (``quick_check``) and create the schema and the epoch if new.
+        """Connect, check the file (``quick_check``, then its tables) and create the schema and the epoch if new.
 
         Raises:
             sqlite3.DatabaseError: the file is not a sound SQLite database.
+            OutboxError: it is a sound database of another schema (left untouched).
         """
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
             verdict = [str(row[0]) for row in db.execute("PRAGMA quick_check(5)")]
             if verdict != ["ok"]:
                 raise sqlite3.DatabaseError(f"quick_check: {'; '.join(verdict)[:300]}")
+            _check_schema(db, self.path)  # before the first write: another program's database stays as it was
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
             db.executescript(_SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('epoch', ?)", (secrets.randbits(63),))
         except BaseException:
@@ -265,6 +275,8 @@ class Outbox:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
+                if "full" in str(exc):  # the WAL's space back, for the forwarder's deletes and the retry
+                    self._fold_wal()
                 raise OutboxError(f"cannot write buffer {self.path}: {exc}") from exc
             except BaseException:
                 # e.g. ``build`` failed: never leave the transaction open for the next writer.
@@ -397,22 +409,39 @@ class Outbox:
     def delete_through(self, last_id: int) -> None:
         """Forget every row with ``id <= last_id`` (they were delivered).
 
-        A delete needs disk space (WAL frames); when it fails for lack of it, the reserve file is
-        deleted and the delete tried once more.
+        A delete needs disk space (WAL frames). When it fails for lack of it, space is freed
+        before the delete is tried once more: the reserve file is deleted and the WAL folded into
+        the database and truncated (:meth:`_fold_wal`); after the delete the WAL is folded again,
+        so the pages it freed are in the database for intake, and the reserve written back.
         """
         with self._lock:
             try:
                 self._delete_through(last_id)
             except sqlite3.Error as exc:
-                if "full" not in str(exc) or not self._reserve.exists():
+                if "full" not in str(exc):
                     raise OutboxError(f"cannot write buffer {self.path}: {exc}") from exc
-                self._reserve.unlink()
-                _LOG.warning("disk full: the buffer's reserve freed to delete forwarded rows",
+                with contextlib.suppress(FileNotFoundError):
+                    self._reserve.unlink()
+                self._fold_wal()
+                _LOG.warning("disk full: the buffer's reserve and WAL freed to delete forwarded rows",
                              extra={"reason": "disk_full"})
                 try:
                     self._delete_through(last_id)
                 except sqlite3.Error as again:
                     raise OutboxError(f"cannot write buffer {self.path}: {again}") from again
+                self._fold_wal()
+                self._write_reserve()
+
+    def _fold_wal(self) -> None:
+        """Copy the WAL into the database and truncate it (best effort: a reader may hold it).
+
+        On a full disk the WAL cannot grow and SQLite's own checkpoint waits for 1,000 pages, which
+        a small disk never holds: folding it returns its space.
+        """
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            _LOG.info("buffer WAL not folded: %s", exc)
 
     def _delete_through(self, last_id: int) -> None:
         cursor = self._db.execute("DELETE FROM outbox WHERE id <= ? RETURNING LENGTH(value)", (last_id,))
@@ -438,6 +467,38 @@ class Outbox:
             except sqlite3.Error as exc:
                 _LOG.info("buffer checkpoint deferred (another reader holds the WAL): %s", exc)
             self._db.close()
+
+
+def _check_schema(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a database that holds anything but the buffer's own tables (or a subset of them).
+
+    Raises:
+        OutboxError: a table, view or trigger of another schema, or one of ours without its columns.
+    """
+    entries = db.execute("SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view', 'trigger') "
+                         "AND name NOT LIKE 'sqlite_%'").fetchall()
+    for kind, name in entries:
+        columns = {str(row[1]) for row in db.execute("SELECT * FROM pragma_table_info(?)", (name,))}
+        if kind != "table" or name not in _TABLES or not _TABLES[name] <= columns:
+            found = ", ".join(sorted(f"{k} {n}" for k, n in entries))[:300]
+            raise OutboxError(f"buffer {path} is an SQLite database of another schema ({found}), not an "
+                              "edge buffer: left as it is; give another --buffer-path")
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse, before SQLite touches anything, a buffer path the agent could not write.
+
+    Raises:
+        OutboxError: the path is a folder, a read-only file, or in a folder the agent cannot write
+            (the WAL, its index and the reserve are created beside the buffer).
+    """
+    if path.is_dir():
+        raise OutboxError(f"buffer path {path} is a folder: give the buffer's file, e.g. {path / 'buffer.sqlite'}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutboxError(f"cannot open buffer {path}: the file is read-only")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise OutboxError(f"cannot open buffer {path}: its folder {path.parent} is not writable "
+                          "(the WAL and the reserve live beside the buffer)")
 
 
 def _stamp() -> str:
