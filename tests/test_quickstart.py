@@ -61,3 +61,10 @@ def test_the_quickstart_runs_as_written(kafka_settings: KafkaSettings, tmp_path:
     edge = [line for line in out.splitlines() if (line.startswith("forecast") and "gateway-1" in line)
             or line.startswith("edge-results")]
     assert edge, out[-6000:]
+    # The monitoring recipe was written and the fleet exporter saw the device's heartbeats.
+    assert "agents: gateway-1=127.0.0.1:9108" in out
+    assert (tmp_path / "monitor" / "prometheus.yml").is_file()
+    assert sorted(p.name for p in (tmp_path / "monitor" / "grafana" / "dashboards").iterdir()) == \
+        ["streamedge-edge-fleet.json", "streamedge-stream.json"]
+    assert "streamedge_fleet_devices 1.0" in out
+    assert 'streamedge_fleet_model_version{device="gateway-1",model="pumps-lstm"} 1.0' in out

@@ -30,6 +30,7 @@ _AREAS: dict[str, tuple[str, str] | None] = {
     "streamedge.cli.kafka_cmd": None,
     "streamedge.cli.config_cmd": None,
     "streamedge.cli.results_cmd": None,
+    "streamedge.cli.monitor_cmd": None,
     "streamedge.training.cli": ("streamedge-training", "train"),
     "streamedge.cli.models_cmd": None,
     "streamedge.services.cli": ("streamedge-services", "stream"),
