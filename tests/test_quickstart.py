@@ -44,7 +44,7 @@ def test_the_quickstart_runs_as_written(kafka_settings: KafkaSettings, tmp_path:
     process = subprocess.Popen(["bash", "-e", "-c", "\n".join(blocks)], cwd=tmp_path, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        out, _ = process.communicate(timeout=400)
+        out, _ = process.communicate(timeout=900)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -56,6 +56,9 @@ def test_the_quickstart_runs_as_written(kafka_settings: KafkaSettings, tmp_path:
     assert len(forecasts) == 3, out[-6000:]
     assert '"device_id":"pump-2"' in out
     assert "batch_size = 64  # flag" in out
+    # Three machine cycles, three classifications: one per cycle, at each cycle's last reading.
+    (cycles,) = [line for line in out.splitlines() if line.startswith("classification_block  press-1/press")]
+    assert '"sample_indexes":[24,49,74],"labels":["ok","worn","ok"]' in cycles, cycles
     # Training prints its results, not TensorFlow's internal log lines.
     assert "NodeDef mentions attribute" not in out and "Assets written to" not in out
     edge = [line for line in out.splitlines() if (line.startswith("forecast") and "gateway-1" in line)
