@@ -20,6 +20,7 @@ from pathlib import Path
 
 from streamedge.cli.options import apply_env_and_config, load_config, option
 from streamedge.cli.parser import CommandParser
+from streamedge.cli.quiet import install_transient_filter, quiet_tensorflow_warnings
 from streamedge.errors import StreamedgeError
 
 __all__ = ["build_parser", "main"]
@@ -111,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Client libraries log every connection at INFO; keep their warnings only.
         for noisy in ("kafka", "aiokafka"):
             logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+        # Rebalances and short broker restarts: shown only when they persist (streamedge.cli.quiet).
+        install_transient_filter()
+        quiet_tensorflow_warnings()
         code: int = args.handler(args)
         return code
     except KeyboardInterrupt:
