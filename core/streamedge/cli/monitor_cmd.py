@@ -79,12 +79,13 @@ def _endpoint(text: str, what: str, host: str = "127.0.0.1") -> tuple[str, int]:
 
 
 def _settings(config_data: dict[str, Any], command: list[str]) -> dict[str, Any]:
+    """Every setting ``command`` would run with, by name (None: its own default); empty when not installed."""
     from streamedge.cli.config_cmd import effective_settings
 
     _path, sections = effective_settings(config_data, command)
     values: dict[str, Any] = {}
     for _title, rows in sections:
-        values.update({name: value for name, value, _source in rows if value is not None})
+        values.update({name: value for name, value, _source in rows if value is not None or name not in values})
     return values
 
 
@@ -93,14 +94,16 @@ def _targets(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
 
     if args.workers is None:
         worker = _settings(args.config_data, ["stream", "worker"])
-        workers = [Target(str(worker.get("web_host", "127.0.0.1")), int(worker.get("web_port", 6066)))]
+        workers = [Target(str(worker.get("web_host") or "127.0.0.1"), int(worker.get("web_port") or 6066))]
     else:
         workers = [Target(*_endpoint(text, "--worker")) for text in args.workers]
     if args.agents is None:
-        edge = _settings(args.config_data, ["edge", "run"]) if _has_edge() else {}
+        edge = _settings(args.config_data, ["edge", "run"])
         device, host, port = EDGE_DEFAULTS
-        port = int(edge.get("metrics_port", port))
-        agents = [Target(str(edge.get("metrics_host", host)), port, str(edge.get("device_id", device)))] if port else []
+        port = int(edge["metrics_port"] if edge.get("metrics_port") is not None else port)
+        # No metrics_port setting: the edge distribution is not installed here, so no agent to scrape.
+        agents = ([Target(str(edge.get("metrics_host") or host), port, str(edge.get("device_id") or device))]
+                  if port and "metrics_port" in edge else [])
     else:
         agents = []
         for text in args.agents:
@@ -109,12 +112,6 @@ def _targets(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
                 raise ConfigError(f"--agent {text!r} is no DEVICE=[HOST:]PORT (e.g. pump-1=127.0.0.1:9108)")
             agents.append(Target(*_endpoint(endpoint, "--agent"), device=device))
     return workers, agents
-
-
-def _has_edge() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("streamedge.edge") is not None
 
 
 def _config(args: argparse.Namespace) -> int:
