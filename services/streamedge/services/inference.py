@@ -2,8 +2,9 @@
 
 The processor admits each message as a :class:`Job`; :func:`collect_windows` cuts the job's
 windows as numpy views of its key's rows (every sample for a forecaster, every
-``classify_stride``-th for a classifier); :func:`infer` then runs each model once on all its
-windows of the batch, from every key, and hands each job its rows (or the reason they failed).
+``classify_stride``-th for a classifier, or each ended machine cycle resampled to its window);
+:func:`infer` then runs each model once on all its windows of the batch, from every key, and hands
+each job its rows (or the reason they failed).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ readings-topic messages (in consumption order) :meth:`Processor.process`:
    with the reason and the first offending sample;
 2. appends each good block to its key's window (:class:`~services.windows.WindowStore`) and cuts
    every full window of the block as numpy views: every sample for a forecaster, every sample
-   whose ``seq % classify_stride == 0`` for a classifier;
+   whose ``seq % classify_stride == 0`` for a classifier, or with ``cycle`` set one window per
+   machine cycle that ends in the block (:mod:`streamedge.contracts.cycles`);
 3. runs each model once on all its windows of the batch, from every key (one TFLite invoke per
    model; steps 2 and 3 are :mod:`services.inference`);
 4. scores each block against its one-step forecasts in array operations (anomaly rule below) and
