@@ -9,7 +9,8 @@ readings-topic messages (in consumption order) :meth:`Processor.process`:
    with the reason and the first offending sample;
 2. appends each good block to its key's window (:class:`~services.windows.WindowStore`) and cuts
    every full window of the block as numpy views: every sample for a forecaster, every sample
-   whose ``seq % classify_stride == 0`` for a classifier;
+   whose ``seq % classify_stride == 0`` for a classifier, or with ``cycle`` set one window per
+   machine cycle that ends in the block (:mod:`streamedge.contracts.cycles`);
 3. runs each model once on all its windows of the batch, from every key (one TFLite invoke per
    model; steps 2 and 3 are :mod:`services.inference`);
 4. scores each block against its one-step forecasts in array operations (anomaly rule below) and
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamedge.contracts.cycles import CycleCutter
 from streamedge.contracts.reading import Reading, Rejection, parse_message
 from streamedge.services.block_results import (
     RESULT_MAX_BYTES,
@@ -89,6 +91,8 @@ class Processor:
         self.clock = clock
         self.store = WindowStore(models.max_window(), settings.idle_ttl_s, settings.max_keys, settings.max_future_s,
                                  settings.max_seq_jump)
+        spec = settings.cycle_spec()
+        self.cycles = CycleCutter(spec, settings.max_keys) if spec is not None else None
         self.monitors: dict[str, ModelMonitor] = {}
         # Fixed at construction: a lookup per reading, no entry per stream name a device invents.
         self._routes = {stream: list(names) for stream, names in settings.routes.items()}
@@ -166,9 +170,11 @@ class Processor:
             model = self.models.get(name)
             if model is None:
                 return "model_unavailable", f"model {name!r} routed to {parsed.stream!r} is not loaded", None
-            if model.manifest.n_features != width:
-                return ("wrong_feature_count", f"{width} values but {name} takes {model.manifest.n_features} features",
-                        None)
+            # A cycle marker is each reading's last value, not a classifier feature.
+            marker = int(self._marked(model))
+            if model.manifest.n_features + marker != width:
+                takes = f"{model.manifest.n_features} features" + (" and the cycle marker" if marker else "")
+                return "wrong_feature_count", f"{width} values but {name} takes {takes}", None
         ext = self.store.accept(parsed, source.timestamp, source.partition)
         if ext == "implausible_ts":
             bound = source.timestamp + self.store.max_future_s
@@ -205,7 +211,7 @@ class Processor:
         for payload, source in batch:
             admitted = self._admit(payload, source)
             if isinstance(admitted, Job):
-                collect_windows(admitted, self.models, self.settings.classify_stride)
+                collect_windows(admitted, self.models, self.settings.classify_stride, self.cycles)
                 jobs.append(admitted)
                 samples += 1 if admitted.single is not None else len(admitted.block)
             elif emit:
@@ -246,7 +252,10 @@ class Processor:
             if model is None:
                 continue
             if emit:  # replayed readings (state rebuild) were already seen by the monitors once
-                self.monitors[name].add_inputs(job.block.values)
+                values = job.block.values
+                if self._marked(model):
+                    values = values[:, :-1]  # the cycle marker is no input of the classifier
+                self.monitors[name].add_inputs(values)
             if model.manifest.task == "forecast":
                 self._forecast(job, model, now, outputs, emit)
             elif emit and name in job.outputs:
@@ -261,7 +270,7 @@ class Processor:
                 continue
             monitor = self.monitors[name]
             if emit:
-                monitor.add_input(reading.values)
+                monitor.add_input(reading.values[:-1] if self._marked(model) else reading.values)
             steps = job.row.get(name)
             if model.manifest.task == "forecast":
                 self._score_one(job, reading, model, monitor, now, outputs, emit)
@@ -369,6 +378,10 @@ class Processor:
         found = dict(zip(picks.tolist(), rows, strict=True)) if picks is not None and rows is not None else {}
         for index in range(len(job.block)):
             self.shadows.observe(name, job.ext.state, job.block.reading(index), found.get(index))
+
+    def _marked(self, model: LoadedModel) -> bool:
+        """Whether ``model``'s readings carry a cycle marker after its features."""
+        return self.cycles is not None and self.cycles.spec.marker and model.manifest.task == "classify"
 
     def _classify(self, job: Job, model: LoadedModel, now: float, outputs: list[Output]) -> None:
         ok = job.ok[model.name]
