@@ -311,7 +311,8 @@ class Retrainer:
         streams = {stream for stream, names in self.routes.items() if model in names}
         if not streams:
             raise RetrainError(f"no stream is routed to {model}")
-        replayed = tail(replay_topic(self.kafka, self.layout.readings, streams=streams), self.policy.history)
+        replayed = tail(replay_topic(self.kafka, self.layout.readings, streams=streams,
+                                     enrolment=self.policy.admission.enrolment), self.policy.history)
         admission = admit(replayed, champion, self.policy.admission)
         for device, reason in sorted(admission.refused.items()):
             _log.warning("retrain %s: readings of %.80r not admitted: %s", model, device, reason)
