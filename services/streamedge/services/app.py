@@ -25,6 +25,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streamedge.contracts.download import fetch_options
+from streamedge.contracts.identity import message_auth
 from streamedge.contracts.signing import load_public_key
 from streamedge.errors import ConfigError
 from streamedge.kafka.settings import KafkaSettings
@@ -376,7 +377,7 @@ class StreamWorker:
                 # from the committed offset, with state rebuilt to match.
                 continue
             batch.append((message.value, Source(message.topic, message.partition, message.offset,
-                                                message.timestamp, message.key)))
+                                                message.timestamp, message.key, message_auth(message.headers))))
         if self.processor.take_windows_dropped():
             # A model with a longer window was installed: every owned partition is rebuilt.
             self._rebuilt.clear()

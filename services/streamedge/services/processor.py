@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamedge.contracts.cycles import CycleCutter
+from streamedge.contracts.identity import load_enrolment
 from streamedge.contracts.reading import Reading, Rejection, parse_message
 from streamedge.services.block_results import (
     RESULT_MAX_BYTES,
@@ -98,6 +99,7 @@ class Processor:
         self._routes = {stream: list(names) for stream, names in settings.routes.items()}
         self._default_route = self._routes.get("*", [])
         self._label_cache: dict[str, tuple[Any, Any]] = {}
+        self._enrolment = load_enrolment(settings.enrolment) if settings.enrolment is not None else None
         self.shadows: ShadowSet | None = None
         # Largest block result message; a larger one is split (services.block_results).
         self.result_max_bytes = RESULT_MAX_BYTES
@@ -160,6 +162,9 @@ class Processor:
         wanted = parsed.key.encode()
         if source.key != wanted:
             return "key_mismatch", _key_detail(source.key, parsed.key), None
+        if self._enrolment is not None and not self._enrolment.verify_message(
+                payload or b"", parsed.device_id, source.auth):
+            return "unauthenticated", f"not signed by the enrolled key of device {parsed.device_id!r}", None
         if self.settings.devices and not any(fnmatch.fnmatchcase(parsed.device_id, p) for p in self.settings.devices):
             return "unknown_device", f"device {parsed.device_id!r} is not in the allow-list", None
         names = self._routed(parsed.stream)

@@ -57,14 +57,16 @@ _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 class Source(NamedTuple):
-    """Where a message came from: topic, partition, offset, Kafka timestamp (seconds), key
-    (a tuple: one is built per message, and a frozen dataclass costs several times as much)."""
+    """Where a message came from: topic, partition, offset, Kafka timestamp (seconds), key and
+    ``streamedge-auth`` header (a tuple: one is built per message, and a frozen dataclass costs
+    several times as much)."""
 
     topic: str
     partition: int
     offset: int
     timestamp: float
     key: bytes | None = None
+    auth: bytes | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset}

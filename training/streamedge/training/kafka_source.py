@@ -8,6 +8,11 @@ readings whose values are not finite as float32 (1e300 is valid JSON, infinite f
 duplicate sequence numbers, readings whose width differs from their series' first reading and
 series of another width than most readings are counted in the report, never dropped silently:
 one device sending another feature count cannot fail every retrain.
+
+With an enrolment (:mod:`streamedge.contracts.identity`), a record counts only when its
+``streamedge-auth`` header is the MAC of its value by the enrolled key of the ``device_id``
+inside it: readings of devices that are not enrolled, unsigned readings and readings one device
+wrote under another's id are skipped and counted as ``unauthenticated``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from streamedge.contracts.identity import Enrolment, message_auth
 from streamedge.contracts.reading import Reading, Rejection, parse_message
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.training.data import DataReport, SeriesData
@@ -26,7 +32,8 @@ from streamedge.training.errors import DataError
 __all__ = ["replay_topic"]
 
 
-def _consume(settings: KafkaSettings, topic: str, timeout_s: float) -> list[bytes | None]:
+def _consume(settings: KafkaSettings, topic: str, timeout_s: float) -> list[tuple[bytes | None, bytes | None]]:
+    """Each record's value and its ``streamedge-auth`` header (None when absent)."""
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
@@ -45,13 +52,14 @@ def _consume(settings: KafkaSettings, topic: str, timeout_s: float) -> list[byte
         consumer.assign(assigned)
         consumer.seek_to_beginning(*assigned)
         end = {tp: off for tp, off in consumer.end_offsets(assigned).items() if off > 0}
-        values: list[bytes | None] = []
+        values: list[tuple[bytes | None, bytes | None]] = []
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < off for tp, off in end.items()):
             if time.monotonic() > deadline:
                 raise DataError(f"replaying {topic!r} took longer than {timeout_s} s")
             for records in consumer.poll(timeout_ms=500).values():
-                values.extend(r.value for r in records if r.offset < end.get(TopicPartition(r.topic, r.partition), 0))
+                values.extend((r.value, message_auth(r.headers)) for r in records
+                              if r.offset < end.get(TopicPartition(r.topic, r.partition), 0))
         return values
     except KafkaError as exc:
         raise DataError(f"replaying {topic!r} failed: {exc}") from exc
@@ -61,7 +69,7 @@ def _consume(settings: KafkaSettings, topic: str, timeout_s: float) -> list[byte
 
 def replay_topic(
     settings: KafkaSettings, topic: str, keys: list[str] | None = None, timeout_s: float = 30.0,
-    streams: set[str] | None = None,
+    streams: set[str] | None = None, enrolment: Enrolment | None = None,
 ) -> SeriesData:
     """Read a readings topic into series, one per key.
 
@@ -72,6 +80,7 @@ def replay_topic(
         timeout_s: give up (DataError) after this long.
         streams: only readings of these stream names (default all; ``"*"`` in the set means all),
             so a topic that mixes streams of different widths can still feed one model.
+        enrolment: when given, only records signed by the enrolled device they name count.
 
     Returns:
         :class:`SeriesData` with ids = keys (sorted), features ``value_0..`` (``value`` if
@@ -83,10 +92,13 @@ def replay_topic(
     report = DataReport()
     rejected: Counter[str] = Counter()
     grouped: dict[str, list[Reading]] = {}
-    for payload in _consume(settings, topic, timeout_s):
+    for payload, auth in _consume(settings, topic, timeout_s):
         parsed = parse_message(payload)
         if isinstance(parsed, Rejection):
             rejected[parsed.reason] += 1
+            continue
+        if enrolment is not None and not enrolment.verify_message(payload or b"", parsed.device_id, auth):
+            rejected["unauthenticated"] += 1
             continue
         if (keys is None or parsed.key in keys) and (streams is None or "*" in streams or parsed.stream in streams):
             with np.errstate(over="ignore"):

@@ -50,9 +50,10 @@ from pathlib import Path
 from threading import Event
 from typing import Any, Final, Literal
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry, Counter
 
+from streamedge.contracts.keys import TrustAnchor
 from streamedge.contracts.manifest import ModelManifest, read_manifest, write_manifest
 from streamedge.contracts.rollout import parse_target
 from streamedge.errors import StreamedgeError
@@ -216,7 +217,7 @@ class Retrainer:
         progress: show training progress bars.
     """
 
-    def __init__(self, registry: ModelRegistry, signing_key: Ed25519PrivateKey, public_key: Ed25519PublicKey,
+    def __init__(self, registry: ModelRegistry, signing_key: Ed25519PrivateKey, public_key: TrustAnchor,
                  kafka: KafkaSettings, layout: TopicLayout, routes: dict[str, list[str]], work_dir: Path,
                  policy: RetrainPolicy | None = None, metrics: RetrainMetrics | None = None,
                  clock: Callable[[], float] = time.monotonic, progress: bool = False) -> None:
@@ -310,7 +311,8 @@ class Retrainer:
         streams = {stream for stream, names in self.routes.items() if model in names}
         if not streams:
             raise RetrainError(f"no stream is routed to {model}")
-        replayed = tail(replay_topic(self.kafka, self.layout.readings, streams=streams), self.policy.history)
+        replayed = tail(replay_topic(self.kafka, self.layout.readings, streams=streams,
+                                     enrolment=self.policy.admission.enrolment), self.policy.history)
         admission = admit(replayed, champion, self.policy.admission)
         for device, reason in sorted(admission.refused.items()):
             _log.warning("retrain %s: readings of %.80r not admitted: %s", model, device, reason)
