@@ -99,12 +99,11 @@ def score_rows(rows: Iterable[tuple[int, dict[str, Any]]], columns: list[str], p
     """
     windows = WindowStore(history=predictor.manifest.window, max_keys=max_keys)
     m = predictor.manifest
-    residual_std = m.residual_std()
     base = {"model": m.name, "version": m.version}
     numbers = RowNumbers()
     for line, row in rows:
         summary.rows += 1
-        out, error = _score_one(row, columns, device_id, numbers, windows, predictor, stride, residual_std)
+        out, error = _score_one(row, columns, device_id, numbers, windows, predictor, stride)
         if error:
             summary.bad += 1
             if len(summary.first_bad) < keep_bad:
@@ -118,7 +117,7 @@ def score_rows(rows: Iterable[tuple[int, dict[str, Any]]], columns: list[str], p
 
 
 def _score_one(row: dict[str, Any], columns: list[str], device_id: str, numbers: RowNumbers, windows: WindowStore,
-               predictor: Predictor, stride: int, residual_std: float | None) -> tuple[dict[str, Any], str]:
+               predictor: Predictor, stride: int) -> tuple[dict[str, Any], str]:
     """One row's result fields and error text (empty when fine)."""
     if BAD_LINE in row:
         return {}, str(row[BAD_LINE])
@@ -143,7 +142,6 @@ def _score_one(row: dict[str, Any], columns: list[str], device_id: str, numbers:
     out["forecast"] = json.dumps(body["forecast"], separators=_SEPARATORS)
     if body["anomaly"] is not None:
         out["anomaly"] = int(body["anomaly"])
-    residual = body.get("residual")
-    if residual and residual_std:
-        out["anomaly_score"] = round(max(abs(r) for r in residual) / residual_std, 6)
+    if body.get("anomaly_score") is not None:
+        out["anomaly_score"] = body["anomaly_score"]
     return out, ""
