@@ -73,7 +73,7 @@ def test_predict_gives_the_agents_forecasts_and_anomalies_for_the_same_rows(
         assert (row["anomaly"] or None) == (None if agent[at]["anomaly"] is None else str(int(agent[at]["anomaly"])))
         assert (row["model"], int(row["version"])) == (agent[at]["model"], agent[at]["version"])
     spike = scored[("dev-0/csv", 35)]
-    assert spike["anomaly"] == "1" and float(spike["anomaly_score"]) > 4
+    assert spike["anomaly"] == "1" and float(spike["anomaly_score"]) > 1  # smoothed error over its threshold
     assert sum(r["anomaly"] == "1" for r in rows) == sum(bool(r["anomaly"]) for r in agent.values())
     errors = {int(r["line"]) - 2: r["error"] for r in rows if r["error"]}
     assert sorted(errors) == sorted(bad)

@@ -69,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the maximum epochs (toy runs)")
     parser.add_argument("--season", type=int, default=None, help="override every series' season (toy runs)")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--select", action="store_true",
+                        help="instead: the grid on synthetic series that chose the detector's defaults "
+                             "(benchmarks/anomaly_selection.py)")
 
 
 def _read(path: Path) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int8]]:
@@ -170,6 +173,16 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.select:
+        from streamedge.benchmarks.anomaly_selection import select
+
+        selection = select()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(selection, indent=2) + "\n")
+        for row in selection["grid"]:
+            print(f"span {row['span']} floor {row['floor']:g} gap {row['gap']}: mean event F1 "
+                  f"{row['mean_event_f1']:.3f}, worst {row['worst_event_f1']:.3f}")
+        return 0
     by_name = {s.name: s for s in LABELLED}
     chosen = [part.strip() for part in args.series.split(",") if part.strip()]
     unknown = [c for c in chosen if c not in by_name]

@@ -71,7 +71,7 @@ class DetectorConfig:
     """
 
     k: float = 4.0
-    span: int = 3
+    span: int = 5
     history: int = 500
     min_history: int = 100
     refresh: int = 25
@@ -79,7 +79,7 @@ class DetectorConfig:
     max_runs: int = 5
     prune: float = 0.13
     floor: float = 2.0
-    gap: int = 10
+    gap: int = 24
 
     def __post_init__(self) -> None:
         if not (self.k > 0 and self.floor >= 0 and 0 <= self.prune < 1):
