@@ -15,16 +15,19 @@ original units):
    ``r'`` the residual one season back: the echo cancels, a new departure does not.
 3. **Smoothing.** ``s_f`` is an exponentially weighted mean of ``z_f`` (``span`` readings), as in
    the paper: a lasting departure builds up, single noisy readings do not.
-4. **Dynamic threshold** per feature, from the last ``history`` smoothed errors, recomputed every
-   ``refresh`` readings: among ``eps = mean + z * std`` for ``z`` in ``z_grid``, the one that
-   most reduces the mean and spread of the errors below it, per reading and per run of readings
-   above it (``(dmean / mean + dstd / std) / (n_above + n_runs ** 2)``), with at most half the
-   readings and ``max_runs`` runs above it; ``mean + z_grid[-1] * std`` when none qualifies. It is
-   never below ``floor`` (validation residual spreads). Before ``min_history`` scored readings the
+4. **Dynamic threshold** per feature, from the last ``history`` smoothed errors of readings
+   outside events (an alarmed spike kept there would raise the threshold over every smaller
+   spike after it), recomputed every ``refresh`` such readings: among ``eps = mean + z * std``
+   for ``z`` in ``z_grid``, the one that most reduces the mean and spread of the errors below
+   it, per reading and per run of readings above it
+   (``(dmean / mean + dstd / std) / (n_above + n_runs ** 2)``), with at most half the readings
+   and ``max_runs`` runs above it; ``mean + z_grid[-1] * std`` when none qualifies. It is never
+   below ``floor`` (validation residual spreads). Before ``min_history`` such readings the
    threshold is ``k`` (the former fixed band).
 5. **Pruning.** An event alarms only when its smoothed error also stands ``prune`` above the
-   largest smoothed error the threshold left below it (the paper's minimum percent decrease):
-   the effective threshold is ``max(eps, max_nominal / (1 - prune))``.
+   largest smoothed error of that history (the paper's minimum percent decrease over the largest
+   nominal error; the history holds nominal readings only): the effective threshold is
+   ``max(eps, max_nominal / (1 - prune))``.
 6. **Alarms per event.** A reading whose smoothed error passes the effective threshold on any
    feature, with no event open, *alarms* and opens an event; the event stays open while any
    feature is above its threshold and closes after ``gap`` readings below. Readings inside an
@@ -61,8 +64,8 @@ class DetectorConfig:
         k: threshold in smoothed validation residual spreads until ``min_history`` readings.
         span: smoothing span in readings (EWMA weight ``2 / (span + 1)``).
         history: smoothed errors kept per feature for the dynamic threshold.
-        min_history: scored readings before the dynamic threshold replaces ``k``.
-        refresh: readings between threshold recomputations.
+        min_history: readings outside events before the dynamic threshold replaces ``k``.
+        refresh: readings outside events between threshold recomputations.
         z_grid: candidate thresholds, in standard deviations above the mean smoothed error.
         max_runs: most runs above a candidate threshold for it to qualify.
         prune: minimum relative height of an alarm over the largest nominal smoothed error.
@@ -101,6 +104,7 @@ class DetectorState:
     errors: npt.NDArray[np.float64]
     echo: list[tuple[list[float], bool] | None]
     scored: int = 0
+    held: int = 0
     open_event: bool = False
     quiet: int = 0
 
@@ -174,7 +178,6 @@ class AnomalyDetector:
         for f, value in enumerate(z):
             value = min(value / scale[f], _CLIP)
             smoothed[f] = value if first else self._alpha * value + (1 - self._alpha) * smoothed[f]
-        state.errors[state.scored % cfg.history] = smoothed
         state.scored += 1
         ratio = max(s / e for s, e in zip(smoothed, state.effective, strict=True))
         above = any(s > t for s, t in zip(smoothed, state.thresholds, strict=True))
@@ -190,8 +193,11 @@ class AnomalyDetector:
         verdict = Verdict(score=ratio, alarm=alarm, in_event=state.open_event,
                           threshold=state.effective[worst] * scale[worst])
         state.echo[slot] = (raw, alarm or state.open_event)
-        if state.scored >= cfg.min_history and (state.scored - cfg.min_history) % cfg.refresh == 0:
-            self._refresh(state)
+        if not (alarm or state.open_event):
+            state.errors[state.held % cfg.history] = smoothed
+            state.held += 1
+            if state.held >= cfg.min_history and (state.held - cfg.min_history) % cfg.refresh == 0:
+                self._refresh(state)
         return verdict
 
     def run(self, state: DetectorState, residuals: npt.ArrayLike) -> list[Verdict | None]:
@@ -203,7 +209,7 @@ class AnomalyDetector:
 
     def _refresh(self, state: DetectorState) -> None:
         cfg = self.config
-        held = state.errors[: min(state.scored, cfg.history)]
+        held = state.errors[: min(state.held, cfg.history)]
         for f in range(held.shape[1]):
             threshold, nominal = _threshold(held[:, f], cfg)
             state.thresholds[f] = threshold
@@ -211,7 +217,7 @@ class AnomalyDetector:
 
 
 def _threshold(errors: npt.NDArray[np.float64], cfg: DetectorConfig) -> tuple[float, float]:
-    """The dynamic threshold of one feature's smoothed errors and the largest error below it."""
+    """The dynamic threshold of one feature's nominal smoothed errors, and their largest."""
     mean, std = float(errors.mean()), float(errors.std())
     best, chosen = -1.0, mean + cfg.z_grid[-1] * std
     if std > 0 and mean > 0:
@@ -229,6 +235,4 @@ def _threshold(errors: npt.NDArray[np.float64], cfg: DetectorConfig) -> tuple[fl
             score = gain / (n_above + runs**2)
             if score > best:
                 best, chosen = score, eps
-    chosen = max(chosen, cfg.floor)
-    below = errors[errors <= chosen]
-    return chosen, float(below.max()) if len(below) else 0.0
+    return max(chosen, cfg.floor), float(errors.max())
