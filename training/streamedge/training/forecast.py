@@ -48,7 +48,8 @@ CANDIDATES: Final = ("lstm", "linear")
 DEFAULT_ORIGINS: Final = 3
 
 __all__ = ["CANDIDATES", "DEFAULT_ORIGINS", "MAX_MAE_GROWTH", "MAX_SCALE_SPREAD", "choose_correction_scale",
-           "default_config", "default_recent", "default_window", "seasonal_naive_verdict", "train_forecaster"]
+           "default_config", "default_recent", "default_window", "seasonal_naive_verdict", "train_forecaster",
+           "validation_error"]
 
 _log = logging.getLogger(__name__)
 _REPRESENTATIVE: Final = 200
@@ -57,6 +58,8 @@ _HEADROOM: Final = 0.25
 # Series whose MASE scales differ more than this share one normalisation badly (M1: 10^8): above
 # it a global model scales every window by its own statistics (per-series scaling).
 MAX_SCALE_SPREAD: Final = 100.0
+# Smallest validation error in the manifest, as a share of the mean feature std (see validation_error).
+_MIN_ERROR: Final = 1e-6
 
 
 def default_window(season: int, horizon: int, recent: int = 0) -> int:
@@ -103,9 +106,21 @@ def seasonal_naive_verdict(metrics: dict[str, dict[str, Any]], naive_mase: float
     """
     verdict = {name: bool(m["mase"] < naive_mase) for name, m in metrics.items()}
     warnings = [f"{name} does not beat seasonal naive on the test set: MASE {metrics[name]['mase']:.3f} "
-                f">= {naive_mase:.3f}; seasonal naive is the better forecast here"
+                f">= {naive_mase:.3f}; seasonal naive is at least as good here"
                 for name, beats in verdict.items() if not beats]
     return verdict, warnings
+
+
+def validation_error(residuals: npt.ArrayLike, feature_std: npt.ArrayLike) -> dict[str, float]:
+    """The manifest's ``validation_error`` (original units): ``mae`` and ``residual_std`` of the
+    validation residuals, each at least ``1e-6`` of the mean feature std.
+
+    A constant series forecasts itself exactly (both 0), and the manifest needs positive spreads
+    for the anomaly detector's scales; the floor makes any departure from the constant an alarm.
+    """
+    errors = np.asarray(residuals, dtype=np.float64)
+    floor = _MIN_ERROR * float(np.mean(np.asarray(feature_std, dtype=np.float64)))
+    return {"mae": max(float(np.mean(np.abs(errors))), floor), "residual_std": max(float(np.std(errors)), floor)}
 
 
 def choose_correction_scale(model: Any, scales: tuple[float, ...], x_val: npt.NDArray[np.float32],
@@ -415,8 +430,7 @@ def train_forecaster(
             "input_shape": [-1, w, n_feat], "output_shape": [-1, h * n_feat], "window": w, "horizon": h,
             "features": data.features, "normalisation": normaliser.to_manifest(),
             "reference_stats": reference_stats(np.concatenate(histories), data.features),
-            "validation_error": {"mae": float(np.mean(np.abs(val_residuals))),
-                                 "residual_std": float(np.std(val_residuals))},
+            "validation_error": validation_error(val_residuals, normaliser.std),
             # holds the scaling decision, so a retrain or a rebuild of the model makes the same one
             "hyperparameters": config.to_dict(),
         },
