@@ -340,7 +340,7 @@ class _Run:
         dead letters."""
         from kafka import KafkaConsumer
 
-        from streamedge.benchmarks.chaos_check import reading_of
+        from streamedge.services.records import reading_of
 
         def read(topics: list[str], done: Any, timeout: float) -> list[dict[str, Any]]:
             consumer = KafkaConsumer(*topics, **self.kafka.kafka_python_config(), group_id=None,
@@ -366,7 +366,11 @@ class _Run:
 
         def complete(found: list[dict[str, Any]]) -> bool:
             nonlocal counted
-            seen.update(reading_of(str(r.get("idempotency_key"))) for r in found[counted:])
+            for r in found[counted:]:
+                try:
+                    seen.add(reading_of(str(r.get("idempotency_key"))))
+                except ValueError:  # no "@<partition>:<offset>": not a stream worker's result
+                    continue
             counted = len(found)
             return expected <= seen
 

@@ -41,11 +41,15 @@ class AdmissionPolicy:
         max_device_share: largest share of the admitted readings one device may hold, in (0, 1].
         outlier_stds: a device whose mean is further than this many training standard
             deviations from the median device is refused.
+        devices: the stream worker's device allow-list (``fnmatch`` patterns; empty allows every
+            device): readings of other devices, which the worker dead-letters as
+            ``unknown_device``, are left out of the replay itself.
     """
 
     enrolled: frozenset[str] | None = None
     max_device_share: float = 0.5
     outlier_stds: float = 4.0
+    devices: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 < self.max_device_share <= 1.0 or not self.outlier_stds > 0:
