@@ -177,5 +177,5 @@ def replay_topic(
                 report.irregular_steps += irregular
                 report.notes.append(f"{key}: {irregular} irregular time step(s) (median {median:g} s); used in order")
         series.append(np.array([r.values for r in kept], dtype=np.float32))
-    features = ["value"] if width == 1 else [f"value_{i}" for i in range(width)]
-    return SeriesData(series=series, ids=sorted(grouped), features=features, report=report)
+    names = ["value"] if width == 1 else [f"value_{i}" for i in range(width)]
+    return SeriesData(series=series, ids=sorted(grouped), features=names, report=report)
