@@ -147,7 +147,7 @@ def test_item6_replay_keeps_the_newest_history_per_key_by_event_time_with_bounde
         tracemalloc.stop()
     assert data.series[0].shape == (50, 1)
     np.testing.assert_allclose(data.series[0][:, 0], [json.loads(v)["value"] for _, v in rows[-50:]], rtol=1e-6)
-    # Measured: the whole-topic list and every key's readings peaked at 3.4 MB for 6,000 readings
-    # (linear in the topic's length); streaming, at 2.0 MB for 6,000 and for 12,000 (50 readings,
-    # one fetch, the client's own).
+    # Measured: the whole-topic list and every key's readings peaked at 3.4 MB for 6,000 readings,
+    # growing with the topic's length; streaming peaked at 2.0 MB for 6,000 (50 readings kept, one
+    # fetch, the client's own buffers), and its peak does not grow with the topic.
     assert peak < 3_000_000, peak
