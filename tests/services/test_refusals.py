@@ -215,7 +215,9 @@ def _story(kafka: _Broker, refusal: _Refusal, tiny_models: TinyModels, model_dir
         produce(kafka.admin, layout.readings, more)
         _wait(lambda: first.health()[0] == 503, "a batch held past unhealthy_after_s", first)
         if kill_broker:
-            os.kill(kafka.broker.pid() or 0, signal.SIGKILL)
+            pid = kafka.broker.pid
+            assert pid is not None, "the module's broker is not running"
+            os.kill(pid, signal.SIGKILL)
         assert first.proc is not None
         first.proc.terminate()  # SIGTERM in the middle of the refused write
         code = first.proc.wait(timeout=60)
