@@ -19,7 +19,13 @@ broker_sigstop     SIGSTOP of a node for longer than the          SIGCONT
 poison             hostile bytes on the readings topic (invalid   (they must be dead-lettered)
                    UTF-8, 100 KB of ``[``, a 400-digit number,
                    wrong types, empty)
+write_refused      the forecasts topic's ``max.message.bytes``    the limit restored (held
+                   set to 100: the broker refuses every forecast  batches are then delivered)
 =================  =============================================  ==============================
+
+Not covered (see docs/stream.md, "Refusals"): a missing output topic (the cluster creates topics
+on demand, so it is no refusal here), a denied ACL (the cluster is PLAINTEXT), and compressed
+bombs (the Kafka client decompresses a batch whole before the worker sees it: no bound yet).
 
 The plan is drawn from ``--seed``: the first faults are every kind once in a shuffled order, the
 rest are drawn at random; targets (which worker, which node) come from the same generator, so a
@@ -51,7 +57,10 @@ from streamedge.processes import stop_process
 
 __all__ = ["FAULT_KINDS", "add_arguments", "plan_faults", "run"]
 
-FAULT_KINDS: Final = ("worker_sigkill", "worker_join", "worker_leave", "broker_sigkill", "broker_sigstop", "poison")
+FAULT_KINDS: Final = ("worker_sigkill", "worker_join", "worker_leave", "broker_sigkill", "broker_sigstop", "poison",
+                      "write_refused")
+# The broker's default message.max.bytes, restored on the forecasts topic after write_refused.
+_MAX_MESSAGE_BYTES = 1_048_588
 _MODELS: Final = {"forecast": "tiny-forecaster", "classification": "tiny-classifier"}
 _WINDOW: Final = 8
 _STREAM: Final = "s"
@@ -288,6 +297,8 @@ class _Run:
                                           value=payload) for payload in _POISON]
             self.poison += [(m.partition, m.offset) for m in (f.get(timeout=120) for f in futures)]
             entry["messages"] = len(_POISON)
+        elif kind == "write_refused":
+            self._forecast_limit(100)
         return entry
 
     def end(self, entry: dict[str, Any]) -> None:
@@ -300,6 +311,21 @@ class _Run:
         elif kind == "broker_sigstop":
             time.sleep(max(0.0, entry.pop("_resume_at") - time.monotonic()))
             self.cluster.resume(entry["node"])
+        elif kind == "write_refused":
+            self._forecast_limit(_MAX_MESSAGE_BYTES)
+
+    def _forecast_limit(self, max_bytes: int) -> None:
+        """Set the forecasts topic's ``max.message.bytes`` (100 refuses every forecast)."""
+        from kafka import KafkaAdminClient
+        from kafka.admin import ConfigResource, ConfigResourceType
+
+        config = {**self.kafka.kafka_python_config(), "bootstrap_servers": self._live_bootstrap().split(",")}
+        admin = KafkaAdminClient(**config)
+        try:
+            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, self.layout.forecasts,
+                                                configs={"max.message.bytes": str(max_bytes)})])
+        finally:
+            admin.close()
 
     def _await_leaders_off(self, node: int, before: dict[int, int], timeout: float = 60.0) -> int:
         """Wait until no readings partition is led by ``node``; returns how many it led before."""
