@@ -19,8 +19,9 @@ broker_sigstop     SIGSTOP of a node for longer than the          SIGCONT
 poison             hostile bytes on the readings topic (invalid   (they must be dead-lettered)
                    UTF-8, 100 KB of ``[``, a 400-digit number,
                    wrong types, empty)
-write_refused      the forecasts topic's ``max.message.bytes``    the limit restored (held
-                   set to 100: the broker refuses every forecast  batches are then delivered)
+write_refused      the forecasts topic's ``max.message.bytes``    the limit restored once a worker
+                   set to 100: the broker refuses every forecast  retried a refused send (held
+                                                                  batches are then delivered)
 =================  =============================================  ==============================
 
 Not covered (see docs/stream.md, "Refusals"): a missing output topic (the cluster creates topics
@@ -162,6 +163,20 @@ class _Workers:
                 self.live.remove((proc, port))
                 self.start()
 
+    def send_retries(self) -> float:
+        """Sends the live workers retried so far (``streamedge_stream_send_retries_total``, summed)."""
+        import urllib.request
+
+        total = 0.0
+        for _, port in self.live:
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:  # a worker starting or stopping: its count is not there to add
+                continue
+            total += sum(float(line.split()[-1]) for line in text.splitlines()
+                         if line.startswith("streamedge_stream_send_retries_total "))
+        return total
+
     def kill(self, index: int) -> None:
         proc, _ = self.live.pop(index % len(self.live))
         proc.kill()
@@ -298,6 +313,7 @@ class _Run:
             self.poison += [(m.partition, m.offset) for m in (f.get(timeout=120) for f in futures)]
             entry["messages"] = len(_POISON)
         elif kind == "write_refused":
+            entry["_retries_before"] = self.workers.send_retries()
             self._forecast_limit(100)
         return entry
 
@@ -312,6 +328,11 @@ class _Run:
             time.sleep(max(0.0, entry.pop("_resume_at") - time.monotonic()))
             self.cluster.resume(entry["node"])
         elif kind == "write_refused":
+            # Lifted only once a worker saw a refusal (or after 60 s): the fault must have bitten.
+            before, deadline = entry.pop("_retries_before"), time.monotonic() + 60.0
+            while self.workers.send_retries() <= before and time.monotonic() < deadline:
+                time.sleep(0.3)
+            entry["send_retries"] = self.workers.send_retries() - before
             self._forecast_limit(_MAX_MESSAGE_BYTES)
 
     def _forecast_limit(self, max_bytes: int) -> None:
