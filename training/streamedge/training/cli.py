@@ -138,6 +138,9 @@ def _register_watch(commands: Any) -> None:
     option(watch, "--enrolment", type=Path, default=None, env="STREAMEDGE_TRAIN_ENROLMENT",
            help="enrolment file ('edge enrol'): learn only from readings of enrolled devices, each signed by the "
                 "device it names (default: any device, signed or not)")
+    option(watch, "--devices", default="", env="STREAMEDGE_TRAIN_DEVICES",
+           help="the stream worker's device allow-list: comma-separated fnmatch patterns; readings of other "
+                "devices are not learnt from (default: every device)")
     option(watch, "--max-device-share", type=float, default=0.5, env="STREAMEDGE_TRAIN_MAX_DEVICE_SHARE",
            help="largest share of the training readings one device may hold")
     option(watch, "--outlier-stds", type=float, default=4.0, env="STREAMEDGE_TRAIN_OUTLIER_STDS",
@@ -178,7 +181,7 @@ def _watch(args: argparse.Namespace) -> int:
     enrolment = load_enrolment(args.enrolment) if args.enrolment else None
     try:
         admission = AdmissionPolicy(enrolment.devices if enrolment else None, args.max_device_share,
-                                    args.outlier_stds, enrolment)
+                                    args.outlier_stds, enrolment, tuple(_split(args.devices) or ()))
         policy = RetrainPolicy(history=args.history, holdout_fraction=args.holdout_fraction,
                                min_improvement=args.min_improvement, min_interval_s=args.min_interval_s,
                                epochs=args.epochs, admission=admission, promote_to=args.promote_to)
