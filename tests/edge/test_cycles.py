@@ -217,3 +217,26 @@ def test_agent_and_worker_give_the_same_classes_for_the_same_rows(
 def test_a_gap_cycle_without_its_gap_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="cycle-gap-s"):
         EdgeSettings(cycle="gap")
+
+
+@pytest.mark.parametrize("cycle", [{"values": "x", "seq": 8, "ts": [1.7e9, 1.7e9 + 5]},
+                                   {"values": [[1.0]] * 5000, "seq": 8, "ts": [1.7e9, 1.7e9 + 5]},
+                                   {"values": [[1.0, 2.0]] * 6, "seq": 8, "ts": [1.7e9, 1.7e9 + 5]},
+                                   {"values": [[1.0]] * 6, "seq": 8, "ts": [1.7e9 + 5, 1.7e9]}],
+                         ids=["not-rows", "over-max-samples", "other-width", "time-backwards"])
+def test_a_hostile_saved_cycle_is_dropped_and_the_next_cycle_starts_afresh(
+        tmp_path: Path, classifier_dir: Path, tiny_models: TinyModels, cycle: dict[str, Any]) -> None:
+    readings = _readings(marker=True)
+    first = _agent(tmp_path, classifier_dir, tiny_models, cycle="marker")
+    first.process(readings[:14])
+    first.outbox.close()
+    with sqlite3.connect(tmp_path / "buffer.sqlite") as db:
+        (state,) = db.execute("SELECT state FROM windows WHERE key = 'press/s'").fetchone()
+        db.execute("UPDATE windows SET state = ? WHERE key = 'press/s'",
+                   (json.dumps({**json.loads(state), "cycle": cycle}),))
+    db.close()
+    restarted = _agent(tmp_path, classifier_dir, tiny_models, cycle="marker")
+    restarted.process(readings[14:])
+    restarted.outbox.close()
+    results = _classifications(tmp_path / "buffer.sqlite")
+    assert [(r["cycle"]["first_seq"], r["cycle"]["samples"]) for r in results] == [(0, 8), (14, 6), (20, 10)]
