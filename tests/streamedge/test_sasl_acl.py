@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from streamedge.cli.common import kafka_settings
 from streamedge.cli.main import build_parser, main
 from streamedge.cli.options import apply_env_and_config, load_config
-from streamedge.contracts.identity import load_device_key, load_enrolment
+from streamedge.contracts.identity import Enrolment, load_device_key, load_enrolment
 from streamedge.contracts.results import decode_results
 from streamedge.contracts.signing import load_public_key
 from streamedge.edge.agent import EdgeAgent
@@ -333,7 +333,8 @@ def test_the_device_grants_are_its_own_and_never_model_updates() -> None:
         device_grants(LAYOUT, "pump 1")
 
 
-def test_a_provisioned_device_produces_readings_with_its_own_credential(secure: Secure, tmp_path: Path) -> None:
+def test_a_provisioned_device_produces_readings_with_its_own_credential(secure: Secure, tiny_models: TinyModels,
+                                                                        tmp_path: Path) -> None:
     code, enrolment, out = _add_device(secure, "pump-own", tmp_path)
     assert code == 0
     config, key_file = out / "pump-own.toml", out / "pump-own.key"
@@ -353,6 +354,37 @@ def test_a_provisioned_device_produces_readings_with_its_own_credential(secure: 
     found = consume_until(secure.settings("admin"), [LAYOUT.readings], lambda ms: any(m.key == marker for m in ms),
                           timeout=60)
     assert [m.value for m in found if m.key == marker] == [value]
+
+    # An agent run from the file: its results and heartbeats go out as device-pump-own, and the
+    # heartbeats verify against the enrolment add-device wrote (what watch-canary --enrolment counts).
+    public = tiny_models.public_key
+    models = tmp_path / "device-models"
+    ModelStore(models, load_public_key(public)).install(tiny_models.forecaster)
+    settings = EdgeSettings(device_id=run.device_id, device_key_file=run.device_key_file, model_dir=models,
+                            public_key=public, buffer_path=tmp_path / "buffer.sqlite", metrics_port=0,
+                            heartbeat_interval_s=1.0, kafka_timeout_s=5.0, drain_timeout_s=30.0, log_format="text")
+    source = IteratorSource(simulator_payloads(keys=1, rate=200.0), queue_size=64)
+    agent = EdgeAgent(settings, device, LAYOUT, source, load_public_key(public), CollectorRegistry())
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        enrolled = load_enrolment(enrolment)
+        beats = consume_until(secure.settings("promoter"), [LAYOUT.edge_telemetry],
+                              lambda ms: any(_signed_beat(m.value, enrolled) for m in ms), timeout=60)
+        assert any(_signed_beat(m.value, enrolled) for m in beats)
+        results = consume_until(secure.settings("admin"), [LAYOUT.edge_results], lambda ms: any(
+            r["device_id"] == "pump-own" for m in ms for r in decode_results(m.value)), timeout=60)
+        assert any(r["device_id"] == "pump-own" for m in results for r in decode_results(m.value))
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+
+
+def _signed_beat(value: bytes, enrolled: Enrolment) -> bool:
+    event = json.loads(value)
+    return bool(event["device_id"] == "pump-own" and event["type"] == "heartbeat" and enrolled.verify_event(event))
 
 
 def test_a_device_credential_cannot_write_model_updates_nor_read_an_ungranted_topic(
