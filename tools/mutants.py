@@ -140,6 +140,9 @@ MUTANTS: tuple[Mutant, ...] = (
            (("core/streamedge/contracts/reading.py", "from __future__ import annotations\n",
              "from __future__ import annotations\n\nimport faust  # noqa: F401\n"),),
            ("tests/test_dependency_rules.py",)),
+    Mutant("gates pass a variant whose metrics are NaN (every comparison with NaN is false)",
+           ((_EXPORT, "        if not math.isfinite(value):\n", "        if False:\n"),),
+           _GATE_TESTS),
     Mutant("services load TensorFlow lazily through an aliased import_module",
            (("services/streamedge/services/processor.py", "import numpy as np\n",
              "import numpy as np\nfrom importlib import import_module as _load\n\n\n"
