@@ -57,7 +57,7 @@ _TRAINER_GATE_TESTS = ("tests/training/test_trainer_gates.py",)
 _BENCH_FORECASTERS = "benchmarks/streamedge/benchmarks/forecasters.py"
 _RUN_CACHE = "benchmarks/streamedge/benchmarks/run_cache.py"
 _BENCH_CACHE_TESTS = (
-    "tests/test_bench_forecasters.py::test_bench_forecasters_recomputes_a_cached_run_under_other_origins_end_or_baselines",)
+    "tests/test_bench_forecasters.py::test_bench_forecasters_recomputes_a_cached_run_under_other_epochs_data_origins_end_or_baselines",)
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant("exactly-once forced off",
