@@ -79,7 +79,7 @@ def test_anomaly_selection_ranks_every_grid_point_on_synthetic_series() -> None:
     assert result["chosen"] == result["grid"][0]
 
 
-def test_bench_forecasters_recomputes_a_cached_run_under_other_origins_end_or_baselines(tmp_path: Path) -> None:
+def test_bench_forecasters_recomputes_a_cached_run_under_other_epochs_data_origins_end_or_baselines(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     write_long_csv(data / "m1_yearly.csv", (40, 45, 50, 50))
@@ -97,7 +97,11 @@ def test_bench_forecasters_recomputes_a_cached_run_under_other_origins_end_or_ba
     cached = next((tmp_path / "work" / "m1_yearly").glob("*/bench_run.json"))
     before = cached.stat().st_mtime_ns
     assert row("--no-baselines") == first and cached.stat().st_mtime_ns == before  # same flags: reused
+    # another configuration (--epochs) or other data under the same file name: recomputed in the same folder
+    assert row("--no-baselines", "--epochs", "2")["config"]["epochs"] == 2
+    write_long_csv(data / "m1_yearly.csv", (40, 45, 50, 50, 55))
+    assert row("--no-baselines", "--epochs", "2")["test_points"] == 5 * 6
     # each flag below changes the result: a run cached under another value is stale, never reported
-    assert row("--no-baselines", "--origins", "2")["test_points"] == 2 * 4 * 6
+    assert row("--no-baselines", "--origins", "2")["test_points"] == 2 * 5 * 6
     assert row("--no-baselines", "--end-early", "3")["end_early"] == 3
     assert isinstance(row()["methods"]["AutoETS"], dict)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from streamedge.benchmarks.models import mean_ranks
+from streamedge.benchmarks.run_cache import file_digest
 from streamedge.cli.main import main
 from tests.training.helpers import write_ts
 
@@ -17,7 +18,7 @@ def test_mean_ranks_share_ties_and_skip_missing_figures() -> None:
     assert ranks == {"x": pytest.approx((1.5 + 2) / 2), "y": 1.5, "z": pytest.approx((3 + 1) / 2)}
 
 
-def test_bench_models_applies_the_protocol_and_reuses_finished_runs(tmp_path: Path) -> None:
+def test_bench_models_applies_the_protocol_and_reuses_a_run_only_under_the_same_features_and_data(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     for name, seed in (("toyA", 1), ("toyB", 5)):
@@ -44,3 +45,10 @@ def test_bench_models_applies_the_protocol_and_reuses_finished_runs(tmp_path: Pa
     stored = json.loads(cached.read_text())
     assert stored["cache_key"]["inputs"]["config"]["features"] == 168
     assert cached.stat().st_mtime_ns != before
+    # Other data under the same file names (the same folders) changes the result: trained again, not reported.
+    write_ts(data / "toyB_TEST.ts", per_class=6, seed=9)
+    retrained = cached.stat().st_mtime_ns
+    assert main([*argv[:-1], "168"]) == 0
+    assert cached.stat().st_mtime_ns != retrained
+    test_file = str((data / "toyB_TEST.ts").resolve())
+    assert json.loads(cached.read_text())["cache_key"]["data"][test_file] == file_digest(data / "toyB_TEST.ts")

@@ -37,7 +37,8 @@ FOLDERS = ("core", "edge", "services", "training", "benchmarks", "demo")
 # The lazy exceptions, named here so that no other can hide: KafkaSettings.faust_credentials imports
 # faust inside the method, for stream workers only; paths.data_dir looks the training-only data
 # package up and says what to install when it is absent; the CLI runs two areas by name (the canary
-# watcher of the services, the demo), as it registers every area's commands.
+# watcher of the services, the demo), as it registers every area's commands. Each is allowed only
+# inside a function: the same import at module level is a violation (every importer would need it).
 ALLOWED_LAZY = {("streamedge.kafka.settings", "faust"), ("streamedge.paths", "streamedge.data"),
                 ("streamedge.cli.canary_cmd", "streamedge.services.canary"), ("streamedge.cli.demo_cmd", "streamedge.demo")}
 
@@ -70,27 +71,58 @@ def _resolve(module: str, node: ast.ImportFrom) -> str:
 
 
 _DYNAMIC = {"import_module", "__import__", "find_spec"}
+_DYNAMIC_HOMES = {"importlib", "importlib.util", "builtins"}
 
 
-def imports_of(module: str) -> set[str]:
-    """Absolute names ``module`` imports (``from a import b`` yields ``a`` and ``a.b``), including
-    ``importlib.import_module("name")``, ``__import__("name")`` and ``find_spec("name")`` with a
-    literal name (the CLI's area table, whose names sit in a dict, is the documented exception)."""
-    tree = ast.parse(MODULES[module].read_text(), filename=str(MODULES[module]))
-    found: set[str] = set()
+def _dynamic_names(tree: ast.Module) -> set[str]:
+    """The names that call an import by name in this module: the usual ones and every alias of them
+    (``from importlib import import_module as _load``, ``_load = importlib.import_module``)."""
+    names = set(_DYNAMIC)
     for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in _DYNAMIC_HOMES:
+            names.update(alias.asname or alias.name for alias in node.names if alias.name in _DYNAMIC)
+    for node in ast.walk(tree):  # assignments may chain aliases: settle them in a second pass
+        if isinstance(node, ast.Assign) and _called_name(node.value) in names:
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
+
+
+def _called_name(func: ast.expr) -> str:
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+
+
+def _is_lazy(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    """Whether ``node`` sits inside a function (runs when called, not when its module is imported)."""
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            return True
+    return False
+
+
+def imports(module: str) -> dict[str, bool]:
+    """Absolute names ``module`` imports (``from a import b`` yields ``a`` and ``a.b``) -> whether
+    every import of that name is lazy (inside a function). Imports by name count too:
+    ``importlib.import_module("name")``, ``__import__("name")``, ``find_spec("name")`` and any alias
+    of them, with a literal name (the CLI's area table, whose names sit in a dict, is the documented
+    exception)."""
+    tree = ast.parse(MODULES[module].read_text(), filename=str(MODULES[module]))
+    parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
+    dynamic = _dynamic_names(tree)
+    found: dict[str, bool] = {}
+    for node in ast.walk(tree):
+        names: list[str] = []
         if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
+            names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             target = _resolve(module, node)
-            found.add(target)
-            found.update(f"{target}.{alias.name}" for alias in node.names)
+            names = [target, *(f"{target}.{alias.name}" for alias in node.names)]
         elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
-                and isinstance(node.args[0].value, str):
-            func = node.func
-            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-            if name in _DYNAMIC:
-                found.add(node.args[0].value)
+                and isinstance(node.args[0].value, str) and _called_name(node.func) in dynamic:
+            names = [node.args[0].value]
+        lazy = _is_lazy(node, parents)
+        for name in names:
+            found[name] = found.get(name, True) and lazy
     return found
 
 
@@ -105,8 +137,8 @@ def walk(own: list[str], forbidden: set[str]) -> dict[str, list[str]]:
         seen, stack, bad = {start}, [start], set()
         while stack:
             current = stack.pop()
-            for target in imports_of(current):
-                if any(current == where and _hits(target, {what}) for where, what in ALLOWED_LAZY):
+            for target, lazy in imports(current).items():
+                if lazy and any(current == where and _hits(target, {what}) for where, what in ALLOWED_LAZY):
                     continue
                 if _hits(target, forbidden):
                     bad.add(f"{current} -> {target}")
@@ -153,11 +185,48 @@ def test_rule_check_follows_relative_imports_and_imports_of_imports(tmp_path: Pa
     }
 
 
+def _walk_probes(tmp_path: Path, probes: dict[str, str], folder: str) -> dict[str, list[str]]:
+    """:func:`walk` over ``probes`` (module name -> source), each standing in for that module."""
+    saved = {name: MODULES.get(name) for name in probes}
+    for name, text in probes.items():
+        path = tmp_path / f"{name.replace('.', '_')}.py"
+        path.write_text(text)
+        MODULES[name] = path
+    try:
+        return walk(list(probes), FORBIDDEN[folder])
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                MODULES.pop(name)
+            else:
+                MODULES[name] = old
+
+
+@pytest.mark.parametrize("probe", [
+    "from importlib import import_module as _load\n\n\ndef _tensorflow():\n    return _load(\"tensorflow\")\n",
+    "import importlib\n_load = importlib.import_module\n_again = _load\n\n\ndef tf():\n    return _again('tensorflow')\n",
+    "from builtins import __import__ as _imp\n\n\ndef tf():\n    return _imp('tensorflow')\n",
+])
+def test_rule_check_catches_a_forbidden_import_through_an_alias_of_import_module(tmp_path: Path, probe: str) -> None:
+    """Inside a function the run-time ``sys.modules`` check never executes it: the source check must see it."""
+    found = _walk_probes(tmp_path, {"streamedge.services._probe_alias": probe}, "services")
+    assert found == {"streamedge.services._probe_alias": ["streamedge.services._probe_alias -> tensorflow"]}
+
+
+def test_rule_check_refuses_a_lazy_exception_moved_to_module_level(tmp_path: Path) -> None:
+    """paths may look streamedge.data up inside a function; at module level every device and worker would need it."""
+    probe = "import streamedge.data  # noqa: F401\n\n\ndef data_dir():\n    return None\n"
+    found = _walk_probes(tmp_path, {"streamedge.paths": probe}, "edge")
+    assert found == {"streamedge.paths": ["streamedge.paths -> streamedge.data"]}
+    lazy = "def data_dir():\n    import streamedge.data\n    return streamedge.data\n"
+    assert _walk_probes(tmp_path, {"streamedge.paths": lazy}, "edge") == {}
+
+
 # What each deployable's process may never load, and which modules make up that deployable.
 RUNTIME: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "worker": (("core", "services"), ("tensorflow", "keras", "streamedge.training")),
+    "worker": (("core", "services"), ("tensorflow", "keras", "streamedge.training", "streamedge.data")),
     "device": (("core", "edge"), ("tensorflow", "keras", "faust", "aiokafka", "pandas", "streamedge.services",
-                                  "streamedge.training")),
+                                  "streamedge.training", "streamedge.data")),
 }
 
 _IMPORT_ALL = """

@@ -57,7 +57,7 @@ _TRAINER_GATE_TESTS = ("tests/training/test_trainer_gates.py",)
 _BENCH_FORECASTERS = "benchmarks/streamedge/benchmarks/forecasters.py"
 _RUN_CACHE = "benchmarks/streamedge/benchmarks/run_cache.py"
 _BENCH_CACHE_TESTS = (
-    "tests/test_bench_forecasters.py::test_bench_forecasters_recomputes_a_cached_run_under_other_origins_end_or_baselines",)
+    "tests/test_bench_forecasters.py::test_bench_forecasters_recomputes_a_cached_run_under_other_epochs_data_origins_end_or_baselines",)
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant("exactly-once forced off",
@@ -139,6 +139,29 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("core imports faust",
            (("core/streamedge/contracts/reading.py", "from __future__ import annotations\n",
              "from __future__ import annotations\n\nimport faust  # noqa: F401\n"),),
+           ("tests/test_dependency_rules.py",)),
+    Mutant("gates pass a variant whose metrics are NaN (every comparison with NaN is false)",
+           ((_EXPORT, "        if not math.isfinite(value):\n", "        if False:\n"),),
+           _GATE_TESTS),
+    Mutant("services load TensorFlow lazily through an aliased import_module",
+           (("services/streamedge/services/processor.py", "import numpy as np\n",
+             "import numpy as np\nfrom importlib import import_module as _load\n\n\n"
+             "def _tensorflow():  # noqa: ANN202\n    return _load(\"tensorflow\")\n"),),
+           ("tests/test_dependency_rules.py",)),
+    Mutant("bench models reuses a run cached from other data files",
+           (("benchmarks/streamedge/benchmarks/models.py", "ClassifierConfig(**fields).to_dict()}, files)",
+             "ClassifierConfig(**fields).to_dict()}, [])"),),
+           ("tests/test_bench_models.py", "tests/test_bench_cache.py")),
+    Mutant("bench forecasters reuses a run cached under other --epochs or --set (config out of the key)",
+           ((_BENCH_FORECASTERS, 'key = run_key({"spec": asdict(spec), "config": config.to_dict(), ',
+             'key = run_key({"spec": asdict(spec), '),),
+           _BENCH_CACHE_TESTS),
+    Mutant("bench forecasters reuses a run cached from another data file",
+           ((_BENCH_FORECASTERS, '"origins": args.origins}, [source])', '"origins": args.origins}, [])'),),
+           _BENCH_CACHE_TESTS),
+    Mutant("core's paths imports the training-only data package at module level",
+           (("core/streamedge/paths.py", "from streamedge.errors import StreamedgeError\n",
+             "import streamedge.data  # noqa: F401\nfrom streamedge.errors import StreamedgeError\n"),),
            ("tests/test_dependency_rules.py",)),
 )
 # Run by the suite itself (tests/test_mutants.py): quick, and needing no broker.

@@ -150,6 +150,37 @@ def test_error_gate_holds_its_five_percent_bound(growth: float, refused: bool) -
     assert bool(error_gate(keras)({"mae": 1.0, "mase": 1.0 + growth})) is refused
 
 
+_NAN, _INF = float("nan"), float("inf")
+
+
+def test_error_gate_refuses_a_variant_forecasting_nan_whose_mae_and_mase_are_nan() -> None:
+    """A broken quantisation forecasting NaN scores NaN errors; NaN compares false with every bound."""
+    actual = np.array([[10.0, 11.0, 12.0], [20.0, 21.0, 22.0]])
+    keras = forecast_metrics(actual, actual + 0.5, 1.0)
+    broken = forecast_metrics(actual, np.full_like(actual, np.nan), 1.0)
+    assert np.isnan(float(broken["mae"])), broken  # what the export path scores for NaN outputs
+    assert error_gate(keras)(broken) == "the variant's MAE is nan (not a finite number)"
+
+
+@pytest.mark.parametrize(("keras", "variant", "reason"), [
+    ({"mae": 1.0, "mase": 1.0}, {"mae": 1.0, "mase": _NAN}, "the variant's MASE is nan (not a finite number)"),
+    ({"mae": 1.0, "mase": 1.0}, {"mae": _INF, "mase": 1.0}, "the variant's MAE is inf (not a finite number)"),
+    ({"mae": _NAN, "mase": 1.0}, {"mae": 1.0, "mase": 1.0}, "Keras' MAE is nan (not a finite number)"),
+])
+def test_error_gate_refuses_non_finite_errors_the_variants_or_keras(keras: dict[str, float],
+                                                                    variant: dict[str, float], reason: str) -> None:
+    assert error_gate(keras)(variant) == reason
+
+
+@pytest.mark.parametrize(("keras", "variant", "reason"), [
+    (100.0, _NAN, "the variant's ACCURACY is nan (not a finite number)"),
+    (_NAN, 100.0, "Keras' ACCURACY is nan (not a finite number)"),
+])
+def test_accuracy_gate_refuses_a_non_finite_accuracy_the_variants_or_keras(keras: float, variant: float,
+                                                                           reason: str) -> None:
+    assert accuracy_gate({"accuracy": keras})({"accuracy": variant}) == reason
+
+
 def test_a_refused_variant_is_never_a_runtimes_pick_even_when_smallest_and_fastest(tmp_path: Path) -> None:
     from streamedge.training.export import VariantResult, select_variant
 

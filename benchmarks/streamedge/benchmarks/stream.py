@@ -184,13 +184,13 @@ class _Bench:
 
 def tiny_model_dir(work: Path) -> tuple[Path, Path]:
     """``(model_dir, public_key)``: the tiny forecaster and classifier installed as version 1 under
-    ``work/models`` (built once: Dense forecaster, CNN classifier, float32 TFLite, signed), and the
-    forecaster's trained Keras model as ``work/models/tiny-forecaster.keras`` (the naive floor's)."""
+    ``work/models`` (built once: Dense forecaster, CNN classifier, float32 TFLite, signed), and their
+    trained Keras models as ``work/models/tiny-{forecaster,classifier}.keras`` (the naive floor's)."""
     from streamedge.contracts.signing import generate_keypair
     from streamedge.training.tiny import build_tiny_model
 
     root = work / "models"
-    if not (root / "tiny-forecaster.keras").is_file():
+    if not all((root / f"tiny-{kind}.keras").is_file() for kind in ("forecaster", "classifier")):
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)
@@ -198,9 +198,11 @@ def tiny_model_dir(work: Path) -> tuple[Path, Path]:
         generate_keypair(keys / "signing.pem", keys / "public.pem")
         build_tiny_model("forecaster", root / "tiny-forecaster" / "1", keys / "signing.pem",
                          keras_file=work / "tiny" / "tiny-forecaster.keras")
-        build_tiny_model("classifier", root / "tiny-classifier" / "1", keys / "signing.pem")
+        build_tiny_model("classifier", root / "tiny-classifier" / "1", keys / "signing.pem",
+                         keras_file=work / "tiny" / "tiny-classifier.keras")
         shutil.copy(keys / "public.pem", root / "public.pem")
-        shutil.copy(work / "tiny" / "tiny-forecaster.keras", root / "tiny-forecaster.keras")
+        for kind in ("forecaster", "classifier"):
+            shutil.copy(work / "tiny" / f"tiny-{kind}.keras", root / f"tiny-{kind}.keras")
     return root, root / "public.pem"
 
 
@@ -351,13 +353,8 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _ratio(name: str, top: list[dict[str, Any]], bottom: list[dict[str, Any]]) -> dict[str, Any]:
-    """``{name: median of the per-round throughput ratios, name_runs: each round's, name_spread: [min, max]}``."""
-    per_round = sorted(round(a["throughput_per_s"] / b["throughput_per_s"], 3) for a, b in zip(top, bottom, strict=True))
-    median = per_round[len(per_round) // 2] if len(per_round) % 2 else round(
-        (per_round[len(per_round) // 2 - 1] + per_round[len(per_round) // 2]) / 2, 3)
-    print(f"{name}: median {median} over {len(per_round)} alternated round(s), spread {per_round[0]}-{per_round[-1]}",
-          flush=True)
-    return {name: median, f"{name}_runs": per_round, f"{name}_spread": [per_round[0], per_round[-1]]}
+    """The per-round throughput ratios of two contenders' alternated runs (:func:`stream_rate.ratio_figures`)."""
+    return stream_rate.ratio_figures(name, [a["throughput_per_s"] for a in top], [b["throughput_per_s"] for b in bottom])
 
 
 def _active_keys(bench: _Bench, start: Any, keys: int) -> dict[str, Any]:

@@ -168,9 +168,22 @@ class _Rate:
 
 
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median readings/s, plus every run's readings/s (``runs_readings_per_s``)."""
+    """The run with the median readings/s, plus every run's readings/s and messages/s in run order
+    (``runs_readings_per_s``, ``runs_messages_per_s``: round i of one contender ran beside round i of the others)."""
     ordered = sorted(runs, key=lambda run: float(run["readings_per_s"]))
-    return {**ordered[(len(ordered) - 1) // 2], "runs_readings_per_s": [run["readings_per_s"] for run in runs]}
+    return {**ordered[(len(ordered) - 1) // 2], "runs_readings_per_s": [run["readings_per_s"] for run in runs],
+            "runs_messages_per_s": [run["messages_per_s"] for run in runs]}
+
+
+def ratio_figures(name: str, top: list[float], bottom: list[float]) -> dict[str, Any]:
+    """``{name: median of the per-round ratios top[i] / bottom[i], name_runs: each round's (sorted),
+    name_spread: [min, max]}``: a ratio of alternated rounds, never a ratio of two medians."""
+    per_round = sorted(round(a / b, 3) for a, b in zip(top, bottom, strict=True))
+    middle = len(per_round) // 2
+    median = per_round[middle] if len(per_round) % 2 else round((per_round[middle - 1] + per_round[middle]) / 2, 3)
+    print(f"{name}: median {median} over {len(per_round)} alternated round(s), spread {per_round[0]}-{per_round[-1]}",
+          flush=True)
+    return {name: median, f"{name}_runs": per_round, f"{name}_spread": [per_round[0], per_round[-1]]}
 
 
 def rate_axis(bench: Any, args: argparse.Namespace, pipeline: Callable[..., Any], python: str, env: dict[str, str],
@@ -216,11 +229,13 @@ def rate_axis(bench: Any, args: argparse.Namespace, pipeline: Callable[..., Any]
     return {"blocks": blocks, "ceilings": ceilings, "rate_ratios": _ratios(blocks, ceilings, str(args.headline_block))}
 
 
-def _ratios(blocks: dict[str, Any], ceilings: dict[str, Any], headline: str) -> dict[str, float]:
-    """Each pipeline figure over each ceiling's, at block size 1 (messages/s) and at the headline size."""
-    ratios: dict[str, float] = {}
+def _ratios(blocks: dict[str, Any], ceilings: dict[str, Any], headline: str) -> dict[str, Any]:
+    """Each pipeline figure over each ceiling's, at block size 1 (messages/s) and at the headline size:
+    per alternated round, with the median and spread (:func:`ratio_figures`)."""
+    ratios: dict[str, Any] = {}
     for name, figures in ceilings.items():
         for size, unit in (("1", "messages_per_s"), (headline, "readings_per_s")):
-            if size in blocks and size in figures and figures[size][unit]:
-                ratios[f"block_{size}_pipeline_over_{name}"] = round(blocks[size][unit] / figures[size][unit], 3)
+            if size in blocks and size in figures and all(figures[size][f"runs_{unit}"]):
+                ratios.update(ratio_figures(f"block_{size}_pipeline_over_{name}", blocks[size][f"runs_{unit}"],
+                                            figures[size][f"runs_{unit}"]))
     return ratios

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Callable
@@ -55,11 +56,22 @@ MAX_MAE_GROWTH: Final = 0.05
 Gate = Callable[[dict[str, Any]], str]
 
 
+def _non_finite(key: str, metrics: dict[str, Any], keras_metrics: dict[str, Any]) -> str:
+    """The refusal reason when the variant's or Keras' ``key`` is NaN or infinite, else ""."""
+    for whose, value in (("the variant's", float(metrics[key])), ("Keras'", float(keras_metrics[key]))):
+        if not math.isfinite(value):
+            return f"{whose} {key.upper()} is {value} (not a finite number)"
+    return ""
+
+
 def accuracy_gate(keras_metrics: dict[str, Any]) -> Gate:
     """The classifier gate: refuse a variant whose accuracy (percent) is more than
-    :data:`MAX_ACCURACY_DROP` points below ``keras_metrics["accuracy"]``."""
+    :data:`MAX_ACCURACY_DROP` points below ``keras_metrics["accuracy"]``, or when either accuracy
+    is not a finite number (every comparison with NaN is false: it would pass)."""
 
     def gate(metrics: dict[str, Any]) -> str:
+        if reason := _non_finite("accuracy", metrics, keras_metrics):
+            return reason
         drop = float(keras_metrics["accuracy"]) - float(metrics["accuracy"])
         return f"accuracy drops {drop:.2f} points (> {MAX_ACCURACY_DROP})" if drop > MAX_ACCURACY_DROP else ""
 
@@ -68,10 +80,13 @@ def accuracy_gate(keras_metrics: dict[str, Any]) -> Gate:
 
 def error_gate(keras_metrics: dict[str, Any]) -> Gate:
     """The forecaster gate: refuse a variant whose MAE, or else MASE, grows more than
-    :data:`MAX_MAE_GROWTH` over Keras' (any growth when Keras' is 0); the reason names the first."""
+    :data:`MAX_MAE_GROWTH` over Keras' (any growth when Keras' is 0); the reason names the first.
+    A MAE or MASE that is not a finite number, the variant's or Keras', refuses the variant."""
 
     def gate(metrics: dict[str, Any]) -> str:
         for key in ("mae", "mase"):
+            if reason := _non_finite(key, metrics, keras_metrics):
+                return reason
             ours, keras = float(metrics[key]), float(keras_metrics[key])
             if ours > keras * (1 + MAX_MAE_GROWTH):
                 if not keras:
