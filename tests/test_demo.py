@@ -51,13 +51,14 @@ def _interrupt_partway(workdir: Path, broker: LocalBroker, log: Path) -> int:
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     try:
-        deadline = time.monotonic() + 300
+        # a hang guard only: on a loaded machine the training before the stack starts can take minutes
+        deadline = time.monotonic() + 1200
         pids = workdir / "pids"
         while not (pids.is_file() and pids.read_text().count("\n") == 3) and proc.poll() is None \
                 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert proc.poll() is None, log.read_text()[-3000:]
-        assert pids.read_text().count("\n") == 3  # worker, retrainer and edge agent were started
+        assert pids.is_file() and pids.read_text().count("\n") == 3, log.read_text()[-3000:]  # worker, retrainer, agent
         proc.send_signal(signal.SIGINT)
         return proc.wait(timeout=90)
     finally:
@@ -66,7 +67,7 @@ def _interrupt_partway(workdir: Path, broker: LocalBroker, log: Path) -> int:
 
 
 # Two runs that each train: an interrupted one and a whole quick one (about 3 minutes each here).
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(2400)
 def test_demo_interrupted_then_quick_run_holds_every_check(
         kafka_broker: LocalBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     workdir = tmp_path / "demo"
