@@ -44,7 +44,7 @@ def test_the_quickstart_runs_as_written(kafka_settings: KafkaSettings, tmp_path:
     process = subprocess.Popen(["bash", "-e", "-c", "\n".join(blocks)], cwd=tmp_path, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        out, _ = process.communicate(timeout=400)
+        out, _ = process.communicate(timeout=900)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -56,8 +56,18 @@ def test_the_quickstart_runs_as_written(kafka_settings: KafkaSettings, tmp_path:
     assert len(forecasts) == 3, out[-6000:]
     assert '"device_id":"pump-2"' in out
     assert "batch_size = 64  # flag" in out
+    # Three machine cycles, three classifications: one per cycle, at each cycle's last reading.
+    (cycles,) = [line for line in out.splitlines() if line.startswith("classification_block  press-1/press")]
+    assert '"sample_indexes":[24,49,74],"labels":["ok","worn","ok"]' in cycles, cycles
     # Training prints its results, not TensorFlow's internal log lines.
     assert "NodeDef mentions attribute" not in out and "Assets written to" not in out
     edge = [line for line in out.splitlines() if (line.startswith("forecast") and "gateway-1" in line)
             or line.startswith("edge-results")]
     assert edge, out[-6000:]
+    # The monitoring recipe was written and the fleet exporter saw the device's heartbeats.
+    assert "agents: gateway-1=127.0.0.1:9108" in out
+    assert (tmp_path / "monitor" / "prometheus.yml").is_file()
+    assert sorted(p.name for p in (tmp_path / "monitor" / "grafana" / "dashboards").iterdir()) == \
+        ["streamedge-edge-fleet.json", "streamedge-stream.json"]
+    assert "streamedge_fleet_devices 1.0" in out
+    assert 'streamedge_fleet_model_version{device="gateway-1",model="pumps-lstm"} 1.0' in out

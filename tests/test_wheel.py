@@ -91,7 +91,11 @@ def test_every_wheel_installs_one_namespace_the_edge_one_alone_makes_a_device(tm
         assert _only_streamedge(names) == [], name
         assert "streamedge/__init__.py" not in names, f"{name}: the namespace has no __init__ (PEP 420)"
     for name, expected in {"streamedge-core": {"streamedge/contracts/runner.py", "streamedge/kafka/pom.xml",
-                                               "streamedge/cli/main.py", "streamedge/simulate/run.py"},
+                                               "streamedge/cli/main.py", "streamedge/simulate/run.py",
+                                               # `streamedge monitor config` writes these from the wheel.
+                                               "streamedge/monitor/recipes/alerts.yml",
+                                               "streamedge/monitor/recipes/dashboards/streamedge-stream.json",
+                                               "streamedge/monitor/recipes/dashboards/streamedge-edge-fleet.json"},
                            "streamedge-edge": {"streamedge/edge/agent.py", "streamedge/edge/py.typed"},
                            "streamedge-services": {"streamedge/services/app.py"},
                            "streamedge-training": {"streamedge/training/cli.py", "streamedge/data/ucr/GunPoint_TRAIN.ts"},

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from streamedge.contracts.table import TableError, open_table, read_table
+from streamedge.contracts.table import SAMPLE_ROWS, TableError, open_table, read_table
 
 _PUMPS = (
     "timestamp,device_id,vibration,temperature\n"
     "2026-03-01T00:00:00Z,pump-1,0.5,40\n"
     "2026-03-01T00:00:00Z,pump-2,0.7,41\n"
-    "2026-03-01T01:00:00,pump-1,,42\n"
+    "2026-03-01T01:00:00Z,pump-1,,42\n"
     "2026-03-01 02:00:00+01:00,pump-1,0.6,43\n"
 )
 
@@ -31,10 +31,56 @@ def test_iso_times_and_a_device_column_are_found_and_stated(tmp_path: Path) -> N
     assert layout.features == ("vibration", "temperature")
     assert [r.device for r in rows] == ["pump-1", "pump-2", "pump-1", "pump-1"]
     start = 1772323200.0  # 2026-03-01T00:00:00Z
-    assert [r.ts for r in rows] == [start, start, start + 3600, start + 3600]  # no offset reads as UTC
+    assert [r.ts for r in rows] == [start, start, start + 3600, start + 3600]  # each offset converted to UTC
     assert math.isnan(rows[2].values[0]) and rows[2].values[1] == 42.0
     text = layout.describe()
-    assert "time column 'timestamp' (ISO 8601, detected)" in text and "device column 'device_id'" in text
+    assert "time column 'timestamp' (ISO 8601 with UTC offsets +00:00, +01:00, each converted to UTC, detected)" in text
+    assert "device column 'device_id'" in text
+
+
+def test_times_without_an_offset_read_as_utc_and_the_statement_says_nothing_more(tmp_path: Path) -> None:
+    layout, rows = read_table(_write(tmp_path, "ts,v\n2026-03-01T00:00:00,1\n2026-03-01 01:00,2\n"))
+    assert [r.ts for r in rows] == [1772323200.0, 1772326800.0] and layout.time_offsets == ()
+    assert "(ISO 8601, detected)" in layout.describe()
+
+
+def test_a_summer_time_change_in_one_column_is_converted_and_stated(tmp_path: Path) -> None:
+    # Berlin, 2026-03-29: 01:30 CET (+01:00) is 00:30Z, 03:30 CEST (+02:00) is 01:30Z, one hour later.
+    layout, rows = read_table(_write(tmp_path, "time,v\n2026-03-29T01:30:00+01:00,1\n2026-03-29T03:30:00+02:00,2\n"))
+    assert rows[1].ts - rows[0].ts == 3600.0 and layout.time_offsets == ("+01:00", "+02:00")
+    assert "ISO 8601 with UTC offsets +01:00, +02:00, each converted to UTC" in layout.describe()
+    layout, _ = read_table(_write(tmp_path, "time,v\n2026-03-29T01:30:00-05:00,1\n"))
+    assert "(ISO 8601 at UTC offset -05:00, detected)" in layout.describe()
+
+
+def test_times_with_and_without_an_offset_in_one_column_are_an_error_naming_a_line_of_each(tmp_path: Path) -> None:
+    text = "ts,v\n2026-03-01T00:00:00Z,1\n2026-03-01T01:00:00,2\n"
+    with pytest.raises(TableError, match=r"mixes times with a UTC offset \(line 2: '2026-03-01T00:00:00Z'\) and without "
+                                         r"one \(line 3: '2026-03-01T01:00:00'\).*write every time with its offset"):
+        read_table(_write(tmp_path, text))
+    # Past the sampled rows: the row is named.
+    late = "ts,v\n" + "2026-03-01T00:00:00+01:00,1\n" * SAMPLE_ROWS + "2026-03-01T00:59:00,3\n"
+    with pytest.raises(TableError, match=rf"r.csv:{SAMPLE_ROWS + 2}: column 'ts': '2026-03-01T00:59:00' has no UTC "
+                                         r"offset where the first rows had UTC offsets"):
+        read_table(_write(tmp_path, late))
+
+
+def test_yyyymmdd_integer_dates_are_detected_and_stated_not_read_as_epoch_seconds(tmp_path: Path) -> None:
+    layout, rows = read_table(_write(tmp_path, "date,device_id,kwh\n20260301,m-1,5.5\n20260302,m-1,6.0\n"))
+    assert (layout.time_column, layout.time_unit, layout.features) == ("date", "yyyymmdd", ("kwh",))
+    assert [r.ts for r in rows] == [1772323200.0, 1772409600.0]  # midnight UTC, a day apart
+    assert "time column 'date' (dates YYYYMMDD, detected)" in layout.describe()
+    # Epoch seconds that happen to look like dates (August 1970) are read as such when the unit says so.
+    layout, rows = read_table(_write(tmp_path, "date,kwh\n20260301,5.5\n"), time_unit="s")
+    assert rows[0].ts == 20260301.0 and "epoch seconds, given" in layout.describe()
+
+
+@pytest.mark.parametrize(("cell", "match"), [("20260230", "is not a YYYYMMDD date"), ("1772323200", "is not a YYYYMMDD")])
+def test_a_later_row_that_is_no_yyyymmdd_date_is_an_error_that_says_what_to_pass(
+        tmp_path: Path, cell: str, match: str) -> None:
+    text = "date,kwh\n" + "20260301,1\n" * SAMPLE_ROWS + f"{cell},2\n"
+    with pytest.raises(TableError, match=rf"r.csv:{SAMPLE_ROWS + 2}: column 'date': '{cell}' {match}.*pass the time unit"):
+        read_table(_write(tmp_path, text))
 
 
 @pytest.mark.parametrize(("scale", "unit"), [(1, "s"), (1_000, "ms"), (1_000_000, "us"), (1_000_000_000, "ns")])

@@ -64,5 +64,5 @@ def add_table_options(parser: argparse.ArgumentParser, env_prefix: str) -> None:
     """``--time-column`` and ``--time-unit`` of the reading-file format (:mod:`streamedge.contracts.table`)."""
     option(parser, "--time-column", default=None, env=f"{env_prefix}_TIME_COLUMN",
            help="time column; default a column named ts/time/timestamp/datetime/date, or the one holding ISO dates")
-    option(parser, "--time-unit", default="auto", choices=("auto", "iso", "s", "ms", "us", "ns"),
-           env=f"{env_prefix}_TIME_UNIT", help="ISO 8601 or epoch s/ms/us/ns; auto detects and the run states it")
+    option(parser, "--time-unit", default="auto", choices=("auto", "iso", "yyyymmdd", "s", "ms", "us", "ns"),
+           env=f"{env_prefix}_TIME_UNIT", help="ISO 8601, YYYYMMDD dates or epoch s/ms/us/ns; auto detects and the run states it")

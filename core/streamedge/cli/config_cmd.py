@@ -16,7 +16,7 @@ from streamedge.cli.options import apply_env_and_config, value_sources
 from streamedge.errors import ConfigError
 from streamedge.kafka.settings import KafkaSettings
 
-__all__ = ["register"]
+__all__ = ["effective_settings", "register"]
 
 
 def register(subparsers: Any) -> None:
@@ -69,19 +69,27 @@ def _kafka_rows(args: argparse.Namespace, sources: dict[str, str]) -> list[tuple
     return rows
 
 
-def _show(args: argparse.Namespace) -> int:
+def effective_settings(config_data: dict[str, Any], command_line: list[str],
+                       ) -> tuple[list[str], list[tuple[str, list[tuple[str, Any, str]]]]]:
+    """The settings ``streamedge COMMAND ...`` would run with, without running it.
+
+    Returns:
+        The command's path (``["stream", "worker"]``) and its sections: ``(title, [(name, value, source)])``
+        for its options, its Kafka settings (when it connects) and its own settings class.
+
+    Raises:
+        ConfigError: no such command.
+    """
     from streamedge.cli.main import build_parser
 
     parser = build_parser()
-    apply_env_and_config(parser, args.config_data)
-    leaf, path, flags = _leaf(parser, list(args.command_line))
+    apply_env_and_config(parser, config_data)
+    leaf, path, flags = _leaf(parser, list(command_line))
     for action in leaf._actions:
         action.required = False
     parsed = leaf.parse_args(flags)
-    parsed.config_data = args.config_data
+    parsed.config_data = config_data
     sources = value_sources(leaf, flags)
-    where = f"config file {args.config_path}" if args.config_path else "no config file"
-    print(f"# streamedge {' '.join(path) or '(global)'}: {where}; precedence flag > env > file > default")
     sections: list[tuple[str, list[tuple[str, Any, str]]]] = [
         ("options", [(dest, getattr(parsed, dest, None), source) for dest, source in sources.items()])]
     if "bootstrap_servers" in sources:
@@ -89,6 +97,13 @@ def _show(args: argparse.Namespace) -> int:
     show_settings = leaf.get_default("show_settings")
     if show_settings is not None:
         sections.append((path[0], show_settings(parsed, sources)))
+    return path, sections
+
+
+def _show(args: argparse.Namespace) -> int:
+    path, sections = effective_settings(args.config_data, list(args.command_line))
+    where = f"config file {args.config_path}" if args.config_path else "no config file"
+    print(f"# streamedge {' '.join(path) or '(global)'}: {where}; precedence flag > env > file > default")
     for title, rows in sections:
         print(f"[{title}]")
         for name, value, source in rows:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from streamedge.cli.options import apply_env_and_config, load_config, option
 from streamedge.cli.parser import CommandParser
+from streamedge.cli.quiet import install_transient_filter, quiet_tensorflow_warnings
 from streamedge.errors import StreamedgeError
 
 __all__ = ["build_parser", "main"]
@@ -30,6 +31,7 @@ _AREAS: dict[str, tuple[str, str] | None] = {
     "streamedge.cli.kafka_cmd": None,
     "streamedge.cli.config_cmd": None,
     "streamedge.cli.results_cmd": None,
+    "streamedge.cli.monitor_cmd": None,
     "streamedge.training.cli": ("streamedge-training", "train"),
     "streamedge.cli.models_cmd": None,
     "streamedge.services.cli": ("streamedge-services", "stream"),
@@ -110,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Client libraries log every connection at INFO; keep their warnings only.
         for noisy in ("kafka", "aiokafka"):
             logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+        # Rebalances and short broker restarts: shown only when they persist (streamedge.cli.quiet).
+        install_transient_filter()
+        quiet_tensorflow_warnings()
         code: int = args.handler(args)
         return code
     except KeyboardInterrupt:

@@ -6,9 +6,13 @@ A file is a header row and one row per sample. Its columns play these roles:
 - **time** (optional): named by ``time_column``, else the one column called ``ts``, ``time``,
   ``timestamp``, ``datetime`` or ``date`` (any case), else the one column whose every sampled
   value is an ISO 8601 date. Values are ISO 8601 (``2024-03-01T10:00:00Z``, ``2024-03-01 10:00``,
-  ``2024-03``; no UTC offset reads as UTC) or epoch numbers in seconds, milliseconds,
-  microseconds or nanoseconds, the unit detected from their magnitude (below 1e11: seconds, below
-  1e14: ms, below 1e17: us, else ns) unless ``time_unit`` says. Times come out as epoch seconds.
+  ``2024-03``; no UTC offset reads as UTC), dates as 8-digit ``YYYYMMDD`` numbers (``20240301``,
+  midnight UTC; detected when every sampled value is one) or epoch numbers in seconds,
+  milliseconds, microseconds or nanoseconds, the unit detected from their magnitude (below 1e11:
+  seconds, below 1e14: ms, below 1e17: us, else ns) unless ``time_unit`` says. Times come out as
+  epoch seconds. ISO times with different UTC offsets in one column (a summer-time change) are each
+  converted to UTC and the layout states the offsets seen; a column that mixes times with an offset
+  and times without one is an error naming a line of each (no offset would silently read as UTC).
 - **device** (optional): named by ``id_column``, else a column called ``device_id``. Each distinct
   value is one series (long format); without one the whole file is one series (wide format).
 - ``seq`` and ``stream``, when present, are carried along and never features.
@@ -36,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, Literal, get_args
+from typing import BinaryIO, Final, Literal, get_args
 
 from streamedge.errors import StreamedgeError
 
@@ -48,6 +52,7 @@ _CHUNK: Final = 64 * 1024
 __all__ = [
     "MAX_LINE_BYTES",
     "BadLine",
+    "LongLine",
     "SAMPLE_ROWS",
     "TableError",
     "TableLayout",
@@ -55,15 +60,16 @@ __all__ = [
     "TableRow",
     "TimeUnit",
     "open_table",
+    "read_line",
     "read_table",
 ]
 
-TimeUnit = Literal["auto", "iso", "s", "ms", "us", "ns"]
+TimeUnit = Literal["auto", "iso", "yyyymmdd", "s", "ms", "us", "ns"]
 SAMPLE_ROWS: Final = 1000
 _TIME_NAMES: Final = ("ts", "time", "timestamp", "datetime", "date")
 _MISSING: Final = frozenset({"", "?", "nan", "NaN", "NA", "null", "None"})
 _SCALE: Final = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
-_UNIT_WORDS: Final = {"iso": "ISO 8601", "s": "epoch seconds", "ms": "epoch milliseconds",
+_UNIT_WORDS: Final = {"iso": "ISO 8601", "yyyymmdd": "dates YYYYMMDD", "s": "epoch seconds", "ms": "epoch milliseconds",
                       "us": "epoch microseconds", "ns": "epoch nanoseconds"}
 
 
@@ -93,8 +99,10 @@ class TableLayout:
         path: the file.
         header: its column names.
         time_column: the time column, or None.
-        time_unit: ``iso``, ``s``, ``ms``, ``us`` or ``ns`` (``s`` when there is no time column).
+        time_unit: ``iso``, ``yyyymmdd``, ``s``, ``ms``, ``us`` or ``ns`` (``s`` when there is no time column).
         time_detected: True when the unit was detected rather than given.
+        time_offsets: ``iso``: the UTC offsets of the sampled times (``("+01:00", "+02:00")``), empty
+            when they carry none (read as UTC).
         id_column: the device column, or None (wide format).
         features: feature columns, in file order unless given.
         ignored: text columns that are neither role nor feature.
@@ -108,6 +116,7 @@ class TableLayout:
     id_column: str | None
     features: tuple[str, ...]
     ignored: tuple[str, ...]
+    time_offsets: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """One line stating every decision, for logs and reports."""
@@ -115,7 +124,11 @@ class TableLayout:
             time = "no time column"
         else:
             how = "detected" if self.time_detected else "given"
-            time = f"time column {self.time_column!r} ({_UNIT_WORDS[self.time_unit]}, {how})"
+            offsets = (f" with UTC offsets {', '.join(self.time_offsets)}, each converted to UTC"
+                       if len(self.time_offsets) > 1
+                       else f" at UTC offset {self.time_offsets[0]}" if self.time_offsets not in ((), ("+00:00",))
+                       else "")
+            time = f"time column {self.time_column!r} ({_UNIT_WORDS[self.time_unit]}{offsets}, {how})"
         device = f"device column {self.id_column!r}" if self.id_column else "no device column (one series)"
         text = f"{self.path.name}: {time}; {device}; features {list(self.features)}"
         return text + (f"; ignored text column(s) {list(self.ignored)}" if self.ignored else "")
@@ -133,17 +146,46 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _iso(cell: str) -> float | None:
+def _iso_moment(cell: str) -> datetime | None:
     text = cell.strip()
     if len(text) == 7 and text[4] == "-":
         text += "-01"
+    if text.isdigit():  # fromisoformat takes 20240301 too: that is a YYYYMMDD number, not ISO text
+        return None
     try:
-        moment = datetime.fromisoformat(text)
+        return datetime.fromisoformat(text)
     except ValueError:
+        return None
+
+
+def _iso(cell: str) -> float | None:
+    moment = _iso_moment(cell)
+    if moment is None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def _offset(moment: datetime) -> str | None:
+    """``moment``'s UTC offset as ``+HH:MM`` (``Z`` is ``+00:00``), or None when it has none."""
+    delta = moment.utcoffset()
+    if delta is None:
+        return None
+    minutes = int(delta.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _yyyymmdd(cell: str) -> float | None:
+    """An 8-digit ``YYYYMMDD`` date (years 1900-2199) as epoch seconds at midnight UTC, else None."""
+    text = cell.strip()
+    if len(text) != 8 or not text.isdigit() or not "1900" <= text[:4] <= "2199":
+        return None
+    try:
+        return datetime.strptime(text, "%Y%m%d").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
 
 
 def _epoch_unit(values: Sequence[float]) -> str | None:
@@ -165,6 +207,33 @@ class BadLine:
     line: int
     reason: Literal["too_large", "not_utf8", "wrong_type"]
     detail: str
+
+
+@dataclass(frozen=True)
+class LongLine:
+    """A line longer than the limit, read through and dropped: its size in bytes (line end included)."""
+
+    size: int
+
+
+def read_line(handle: BinaryIO, limit: int = MAX_LINE_BYTES) -> bytes | LongLine | None:
+    """The next line of a binary stream without its line end; None at the end of the stream.
+
+    The one bounded line reader of the project (reading tables, the edge agent's file and stdin
+    sources, ``streamedge predict``): a line with more than ``limit`` bytes before its ``\n`` is
+    read through in chunks of 64 KiB, never held whole, and comes back as a :class:`LongLine`.
+    """
+    raw = handle.readline(limit + 1)
+    if not raw:
+        return None
+    if len(raw) > limit and not raw.endswith(b"\n"):
+        size = len(raw)
+        while more := handle.readline(_CHUNK):
+            size += len(more)
+            if more.endswith(b"\n"):
+                break
+        return LongLine(size)
+    return raw.rstrip(b"\r\n")
 
 
 class _Rows:
@@ -191,19 +260,16 @@ class _Rows:
             raise TableError(f"{path}: duplicate column name(s) {duplicates}")
 
     def _next_line(self) -> tuple[int, str | BadLine] | None:
-        raw = self._handle.readline(self._limit + 1)
-        if not raw:
+        raw = read_line(self._handle, self._limit)
+        if raw is None:
             return None
         self._line += 1
-        if len(raw) > self._limit and not raw.endswith(b"\n"):
-            while (more := self._handle.readline(_CHUNK)) and not more.endswith(b"\n"):
-                pass
+        if isinstance(raw, LongLine):
             return self._line, BadLine(self._line, "too_large", f"line longer than {self._limit} bytes")
         try:
-            text = raw.decode("utf-8-sig" if self._line == 1 else "utf-8")
+            return self._line, raw.decode("utf-8-sig" if self._line == 1 else "utf-8")
         except UnicodeDecodeError as exc:
             return self._line, BadLine(self._line, "not_utf8", f"not UTF-8 at byte {exc.start}")
-        return self._line, text.rstrip("\r\n")
 
     def _cells(self, text: str) -> list[str] | None:
         try:
@@ -229,6 +295,10 @@ class _Rows:
             else:
                 yield line, row
 
+    def tell(self) -> int:
+        """Bytes read so far."""
+        return self._handle.tell()
+
     def close(self) -> None:
         self._handle.close()
 
@@ -251,10 +321,27 @@ def _pick_time(header: Sequence[str], sample: dict[str, list[str]], time_column:
     return dated[0] if dated else None
 
 
+def _offsets(cells: list[tuple[int, str]], column: str, path: Path) -> tuple[str, ...]:
+    """The UTC offsets of ISO ``(line, cell)`` pairs; an error when some have one and some none."""
+    seen: dict[str | None, tuple[int, str]] = {}
+    for line, cell in cells:
+        moment = _iso_moment(cell)
+        if moment is not None:
+            seen.setdefault(_offset(moment), (line, cell.strip()))
+    if None in seen and len(seen) > 1:
+        (naive_line, naive), (line, aware) = seen[None], next(v for k, v in seen.items() if k is not None)
+        raise TableError(f"{path}: time column {column!r} mixes times with a UTC offset (line {line}: {aware!r}) and "
+                         f"without one (line {naive_line}: {naive!r}); a time without an offset would read as UTC: "
+                         "write every time with its offset (or pass another time column)")
+    return tuple(sorted(k for k in seen if k is not None))
+
+
 def _pick_unit(cells: list[str], column: str, unit: TimeUnit, path: Path) -> tuple[str, bool]:
     present = [c for c in cells if c.strip()]
     if unit != "auto":
         return unit, False
+    if present and all(_yyyymmdd(c) is not None for c in present):
+        return "yyyymmdd", True
     if present and all(_is_number(c) for c in present):
         found = _epoch_unit([float(c) for c in present])
         if found is None:
@@ -326,6 +413,10 @@ class TableReader:
         yield from self._head
         yield from self._rows
 
+    def bytes_read(self) -> int:
+        """How far into the file reading has got, in bytes (for progress)."""
+        return self._rows.tell()
+
     def cell(self, cells: list[str], column: str | None) -> str | None:
         """The raw text of ``column`` in ``cells`` (None for no column)."""
         return None if column is None else cells[self.layout.header.index(column)]
@@ -381,10 +472,21 @@ class TableReader:
             return None
         cell, column = cells[self._time].strip(), self.layout.time_column or ""
         if self.layout.time_unit == "iso":
-            moment = _iso(cell)
+            moment = _iso_moment(cell)
             if moment is None:
                 raise TableError(f"{self._where(line, column)}: {cell[:40]!r} is not an ISO 8601 time")
-            return moment
+            if (moment.tzinfo is None) == bool(self.layout.time_offsets):
+                first = "UTC offsets" if self.layout.time_offsets else "no UTC offset"
+                raise TableError(f"{self._where(line, column)}: {cell[:40]!r} " +
+                                 ("has no UTC offset" if moment.tzinfo is None else "has a UTC offset") +
+                                 f" where the first rows had {first}; write every time with its offset (or none)")
+            return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
+        if self.layout.time_unit == "yyyymmdd":
+            date = _yyyymmdd(cell)
+            if date is None:
+                raise TableError(f"{self._where(line, column)}: {cell[:40]!r} is not a YYYYMMDD date as the first "
+                                 "rows were; pass the time unit (s, ms, us or ns) if these are epoch numbers")
+            return date
         try:
             number = float(cell)
         except ValueError:
@@ -441,6 +543,10 @@ def open_table(path: Path, time_column: str | None = None, id_column: str | None
         if time is not None and time == device:
             raise TableError(f"{path}: {time!r} cannot be both the time and the device column")
         unit, detected = _pick_unit(sample[time], time, time_unit, path) if time else ("s", False)
+        offsets: tuple[str, ...] = ()
+        if time is not None and unit == "iso":
+            lines = [line for line, cells in head if not isinstance(cells, BadLine)]
+            offsets = _offsets(list(zip(lines, sample[time], strict=True)), time, path)
         roles: dict[str, str] = {c: c for c in carried}
         if device:
             roles[device] = "device"
@@ -450,7 +556,7 @@ def open_table(path: Path, time_column: str | None = None, id_column: str | None
     except BaseException:
         rows.close()
         raise
-    layout = TableLayout(path, header, time, unit, detected, device, chosen, ignored)
+    layout = TableLayout(path, header, time, unit, detected, device, chosen, ignored, offsets)
     return TableReader(rows, layout, head)
 
 

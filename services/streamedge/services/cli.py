@@ -48,6 +48,14 @@ def register(subparsers: Any) -> None:
            help="Faust app id, also the consumer group (default streamedge-stream)")
     option(worker, "--classify-stride", type=int, default=None, env="STREAMEDGE_STREAM_CLASSIFY_STRIDE",
            help="classify the window ending at seq when seq %% stride == 0 (default 1: every reading)")
+    option(worker, "--cycle", choices=("none", "marker", "gap", "period"), default=None,
+           env="STREAMEDGE_STREAM_CYCLE",
+           help="classify once per machine cycle: cycles end at a reading whose last value (the marker) is "
+                "non-zero, at a time gap, or every N readings (default none: a window per reading)")
+    option(worker, "--cycle-gap-s", type=float, default=None, env="STREAMEDGE_STREAM_CYCLE_GAP_S",
+           help="--cycle gap: seconds between readings that end a cycle")
+    option(worker, "--cycle-period", type=int, default=None, env="STREAMEDGE_STREAM_CYCLE_PERIOD",
+           help="--cycle period: readings per cycle, aligned on seq")
     option(worker, "--anomaly-k", type=float, default=None, env="STREAMEDGE_STREAM_ANOMALY_K",
            help="anomaly when |actual - forecast| > k x the validation residual std (default 4)")
     config_table(worker, "stream", _stream_fields, "STREAMEDGE_STREAM_")
@@ -95,7 +103,8 @@ def register(subparsers: Any) -> None:
 _FLAG_FIELDS = (("model_dir", "model_dir"), ("public_key", "public_key"), ("batch_size", "batch_size"),
                 ("batch_wait", "batch_wait_s"), ("web_port", "web_port"), ("web_host", "web_host"),
                 ("processing_guarantee", "processing_guarantee"), ("app_id", "app_id"),
-                ("classify_stride", "classify_stride"), ("anomaly_k", "anomaly_k"), ("routes", "routes"),
+                ("classify_stride", "classify_stride"), ("cycle", "cycle"), ("cycle_gap_s", "cycle_gap_s"),
+                ("cycle_period", "cycle_period"), ("anomaly_k", "anomaly_k"), ("routes", "routes"),
                 ("topic_prefix", "topic_prefix"))
 
 

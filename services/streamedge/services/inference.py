@@ -2,8 +2,9 @@
 
 The processor admits each message as a :class:`Job`; :func:`collect_windows` cuts the job's
 windows as numpy views of its key's rows (every sample for a forecaster, every
-``classify_stride``-th for a classifier); :func:`infer` then runs each model once on all its
-windows of the batch, from every key, and hands each job its rows (or the reason they failed).
+``classify_stride``-th for a classifier, or each ended machine cycle resampled to its window);
+:func:`infer` then runs each model once on all its windows of the batch, from every key, and hands
+each job its rows (or the reason they failed).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
+from streamedge.contracts.cycles import Cycle, CycleCutter, fit_cycle
 from streamedge.contracts.reading import Reading, ReadingBlock
 from streamedge.errors import StreamedgeError
 from streamedge.services.metrics import StreamMetrics
@@ -55,6 +57,7 @@ class Job:
     row: dict[str, list[Any]] = field(default_factory=dict)
     shadow: dict[str, list[Any]] = field(default_factory=dict)
     failures: dict[str, Refusal] = field(default_factory=dict)
+    cycles: list[Cycle] | None = None
 
     @property
     def single(self) -> Reading | None:
@@ -94,9 +97,14 @@ _ONLY = np.zeros(1, dtype=np.intp)
 _ONLY.setflags(write=False)
 
 
-def collect_windows(job: Job, models: ModelSet, classify_stride: int) -> None:
+def collect_windows(job: Job, models: ModelSet, classify_stride: int, cycles: CycleCutter | None = None) -> None:
     """Pick the samples with a full window per model and cut their windows as views
-    (``job.picks`` and ``job.windows``)."""
+    (``job.picks`` and ``job.windows``). With ``cycles`` a classifier gets one window per cycle
+    that ends in the job instead: the cycle resampled to its window, picked at the cycle's last
+    sample (at sample 0 for a cycle that ended before the job, at a gap)."""
+    if cycles is not None and any((m := models.get(name)) is not None and m.manifest.task == "classify"
+                                  for name in job.models):
+        _collect_cycles(job, models, cycles)
     rows, start = job.ext.rows, job.ext.start
     single = job.single
     if single is not None:
@@ -105,7 +113,7 @@ def collect_windows(job: Job, models: ModelSet, classify_stride: int) -> None:
     n = len(job.block)
     for name in job.models:
         model = models.get(name)
-        if model is None:
+        if model is None or name in job.windows or (job.cycles is not None and model.manifest.task == "classify"):
             continue
         length = model.window
         first = max(0, length - 1 - start)
@@ -131,10 +139,26 @@ def _collect_one(job: Job, seq: int, models: ModelSet, classify_stride: int, row
         if model is None:
             continue
         length = model.window
+        if name in job.windows or (job.cycles is not None and model.manifest.task == "classify"):
+            continue
         if start + 1 < length or (model.manifest.task == "classify" and seq % classify_stride):
             continue
         job.picks[name] = _ONLY
         job.windows[name] = rows[start + 1 - length : start + 1][np.newaxis]
+
+
+def _collect_cycles(job: Job, models: ModelSet, cycles: CycleCutter) -> None:
+    """The job's ended cycles (``job.cycles``), each resampled into every classifier's window."""
+    block = job.block
+    job.cycles = cycles.cut(block.key, block.seq, block.ts, block.values)
+    if not job.cycles:
+        return
+    picks = np.array([max(cycle.end, 0) for cycle in job.cycles], dtype=np.intp)
+    for name in job.models:
+        model = models.get(name)
+        if model is not None and model.manifest.task == "classify":
+            job.picks[name] = picks
+            job.windows[name] = np.stack([fit_cycle(cycle.values, model.window) for cycle in job.cycles])
 
 
 def infer(jobs: list[Job], models: ModelSet, metrics: StreamMetrics, shadows: ShadowSet | None, emit: bool) -> None:

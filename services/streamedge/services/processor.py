@@ -9,7 +9,8 @@ readings-topic messages (in consumption order) :meth:`Processor.process`:
    with the reason and the first offending sample;
 2. appends each good block to its key's window (:class:`~services.windows.WindowStore`) and cuts
    every full window of the block as numpy views: every sample for a forecaster, every sample
-   whose ``seq % classify_stride == 0`` for a classifier;
+   whose ``seq % classify_stride == 0`` for a classifier, or with ``cycle`` set one window per
+   machine cycle that ends in the block (:mod:`streamedge.contracts.cycles`);
 3. runs each model once on all its windows of the batch, from every key (one TFLite invoke per
    model; steps 2 and 3 are :mod:`services.inference`);
 4. scores each block against its one-step forecasts in array operations (anomaly rule below) and
@@ -18,10 +19,12 @@ readings-topic messages (in consumption order) :meth:`Processor.process`:
    (:mod:`services.block_results`: forecasts as an array, anomalies as the sample
    indexes and values that broke the band, classifications of the strided samples).
 
-Anomaly rule: sample ``seq`` is anomalous for forecaster ``m`` when ``m`` forecast it from the
-window ending at ``seq - 1`` and ``|actual - forecast| > anomaly_k * residual_std`` for any
-feature, ``residual_std`` being the model's validation residual standard deviation (manifest
-``validation_error``). A gap in ``seq`` skips the scoring (the forecast was for a lost reading).
+Anomaly rule: sample ``seq`` is scored for forecaster ``m`` when ``m`` forecast it from the
+window ending at ``seq - 1``; its residual goes through the key's anomaly detector
+(:mod:`streamedge.contracts.anomaly`, the one the edge agent and ``streamedge predict`` run:
+smoothed per-feature errors against a dynamic threshold, one alarm per event, ``anomaly_k`` its
+warm-up threshold), and an alarm is an anomaly result. A gap in ``seq`` skips the scoring (the
+forecast was for a lost reading). The detector's state lives with the key's window.
 The first ``window - 1`` samples of a key fill its window and produce no result.
 """
 
@@ -36,6 +39,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamedge.contracts.anomaly import AnomalyDetector, DetectorConfig
+from streamedge.contracts.cycles import CycleCutter
+from streamedge.contracts.identity import load_enrolment
 from streamedge.contracts.reading import Reading, Rejection, parse_message
 from streamedge.services.block_results import (
     RESULT_MAX_BYTES,
@@ -89,11 +95,15 @@ class Processor:
         self.clock = clock
         self.store = WindowStore(models.max_window(), settings.idle_ttl_s, settings.max_keys, settings.max_future_s,
                                  settings.max_seq_jump)
+        spec = settings.cycle_spec()
+        self.cycles = CycleCutter(spec, settings.max_keys) if spec is not None else None
         self.monitors: dict[str, ModelMonitor] = {}
         # Fixed at construction: a lookup per reading, no entry per stream name a device invents.
         self._routes = {stream: list(names) for stream, names in settings.routes.items()}
         self._default_route = self._routes.get("*", [])
         self._label_cache: dict[str, tuple[Any, Any]] = {}
+        self._enrolment = load_enrolment(settings.enrolment) if settings.enrolment is not None else None
+        self._detectors: dict[tuple[str, int], AnomalyDetector] = {}
         self.shadows: ShadowSet | None = None
         # Largest block result message; a larger one is split (services.block_results).
         self.result_max_bytes = RESULT_MAX_BYTES
@@ -156,6 +166,9 @@ class Processor:
         wanted = parsed.key.encode()
         if source.key != wanted:
             return "key_mismatch", _key_detail(source.key, parsed.key), None
+        if self._enrolment is not None and not self._enrolment.verify_message(
+                payload or b"", parsed.device_id, source.auth):
+            return "unauthenticated", f"not signed by the enrolled key of device {parsed.device_id!r}", None
         if self.settings.devices and not any(fnmatch.fnmatchcase(parsed.device_id, p) for p in self.settings.devices):
             return "unknown_device", f"device {parsed.device_id!r} is not in the allow-list", None
         names = self._routed(parsed.stream)
@@ -166,9 +179,11 @@ class Processor:
             model = self.models.get(name)
             if model is None:
                 return "model_unavailable", f"model {name!r} routed to {parsed.stream!r} is not loaded", None
-            if model.manifest.n_features != width:
-                return ("wrong_feature_count", f"{width} values but {name} takes {model.manifest.n_features} features",
-                        None)
+            # A cycle marker is each reading's last value, not a classifier feature.
+            marker = int(self._marked(model))
+            if model.manifest.n_features + marker != width:
+                takes = f"{model.manifest.n_features} features" + (" and the cycle marker" if marker else "")
+                return "wrong_feature_count", f"{width} values but {name} takes {takes}", None
         ext = self.store.accept(parsed, source.timestamp, source.partition)
         if ext == "implausible_ts":
             bound = source.timestamp + self.store.max_future_s
@@ -205,7 +220,7 @@ class Processor:
         for payload, source in batch:
             admitted = self._admit(payload, source)
             if isinstance(admitted, Job):
-                collect_windows(admitted, self.models, self.settings.classify_stride)
+                collect_windows(admitted, self.models, self.settings.classify_stride, self.cycles)
                 jobs.append(admitted)
                 samples += 1 if admitted.single is not None else len(admitted.block)
             elif emit:
@@ -246,7 +261,10 @@ class Processor:
             if model is None:
                 continue
             if emit:  # replayed readings (state rebuild) were already seen by the monitors once
-                self.monitors[name].add_inputs(job.block.values)
+                values = job.block.values
+                if self._marked(model):
+                    values = values[:, :-1]  # the cycle marker is no input of the classifier
+                self.monitors[name].add_inputs(values)
             if model.manifest.task == "forecast":
                 self._forecast(job, model, now, outputs, emit)
             elif emit and name in job.outputs:
@@ -261,7 +279,7 @@ class Processor:
                 continue
             monitor = self.monitors[name]
             if emit:
-                monitor.add_input(reading.values)
+                monitor.add_input(reading.values[:-1] if self._marked(model) else reading.values)
             steps = job.row.get(name)
             if model.manifest.task == "forecast":
                 self._score_one(job, reading, model, monitor, now, outputs, emit)
@@ -286,26 +304,40 @@ class Processor:
     def _score_one(self, job: Job, reading: Reading, model: LoadedModel, monitor: ModelMonitor, now: float,
                    outputs: list[Output], emit: bool) -> None:
         pending = job.ext.state.pending.pop(model.name, None)
-        if pending is None or pending.seq != reading.seq - 1 or not emit:
+        if pending is None or pending.seq != reading.seq - 1:
             return
         actual = reading.values
         residual = [a - f for a, f in zip(actual, pending.values, strict=True)]
-        worst = max(abs(r) for r in residual)
-        residual_std = model.residual_std()
         error = sum(abs(r) for r in residual) / len(residual)
-        score = worst / residual_std
-        if not (math.isfinite(score) and math.isfinite(error)):
+        if not (all(math.isfinite(r) for r in residual) and math.isfinite(error)):
             return  # values near the float limit overflow: nothing to score, nothing JSON could carry
+        # The detector steps in rebuild mode too, so a rebuilt key alarms as the live one would.
+        detector = self._detector(model)
+        state = job.ext.state.detectors[model.name] = detector.state_for(job.ext.state.detectors.get(model.name))
+        verdict = detector.step(state, residual)
+        if not emit:
+            return
         monitor.add_error(error)
-        band = self.settings.anomaly_k * residual_std
-        if worst <= band:
+        if not verdict.alarm:
             return
         self._children(model.name)[1].inc()
-        body = {"actual": list(actual), "forecast": list(pending.values), "residual": residual, "score": score,
-                "threshold": band, "k": self.settings.anomaly_k, "residual_std": residual_std,
+        body = {"actual": list(actual), "forecast": list(pending.values), "residual": residual, "score": verdict.score,
+                "threshold": verdict.threshold, "k": self.settings.anomaly_k, "residual_std": model.residual_std(),
                 "forecast_seq": pending.seq, "features": model.manifest.features}
         value = result("anomaly", reading, job.source, model.name, pending.version, body, now)
         outputs.append(Output("anomalies", reading.key.encode(), value, reading.ts))
+
+    def _detector(self, model: LoadedModel) -> AnomalyDetector:
+        """The anomaly detector of ``model``'s version (built once per version)."""
+        detector = self._detectors.get((model.name, model.version))
+        if detector is None:
+            manifest = model.manifest
+            detector = AnomalyDetector(model.residual_std(), manifest.normalisation["std"],
+                                       int(manifest.hyperparameters.get("season") or 1), model.version,
+                                       DetectorConfig(k=self.settings.anomaly_k))
+            self._detectors = {k: v for k, v in self._detectors.items() if k[0] != model.name}
+            self._detectors[(model.name, model.version)] = detector
+        return detector
 
     def _forecast(self, job: Job, model: LoadedModel, now: float, outputs: list[Output], emit: bool) -> None:
         name, block, state = model.name, job.block, job.ext.state
@@ -315,18 +347,18 @@ class Processor:
         pending = state.pending.pop(name, None)
         if self.shadows is not None and name in self.shadows:
             self._observe_shadow(job, name)
-        if emit:
-            # predicted[i]: the one-step forecast for sample i made at sample i - 1 (NaN: none).
-            predicted = np.full(block.values.shape, np.nan)
-            if pending is not None and pending.seq == block.seq - 1:
-                predicted[0] = pending.values
-            if picks is not None and steps is not None:
-                nxt = picks + 1
-                inside = nxt < n
-                first_steps = np.where(job.ok[name][:, None], steps[:, 0, :], np.nan)
-                predicted[nxt[inside]] = first_steps[inside]
-            version = pending.version if pending is not None and pending.seq == block.seq - 1 else model.version
-            self._score(job, model, version, predicted, now, outputs)
+        # predicted[i]: the one-step forecast for sample i made at sample i - 1 (NaN: none). Scored
+        # in rebuild mode too (the anomaly detector's state), emitting nothing.
+        predicted = np.full(block.values.shape, np.nan)
+        if pending is not None and pending.seq == block.seq - 1:
+            predicted[0] = pending.values
+        if picks is not None and steps is not None:
+            nxt = picks + 1
+            inside = nxt < n
+            first_steps = np.where(job.ok[name][:, None], steps[:, 0, :], np.nan)
+            predicted[nxt[inside]] = first_steps[inside]
+        version = pending.version if pending is not None and pending.seq == block.seq - 1 else model.version
+        self._score(job, model, version, predicted, now, outputs, emit)
         if picks is None or steps is None:
             return
         ok = job.ok[name]
@@ -337,28 +369,34 @@ class Processor:
         outputs += forecast_messages(block, job.source, model, picks, steps, ok, now, self.result_max_bytes)
 
     def _score(self, job: Job, model: LoadedModel, version: int, predicted: npt.NDArray[np.float64], now: float,
-               outputs: list[Output]) -> None:
-        """Score every sample with a one-step forecast; emit the anomalies (array operations)."""
+               outputs: list[Output], emit: bool) -> None:
+        """Score every sample with a one-step forecast; emit the alarms (unless rebuilding)."""
         block = job.block
-        residual_std = model.residual_std()
         with np.errstate(over="ignore", invalid="ignore"):
             residual = block.values - predicted
-            worst = np.abs(residual).max(axis=1)
-            score = worst / residual_std
             errors = np.abs(residual).mean(axis=1)
-        # No forecast, or values near the float limit (a residual, score or error that overflows):
+        # No forecast, or values near the float limit (a residual or error that overflows):
         # nothing to score, and nothing that JSON could carry.
-        scored = np.isfinite(score) & np.isfinite(errors)
+        scored = np.isfinite(residual).all(axis=1) & np.isfinite(errors)
         if not scored.any():
             return
-        monitor = self.monitors[model.name]
-        monitor.add_errors(errors[scored].tolist())
-        band = self.settings.anomaly_k * residual_std
-        broke = np.flatnonzero(scored & (worst > band))
-        if not len(broke):
+        if emit:
+            self.monitors[model.name].add_errors(errors[scored].tolist())
+        detector = self._detector(model)
+        state = job.ext.state.detectors[model.name] = detector.state_for(job.ext.state.detectors.get(model.name))
+        score = np.full(len(block), np.nan)
+        threshold = np.full(len(block), np.nan)
+        alarms = []
+        for index in np.flatnonzero(scored).tolist():
+            verdict = detector.step(state, residual[index].tolist())
+            score[index], threshold[index] = verdict.score, verdict.threshold
+            if verdict.alarm:
+                alarms.append(index)
+        if not (alarms and emit):
             return
+        broke = np.asarray(alarms, dtype=np.intp)
         self._children(model.name)[1].inc(len(broke))
-        outputs += anomaly_messages(block, job.source, model, version, broke, predicted, residual, score, band,
+        outputs += anomaly_messages(block, job.source, model, version, broke, predicted, residual, score, threshold,
                                     self.settings.anomaly_k, now, self.result_max_bytes)
 
     def _observe_shadow(self, job: Job, name: str) -> None:
@@ -369,6 +407,10 @@ class Processor:
         found = dict(zip(picks.tolist(), rows, strict=True)) if picks is not None and rows is not None else {}
         for index in range(len(job.block)):
             self.shadows.observe(name, job.ext.state, job.block.reading(index), found.get(index))
+
+    def _marked(self, model: LoadedModel) -> bool:
+        """Whether ``model``'s readings carry a cycle marker after its features."""
+        return self.cycles is not None and self.cycles.spec.marker and model.manifest.task == "classify"
 
     def _classify(self, job: Job, model: LoadedModel, now: float, outputs: list[Output]) -> None:
         ok = job.ok[model.name]

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamedge.contracts.cycles import CycleSpec
 from streamedge.paths import user_state_dir
 from streamedge.services.records import DEAD_LETTER_LIMIT_BYTES
 
@@ -32,9 +33,19 @@ class StreamSettings(BaseSettings):
             A stream with no route is dead-lettered as ``unknown_stream``.
         devices: allowed device ids as ``fnmatch`` patterns; empty allows every device,
             others are dead-lettered as ``unknown_device``.
+        enrolment: enrolment file (``edge enrol``): a reading counts only when its
+            ``streamedge-auth`` header is signed by the enrolled device it names; others are
+            dead-lettered as ``unauthenticated`` (:mod:`streamedge.contracts.identity`). None: no check.
         batch_size: most windows (and readings) per micro-batch, i.e. per TFLite invoke.
         batch_wait_s: longest wait for a micro-batch to fill, seconds (bounds latency at low rates).
         classify_stride: classify the window ending at reading ``seq`` when ``seq % stride == 0``.
+        cycle: ``none`` classifies a window per reading (every ``classify_stride``-th); ``marker``,
+            ``gap`` or ``period`` classifies each machine cycle once, resampled to the classifier's
+            window (:mod:`streamedge.contracts.cycles`: marker = each reading's last value, not a
+            feature of the classifier).
+        cycle_gap_s: ``gap``: seconds between readings that end a cycle.
+        cycle_period: ``period``: readings per cycle (aligned on ``seq``).
+        cycle_max_samples: most readings in one cycle; a cycle that reaches it ends there.
         anomaly_k: anomaly when ``|actual - one-step forecast| > anomaly_k * residual_std`` for any feature.
         idle_ttl_s: a key unseen for this long (Kafka message time) is dropped, seconds.
         max_keys: most keys held per worker; the least recently seen is dropped beyond it. The
@@ -94,9 +105,14 @@ class StreamSettings(BaseSettings):
     public_key: Path | None = None
     routes: dict[str, list[str]] = Field(default_factory=dict)
     devices: list[str] = Field(default_factory=list)
+    enrolment: Path | None = None
     batch_size: int = Field(default=256, ge=1, le=100_000)
     batch_wait_s: float = Field(default=0.02, gt=0, le=10)
     classify_stride: int = Field(default=1, ge=1)
+    cycle: Literal["none", "marker", "gap", "period"] = "none"
+    cycle_gap_s: float = Field(default=0.0, ge=0)
+    cycle_period: int = Field(default=0, ge=0)
+    cycle_max_samples: int = Field(default=4096, ge=1, le=1_000_000)
     anomaly_k: float = Field(default=4.0, gt=0)
     idle_ttl_s: float = Field(default=3600.0, gt=0)
     max_keys: int = Field(default=80_000, ge=1)
@@ -136,7 +152,14 @@ class StreamSettings(BaseSettings):
         if self.exit_after_s < self.unhealthy_after_s:
             raise ValueError(f"exit_after_s ({self.exit_after_s:g}) must be >= unhealthy_after_s "
                              f"({self.unhealthy_after_s:g})")
+        self.cycle_spec()  # a gap or period cycle without its length is refused at start
         return self
+
+    def cycle_spec(self) -> CycleSpec | None:
+        """Where classification cycles end, or None (``cycle`` none: a window per reading)."""
+        if self.cycle == "none":
+            return None
+        return CycleSpec(self.cycle, self.cycle_gap_s, self.cycle_period, self.cycle_max_samples)
 
     def models_for(self, stream: str) -> list[str]:
         """Model names routed to ``stream`` (its own route, else ``"*"``, else none)."""
