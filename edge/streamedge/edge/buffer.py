@@ -359,7 +359,8 @@ class Outbox:
         """Notice a database deleted or replaced under the running agent and carry on in a fresh one.
 
         The rows, windows and counters still readable through the open connection are copied
-        into a new database at :attr:`path` (a new :attr:`epoch`). Returns True when that happened.
+        into a new database at :attr:`path` (a new :attr:`epoch`). Rows keep their ids, so an id the
+        forwarder remembers as delivered still names the same row. Returns True when that happened.
 
         Raises:
             OutboxError: the fresh database could not be written.
@@ -371,7 +372,7 @@ class Outbox:
             if _identity(self.path) == self._ident and wal == self._wal_ident:
                 return False
             old = self._db
-            rows = old.execute("SELECT topic, key, value, created FROM outbox ORDER BY id").fetchall()
+            rows = old.execute("SELECT id, topic, key, value, created FROM outbox ORDER BY id").fetchall()
             windows = old.execute("SELECT key, last_seq, state, tick FROM windows").fetchall()
             meta = old.execute("SELECT name, value FROM meta WHERE name != 'epoch'").fetchall()
             with contextlib.suppress(FileNotFoundError):
@@ -382,7 +383,7 @@ class Outbox:
             try:
                 db = self._open()
                 db.execute("BEGIN IMMEDIATE")
-                db.executemany("INSERT INTO outbox (topic, key, value, created) VALUES (?, ?, ?, ?)", rows)
+                db.executemany("INSERT INTO outbox (id, topic, key, value, created) VALUES (?, ?, ?, ?, ?)", rows)
                 db.executemany("INSERT INTO windows (key, last_seq, state, tick) VALUES (?, ?, ?, ?)", windows)
                 db.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", meta)
                 db.execute("COMMIT")
