@@ -12,9 +12,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from tests.edge.helpers import consume_all, sine_readings
 
 _OFFLINE = KafkaSettings(bootstrap_servers="127.0.0.1:9")
 _LAYOUT = TopicLayout(prefix="life.")
+T0 = 1.7e9
 _REPO = Path(__file__).resolve().parents[2]
 
 
@@ -157,7 +159,7 @@ def test_item04_a_lost_buffer_never_reuses_a_result_key(make_agent: Callable[...
     assert _value(agent, "streamedge_edge_buffer_lost_total", {"reason": "deleted"}) == 1
     carried = _results(buffer)
     assert {(r["device_id"], r["epoch"], r["seq"]) for r in carried} == after
-    agent.process(sine_readings(10, stream="u", start_ts=1.8e9))
+    agent.process(sine_readings(10, stream="u", start_ts=1.75e9))
     fresh = {(r["device_id"], r["epoch"], r["seq"]) for r in _results(buffer)} - after
     assert len(fresh) == 3 and not fresh & (before | after)
     agent.outbox.close()
@@ -174,7 +176,7 @@ def test_item04_a_wal_deleted_while_running_is_noticed_and_no_key_is_reused(
     agent._housekeeping()  # the WAL as it is now is the one watched
     before = {(r["device_id"], r["epoch"], r["seq"]) for r in _results(buffer)}
     Path(f"{buffer}-wal").unlink()
-    agent.process(sine_readings(10, stream="t", start_ts=1.8e9))
+    agent.process(sine_readings(10, stream="t", start_ts=1.75e9))
     agent._last_check = 0.0
     agent._housekeeping()
     assert _value(agent, "streamedge_edge_buffer_lost_total", {"reason": "deleted"}) == 1
@@ -182,7 +184,7 @@ def test_item04_a_wal_deleted_while_running_is_noticed_and_no_key_is_reused(
     agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)  # a restart reads what was carried over
     carried = {(r["device_id"], r["epoch"], r["seq"]) for r in _results(buffer)}
     assert len(carried) == 13 + 3 and before <= carried
-    agent.process(sine_readings(10, stream="u", start_ts=1.9e9))
+    agent.process(sine_readings(10, stream="u", start_ts=1.76e9))
     keys = [(r["device_id"], r["epoch"], r["seq"]) for r in _results(buffer)]
     assert len(keys) == len(set(keys)) == 13 + 3 + 3
     agent.outbox.close()
@@ -485,7 +487,231 @@ def test_item13_metrics_port_taken_scoring_continues(tmp_path: Path, tiny_models
     assert "metrics endpoint" in caplog.text
 
 
-def test_buffer_max_bytes_below_one_transaction_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="below one transaction"):
+def test_buffer_max_bytes_below_two_transactions_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="below two transactions"):
         EdgeSettings(buffer_max_bytes=64 * 1024, buffer_path=tmp_path / "b.sqlite")
     assert EdgeSettings(buffer_max_bytes=64 * 1024, batch_max_bytes=32 * 1024).buffer_max_bytes == 64 * 1024
+
+
+# Issue 23 item 9 / docs *Sources*: "one row per line, a bad line is one rejection"; bad input lines
+# are "rejected and counted, never fatal". One garbled time cell among a CSV's first rows used to stop
+# the agent at start, as a configuration error, on every run.
+def _run_csv(csv: Path, tmp_path: Path, tiny_models: TinyModels, model_dir: Path) -> int:
+    return main(["edge", "run", "--source", "file", "--source-path", str(csv), "--model-dir", str(model_dir),
+                 "--public-key", str(tiny_models.public_key), "--buffer-path", str(tmp_path / "b.sqlite"),
+                 "--metrics-port", "0", "--model-updates", "false", "--kafka-timeout-s", "0.5",
+                 "--drain-timeout-s", "0", "--bootstrap-servers", "127.0.0.1:9", "--log-format", "text"])
+
+
+@pytest.mark.parametrize("bad_cell", ["17000000x9.0", "1e300", "\x001700000009.0"],
+                         ids=["garbled_digit", "out_of_range_epoch", "nul_byte"])
+def test_bad_time_cell_among_sniffed_rows_is_one_rejection(bad_cell: str, tmp_path: Path,
+                                                           tiny_models: TinyModels, model_dir: Path) -> None:
+    rows = [f"{1.7e9 + i},{10.0 + (i % 16) / 8}" for i in range(50)]
+    rows[9] = f"{bad_cell},11.0"
+    csv = tmp_path / "day.csv"
+    csv.write_text("ts,value\n" + "\n".join(rows) + "\n")
+    code = _run_csv(csv, tmp_path, tiny_models, model_dir)
+    assert code == 3, f"exit {code}: one bad row of 50 stopped the agent before it scored anything"
+    db = sqlite3.connect(tmp_path / "b.sqlite")
+    try:
+        results = db.execute("SELECT COUNT(*) FROM outbox WHERE topic LIKE '%edge-results'").fetchone()[0]
+    finally:
+        db.close()
+    assert results > 0
+
+
+# Issue 23 item 3: one stray line must not block a stream for good. A stray seq of 10**9 that
+# also carries a stray (far future) ts used to leave every later genuine reading 'out of order', across restarts.
+def test_stray_future_reading_is_refused_alone_and_the_stream_goes_on(make_agent: Callable[..., EdgeAgent],
+                                                            tmp_path: Path) -> None:
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)
+    agent.process([_reading(i, T0 + i) for i in range(20)])
+    agent.process([_reading(10**9, 4.1e9)])  # one corrupted line: huge seq, ts in 2099
+    agent.outbox.close()
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)  # even after a restart
+    scored = agent.process([_reading(i, T0 + 21 + i) for i in range(20, 60)])  # the genuine stream goes on
+    agent.outbox.close()
+    assert scored > 0, "40 genuine readings after one stray line: all refused as out_of_order, for good"
+
+
+# Issue 23 item 3 / docs/edge.md *Sequence restarts*: a reading replayed after a counter restart
+# must not be scored again under a new key. `(device, stream, stream_epoch, seq)` names one reading for good.
+
+
+def test_replay_of_pre_reset_readings_is_refused_as_out_of_order(make_agent: Callable[..., EdgeAgent],
+                                                          tmp_path: Path) -> None:
+    before = [_reading(i, T0 + i) for i in range(20)]          # seq 0..19
+    after = [_reading(i, T0 + 20 + i) for i in range(10)]      # sensor rebooted: seq 0..9, later ts
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)
+    agent.process(before)
+    agent.process(after)
+    first = _results(tmp_path / "buffer.sqlite")
+    # A source replays readings it already delivered (Kafka redelivery, a file read again):
+    # seq 15..19 with their original, older ts. They were scored already.
+    scored = agent.process(before[15:])
+    again = _results(tmp_path / "buffer.sqlite")[len(first):]
+    agent.outbox.close()
+    assert scored == 0, (f"{scored} replayed readings scored again under new keys: "
+                         f"{[r['idempotency_key'] for r in again]}")
+
+
+def test_file_with_a_counter_reset_read_again_after_restart_scores_nothing(
+        make_agent: Callable[..., EdgeAgent], tmp_path: Path) -> None:
+    # One file holding a counter restart, replayed after a restart of the agent (windows reloaded):
+    # docs: replayed readings "are recognised by their seq ... instead of being scored twice".
+    lines = [_reading(i, T0 + i) for i in range(30)] + [_reading(i, T0 + 30 + i) for i in range(20)]
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)
+    agent.process(lines)
+    agent.outbox.close()
+    first = _results(tmp_path / "buffer.sqlite")
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)
+    agent.process(lines)
+    agent.outbox.close()
+    results = _results(tmp_path / "buffer.sqlite")
+    by_reading: dict[tuple[int, float], set[str]] = {}
+    for r in results:
+        by_reading.setdefault((r["source_seq"], r["ts"]), set()).add(r["idempotency_key"])
+    named_twice = {k: v for k, v in by_reading.items() if len(v) > 1}
+    assert len(results) == len(first) and not named_twice, (
+        f"{len(results) - len(first)} results added by the replay; readings under two keys: "
+        f"{sorted(named_twice.items())[:3]}")
+
+
+def test_same_seq_with_a_later_ts_is_a_duplicate_not_a_reset(make_agent: Callable[..., EdgeAgent],
+                                                        tmp_path: Path) -> None:
+    # A gateway that stamps ts on receipt resends seq 19: same reading, later ts.
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)
+    agent.process([_reading(i, T0 + i) for i in range(20)])
+    scored = agent.process([_reading(19, T0 + 19.5)])
+    agent.outbox.close()
+    assert scored == 0, "a duplicate seq with a later ts is scored again as a counter restart"
+
+
+# Issue 23 item 11 / docs *Sources*: fair admission; "a flood of one-shot ids churns probation while
+# established streams keep their windows". A flood whose every message arrives twice (an at-least-once
+# gateway) promotes every one-shot id: the duplicate is refused as out_of_order, but only after it moved
+# its key out of probation, so the real stream loses its window.
+
+
+def _device_reading(device: str, seq: int, ts: float) -> bytes:
+    return json.dumps({"device_id": device, "stream": "s", "ts": ts, "value": 10.0 + (seq % 16) / 8,
+                       "seq": seq}).encode()
+
+
+def test_refused_duplicate_does_not_move_a_one_shot_key_out_of_probation(
+        make_agent: Callable[..., EdgeAgent]) -> None:
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT, max_keys=64)
+    agent.process([_device_reading("real", i, T0 + i) for i in range(20)])  # established, window full
+    flood = []
+    for n in range(200):                       # 200 one-shot ids, each message delivered twice
+        once = _device_reading(f"bogus-{n}", 0, T0 + 20)
+        flood += [once, once]
+    agent.process(flood)
+    scored = agent.process([_device_reading("real", 20 + i, T0 + 21 + i) for i in range(3)])
+    evicted = agent.metrics.registry.get_sample_value("streamedge_edge_window_evictions_total") or 0
+    agent.outbox.close()
+    assert scored == 3, (f"the real stream scored {scored} of 3 after a flood of duplicated one-shot ids "
+                         f"({evicted:.0f} evictions): its window was evicted")
+
+
+# Issue 23 item 13 / docs *Observability*: "A metrics port that cannot be bound (taken, an unknown host)
+# is logged as an ERROR and the agent scores without the endpoint: monitoring never stops scoring".
+# A metrics host whose name cannot even be looked up (a DNS label over 63 characters) stops the agent.
+def test_metrics_host_that_is_no_valid_name_does_not_stop_scoring(tmp_path: Path, tiny_models: TinyModels,
+                                                            model_dir: Path) -> None:
+    readings = tmp_path / "r.jsonl"
+    readings.write_bytes(b"".join(p + b"\n" for p in sine_readings(20)))
+    try:
+        code = main(["edge", "run", "--source", "file", "--source-path", str(readings), "--model-dir",
+                     str(model_dir), "--public-key", str(tiny_models.public_key), "--buffer-path",
+                     str(tmp_path / "b.sqlite"), "--metrics-port", "39631", "--metrics-host", "m" * 64 + ".local",
+                     "--model-updates", "false", "--kafka-timeout-s", "0.5", "--drain-timeout-s", "0",
+                     "--bootstrap-servers", "127.0.0.1:9", "--log-format", "text"])
+    except Exception as exc:
+        raise AssertionError(f"the agent stopped: {type(exc).__name__}: {exc}") from exc
+    assert code == 3, f"exit {code}"
+    db = sqlite3.connect(tmp_path / "b.sqlite")
+    try:
+        assert db.execute("SELECT COUNT(*) FROM outbox WHERE topic LIKE '%edge-results'").fetchone()[0] > 0
+    finally:
+        db.close()
+
+
+# Issue 23 ("Also") / docs *Working offline*: a transaction is cut only after it passed
+# `--batch-max-bytes`, so equal bounds used to be accepted and drop each commit's own rows: they are
+# refused now, and at the smallest accepted bound no commit loses its own rows.
+def test_smallest_accepted_buffer_bound_keeps_each_commits_own_rows(make_agent: Callable[..., EdgeAgent]) -> None:
+    with pytest.raises(ValidationError, match="below two transactions"):
+        make_agent(IteratorSource([]), _OFFLINE, _LAYOUT, buffer_max_bytes=4096, batch_max_bytes=4096)
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT, buffer_max_bytes=4096, batch_max_bytes=2048,
+                       heartbeat_interval_s=3600.0)
+    append = agent.outbox.append
+    lost: list[tuple[int, int]] = []
+
+    def checking(build: Any, count: int, *args: Any, **kwargs: Any) -> int:
+        first = append(build, count, *args, **kwargs)
+        depth = agent.outbox.stats().depth
+        if count and depth < count:
+            lost.append((count, depth))
+        return first
+
+    agent.outbox.append = checking  # type: ignore[method-assign]
+    agent.process(sine_readings(200))
+    dropped = agent.metrics.registry.get_sample_value("streamedge_edge_buffer_dropped_total", {"reason": "size"})
+    agent.outbox.close()
+    assert not lost, (f"{len(lost)} commits dropped their own rows (rows committed, rows left): {lost[:4]}; "
+                      f"dropped by size: {dropped}")
+
+
+# Issue 23 item 12 and the fault test's rule: "every reading is either delivered as a result or counted
+# under a named reason". A stop whose drain runs out of `--drain-timeout-s` (here 0 s, an accepted value)
+# used to leave the queued stdin lines unscored with no counter naming them: they count as drain_timeout.
+def test_queued_lines_left_by_a_short_drain_count_as_drain_timeout(make_agent: Callable[..., EdgeAgent]) -> None:
+    payloads = sine_readings(300)
+    all_taken = threading.Event()
+
+    def pipe() -> Iterator[bytes]:
+        yield from payloads
+        all_taken.set()
+
+    source = IteratorSource(pipe(), queue_size=1024)
+    assert all_taken.wait(30), "the source did not take the lines in"
+    agent = make_agent(source, _OFFLINE, _LAYOUT, drain_timeout_s=0.0, kafka_timeout_s=0.5)
+    stop = threading.Event()
+    stop.set()                                  # SIGTERM arrives with 300 lines queued
+    agent.run(stop)
+    registry = agent.metrics.registry
+    counted = sum(s.value for m in registry.collect() if m.name == "streamedge_edge_readings"
+                  for s in m.samples if s.name.endswith("_total"))
+    assert counted == len(payloads), f"{len(payloads) - counted:.0f} of {len(payloads)} queued readings dropped, uncounted"
+    assert registry.get_sample_value("streamedge_edge_readings_total", {"outcome": "drain_timeout"}) > 0
+
+
+# Issue 23 title and item 4: nothing a device meets "reuses a key"; the fault test must show "no key
+# carries two different results". After a stream's counter restarted, a lost buffer (deleted while
+# the agent was stopped) resets the stream epoch, and one idempotency key then names two different
+# readings with two different results. Documented limit (docs/edge.md, failure modes): the buffer
+# epoch every result carries tells them apart, so ``(epoch, idempotency_key)`` never names two readings.
+def test_lost_buffer_after_a_counter_restart_keys_repeat_only_under_a_new_buffer_epoch(
+        make_agent: Callable[..., EdgeAgent], tmp_path: Path) -> None:
+    buffer = tmp_path / "buffer.sqlite"
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)
+    agent.process([_reading(i, T0 + i) for i in range(20)])              # epoch 0, seq 0..19
+    agent.process([_reading(i, T0 + 20 + i) for i in range(20)])         # sensor rebooted: epoch 1
+    agent.process([_reading(i, T0 + 40 + i) for i in range(20)])         # rebooted again: epoch 2
+    agent.outbox.close()
+    before = _results(buffer)                                             # (forwarded to the broker)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{buffer}{suffix}").unlink(missing_ok=True)                 # the buffer lost
+    agent = make_agent(IteratorSource([]), _OFFLINE, _LAYOUT)
+    agent.process([_reading(i, T0 + 60 + i) for i in range(20)])          # the stream goes on / reboots
+    agent.process([_reading(i, T0 + 80 + i) for i in range(20)])
+    agent.outbox.close()
+    after = _results(buffer)
+    seen = {r["idempotency_key"]: r for r in before}
+    reused = [(seen[k], r) for r in after if (k := r["idempotency_key"]) in seen]
+    assert reused, "the documented limit is gone: update docs/edge.md and this test"
+    assert all(old["epoch"] != new["epoch"] for old, new in reused), "one (epoch, key) names two readings"
+    named = {(r["epoch"], r["idempotency_key"]) for r in before + after}
+    assert len(named) == len(before) + len(after)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -336,19 +336,32 @@ def _offsets(cells: list[tuple[int, str]], column: str, path: Path) -> tuple[str
     return tuple(sorted(k for k in seen if k is not None))
 
 
+SNIFF_STRAYS = 50
+"""One stray time cell per this many sniffed cells is tolerated when the unit is detected: the
+stray row is later one rejection with its line number, not a layout error for the whole file."""
+
+
+def _fits(cells: list[str], test: Callable[[str], bool]) -> bool:
+    """Whether all of ``cells`` but the tolerated strays (``len // SNIFF_STRAYS``) pass ``test``."""
+    misfits = sum(1 for c in cells if not test(c))
+    return misfits <= len(cells) // SNIFF_STRAYS and misfits < len(cells)
+
+
 def _pick_unit(cells: list[str], column: str, unit: TimeUnit, path: Path) -> tuple[str, bool]:
     present = [c for c in cells if c.strip()]
     if unit != "auto":
         return unit, False
-    if present and all(_yyyymmdd(c) is not None for c in present):
+    if present and _fits(present, lambda c: _yyyymmdd(c) is not None):
         return "yyyymmdd", True
-    if present and all(_is_number(c) for c in present):
-        found = _epoch_unit([float(c) for c in present])
-        if found is None:
+    numbers = [float(c) for c in present if _is_number(c) and math.isfinite(float(c))]
+    if present and _fits(present, lambda c: _is_number(c) and math.isfinite(float(c))):
+        units = [_epoch_unit([n]) or "s" for n in numbers]
+        found = max(sorted(set(units)), key=units.count)
+        if not _fits(units, lambda u: u == found):
             raise TableError(f"{path}: time column {column!r} mixes epoch magnitudes (seconds and milliseconds?); "
                              "pass the time unit (s, ms, us or ns)")
         return found, True
-    if present and all(_iso(c) is not None for c in present):
+    if present and _fits(present, lambda c: _iso(c) is not None):
         return "iso", True
     bad = next((c for c in present if _iso(c) is None), "")
     raise TableError(f"{path}: time column {column!r} is neither ISO 8601 nor epoch numbers (e.g. {bad!r}); "

@@ -411,7 +411,7 @@ class EdgeAgent:
                 continue
             state = self.windows.add(parsed)
             if state is None:
-                self._reject("out_of_order", f"{parsed.key} seq {parsed.seq} is not after the last seq seen")
+                self._reject(self.windows.refused, f"{parsed.key} seq {parsed.seq} ts {parsed.ts}")
                 continue
             touched[parsed.key] = state
             self.metrics.readings.labels(outcome="accepted").inc()
@@ -656,6 +656,7 @@ class EdgeAgent:
         if self._watcher_thread is not None:
             self._watcher_thread.start()
         exhausted = False
+        unscored = 0
         try:
             while not stop.is_set():
                 if self._backlog is not None:
@@ -673,7 +674,7 @@ class EdgeAgent:
                     self.process(payloads)
                 self._housekeeping()
             if not exhausted:
-                self._drain()
+                unscored = self._drain()
             self.heartbeat()
         finally:
             self.source.close()
@@ -683,14 +684,16 @@ class EdgeAgent:
             drained = self.forwarder.stop(self.settings.drain_timeout_s if exhausted else 0.0)
             stats = self.outbox.stats()
             self.outbox.close()
-            _LOG.info("stopped (%s): %d rows left in the buffer for the next start", "source ended" if exhausted
-                      else "stop requested", stats.depth, extra={"buffer_depth": stats.depth, "drained": drained})
+            _LOG.info("stopped (%s): %d rows left in the buffer for the next start, %d queued readings unscored "
+                      "(drain_timeout)", "source ended" if exhausted else "stop requested", stats.depth, unscored,
+                      extra={"buffer_depth": stats.depth, "drained": drained, "unscored": unscored})
         return drained
 
 
-    def _drain(self) -> None:
+    def _drain(self) -> int:
         """Score and commit what the source took in and cannot read again, before stopping;
-        for up to ``drain_timeout_s`` (a stop must not wait on a long file's read-ahead)."""
+        for up to ``drain_timeout_s`` (a stop must not wait on a long file's read-ahead). What is
+        still queued then is counted unscored (readings outcome ``drain_timeout``); returns how many."""
         drained = 0
         deadline = time.monotonic() + self.settings.drain_timeout_s
         while self._backlog is None and time.monotonic() < deadline:
@@ -701,9 +704,15 @@ class EdgeAgent:
             self.process(payloads)
         if drained:
             _LOG.info("stopping: %d queued payloads scored first", drained, extra={"drained": drained})
+        unscored = 0
+        while self._backlog is None and (payloads := self.source.drain(self.settings.batch_size)):
+            unscored += len(payloads)
+        if unscored:
+            self.metrics.readings.labels(outcome="drain_timeout").inc(unscored)
         if self._backlog is not None:
             _LOG.error("stopping with a batch not committed (buffer unwritable): its readings are lost",
                        extra={"reason": "buffer_write"})
+        return unscored
 
 
 def _fetch_options(settings: EdgeSettings) -> FetchOptions:

@@ -261,6 +261,7 @@ class Outbox:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 first = self._meta(counter)
+                older = int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()[0])
                 rows = build(first)
                 now = self._clock()
                 self._db.executemany(
@@ -271,7 +272,7 @@ class Outbox:
                 if windows:
                     self._save_windows(windows, keep_windows)
                 self._bytes += sum(len(value) for _, _, value in rows)
-                dropped = self._enforce_bounds(now)
+                dropped = self._enforce_bounds(now, older)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
@@ -311,7 +312,10 @@ class Outbox:
         with contextlib.suppress(sqlite3.Error):
             self._bytes = int(self._db.execute("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM outbox").fetchone()[0])
 
-    def _enforce_bounds(self, now: float) -> dict[str, int]:
+    def _enforce_bounds(self, now: float, older: int | None = None) -> dict[str, int]:
+        """Drop rows past the age bound, then the oldest rows until the bytes fit; the size bound
+        never drops rows after id ``older`` (the transaction being committed keeps its own rows,
+        even when that leaves the buffer over its bound until the next commit or delete)."""
         dropped: dict[str, int] = {}
         cursor = self._db.execute("DELETE FROM outbox WHERE created < ? RETURNING LENGTH(value)", (now - self.max_age_s,))
         sizes = [int(row[0]) for row in cursor.fetchall()]
@@ -322,8 +326,8 @@ class Outbox:
         while self._bytes > self.max_bytes:
             # Oldest first, in chunks, until the payload bytes fit again.
             cursor = self._db.execute(
-                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT 64) RETURNING LENGTH(value)"
-            )
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE id <= ? ORDER BY id LIMIT 64) "
+                "RETURNING LENGTH(value)", (older if older is not None else 2**63 - 1,))
             sizes = [int(row[0]) for row in cursor.fetchall()]
             if not sizes:
                 break
@@ -359,7 +363,8 @@ class Outbox:
         """Notice a database deleted or replaced under the running agent and carry on in a fresh one.
 
         The rows, windows and counters still readable through the open connection are copied
-        into a new database at :attr:`path` (a new :attr:`epoch`). Returns True when that happened.
+        into a new database at :attr:`path` (a new :attr:`epoch`). Rows keep their ids, so an id the
+        forwarder remembers as delivered still names the same row. Returns True when that happened.
 
         Raises:
             OutboxError: the fresh database could not be written.
@@ -371,7 +376,7 @@ class Outbox:
             if _identity(self.path) == self._ident and wal == self._wal_ident:
                 return False
             old = self._db
-            rows = old.execute("SELECT topic, key, value, created FROM outbox ORDER BY id").fetchall()
+            rows = old.execute("SELECT id, topic, key, value, created FROM outbox ORDER BY id").fetchall()
             windows = old.execute("SELECT key, last_seq, state, tick FROM windows").fetchall()
             meta = old.execute("SELECT name, value FROM meta WHERE name != 'epoch'").fetchall()
             with contextlib.suppress(FileNotFoundError):
@@ -382,7 +387,7 @@ class Outbox:
             try:
                 db = self._open()
                 db.execute("BEGIN IMMEDIATE")
-                db.executemany("INSERT INTO outbox (topic, key, value, created) VALUES (?, ?, ?, ?)", rows)
+                db.executemany("INSERT INTO outbox (id, topic, key, value, created) VALUES (?, ?, ?, ?, ?)", rows)
                 db.executemany("INSERT INTO windows (key, last_seq, state, tick) VALUES (?, ?, ?, ?)", windows)
                 db.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", meta)
                 db.execute("COMMIT")

@@ -103,10 +103,10 @@ def _run(args: argparse.Namespace) -> int:
     if settings.metrics_port:
         try:
             server, _ = start_http_server(settings.metrics_port, settings.metrics_host, registry=registry)
-        except OSError as exc:  # monitoring never stops scoring: the port is taken, the host unknown
+        except Exception as exc:  # monitoring never stops scoring: port taken, host unknown or no valid name
             logging.getLogger("streamedge.edge").error(
-                "metrics endpoint %s:%d not served (%s); scoring goes on without it", settings.metrics_host,
-                settings.metrics_port, exc, extra={"reason": "metrics_port"})
+                "metrics endpoint %s:%d not served (%s: %s); scoring goes on without it", settings.metrics_host,
+                settings.metrics_port, type(exc).__name__, exc, extra={"reason": "metrics_port"})
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -100,7 +100,7 @@ def _score_one(payload: Payload, windows: WindowStore, predictor: Predictor, str
     out: dict[str, Any] = {"key": parsed.key}
     state = windows.add(parsed)
     if state is None:
-        return out, f"out_of_order: seq {parsed.seq} is not after the last seq of {parsed.key}"
+        return out, f"{windows.refused}: seq {parsed.seq} ts {parsed.ts} of {parsed.key}"
     if predictor.manifest.task == "classify" and state.count % stride:
         return out, ""
     try:

@@ -24,7 +24,14 @@ from streamedge.contracts.reading import Reading
 from streamedge.contracts.runner import Runtime, TFLiteRunner, runtime_model
 from streamedge.edge.errors import NonFiniteOutputError
 
-__all__ = ["KeyState", "Predictor", "WindowStore"]
+__all__ = ["CLOCK_SET_AFTER", "MAX_FUTURE_S", "KeyState", "OrderRejection", "Predictor", "WindowStore"]
+
+MAX_FUTURE_S = 600.0
+"""Latest a reading may be stamped after the device's clock (the stream worker's default)."""
+CLOCK_SET_AFTER = 1_704_067_200.0
+"""2024-01-01 UTC: a device clock before it is taken as unset (no RTC, no NTP yet), and
+``implausible_ts`` is not judged, so a wrong device clock never refuses every reading."""
+OrderRejection = Literal["duplicate", "out_of_order", "implausible_ts"]
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -62,21 +69,35 @@ class WindowStore:
     ``"seq_reset"``).
 
     A reading whose feature count differs from its key's window starts that window afresh
-    (``"shape"``): a model of another width, or a sensor that changed, never mixes widths. A
-    reading whose ``seq`` is not after the key's last one while its ``ts`` is later is a counter
-    restart (a rebooted sensor, or the key's last ``seq`` was a stray huge one): the key's
-    ``epoch`` goes up by one and the reading is taken (``"seq_reset"``). One that is not later in
-    ``ts`` either is a duplicate or out of order, and refused.
+    (``"shape"``): a model of another width, or a sensor that changed, never mixes widths.
+
+    Order (the key's last *accepted* reading; a refused one changes nothing, not even probation):
+    ``ts`` before the last ``ts`` is ``out_of_order`` (a replay of older readings, whatever its
+    ``seq``); the same ``seq`` again is a ``duplicate`` (whatever its ``ts``); a ``seq`` below the
+    last with a ``ts`` strictly after the last is a counter restart (a rebooted sensor): the key's
+    ``epoch`` goes up by one and the reading is taken (``"seq_reset"``); with the same ``ts`` it is
+    a ``duplicate``. Plausibility, as the stream worker's: a ``ts`` more than ``max_future_s``
+    after the clock is ``implausible_ts`` (while the clock reads after :data:`CLOCK_SET_AFTER`).
+    A stray huge ``seq`` with a plausible ``ts`` is taken;
+    the next genuine reading (lower ``seq``, later ``ts``) is then a counter restart, so the stream
+    goes on (no ``seq`` jump bound here: a CSV's next day numbers rows by time, a jump of days in
+    microseconds). The reason of the last refusal is :attr:`refused`.
 
     Args:
         history: readings kept per key (at least the model window).
         max_keys: keys kept.
         on_event: called with the event name for each eviction or reset.
+        max_future_s: latest a reading may be stamped after ``clock()``, seconds.
+        clock: wall clock, epoch seconds.
     """
 
-    def __init__(self, history: int, max_keys: int, on_event: Callable[[str], None] | None = None) -> None:
+    def __init__(self, history: int, max_keys: int, on_event: Callable[[str], None] | None = None,
+                 max_future_s: float = MAX_FUTURE_S, clock: Callable[[], float] = time.time) -> None:
         self.history = history
         self.max_keys = max_keys
+        self.max_future_s = max_future_s
+        self._clock = clock
+        self.refused: OrderRejection = "out_of_order"
         self._probation: OrderedDict[str, KeyState] = OrderedDict()
         self._keys: OrderedDict[str, KeyState] = OrderedDict()
         self._on_event = on_event or (lambda event: None)
@@ -89,19 +110,21 @@ class WindowStore:
         """Append a reading to its key's window (evicting an old key if needed).
 
         Returns:
-            The key's state, or None (nothing appended) when the reading is a duplicate or out
-            of order: ``seq`` not after the key's last one and ``ts`` not after its last either.
+            The key's state, or None (nothing appended, nothing moved; :attr:`refused` says why)
+            when the reading is refused by the order and plausibility rules above.
         """
         state = self._keys.get(reading.key)
+        if state is None:
+            state = self._probation.get(reading.key)
+        verdict = self._judge(state, reading)
+        if verdict is not None and verdict != "restart":
+            self.refused = verdict
+            return None
         if state is not None:
+            if reading.key in self._probation:
+                self._keys[reading.key] = self._probation.pop(reading.key)
             self._keys.move_to_end(reading.key)
-        else:
-            state = self._probation.pop(reading.key, None)
-            if state is not None:
-                self._keys[reading.key] = state
-        if state is not None and reading.seq <= state.last_seq:
-            if reading.ts <= state.last_ts:
-                return None
+        if state is not None and verdict == "restart":
             state.epoch += 1
             state.next_step = None
             self._on_event("seq_reset")
@@ -118,6 +141,22 @@ class WindowStore:
         state.last_seq = reading.seq
         state.last_ts = reading.ts
         return state
+
+    def _judge(self, state: KeyState | None, reading: Reading) -> OrderRejection | Literal["restart"] | None:
+        """None (in order), ``"restart"`` (a counter reset) or why ``reading`` is refused. A key
+        restored without its last ``ts`` (``inf``) is judged by ``seq`` alone and never restarts."""
+        now = self._clock()
+        if now >= CLOCK_SET_AFTER and reading.ts > now + self.max_future_s:
+            return "implausible_ts"
+        if state is None:
+            return None
+        if reading.ts < state.last_ts != float("inf"):
+            return "out_of_order"
+        if reading.seq == state.last_seq:
+            return "duplicate"
+        if reading.seq < state.last_seq:
+            return "restart" if reading.ts > state.last_ts else "duplicate"
+        return None
 
     def _evict(self) -> None:
         """Beyond ``max_keys``: the least recently seen probation key, unless the newcomer is the

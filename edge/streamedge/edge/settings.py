@@ -64,7 +64,7 @@ class EdgeSettings(BaseSettings):
     batch_max_samples: int = Field(default=4096, ge=1, le=1_000_000,
                                    description="results per buffer transaction: a batch of blocks commits in parts")
     batch_max_bytes: int = Field(default=1024 * 1024, ge=1024,
-                                 description="result bytes per buffer transaction (at most buffer_max_bytes)")
+                                 description="result bytes per buffer transaction (at most half of buffer_max_bytes)")
     queue_size: int = Field(default=1024, ge=1, description="readings a source may hold ahead of inference (backpressure)")
     max_keys: int = Field(default=10_000, ge=1, description="windows kept in memory; least recently seen evicted beyond")
     stride: int = Field(default=1, ge=1, description="emit a result every N readings per key")
@@ -111,9 +111,10 @@ class EdgeSettings(BaseSettings):
     def _check_source(self) -> EdgeSettings:
         if self.source == "file" and self.source_path is None:
             raise ValueError("source=file needs source_path")
-        if self.buffer_max_bytes < self.batch_max_bytes:
-            raise ValueError(f"buffer_max_bytes ({self.buffer_max_bytes}) is below one transaction's results "
-                             f"(batch_max_bytes, {self.batch_max_bytes}): every commit would drop its own rows")
+        if self.buffer_max_bytes < 2 * self.batch_max_bytes:
+            raise ValueError(f"buffer_max_bytes ({self.buffer_max_bytes}) is below two transactions' results "
+                             f"(2 x batch_max_bytes, {self.batch_max_bytes}): a transaction is cut only after it "
+                             "passed batch_max_bytes, so a smaller bound would drop the rows of every commit")
         self.cycle_spec()  # a gap or period cycle without its length is refused at start
         return self
 
