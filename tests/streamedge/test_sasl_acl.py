@@ -3,11 +3,13 @@
 One broker for the module, on free ports in a temporary folder (never the shared PLAINTEXT test
 broker): started through the Python API, then ``streamedge kafka up`` on the same state folder
 finds its ``security/`` folder, grants the ACLs and writes the per-principal config files.
+``kafka add-device`` / ``remove-device`` then give devices their own credentials on the running broker.
 """
 
 from __future__ import annotations
 
 import json
+import stat
 import threading
 import time
 import uuid
@@ -19,7 +21,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from streamedge.cli.common import kafka_settings
 from streamedge.cli.main import build_parser, main
+from streamedge.cli.options import apply_env_and_config, load_config
+from streamedge.contracts.identity import Enrolment, load_device_key, load_enrolment
 from streamedge.contracts.results import decode_results
 from streamedge.contracts.signing import load_public_key
 from streamedge.edge.agent import EdgeAgent
@@ -30,6 +35,7 @@ from streamedge.errors import ConfigError
 from streamedge.kafka.acls import RETRAINER_GROUP_PREFIX, Grant, acl_table
 from streamedge.kafka.broker import LocalBroker
 from streamedge.kafka.cluster import free_ports
+from streamedge.kafka.devices import device_grants
 from streamedge.kafka.login import KafkaAccessError, KafkaLoginError, check_login
 from streamedge.kafka.model_updates import publish_model_update
 from streamedge.kafka.security import BrokerSecurity
@@ -288,3 +294,146 @@ def test_secure_refuses_a_state_folder_formatted_without_it(tmp_path: Path, caps
     assert main(["kafka", "up", "--secure", "--state-dir", str(tmp_path), "--port", "1", "--controller-port", "2"]) == 1
     assert "formatted without --secure" in capsys.readouterr().err
     assert not (tmp_path / "security").exists()
+
+
+def _add_device(secure: Secure, device: str, tmp_path: Path, *extra: str) -> tuple[int, Path, Path]:
+    """``kafka add-device`` with the admin's config file; returns the exit code, the enrolment file and --out."""
+    enrolment, out = tmp_path / "enrolment", tmp_path / "devices"
+    code = main(["--config", str(secure.configs["admin"]), "kafka", "add-device", device, "--enrolment",
+                 str(enrolment), "--out", str(out), *extra])
+    return code, enrolment, out
+
+
+def _device_settings(config: Path) -> KafkaSettings:
+    """The KafkaSettings the CLI builds from a device's config file (as ``edge run --config`` does)."""
+    args = _parsed(config, ["kafka", "topics"])
+    return kafka_settings(args).model_copy(update={"client_id": "streamedge-sasl-tests"})
+
+
+def _parsed(config: Path, argv: list[str]) -> Any:
+    parser = build_parser()
+    data = load_config(config)
+    apply_env_and_config(parser, data)
+    args = parser.parse_args(argv)
+    args.config_data = data
+    return args
+
+
+def test_the_device_grants_are_its_own_and_never_model_updates() -> None:
+    grants = device_grants(LAYOUT, "pump-1")
+    assert {g.principal for g in grants} == {"device-pump-1"}
+    assert {(g.name, g.operation) for g in grants if g.kind == "topic"} == {
+        (LAYOUT.readings, "WRITE"), (LAYOUT.edge_results, "WRITE"), (LAYOUT.edge_telemetry, "WRITE"),
+        (LAYOUT.model_updates, "READ")}
+    # Its own consumer group only: literal, so pump-1's grant does not cover pump-10's group.
+    assert [g for g in grants if g.kind == "group"] == [Grant("device-pump-1", "group", "streamedge-edge-pump-1", "READ")]
+    assert not any(g.prefixed for g in grants)
+    assert (LAYOUT.readings, "READ") in {(g.name, g.operation) for g in device_grants(LAYOUT, "p", kafka_source=True)}
+    with pytest.raises(ConfigError, match="device id"):
+        device_grants(LAYOUT, "pump 1")
+
+
+def test_a_provisioned_device_produces_readings_with_its_own_credential(secure: Secure, tiny_models: TinyModels,
+                                                                        tmp_path: Path) -> None:
+    code, enrolment, out = _add_device(secure, "pump-own", tmp_path)
+    assert code == 0
+    config, key_file = out / "pump-own.toml", out / "pump-own.key"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600 and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    # The key file is the device's enrolment key; the config names the device and its key for edge run.
+    assert load_enrolment(enrolment).keys["pump-own"] == load_device_key(key_file)
+    run = _parsed(config, ["edge", "run"])
+    assert (run.device_id, Path(run.device_key_file)) == ("pump-own", key_file.resolve())
+
+    device = _device_settings(config)
+    assert device.sasl_username == "device-pump-own"
+    assert device.sasl_password != secure.security.password("device")
+    check_login(device)
+    marker = f"pump-own-{uuid.uuid4().hex}".encode()
+    value = reading("pump-own", 0)
+    produce(device, LAYOUT.readings, [(marker, value)])
+    found = consume_until(secure.settings("admin"), [LAYOUT.readings], lambda ms: any(m.key == marker for m in ms),
+                          timeout=60)
+    assert [m.value for m in found if m.key == marker] == [value]
+
+    # An agent run from the file: its results and heartbeats go out as device-pump-own, and the
+    # heartbeats verify against the enrolment add-device wrote (what watch-canary --enrolment counts).
+    public = tiny_models.public_key
+    models = tmp_path / "device-models"
+    ModelStore(models, load_public_key(public)).install(tiny_models.forecaster)
+    settings = EdgeSettings(device_id=run.device_id, device_key_file=run.device_key_file, model_dir=models,
+                            public_key=public, buffer_path=tmp_path / "buffer.sqlite", metrics_port=0,
+                            heartbeat_interval_s=1.0, kafka_timeout_s=5.0, drain_timeout_s=30.0, log_format="text")
+    source = IteratorSource(simulator_payloads(keys=1, rate=200.0), queue_size=64)
+    agent = EdgeAgent(settings, device, LAYOUT, source, load_public_key(public), CollectorRegistry())
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        enrolled = load_enrolment(enrolment)
+        beats = consume_until(secure.settings("promoter"), [LAYOUT.edge_telemetry],
+                              lambda ms: any(_signed_beat(m.value, enrolled) for m in ms), timeout=60)
+        assert any(_signed_beat(m.value, enrolled) for m in beats)
+        results = consume_until(secure.settings("admin"), [LAYOUT.edge_results], lambda ms: any(
+            r["device_id"] == "pump-own" for m in ms for r in decode_results(m.value)), timeout=60)
+        assert any(r["device_id"] == "pump-own" for m in results for r in decode_results(m.value))
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+
+
+def _signed_beat(value: bytes, enrolled: Enrolment) -> bool:
+    event = json.loads(value)
+    return bool(event["device_id"] == "pump-own" and event["type"] == "heartbeat" and enrolled.verify_event(event))
+
+
+def test_a_device_credential_cannot_write_model_updates_nor_read_an_ungranted_topic(
+        secure: Secure, tiny_models: TinyModels, tmp_path: Path) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
+
+    assert _add_device(secure, "pump-limited", tmp_path)[0] == 0
+    device = _device_settings(tmp_path / "devices" / "pump-limited.toml")
+    update = signed_update(tiny_models.forecaster, tiny_models.signing_key, 98)
+    with pytest.raises(KafkaAccessError, match="TopicAuthorizationFailed"):
+        publish_model_update(device, LAYOUT, update, timeout=10)
+    consumer = KafkaConsumer(**device.kafka_python_config(), group_id=None, enable_auto_commit=False)
+    try:
+        # The broker hides every topic it grants nothing on (forecasts, anomalies, dead letters, ...).
+        assert consumer.topics() & {spec.name for spec in LAYOUT.specs()} == {
+            LAYOUT.readings, LAYOUT.edge_results, LAYOUT.edge_telemetry, LAYOUT.model_updates}
+        # Without --kafka-source it writes readings but cannot read the fleet's.
+        consumer.assign([TopicPartition(LAYOUT.readings, 0)])
+        consumer.seek_to_beginning()
+        with pytest.raises(TopicAuthorizationFailedError):
+            for _ in range(20):
+                consumer.poll(timeout_ms=500)
+    finally:
+        consumer.close()
+    # Another device's consumer group is not its own.
+    consumer = KafkaConsumer(LAYOUT.model_updates, **device.kafka_python_config(), group_id="streamedge-edge-pump-other")
+    try:
+        with pytest.raises(GroupAuthorizationFailedError):
+            for _ in range(20):
+                consumer.poll(timeout_ms=500)
+    finally:
+        consumer.close()
+
+
+def test_a_removed_device_can_no_longer_log_in(secure: Secure, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert _add_device(secure, "pump-gone", tmp_path)[0] == 0
+    device = _device_settings(tmp_path / "devices" / "pump-gone.toml")
+    check_login(device)
+    admin = ["--config", str(secure.configs["admin"]), "kafka"]
+    capsys.readouterr()
+    assert main([*admin, "remove-device", "pump-gone"]) == 0
+    assert "device-pump-gone and 5 ACL(s) removed" in capsys.readouterr().out
+    with pytest.raises(KafkaLoginError, match="invalid credentials"):
+        check_login(device)
+    assert main([*admin, "remove-device", "pump-gone"]) == 1  # nothing left to remove
+    assert "no Kafka credential" in capsys.readouterr().err
+    # Enrolled once: adding the id again is refused before the broker is touched.
+    assert _add_device(secure, "pump-gone", tmp_path)[0] == 1
+    assert "enrolled already" in capsys.readouterr().err
+    check_login(secure.settings("device"))  # the shared principals are untouched

@@ -1,12 +1,15 @@
-"""``streamedge kafka up|down|status|topics``: the local broker and the topic layout.
+"""``streamedge kafka up|down|status|topics|add-device|remove-device``: the local broker, the topic layout, devices.
 
 ``up --secure`` starts it with SASL_SSL and ACLs (:mod:`streamedge.kafka.security`); the state
-folder then holds ``security/`` and ``down``/``status`` find it there.
+folder then holds ``security/`` and ``down``/``status`` find it there. ``add-device`` and
+``remove-device`` (run with the admin's ``--config``) give one device its own credential and ACLs
+on a running secure broker, or take them away (:mod:`streamedge.kafka.devices`).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from streamedge.cli.common import add_kafka_options, add_state_dir_option, kafka_settings, topic_layout
@@ -50,6 +53,24 @@ def register(subparsers: Any) -> None:
     option(topics, "--replication-factor", type=int, default=None,
            help="replicas per partition (default: 3 on a cluster of 3 or more brokers, else 1)")
     topics.set_defaults(handler=_topics)
+    add = commands.add_parser(
+        "add-device", help="secure broker: enrol a device and give it its own SCRAM user and ACLs",
+        description="Create the device's SCRAM user on the running secure broker (admin --config), grant it "
+                    "only what an edge agent needs, enrol it, and write OUT/DEVICE_ID.toml (its --config for "
+                    "'edge run') and OUT/DEVICE_ID.key (its enrolment key), both 0600.")
+    add.add_argument("device_id")
+    add_kafka_options(add)
+    option(add, "--enrolment", type=Path, required=True, env="STREAMEDGE_ENROLMENT",
+           help="the fleet's enrolment file (kept by the operator; created 0600)")
+    option(add, "--out", type=Path, required=True, help="folder for the device's config and key files")
+    option(add, "--kafka-source", action="store_true", help="also let it read the readings topic (edge run --source kafka)")
+    add.set_defaults(handler=_add_device)
+    remove = commands.add_parser("remove-device", help="secure broker: delete a device's SCRAM user and its ACLs",
+                                 description="Delete the device's SCRAM user and every ACL of its principal; "
+                                             "its next login is refused.")
+    remove.add_argument("device_id")
+    add_kafka_options(remove)
+    remove.set_defaults(handler=_remove_device)
 
 
 def _broker(args: argparse.Namespace) -> Any:
@@ -116,4 +137,30 @@ def _topics(args: argparse.Namespace) -> int:
     for spec in layout.specs():
         state = "created" if spec.name in created else "exists"
         print(f"{spec.name:40s} partitions={spec.partitions:<3d} {spec.configs['cleanup.policy']:8s} {state}")
+    return 0
+
+
+def _add_device(args: argparse.Namespace) -> int:
+    from streamedge.contracts.identity import enrol, load_enrolment
+    from streamedge.kafka.devices import add_device, device_user, write_device_config
+    from streamedge.kafka.security import write_secret
+
+    device_user(args.device_id)  # a bad id is refused before the broker is touched
+    if args.enrolment.exists() and args.device_id in load_enrolment(args.enrolment).keys:
+        raise ConfigError(f"{args.device_id} is enrolled already in {args.enrolment}")
+    device = add_device(kafka_settings(args), topic_layout(args), args.device_id, kafka_source=args.kafka_source)
+    args.out.mkdir(parents=True, exist_ok=True)
+    key_file, config = args.out / f"{args.device_id}.key", args.out / f"{args.device_id}.toml"
+    write_secret(key_file, enrol(args.enrolment, args.device_id).hex().encode() + b"\n")
+    write_device_config(config, device, args.device_id, key_file)
+    print(f"{args.device_id}: Kafka user {device.sasl_username}, enrolled in {args.enrolment}; "
+          f"give the device {config} (edge run --config) and {key_file}")
+    return 0
+
+
+def _remove_device(args: argparse.Namespace) -> int:
+    from streamedge.kafka.devices import device_user, remove_device
+
+    removed = remove_device(kafka_settings(args), args.device_id)
+    print(f"{args.device_id}: Kafka user {device_user(args.device_id)} and {removed} ACL(s) removed")
     return 0

@@ -36,7 +36,8 @@ from streamedge.errors import ConfigError
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 
-__all__ = ["DEVICE_GROUP_PREFIX", "RETRAINER_GROUP_PREFIX", "WORKER_GROUP_PREFIX", "Grant", "acl_table", "grant_acls"]
+__all__ = ["DEVICE_GROUP_PREFIX", "RETRAINER_GROUP_PREFIX", "WORKER_GROUP_PREFIX", "Grant", "acl_table", "grant_acls",
+           "kafka_acl"]
 
 # The edge agent's Kafka source joins group "streamedge-edge-<device id>".
 DEVICE_GROUP_PREFIX = "streamedge-edge-"
@@ -100,7 +101,8 @@ def acl_table(layout: TopicLayout, worker_group_prefix: str = WORKER_GROUP_PREFI
     return grants
 
 
-def _acl(grant: Grant) -> Any:
+def kafka_acl(grant: Grant) -> Any:
+    """``grant`` as kafka-python's ``ACL`` (ALLOW, any host)."""
     from kafka.admin import ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern, ResourceType
 
     pattern = ResourcePattern(ResourceType[grant.kind.upper()], grant.name,
@@ -121,7 +123,7 @@ def grant_acls(admin_settings: KafkaSettings, layout: TopicLayout, worker_group_
     grants = acl_table(layout, worker_group_prefix, device_group_prefix, retrainer_group_prefix)
     admin = KafkaAdminClient(**admin_settings.kafka_python_config())
     try:
-        result = admin.create_acls([_acl(grant) for grant in grants])
+        result = admin.create_acls([kafka_acl(grant) for grant in grants])
     finally:
         admin.close()
     failed = result.get("failed", [])

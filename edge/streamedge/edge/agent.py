@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from streamedge.contracts.cycles import Cycle, fit_cycle
 from streamedge.contracts.download import FetchOptions, fetch_options
 from streamedge.contracts.identity import load_device_key, sign_event
 from streamedge.contracts.keys import TrustAnchor
@@ -32,6 +33,7 @@ from streamedge.contracts.promotion import PromotionLedger, PromotionRecord, Sta
 from streamedge.contracts.reading import Reading, ReadingBlock, Rejection, parse_message
 from streamedge.contracts.runner import smoke_failure
 from streamedge.edge.buffer import Outbox
+from streamedge.edge.cycles import EdgeCycles
 from streamedge.edge.errors import ModelRejectedError, NonFiniteOutputError, OutboxError
 from streamedge.edge.forwarder import Forwarder
 from streamedge.edge.metrics import EdgeMetrics
@@ -104,6 +106,9 @@ class EdgeAgent:
         self.model_name = self.store.resolve_name(settings.model_name)
         self._events: dict[str, int] = {}
         self.windows = WindowStore(history=1, max_keys=settings.max_keys, on_event=self._on_window_event)
+        spec = settings.cycle_spec()
+        # With a cycle setting a classifier scores each ended machine cycle once (docs/edge.md, "Cycles").
+        self.cycles = EdgeCycles(spec, settings.max_keys) if spec is not None else None
         self.predictor: Predictor | None = None
         self._kafka_config = kafka.kafka_python_config()
         # Results go in blocks of consecutive rows (docs/edge.md, "Forwarding in blocks");
@@ -179,6 +184,7 @@ class EdgeAgent:
             except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
                 _LOG.warning("saved window of %s unreadable, starting it afresh: %s", key, exc)
                 continue
+            self._restore_cycle(key, saved.get("cycle"))
             widths = {len(row) for row in values}
             if values and (len(widths) > 1 or (expected is not None and widths != {expected})):
                 self._on_window_event("shape")
@@ -187,6 +193,24 @@ class EdgeAgent:
             restored += 1
         if restored:
             _LOG.info("restored %d windows from the buffer", restored, extra={"keys": restored})
+
+    def _restore_cycle(self, key: str, saved: Any) -> None:
+        """Put back ``key``'s open cycle saved with its window (nothing when there was none, or
+        without a cycle setting); an unreadable one is dropped with a warning (its readings are
+        acknowledged: that cycle ends without a classification)."""
+        if self.cycles is None or saved is None:
+            return
+        width = self.predictor.manifest.n_features if self._cycling() and self.predictor is not None else None
+        try:
+            self.cycles.restore(key, saved, width)
+        except (ValueError, TypeError, KeyError) as exc:
+            _LOG.warning("saved cycle of %s unreadable, its next cycle starts afresh: %s", key, exc,
+                         extra={"key": key, "reason": "cycle_restore"})
+
+    def _marker(self, manifest: ModelManifest) -> int:
+        """1 when readings for ``manifest`` carry a cycle marker after its features (a classifier
+        under ``cycle`` marker), else 0."""
+        return int(self.cycles is not None and self.cycles.spec.marker and manifest.task == "classify")
 
     def _serve(self, predictor: Predictor) -> None:
         self.predictor = predictor
@@ -207,7 +231,7 @@ class EdgeAgent:
         if self.settings.n_features:
             return self.settings.n_features
         if self.predictor is not None:
-            return self.predictor.manifest.n_features
+            return self.predictor.manifest.n_features + self._marker(self.predictor.manifest)
         return None
 
     def _candidate(self, fetched: FetchedUpdate) -> Predictor:
@@ -232,12 +256,13 @@ class EdgeAgent:
         if sha256 is not None and manifest.sha256 != sha256:
             raise ModelRejectedError("verification", f"installed v{version} is not the one the record names")
         expected = self._expected_features()
-        if expected is not None and manifest.n_features != expected:
+        width = manifest.n_features + self._marker(manifest)
+        if expected is not None and width != expected:
             raise ModelRejectedError(
-                "shape", f"v{version} takes {manifest.n_features} features per reading, the source sends {expected}"
+                "shape", f"v{version} takes {width} values per reading, the source sends {expected}"
             )
         held = self.windows.feature_counts()
-        if expected is None and held and manifest.n_features not in held:
+        if expected is None and held and width not in held:
             raise ModelRejectedError(
                 "shape", f"v{version} takes {manifest.n_features} features per reading, the sources send {sorted(held)}"
             )
@@ -390,20 +415,64 @@ class EdgeAgent:
                 continue
             touched[parsed.key] = state
             self.metrics.readings.labels(outcome="accepted").inc()
-            body = self._score(parsed, state)
-            if body is None:
-                continue
-            try:
-                encoded = json.dumps(body, separators=_SEPARATORS, allow_nan=False).encode()
-            except ValueError as exc:
-                self._reject("non_finite_output", f"{parsed.key} seq {parsed.seq}: {exc}")
-                continue
-            rows.append(encoded)
-            kinds.append((str(body["type"]), bool(body.get("anomaly"))))
-            size += len(encoded)
+            bodies = self._score_cycles(parsed, state) if self._cycling() else [self._score(parsed, state)]
+            for body in bodies:
+                if body is None:
+                    continue
+                try:
+                    encoded = json.dumps(body, separators=_SEPARATORS, allow_nan=False).encode()
+                except ValueError as exc:
+                    self._reject("non_finite_output", f"{parsed.key} seq {parsed.seq}: {exc}")
+                    continue
+                rows.append(encoded)
+                kinds.append((str(body["type"]), bool(body.get("anomaly"))))
+                size += len(encoded)
             if len(rows) >= self.settings.batch_max_samples or size >= self.settings.batch_max_bytes:
-                return _Commit(rows, kinds, _saved(touched), last=False)
-        return _Commit(rows, kinds, _saved(touched), last=True)
+                return _Commit(rows, kinds, self._saved(touched), last=False)
+        return _Commit(rows, kinds, self._saved(touched), last=True)
+
+    def _cycling(self) -> bool:
+        """Whether readings go to machine cycles: a cycle setting and a classifier serving."""
+        return self.cycles is not None and self.predictor is not None and self.predictor.manifest.task == "classify"
+
+    def _score_cycles(self, reading: Reading, state: KeyState) -> list[dict[str, Any] | None]:
+        """One classification per cycle this reading ends (at this reading; the cycle's own
+        ``first_seq``/``last_seq`` in its ``cycle`` field), each resampled to the model's window
+        with :func:`~streamedge.contracts.cycles.fit_cycle` as the stream worker does."""
+        assert self.cycles is not None and self.predictor is not None
+        return [self._classify_cycle(reading, state, cycle) for cycle in self.cycles.cut(reading)]
+
+    def _classify_cycle(self, reading: Reading, state: KeyState, cycle: Cycle) -> dict[str, Any] | None:
+        predictor = self.predictor
+        assert predictor is not None
+        seqs = f"{cycle.first_seq}-{cycle.last_seq}"
+        try:
+            fields, elapsed = predictor.classify(fit_cycle(cycle.values, predictor.manifest.window),
+                                                 f"{reading.key} cycle seq {seqs}")
+        except NonFiniteOutputError as exc:
+            self._reject("non_finite_output", str(exc))
+            return None
+        self.metrics.latency.observe(elapsed)
+        self._latencies.append(elapsed)
+        # A cycle is named by its last reading: two cycles never share one, even when both end at this reading.
+        last = f"{cycle.last_seq}" if state.epoch == 0 else f"{cycle.last_seq}@{state.epoch}"
+        return {"key": reading.key, "source_seq": reading.seq, "stream_epoch": state.epoch, "ts": reading.ts,
+                "model": self.model_name, "version": predictor.version,
+                "idempotency_key": f"classification:{self.model_name}:{reading.key}:cycle:{last}",
+                "cycle": {"first_seq": cycle.first_seq, "last_seq": cycle.last_seq, "samples": len(cycle.values),
+                          "first_ts": cycle.first_ts, "last_ts": cycle.last_ts}, **fields}
+
+    def _saved(self, touched: dict[str, KeyState]) -> list[tuple[str, int, str]]:
+        """``(key, last_seq, state_json)`` of the windows to save: values, last ``ts``, ``epoch``, and
+        with a cycle setting the key's open cycle (``cycle``, see :mod:`streamedge.edge.cycles`)."""
+        saved = []
+        for key, st in touched.items():
+            state: dict[str, Any] = {"values": [list(v) for v in st.values], "ts": st.last_ts, "epoch": st.epoch}
+            cycle = self.cycles.saved(key) if self.cycles is not None else None
+            if cycle is not None:
+                state["cycle"] = cycle
+            saved.append((key, st.last_seq, json.dumps(state, separators=_SEPARATORS)))
+        return saved
 
     def _score(self, reading: Reading, state: KeyState) -> dict[str, Any] | None:
         predictor = self.predictor
@@ -635,13 +704,6 @@ class EdgeAgent:
         if self._backlog is not None:
             _LOG.error("stopping with a batch not committed (buffer unwritable): its readings are lost",
                        extra={"reason": "buffer_write"})
-
-
-def _saved(touched: dict[str, KeyState]) -> list[tuple[str, int, str]]:
-    """``(key, last_seq, state_json)`` of the windows to save: values, last ``ts`` and ``epoch``."""
-    return [(key, st.last_seq, json.dumps({"values": [list(v) for v in st.values], "ts": st.last_ts,
-                                           "epoch": st.epoch}, separators=_SEPARATORS))
-            for key, st in touched.items()]
 
 
 def _fetch_options(settings: EdgeSettings) -> FetchOptions:

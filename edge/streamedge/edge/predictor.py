@@ -246,8 +246,28 @@ class Predictor:
             body.update(type="forecast", forecast=[[round(float(v), 6) for v in row] for row in steps])
             body.setdefault("anomaly", None)
         else:
-            best = int(np.argmax(out))
-            body.update(type="classification", label=m.class_labels[best], probability=round(float(out[best]), 6),
-                        probabilities=[round(float(p), 6) for p in out])
+            body.update(self._label(out))
         return body, elapsed
+
+    def classify(self, raw: npt.NDArray[np.floating[Any]], what: str) -> tuple[dict[str, Any], float]:
+        """Classify one raw window ``(window, n_features)`` (a cycle fitted to it, say).
+
+        Returns:
+            The classification fields of a result body and the inference time in seconds.
+
+        Raises:
+            NonFiniteOutputError: the model returned NaN or infinity (``what`` names the window).
+        """
+        started = time.perf_counter()
+        out = self.infer(np.asarray(raw, dtype=np.float32)[np.newaxis])[0]
+        elapsed = time.perf_counter() - started
+        if not np.all(np.isfinite(out)):
+            raise NonFiniteOutputError(f"{what}: model output is not finite")
+        return self._label(out), elapsed
+
+    def _label(self, out: FloatArray) -> dict[str, Any]:
+        """A classifier's output as result fields: type, label, its probability, every probability."""
+        best = int(np.argmax(out))
+        return {"type": "classification", "label": self.manifest.class_labels[best],
+                "probability": round(float(out[best]), 6), "probabilities": [round(float(p), 6) for p in out]}
 

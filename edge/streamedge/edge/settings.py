@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamedge.contracts.cycles import CycleSpec
 from streamedge.contracts.results import MAX_BLOCK_RESULTS, MAX_RESULT_BLOCK_BYTES
 from streamedge.edge.forwarder import DEFAULT_BLOCK_BYTES
 from streamedge.paths import user_state_dir
@@ -67,6 +68,14 @@ class EdgeSettings(BaseSettings):
     queue_size: int = Field(default=1024, ge=1, description="readings a source may hold ahead of inference (backpressure)")
     max_keys: int = Field(default=10_000, ge=1, description="windows kept in memory; least recently seen evicted beyond")
     stride: int = Field(default=1, ge=1, description="emit a result every N readings per key")
+    cycle: Literal["none", "marker", "gap", "period"] = Field(
+        default="none", description="classify once per machine cycle: cycles end at a reading whose last value "
+                                    "(the marker, not a feature) is non-zero, after a time gap, or every N readings "
+                                    "(none: a classification per reading, every stride-th)")
+    cycle_gap_s: float = Field(default=0.0, ge=0, description="cycle=gap: seconds between readings that end a cycle")
+    cycle_period: int = Field(default=0, ge=0, description="cycle=period: readings per cycle, aligned on seq")
+    cycle_max_samples: int = Field(default=4096, ge=1, le=1_000_000,
+                                   description="most readings of one open cycle; a cycle that reaches it ends there")
     anomaly_sigmas: float = Field(default=4.0, gt=0, description="anomaly band half-width in validation residual std")
     runtime: Literal["auto", "ai_edge_litert", "tflite_runtime"] = Field(
         default="auto", description="TFLite interpreter: auto prefers ai-edge-litert, else tflite-runtime")
@@ -105,4 +114,11 @@ class EdgeSettings(BaseSettings):
         if self.buffer_max_bytes < self.batch_max_bytes:
             raise ValueError(f"buffer_max_bytes ({self.buffer_max_bytes}) is below one transaction's results "
                              f"(batch_max_bytes, {self.batch_max_bytes}): every commit would drop its own rows")
+        self.cycle_spec()  # a gap or period cycle without its length is refused at start
         return self
+
+    def cycle_spec(self) -> CycleSpec | None:
+        """Where classification cycles end, or None (``cycle`` none: a classification per reading)."""
+        if self.cycle == "none":
+            return None
+        return CycleSpec(self.cycle, self.cycle_gap_s, self.cycle_period, self.cycle_max_samples)
