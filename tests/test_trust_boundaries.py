@@ -202,6 +202,13 @@ def test_parse_rule_refuses_a_number_too_large_for_a_float() -> None:
         PromotionRecord.from_dict(load_json(record.encode(), "promotion", 1000))
 
 
+def test_parse_rule_refuses_an_integer_beyond_64_bits() -> None:
+    for text in (b'{"ts": 1' + b"0" * 400 + b'}', b'[-9223372036854775808]', b'[99999999999999999999]'):
+        with pytest.raises(ManifestError, match=r"integer .* too large"):
+            load_json(text, "x", 1000)  # float() of the first one raises OverflowError
+    assert load_json(b'[9223372036854775807, -9223372036854775807, 0]', "x", 100) == [2**63 - 1, -(2**63 - 1), 0]
+
+
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
                      lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
                      max_leaves=12)
@@ -861,3 +868,65 @@ def test_attack9_a_fifo_in_place_of_the_ledger_is_counted_as_none_without_hangin
     outcome: queue.Queue[object] = queue.Queue()
     threading.Thread(target=lambda: outcome.put(ledger.get(NAME)), daemon=True).start()
     assert outcome.get(timeout=30) is None
+
+
+_HUGE_TS = (b'{"type":"heartbeat","device_id":"c1","model":"' + NAME.encode() + b'","seq":1,"ts":1' + b"0" * 400 +
+            b',"version":2,"error":{"mae":0.1,"count":500},"auth":"' + b"0" * 64 + b'"}')
+
+
+def test_attack4_a_heartbeat_with_a_huge_integer_ts_is_refused_by_the_view_and_the_exporter(tmp_path: Path) -> None:
+    from streamedge.contracts.identity import enrol, load_enrolment
+    from streamedge.monitor.fleet import FleetState
+
+    enrol(tmp_path / "enrolment", "c1")
+    view = FleetView(NAME, 120.0, enrolment=load_enrolment(tmp_path / "enrolment"))
+    assert view.observe(_HUGE_TS, 0.0) is None  # was OverflowError before the signature check
+    assert view.reports(0.0) == []
+    state = FleetState()
+    assert state.observe(_HUGE_TS) is None
+    assert state.rejected == 1
+
+
+def test_attack4_one_unsigned_heartbeat_with_a_huge_ts_does_not_end_the_canary_watcher(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout], tiny_models: TinyModels,
+        history: tuple[ModelRegistry, list[ModelUpdate]], tmp_path: Path) -> None:
+    from streamedge.contracts.identity import enrol, load_enrolment, sign_event
+    from streamedge.services.canary import CanaryPolicy, CanaryWatcher
+
+    registry, _ = history
+    registry.promote(NAME, 2, target="canary:50")  # v2 staged, v3 the fleet version
+    keys = {device: enrol(tmp_path / "enrolment", device) for device in ("c1", "f1")}
+    layout = make_topics(1)
+    published: list[ModelUpdate] = []
+    watcher = CanaryWatcher(registry, NAME, load_private_key(tiny_models.signing_key), published.append,
+                            CanaryPolicy(min_samples=10), enrolment=load_enrolment(tmp_path / "enrolment"))
+    ready, stop, done = threading.Event(), threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def watch() -> None:
+        try:
+            outcome.append(watcher.run(kafka_settings.kafka_python_config(), layout.edge_telemetry, stop,
+                                       check_every_s=0.2, ready=ready))
+        except BaseException as exc:  # recorded for the assertion
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        assert ready.wait(60)
+        now = time.time()
+
+        def heartbeat(device: str, version: int, mae: float) -> bytes:
+            body = {"type": "heartbeat", "device_id": device, "model": NAME, "seq": 1, "ts": now, "version": version,
+                    "error": {"mae": mae, "count": 500}}
+            return json.dumps(sign_event(body, keys[device])).encode()
+
+        _publish(kafka_settings, layout.edge_telemetry,
+                 [(None, value) for value in (_HUGE_TS, heartbeat("c1", 2, 9.0), heartbeat("f1", 3, 1.0))])
+        assert done.wait(60), "no rollback within 60 s"
+        assert isinstance(outcome[0], ModelUpdate), f"the watcher ended with {outcome[0]!r}, not a rollback"
+        assert published == outcome
+    finally:
+        stop.set()
+        done.wait(30)
