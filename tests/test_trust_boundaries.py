@@ -589,6 +589,36 @@ def test_attack8_models_serve_needs_a_token_and_tls_unless_insecure(
         assert server.url.startswith("https://" if server.token else "http://")
 
 
+def test_attack8_one_silent_connection_does_not_stall_a_tls_registry_server(tmp_path: Path) -> None:
+    import socket
+    import ssl
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    cert, key = _self_signed(tmp_path)
+    server = RegistryServer(ModelRegistry(tmp_path / "registry", Ed25519PrivateKey.generate()),
+                            "127.0.0.1", 0, "token", cert, key)
+    server.start()
+    silent = socket.create_connection(("127.0.0.1", server.port))  # connects, never says hello
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    answered = threading.Event()
+
+    def healthz() -> None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as raw, \
+                context.wrap_socket(raw) as tls:
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            if tls.recv(64).startswith(b"HTTP/1.1 200"):
+                answered.set()
+
+    try:
+        threading.Thread(target=healthz, daemon=True).start()
+        assert answered.wait(10), "a TLS registry server answered nobody while one connection stayed silent"
+    finally:
+        silent.close()
+        server.stop()
+
+
 def test_attack8_the_registry_fsyncs_its_promotions_before_a_record_leaves(
         tiny_models: TinyModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = load_private_key(tiny_models.signing_key)
