@@ -849,6 +849,26 @@ def test_attack7_the_token_never_follows_a_redirect_to_another_host(
     assert (_Redirect.seen, _Recorder.seen) == (["Bearer fleet-secret"], [None])
 
 
+def test_attack7_a_redirect_to_ftp_is_refused_before_any_connection_escapes_the_deadline(
+        http_server: Callable[[type[BaseHTTPRequestHandler]], str], tmp_path: Path) -> None:
+    """Before: urllib followed a redirect to ftp://, whose socket the deadline never shut down."""
+    import socket
+
+    with socket.socket() as ftp:
+        ftp.bind(("127.0.0.1", 0))
+        ftp.listen(1)
+        ftp.setblocking(False)
+        _Redirect.target, _Redirect.seen = f"ftp://127.0.0.1:{ftp.getsockname()[1]}", []
+        registry_url = http_server(_Redirect)
+        began = time.monotonic()
+        with pytest.raises(VerificationError, match="refused a redirect to 'ftp://"):
+            download(f"{registry_url}/m.tflite", "0" * 64, tmp_path, FetchOptions(timeout_s=1.0, deadline_s=2.0))
+        assert time.monotonic() - began < 2.0
+        with pytest.raises(BlockingIOError):
+            ftp.accept()  # nobody ever connected to the ftp:// target
+    assert _Redirect.seen == [None]
+
+
 class _SlowHeaders(BaseHTTPRequestHandler):
     """Sends its status line, then one header line every ``pause_s``: each read is quick, the whole never ends."""
 

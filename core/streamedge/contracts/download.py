@@ -13,6 +13,8 @@ result is returned only when its sha256 equals the expected one; anything else r
 The bearer token is bound to the registry origin it was issued for (``token_origin``): it is
 sent to that origin only, never to another host a model ``uri`` names (the ``uri`` is not
 signed), and :func:`fetch_options` accepts an ``http://`` origin for it only on loopback.
+A redirect is followed only to ``https://`` (or ``http://`` on loopback): any other scheme is
+refused, so every connection is one the deadline can shut down.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from streamedge.errors import ConfigError, StreamedgeError, VerificationError
@@ -237,7 +239,20 @@ def _opener(context: ssl.SSLContext, watch: _Watch) -> urllib.request.OpenerDire
         def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
             return self.do_open(Tls, req, context=context)
 
-    return urllib.request.build_opener(PlainHandler(), TlsHandler(context=context))
+    return urllib.request.build_opener(PlainHandler(), TlsHandler(context=context), _Redirects())
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to ``https://`` (or ``http://`` on loopback, as a first request may be):
+    any other scheme (``ftp://``, ``file://``) would open a connection the deadline cannot shut down."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> urllib.request.Request | None:
+        parts = urlsplit(newurl)
+        if not (parts.scheme == "https" or (parts.scheme == "http" and _loopback(parts.hostname or ""))):
+            raise VerificationError(f"{req.full_url}: refused a redirect to {newurl[:200]!r} "
+                                    "(only https, or http on loopback)")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _receive(request: urllib.request.Request, url: str, partial: Path, options: FetchOptions,
