@@ -869,6 +869,51 @@ def test_attack7_a_redirect_to_ftp_is_refused_before_any_connection_escapes_the_
     assert _Redirect.seen == [None]
 
 
+def test_attack7_a_trickled_chunk_size_line_is_cut_by_the_minimum_rate_not_the_deadline(tmp_path: Path) -> None:
+    """Before: the rate was checked only when a body byte arrived; a chunk-size line of endless
+    zeros gave none, so only the (600 s default) deadline ended the download."""
+    import socket
+
+    stop = threading.Event()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(0.2)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                while not stop.wait(0.05):  # the attacker's pacing, not the test's
+                    try:
+                        conn.sendall(b"0")
+                    except OSError:
+                        break
+
+    threading.Thread(target=serve, daemon=True).start()
+    outcome: queue.Queue[BaseException | bytes] = queue.Queue()
+
+    def fetch() -> None:
+        try:
+            outcome.put(download(f"http://127.0.0.1:{listener.getsockname()[1]}/m.tflite", "0" * 64, tmp_path,
+                                 FetchOptions(timeout_s=1.0, deadline_s=60.0)))
+        except BaseException as exc:  # recorded for the assertion
+            outcome.put(exc)
+
+    try:
+        threading.Thread(target=fetch, daemon=True).start()
+        ended = outcome.get(timeout=10)  # timeout_s 1 s, 20 bytes/s against 16 KiB/s: ends a second or so in
+        assert isinstance(ended, VerificationError) and "minimum rate" in str(ended), ended
+    finally:
+        stop.set()
+        listener.close()
+
+
 class _SlowHeaders(BaseHTTPRequestHandler):
     """Sends its status line, then one header line every ``pause_s``: each read is quick, the whole never ends."""
 
