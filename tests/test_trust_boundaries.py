@@ -202,6 +202,13 @@ def test_parse_rule_refuses_a_number_too_large_for_a_float() -> None:
         PromotionRecord.from_dict(load_json(record.encode(), "promotion", 1000))
 
 
+def test_parse_rule_refuses_an_integer_beyond_64_bits() -> None:
+    for text in (b'{"ts": 1' + b"0" * 400 + b'}', b'[-9223372036854775808]', b'[99999999999999999999]'):
+        with pytest.raises(ManifestError, match=r"integer .* too large"):
+            load_json(text, "x", 1000)  # float() of the first one raises OverflowError
+    assert load_json(b'[9223372036854775807, -9223372036854775807, 0]', "x", 100) == [2**63 - 1, -(2**63 - 1), 0]
+
+
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
                      lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
                      max_leaves=12)
@@ -582,6 +589,36 @@ def test_attack8_models_serve_needs_a_token_and_tls_unless_insecure(
         assert server.url.startswith("https://" if server.token else "http://")
 
 
+def test_attack8_one_silent_connection_does_not_stall_a_tls_registry_server(tmp_path: Path) -> None:
+    import socket
+    import ssl
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    cert, key = _self_signed(tmp_path)
+    server = RegistryServer(ModelRegistry(tmp_path / "registry", Ed25519PrivateKey.generate()),
+                            "127.0.0.1", 0, "token", cert, key)
+    server.start()
+    silent = socket.create_connection(("127.0.0.1", server.port))  # connects, never says hello
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    answered = threading.Event()
+
+    def healthz() -> None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as raw, \
+                context.wrap_socket(raw) as tls:
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            if tls.recv(64).startswith(b"HTTP/1.1 200"):
+                answered.set()
+
+    try:
+        threading.Thread(target=healthz, daemon=True).start()
+        assert answered.wait(10), "a TLS registry server answered nobody while one connection stayed silent"
+    finally:
+        silent.close()
+        server.stop()
+
+
 def test_attack8_the_registry_fsyncs_its_promotions_before_a_record_leaves(
         tiny_models: TinyModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = load_private_key(tiny_models.signing_key)
@@ -812,6 +849,71 @@ def test_attack7_the_token_never_follows_a_redirect_to_another_host(
     assert (_Redirect.seen, _Recorder.seen) == (["Bearer fleet-secret"], [None])
 
 
+def test_attack7_a_redirect_to_ftp_is_refused_before_any_connection_escapes_the_deadline(
+        http_server: Callable[[type[BaseHTTPRequestHandler]], str], tmp_path: Path) -> None:
+    """Before: urllib followed a redirect to ftp://, whose socket the deadline never shut down."""
+    import socket
+
+    with socket.socket() as ftp:
+        ftp.bind(("127.0.0.1", 0))
+        ftp.listen(1)
+        ftp.setblocking(False)
+        _Redirect.target, _Redirect.seen = f"ftp://127.0.0.1:{ftp.getsockname()[1]}", []
+        registry_url = http_server(_Redirect)
+        began = time.monotonic()
+        with pytest.raises(VerificationError, match="refused a redirect to 'ftp://"):
+            download(f"{registry_url}/m.tflite", "0" * 64, tmp_path, FetchOptions(timeout_s=1.0, deadline_s=2.0))
+        assert time.monotonic() - began < 2.0
+        with pytest.raises(BlockingIOError):
+            ftp.accept()  # nobody ever connected to the ftp:// target
+    assert _Redirect.seen == [None]
+
+
+def test_attack7_a_trickled_chunk_size_line_is_cut_by_the_minimum_rate_not_the_deadline(tmp_path: Path) -> None:
+    """Before: the rate was checked only when a body byte arrived; a chunk-size line of endless
+    zeros gave none, so only the (600 s default) deadline ended the download."""
+    import socket
+
+    stop = threading.Event()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(0.2)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                while not stop.wait(0.05):  # the attacker's pacing, not the test's
+                    try:
+                        conn.sendall(b"0")
+                    except OSError:
+                        break
+
+    threading.Thread(target=serve, daemon=True).start()
+    outcome: queue.Queue[BaseException | bytes] = queue.Queue()
+
+    def fetch() -> None:
+        try:
+            outcome.put(download(f"http://127.0.0.1:{listener.getsockname()[1]}/m.tflite", "0" * 64, tmp_path,
+                                 FetchOptions(timeout_s=1.0, deadline_s=60.0)))
+        except BaseException as exc:  # recorded for the assertion
+            outcome.put(exc)
+
+    try:
+        threading.Thread(target=fetch, daemon=True).start()
+        ended = outcome.get(timeout=10)  # timeout_s 1 s, 20 bytes/s against 16 KiB/s: ends a second or so in
+        assert isinstance(ended, VerificationError) and "minimum rate" in str(ended), ended
+    finally:
+        stop.set()
+        listener.close()
+
+
 class _SlowHeaders(BaseHTTPRequestHandler):
     """Sends its status line, then one header line every ``pause_s``: each read is quick, the whole never ends."""
 
@@ -861,3 +963,65 @@ def test_attack9_a_fifo_in_place_of_the_ledger_is_counted_as_none_without_hangin
     outcome: queue.Queue[object] = queue.Queue()
     threading.Thread(target=lambda: outcome.put(ledger.get(NAME)), daemon=True).start()
     assert outcome.get(timeout=30) is None
+
+
+_HUGE_TS = (b'{"type":"heartbeat","device_id":"c1","model":"' + NAME.encode() + b'","seq":1,"ts":1' + b"0" * 400 +
+            b',"version":2,"error":{"mae":0.1,"count":500},"auth":"' + b"0" * 64 + b'"}')
+
+
+def test_attack4_a_heartbeat_with_a_huge_integer_ts_is_refused_by_the_view_and_the_exporter(tmp_path: Path) -> None:
+    from streamedge.contracts.identity import enrol, load_enrolment
+    from streamedge.monitor.fleet import FleetState
+
+    enrol(tmp_path / "enrolment", "c1")
+    view = FleetView(NAME, 120.0, enrolment=load_enrolment(tmp_path / "enrolment"))
+    assert view.observe(_HUGE_TS, 0.0) is None  # was OverflowError before the signature check
+    assert view.reports(0.0) == []
+    state = FleetState()
+    assert state.observe(_HUGE_TS) is None
+    assert state.rejected == 1
+
+
+def test_attack4_one_unsigned_heartbeat_with_a_huge_ts_does_not_end_the_canary_watcher(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout], tiny_models: TinyModels,
+        history: tuple[ModelRegistry, list[ModelUpdate]], tmp_path: Path) -> None:
+    from streamedge.contracts.identity import enrol, load_enrolment, sign_event
+    from streamedge.services.canary import CanaryPolicy, CanaryWatcher
+
+    registry, _ = history
+    registry.promote(NAME, 2, target="canary:50")  # v2 staged, v3 the fleet version
+    keys = {device: enrol(tmp_path / "enrolment", device) for device in ("c1", "f1")}
+    layout = make_topics(1)
+    published: list[ModelUpdate] = []
+    watcher = CanaryWatcher(registry, NAME, load_private_key(tiny_models.signing_key), published.append,
+                            CanaryPolicy(min_samples=10), enrolment=load_enrolment(tmp_path / "enrolment"))
+    ready, stop, done = threading.Event(), threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def watch() -> None:
+        try:
+            outcome.append(watcher.run(kafka_settings.kafka_python_config(), layout.edge_telemetry, stop,
+                                       check_every_s=0.2, ready=ready))
+        except BaseException as exc:  # recorded for the assertion
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        assert ready.wait(60)
+        now = time.time()
+
+        def heartbeat(device: str, version: int, mae: float) -> bytes:
+            body = {"type": "heartbeat", "device_id": device, "model": NAME, "seq": 1, "ts": now, "version": version,
+                    "error": {"mae": mae, "count": 500}}
+            return json.dumps(sign_event(body, keys[device])).encode()
+
+        _publish(kafka_settings, layout.edge_telemetry,
+                 [(None, value) for value in (_HUGE_TS, heartbeat("c1", 2, 9.0), heartbeat("f1", 3, 1.0))])
+        assert done.wait(60), "no rollback within 60 s"
+        assert isinstance(outcome[0], ModelUpdate), f"the watcher ended with {outcome[0]!r}, not a rollback"
+        assert published == outcome
+    finally:
+        stop.set()
+        done.wait(30)

@@ -200,3 +200,19 @@ def test_an_unsigned_expiry_edit_breaks_the_record_signature(tiny_models: TinyMo
     verify_record(record, load_public_key(tiny_models.public_key))
     with pytest.raises(SignatureError, match="does not match"):
         verify_record(replace(record, expires=1e12), load_public_key(tiny_models.public_key))
+
+
+def test_a_candidate_list_with_an_expiry_too_large_for_a_float_is_a_config_error(tmp_path: Path) -> None:
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    root, signer = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    installed = tmp_path / "installed.json"
+    write_key_list(make_key_list(root, [signer.public_key()], 1, time.time() + 86400), installed)
+    body = json.loads(installed.read_bytes())
+    body["signed"].update(version=2, expires=10**400)  # unsigned edit: was OverflowError before any check
+    candidate = tmp_path / "new.json"
+    candidate.write_text(json.dumps(body))
+    with pytest.raises(ConfigError, match="too large"):
+        replace_key_list(candidate, installed)

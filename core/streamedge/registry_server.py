@@ -14,7 +14,8 @@ a single ``Range: bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` (206, 416 when unsat
 ``If-Range`` (a stale ETag gets the whole file). A token and TLS are required unless
 ``insecure`` is set (a loopback demo, a test): the token is a fleet credential and must not
 cross the network in clear. What clients trust is the signature and the sha256, not this
-server: it only moves bytes.
+server: it only moves bytes. The TLS handshake runs in each connection's own thread under
+``HANDSHAKE_TIMEOUT_S``, never in the accept loop: a silent connection stalls nobody else.
 """
 
 from __future__ import annotations
@@ -37,6 +38,28 @@ __all__ = ["RegistryServer"]
 _ROUTE: Final = re.compile(r"^/models/([^/]{1,256})/([0-9]{1,12})/([^/]{1,256})$")
 _RANGE: Final = re.compile(r"^bytes=([0-9]{0,18})-([0-9]{0,18})$")
 _CHUNK: Final = 64 * 1024
+HANDSHAKE_TIMEOUT_S: Final = 10.0
+
+
+class _Server(ThreadingHTTPServer):
+    """A threaded HTTP server that, given ``tls``, does each TLS handshake in the connection's own thread."""
+
+    tls: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(HANDSHAKE_TIMEOUT_S)
+        try:
+            secure = self.tls.wrap_socket(request, server_side=True)  # handshakes here, in this thread
+        except (OSError, ValueError):  # a silent, slow or non-TLS client: drop this connection only
+            return
+        try:
+            secure.settimeout(None)
+            super().finish_request(secure, client_address)
+        finally:
+            self.shutdown_request(secure)
 
 
 class RegistryServer:
@@ -63,13 +86,13 @@ class RegistryServer:
         self.token = token
         self._etags: dict[tuple[str, int, int], str] = {}
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, port), _handler_class(self))
+        self._httpd = _Server((host, port), _handler_class(self))
         self._httpd.daemon_threads = True
         self.scheme = "http"
         if certfile is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
-            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
+            self._httpd.tls = context
             self.scheme = "https"
         self._thread: threading.Thread | None = None
 

@@ -13,6 +13,8 @@ result is returned only when its sha256 equals the expected one; anything else r
 The bearer token is bound to the registry origin it was issued for (``token_origin``): it is
 sent to that origin only, never to another host a model ``uri`` names (the ``uri`` is not
 signed), and :func:`fetch_options` accepts an ``http://`` origin for it only on loopback.
+A redirect is followed only to ``https://`` (or ``http://`` on loopback): any other scheme is
+refused, so every connection is one the deadline can shut down.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from streamedge.errors import ConfigError, StreamedgeError, VerificationError
@@ -38,6 +40,7 @@ from streamedge.errors import ConfigError, StreamedgeError, VerificationError
 __all__ = ["FetchOptions", "FetchRetries", "download", "fetch_options", "origin"]
 
 _CHUNK: Final = 64 * 1024
+_GUARD_S: Final = 0.25  # how often the guard thread checks the deadline and the minimum rate
 _ATTEMPTS: Final = 4
 _BACKOFF_S: Final = 0.2  # between attempts, doubling: a dropped link resumes at once, a busy server gets air
 
@@ -184,33 +187,44 @@ def _transfer(url: str, expected: str, partial: Path, options: FetchOptions, con
         # Never copied onto a redirected request: the token goes to its registry origin only.
         request.add_unredirected_header("Authorization", f"Bearer {options.token}")
     watch = _Watch()
-    timer = threading.Timer(max(deadline - time.monotonic(), 0.0), watch.fire)
-    timer.daemon = True
-    timer.start()
-    late = VerificationError(f"{url}: not complete within the {options.deadline_s:.0f} s deadline")
+    done = threading.Event()
+    guard = threading.Thread(target=watch.guard, args=(url, options, deadline, done), daemon=True)
+    guard.start()
     try:
         digest = _receive(request, url, partial, options, context, deadline, have, watch)
     except (OSError, http.client.HTTPException) as exc:
-        if watch.fired:
-            raise late from exc
+        if watch.fired is not None:
+            raise VerificationError(watch.fired) from exc
         raise
     finally:
-        timer.cancel()
-    if watch.fired:  # a shut-down socket can also read as a clean, short end
-        raise late
+        done.set()
+    if watch.fired is not None:  # a shut-down socket can also read as a clean, short end
+        raise VerificationError(watch.fired)
     return digest
 
 
 class _Watch:
-    """The sockets of one attempt, shut down when the overall deadline passes: a server trickling its
-    status line or headers is cut off as surely as one trickling its body."""
+    """The sockets of one attempt, shut down when the overall deadline passes or, once the body began,
+    the minimum rate is missed: a server trickling its status line, headers or a chunk-size line (no
+    body byte at all) is cut off as surely as one trickling its body."""
 
     def __init__(self) -> None:
         self.sockets: list[socket.socket] = []
-        self.fired = False
+        self.fired: str | None = None
+        self.began: float | None = None  # when the response's body began (set by _receive)
+        self.received = 0  # body bytes so far (updated by _receive)
 
-    def fire(self) -> None:
-        self.fired = True
+    def guard(self, url: str, options: FetchOptions, deadline: float, done: threading.Event) -> None:
+        """Check the pace every ``_GUARD_S`` until ``done``; fire on the first miss."""
+        while not done.wait(min(_GUARD_S, max(deadline - time.monotonic(), 0.0))):
+            try:
+                _check_pace(url, self.received, self.began, options, deadline)
+            except VerificationError as exc:
+                self.fire(str(exc))
+                return
+
+    def fire(self, reason: str) -> None:
+        self.fired = reason
         for sock in self.sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -237,7 +251,20 @@ def _opener(context: ssl.SSLContext, watch: _Watch) -> urllib.request.OpenerDire
         def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
             return self.do_open(Tls, req, context=context)
 
-    return urllib.request.build_opener(PlainHandler(), TlsHandler(context=context))
+    return urllib.request.build_opener(PlainHandler(), TlsHandler(context=context), _Redirects())
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to ``https://`` (or ``http://`` on loopback, as a first request may be):
+    any other scheme (``ftp://``, ``file://``) would open a connection the deadline cannot shut down."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> urllib.request.Request | None:
+        parts = urlsplit(newurl)
+        if not (parts.scheme == "https" or (parts.scheme == "http" and _loopback(parts.hostname or ""))):
+            raise VerificationError(f"{req.full_url}: refused a redirect to {newurl[:200]!r} "
+                                    "(only https, or http on loopback)")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _receive(request: urllib.request.Request, url: str, partial: Path, options: FetchOptions,
@@ -253,7 +280,7 @@ def _receive(request: urllib.request.Request, url: str, partial: Path, options: 
             raise VerificationError(f"{url}: {start + length} bytes exceeds the {options.max_bytes}-byte cap")
         digest = hashlib.sha256()
         received = 0
-        began = time.monotonic()
+        began = watch.began = time.monotonic()
         with partial.open("r+b" if resumed else "wb") as handle:
             if resumed:
                 for chunk in iter(lambda: handle.read(_CHUNK), b""):
@@ -262,6 +289,7 @@ def _receive(request: urllib.request.Request, url: str, partial: Path, options: 
             while chunk := response.read1(_CHUNK):
                 _check_pace(url, received, began, options, deadline)
                 received += len(chunk)
+                watch.received = received
                 if start + received > options.max_bytes:
                     handle.close()
                     partial.unlink(missing_ok=True)
@@ -273,11 +301,14 @@ def _receive(request: urllib.request.Request, url: str, partial: Path, options: 
     return digest.hexdigest()
 
 
-def _check_pace(url: str, received: int, began: float, options: FetchOptions, deadline: float) -> None:
-    """Raise :class:`VerificationError` past the deadline, or below the minimum rate after ``timeout_s``."""
+def _check_pace(url: str, received: int, began: float | None, options: FetchOptions, deadline: float) -> None:
+    """Raise :class:`VerificationError` past the deadline, or below the minimum rate after ``timeout_s``
+    of body (``began``; None: the body has not begun, only the deadline applies)."""
     now = time.monotonic()
-    if now > deadline:
+    if now >= deadline:
         raise VerificationError(f"{url}: not complete within the {options.deadline_s:.0f} s deadline")
+    if began is None:
+        return
     elapsed = now - began
     if elapsed > options.timeout_s and received < options.min_rate_bps * elapsed:
         raise VerificationError(f"{url}: {received} bytes in {elapsed:.1f} s is below the minimum rate of "

@@ -11,7 +11,8 @@ someone who may be hostile. :func:`load_json` is the only way they are decoded:
    payload's ``json.dumps``) ever sees it;
 4. ``NaN``, ``Infinity`` and ``-Infinity`` are refused: they are not JSON and no signature
    payload can hold them; so is a number too large for a float (``1e999``), which Python's
-   decoder would otherwise turn into ``inf``.
+   decoder would otherwise turn into ``inf``; so is an integer of magnitude ``2**63`` or more
+   (``MAX_INT``), which no field needs and which ``float()`` or a time comparison could not take.
 
 :func:`check_depth` applies rule 3 to values built in code (a manifest's free-form fields).
 Every failure is a :class:`~streamedge.errors.ManifestError` naming ``what`` was refused.
@@ -25,11 +26,13 @@ from typing import Any, Final
 
 from streamedge.errors import ManifestError
 
-__all__ = ["MAX_DEPTH", "check_depth", "depth_of", "load_json"]
+__all__ = ["MAX_DEPTH", "MAX_INT", "check_depth", "depth_of", "load_json"]
 
 # Deepest nesting any streamedge message needs is 4 (update > manifest > metrics > {split: {...}});
 # 32 leaves room for free-form metrics while keeping every recursive walk far from Python's limit.
 MAX_DEPTH: Final = 32
+# Largest integer magnitude accepted: a signed 64-bit count; every such integer converts to float.
+MAX_INT: Final = 2**63 - 1
 
 
 def _no_constant(name: str) -> Any:
@@ -40,6 +43,15 @@ def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise ManifestError(f"number {text[:40]} is too large for a float")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 19:  # checked before int() so a long digit string is never converted
+        raise ManifestError(f"integer {text[:40]}... is too large")
+    value = int(text)
+    if abs(value) > MAX_INT:
+        raise ManifestError(f"integer {text} is too large")
     return value
 
 
@@ -77,12 +89,14 @@ def load_json(payload: bytes | str, what: str, max_bytes: int, max_depth: int = 
         max_depth: deepest nesting accepted.
 
     Raises:
-        ManifestError: too large, not JSON, too deep or holding a non-finite constant; nothing else.
+        ManifestError: too large, not JSON, too deep or holding a non-finite constant
+            or an integer beyond ``MAX_INT``; nothing else.
     """
     if len(payload) > max_bytes:
         raise ManifestError(f"{what} of {len(payload)} bytes exceeds {max_bytes}")
     try:
-        value = json.loads(payload, parse_constant=_no_constant, parse_float=_finite_float)
+        value = json.loads(payload, parse_constant=_no_constant, parse_float=_finite_float,
+                           parse_int=_bounded_int)
     except ManifestError:
         raise
     except (ValueError, RecursionError, TypeError) as exc:  # invalid UTF-8, over-long integers included

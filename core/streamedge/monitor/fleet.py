@@ -32,7 +32,6 @@ from prometheus_client.registry import Collector
 
 from streamedge.contracts.reading import is_valid_id
 from streamedge.contracts.untrusted import load_json
-from streamedge.errors import StreamedgeError
 
 __all__ = ["DeviceHeartbeat", "FleetCollector", "FleetState"]
 
@@ -53,7 +52,11 @@ class DeviceHeartbeat:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 class FleetState:
@@ -76,13 +79,13 @@ class FleetState:
         """Take one telemetry message; returns the heartbeat it held, else None (counted when unreadable)."""
         try:
             body = load_json(value, "heartbeat", _MAX_HEARTBEAT_BYTES) if value else None
-        except (StreamedgeError, ValueError):
-            body = None
-        kind = body.get("type") if isinstance(body, dict) else None
+            kind = body.get("type") if isinstance(body, dict) else None
+            device = body.get("device_id") if isinstance(body, dict) else None
+            ts = _number(body.get("ts")) if isinstance(body, dict) else None
+        except Exception:  # an error no rule foresaw refuses (counts) this message only
+            body = kind = device = ts = None
         if isinstance(kind, str) and kind != "heartbeat":
             return None  # another telemetry event (a model update, a lost buffer): not a heartbeat
-        device = body.get("device_id") if isinstance(body, dict) else None
-        ts = _number(body.get("ts")) if isinstance(body, dict) else None
         if not isinstance(body, dict) or kind is None or not is_valid_id(device) or ts is None:
             with self._lock:
                 self.rejected += 1

@@ -214,7 +214,9 @@ class FleetView:
                                   version if isinstance(version, int) and not isinstance(version, bool) else None,
                                   self._mae(error.get("mae"), device),
                                   int(count) if isinstance(count, int) else 0, now)
-        except (StreamedgeError, ValueError, TypeError, KeyError, AttributeError):
+        except Exception as exc:  # an error no rule foresaw refuses this message only
+            if not isinstance(exc, StreamedgeError | ValueError | TypeError | KeyError | AttributeError):
+                _log.warning("heartbeat of %s refused: %s: %.200s", self.model, type(exc).__name__, exc)
             return None
         with self._lock:
             self._latest.pop(device, None)  # re-inserted last: the dict runs oldest to newest heard
@@ -455,7 +457,11 @@ class CanaryWatcher:
                 pause = _RECONNECT_FIRST_S
                 for tp, records in batches.items():
                     for message in records:
-                        self.observe(message.value)
+                        try:
+                            self.observe(message.value)
+                        except Exception as exc:  # one message never ends the watcher
+                            _log.warning("telemetry message %s@%d refused: %s: %.200s",
+                                         tp, message.offset, type(exc).__name__, exc)
                         positions[tp] = message.offset + 1
                 if self.clock() - last_check >= check_every_s:
                     last_check = self.clock()
