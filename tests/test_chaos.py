@@ -73,6 +73,8 @@ def test_short_chaos_run_loses_nothing(kafka_broker: LocalBroker, tiny_models: T
     assert report["results_seen"] >= report["expected_results"] == 2 * 12 * (100 - 8 + 1)
     assert report["poison_dead_lettered"] == report["poison_sent"] == 5
     assert report["valid_readings_dead_lettered"] == 0
+    # The gzip bomb was refused by the broker (the readings topic re-encodes and size-checks batches).
+    assert report["bombs_by_answer"] == {"MessageSizeTooLargeError": 1}
     print(f"chaos: {report['faults_by_kind']}, {report['duplicates']} duplicates (dropped by key), "
           f"{report['worker_crashes']} worker exit(s) restarted")
     # The killed broker led partitions of the readings topic; they moved and the stream went on.

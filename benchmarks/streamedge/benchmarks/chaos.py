@@ -22,11 +22,12 @@ poison             hostile bytes on the readings topic (invalid   (they must be 
 write_refused      the forecasts topic's ``max.message.bytes``    the limit restored once a worker
                    set to 100: the broker refuses every forecast  retried a refused send (held
                                                                   batches are then delivered)
+compressed_bomb    one gzip record of 32 MB of zeros (32 KB on    (the broker must refuse it: the
+                   the wire) on the readings topic                topic's compression.type)
 =================  =============================================  ==============================
 
 Not covered (see docs/stream.md, "Refusals"): a missing output topic (the cluster creates topics
-on demand, so it is no refusal here), a denied ACL (the cluster is PLAINTEXT), and compressed
-bombs (the Kafka client decompresses a batch whole before the worker sees it: no bound yet).
+on demand, so it is no refusal here) and a denied ACL (the cluster is PLAINTEXT).
 
 The plan is drawn from ``--seed``: the first faults are every kind once in a shuffled order, the
 rest are drawn at random; targets (which worker, which node) come from the same generator, so a
@@ -59,7 +60,7 @@ from streamedge.processes import stop_process
 __all__ = ["FAULT_KINDS", "add_arguments", "plan_faults", "run"]
 
 FAULT_KINDS: Final = ("worker_sigkill", "worker_join", "worker_leave", "broker_sigkill", "broker_sigstop", "poison",
-                      "write_refused")
+                      "write_refused", "compressed_bomb")
 # The broker's default message.max.bytes, restored on the forecasts topic after write_refused.
 _MAX_MESSAGE_BYTES = 1_048_588
 _MODELS: Final = {"forecast": "tiny-forecaster", "classification": "tiny-classifier"}
@@ -69,6 +70,8 @@ _STREAM: Final = "s"
 _SESSION_TIMEOUT_S: Final = 6.0
 _PAUSE_S: Final = _SESSION_TIMEOUT_S + 2.0
 _MAX_WORKERS: Final = 4
+# Expands to 32 times the broker's max.message.bytes; refused by the readings topic's re-encoding.
+_BOMB_BYTES: Final = 32 * 1024 * 1024
 _POISON: Final = (b"\xff\xfe\xfd not UTF-8", b"[" * 100_000,
                   b'{"device_id": "d0", "stream": "s", "ts": 1, "value": 1' + b"0" * 400 + b', "seq": 1}',
                   b'{"device_id": 5, "stream": ["s"], "ts": "now", "value": {}, "seq": -1}', b"")
@@ -271,6 +274,7 @@ class _Run:
                                 args.processing_guarantee, self.work)
         self.producer: Any = None
         self.poison: list[tuple[int, int]] = []
+        self.bombs: Counter[str] = Counter()
         self.log: list[dict[str, Any]] = []
 
     def open(self) -> None:
@@ -312,6 +316,9 @@ class _Run:
                                           value=payload) for payload in _POISON]
             self.poison += [(m.partition, m.offset) for m in (f.get(timeout=120) for f in futures)]
             entry["messages"] = len(_POISON)
+        elif kind == "compressed_bomb":
+            entry["answer"] = self._send_bomb()
+            self.bombs[entry["answer"]] += 1
         elif kind == "write_refused":
             entry["_retries_before"] = self.workers.send_retries()
             self._forecast_limit(100)
@@ -334,6 +341,23 @@ class _Run:
                 time.sleep(0.3)
             entry["send_retries"] = self.workers.send_retries() - before
             self._forecast_limit(_MAX_MESSAGE_BYTES)
+
+    def _send_bomb(self) -> str:
+        """One gzip bomb on the readings topic; the broker's answer: its error's name, or ``accepted``."""
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        producer = KafkaProducer(**self.kafka.kafka_python_config(), acks="all", compression_type="gzip", retries=0,
+                                 max_request_size=2 * _BOMB_BYTES, batch_size=_BOMB_BYTES + 2**20,
+                                 request_timeout_ms=30_000, delivery_timeout_ms=60_000)
+        try:
+            producer.send(self.layout.readings, key=f"dev{self.rng.randrange(1000)}/{_STREAM}".encode(),
+                          value=bytes(_BOMB_BYTES)).get(timeout=90)
+            return "accepted"
+        except KafkaError as exc:
+            return type(exc).__name__
+        finally:
+            producer.close(timeout=30)
 
     def _forecast_limit(self, max_bytes: int) -> None:
         """Set the forecasts topic's ``max.message.bytes`` (100 refuses every forecast)."""
@@ -450,7 +474,8 @@ class _Run:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the chaos benchmark and write its JSON; returns 0 when nothing was lost, else 1."""
+    """Run the chaos benchmark and write its JSON; returns 0 when nothing was lost and no bomb was
+    accepted, else 1."""
     import logging
 
     from streamedge.benchmarks.chaos_check import expected_keys, tally
@@ -486,6 +511,7 @@ def run(args: argparse.Namespace) -> int:
         "results_seen": figures.results_seen, "missing_examples": figures.missing_examples,
         "poison_sent": len(poison), "poison_dead_lettered": len(poison & lettered),
         "valid_readings_dead_lettered": len(lettered - poison),
+        "bombs_by_answer": dict(sorted(chaos.bombs.items())),
         "leaders_moved": sum(int(e.get("leaders_moved", 0)) for e in chaos.log),
         "worker_topic_replicas": worker_topic_replicas,
         "worker_crashes": len(chaos.workers.unexpected_exits),
@@ -495,4 +521,4 @@ def run(args: argparse.Namespace) -> int:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("faults", "readings", "lost", "duplicates", "duplicates_after_dedup",
                                              "conflicting_keys", "faults_by_kind")}), f"-> {args.out}")
-    return 0 if report["lost"] == 0 else 1
+    return 0 if report["lost"] == 0 and "accepted" not in chaos.bombs else 1

@@ -3,6 +3,12 @@
 Partitions are the unit of parallelism: a consumer group can use at most as many workers as
 the readings topic has partitions, so readings and results default to 6. Model updates are a
 compacted topic keyed by model name, so a new subscriber reads the latest version of each.
+
+The topics devices write (readings, edge results, edge telemetry) are ``compression.type=uncompressed``:
+the broker re-encodes a compressed batch and checks the result against ``max.message.bytes``, so a
+gzip bomb is refused at produce time instead of being decompressed whole by every consumer
+(docs/stream.md, "Compressed records"). Uncompressed batches, what the project's producers send,
+are appended as they are.
 """
 
 from __future__ import annotations
@@ -77,19 +83,21 @@ class TopicLayout:
         week = {"cleanup.policy": "delete", "retention.ms": str(_WEEK_MS)}
         month = {"cleanup.policy": "delete", "retention.ms": str(4 * _WEEK_MS)}
         compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+        # Written by devices: a compressed batch is re-encoded and size-checked by the broker.
+        untrusted = {"compression.type": "uncompressed"}
         n = self.partitions
         return [
             # The broker stamps readings as it appends them: idle expiry and the window rebuild run
             # on message time, which a device's clock or a forged future stamp must not drive.
-            TopicSpec(self.readings, n, {**week, "message.timestamp.type": "LogAppendTime"}),
+            TopicSpec(self.readings, n, {**week, **untrusted, "message.timestamp.type": "LogAppendTime"}),
             TopicSpec(self.forecasts, n, week),
             TopicSpec(self.anomalies, n, month),
             TopicSpec(self.classifications, n, week),
             TopicSpec(self.dead_letters, max(1, n // 2), month),
             TopicSpec(self.model_updates, 1, compacted),
             TopicSpec(self.retrain_requests, 1, month),
-            TopicSpec(self.edge_results, n, week),
-            TopicSpec(self.edge_telemetry, max(1, n // 2), week),
+            TopicSpec(self.edge_results, n, {**week, **untrusted}),
+            TopicSpec(self.edge_telemetry, max(1, n // 2), {**week, **untrusted}),
         ]
 
 
