@@ -59,9 +59,24 @@ def test_bench_anomalies_scores_both_detectors_point_and_event_wise(tmp_path: Pa
     assert row["spec"]["season"] == 6 and row["window"] == 18
     zscore = row["detectors"]["rolling_zscore k=4"]
     assert zscore["event"]["events_found"] == 2 and zscore["point"]["recall"] == 1.0
-    residual = row["detectors"]["forecast_residual k=4"]
-    assert residual["event"]["events"] == 2 and 0 <= residual["event"]["f1"] <= 1
-    assert 0 <= residual["point"]["precision"] <= 1
+    for name in ("detector k=4", "fixed_band (before) k=4"):
+        scores = row["detectors"][name]
+        assert scores["event"]["events"] == 2 and 0 <= scores["event"]["f1"] <= 1
+        assert 0 <= scores["point"]["precision"] <= 1
+    # A second run reuses the forecaster trained on the same history.
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["rows"][0]["reused_forecaster"] is True
+
+
+def test_anomaly_selection_ranks_every_grid_point_on_synthetic_series() -> None:
+    from streamedge.benchmarks.anomaly_selection import GRID, select, synthetic_series
+
+    values, labels, forecast, season = synthetic_series(0)
+    assert len(values) == 3000 and np.isnan(forecast[:season]).all() and 0 < labels.sum() < 100
+    result = select(range(1))
+    f1 = [row["mean_event_f1"] for row in result["grid"]]
+    assert len(f1) == len(GRID["span"]) * len(GRID["floor"]) * len(GRID["gap"]) and f1 == sorted(f1, reverse=True)
+    assert result["chosen"] == result["grid"][0]
 
 
 def test_bench_forecasters_recomputes_a_cached_run_under_other_origins_end_or_baselines(tmp_path: Path) -> None:

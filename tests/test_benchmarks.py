@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from streamedge.cli.main import main
+from streamedge.training.tiny import TinyModels
 
 
 def test_bench_edge_writes_contracted_figures(tmp_path: Path) -> None:
@@ -24,3 +25,14 @@ def test_bench_edge_writes_contracted_figures(tmp_path: Path) -> None:
         assert ratios[key] > 0, key
     assert set(figures["runtimes"]) == {"ai_edge_litert", "tflite_runtime"}
     assert figures["process"]["edge_agent"]["results"] == figures["process"]["tensorflow"]["results"] > 0
+
+
+def test_bench_predict_reports_the_childs_own_peak_rss(tmp_path: Path, tiny_models: TinyModels) -> None:
+    """Before: wait4's ru_maxrss also counted this (TensorFlow-holding) test process, which the child
+    was forked from, so a 75 MiB predict run was reported at several hundred MiB."""
+    out = tmp_path / "predict.json"
+    assert main(["bench", "predict", "--out", str(out), "--rows", "300", "--keys", "2",
+                 "--model", str(tiny_models.forecaster)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["output_rows"] == 300 and figures["rows_per_s_printed"] > 0
+    assert 10 < figures["peak_rss_mib"] < 200

@@ -31,6 +31,7 @@ from streamedge.kafka.cluster import LocalCluster, free_ports
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout, create_topics
 from streamedge.registry import ModelRegistry
+from streamedge.services.records import reading_of
 from streamedge.training.retrain import Retrainer, RetrainMetrics, RetrainOutcome, serve
 from streamedge.training.tiny import TINY_WINDOW, TinyModels
 from tests.services.helpers import WorkerProcess, consume_until, install, produce, reading
@@ -72,7 +73,7 @@ def _buffer(outbox: Outbox, forwarder: Forwarder, topic: str, count: int) -> Non
 
 def _reading_of(message: Any) -> str:
     """The reading and model a result names: its idempotency key up to the source offset."""
-    return str(json.loads(message.value)["idempotency_key"]).split("@")[0]
+    return reading_of(str(json.loads(message.value)["idempotency_key"]))
 
 
 def _seqs(messages: list[Any]) -> set[int]:

@@ -77,5 +77,7 @@ def test_short_chaos_run_loses_nothing(kafka_broker: LocalBroker, tiny_models: T
           f"{report['worker_crashes']} worker exit(s) restarted")
     # The killed broker led partitions of the readings topic; they moved and the stream went on.
     assert report["leaders_moved"] > 0
+    # The refused forecasts were refused (and retried) before the limit was restored.
+    assert next(e["send_retries"] for e in report["fault_log"] if e["kind"] == "write_refused") > 0
     # The workers' own Faust topic is replicated like the layout's, so no broker is a single point.
     assert report["worker_topic_replicas"] == 3

@@ -191,6 +191,17 @@ def test_parse_rule_bounds_size_and_depth_before_anything_walks_the_value() -> N
         parse_model_update(b"[" * 10, None)
 
 
+def test_parse_rule_refuses_a_number_too_large_for_a_float() -> None:
+    for text in (b'{"a": 1e999}', b'{"a": -1e999}', b'[1.5e400]'):
+        with pytest.raises(ManifestError, match="too large for a float"):
+            load_json(text, "x", 100)  # Python's decoder made these inf
+    assert load_json(b'{"a": 1.5e308, "b": 1e-999}', "x", 100) == {"a": 1.5e308, "b": 0.0}
+    record = json.dumps({"model": NAME, "version": 1, "action": "promote", "sequence": 1, "time": 1.0,
+                         "sha256": "0" * 64, "expires": 1.0}).replace('"expires": 1.0', '"expires": 1e999')
+    with pytest.raises(ManifestError, match="too large"):
+        PromotionRecord.from_dict(load_json(record.encode(), "promotion", 1000))
+
+
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
                      lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
                      max_leaves=12)
@@ -631,6 +642,36 @@ def test_attack1_retraining_admits_only_enrolled_devices_within_their_share_and_
 # ---------------------------------------------------------------- attack 4
 
 
+def test_attack1_retraining_learns_only_readings_signed_by_the_device_they_name(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout], tmp_path: Path) -> None:
+    from streamedge.contracts.identity import enrol, load_enrolment, sign_message
+    from streamedge.training.kafka_source import replay_topic
+
+    layout = make_topics(1)
+    keys = {device: enrol(tmp_path / "enrolment", device) for device in ("d0", "d1")}
+    genuine = [(f"d{i}", seq, 275.0, keys[f"d{i}"]) for i in (0, 1) for seq in range(30)]
+    # d1 (enrolled, holding the shared credential) speaks for d0: signed with its own key, and
+    # unsigned; and for an id nobody enrolled.
+    forged = [("d0", seq, 2234.0, keys["d1"]) for seq in range(30, 60)] + \
+             [("d0", seq, 2234.0, None) for seq in range(60, 90)] + [("ghost", seq, 2234.0, keys["d1"]) for seq in range(30)]
+    producer = KafkaProducer(**kafka_settings.kafka_python_config())
+    try:
+        for device, seq, level, key in genuine + forged:
+            value = json.dumps({"device_id": device, "stream": "s", "ts": 1.7e9 + seq, "value": level,
+                                "seq": seq}).encode()
+            producer.send(layout.readings, key=f"{device}/s".encode(), value=value,
+                          headers=sign_message(value, key) if key is not None else None)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+    open_replay = replay_topic(kafka_settings, layout.readings, streams={"s"})
+    assert float(np.concatenate(open_replay.series).mean()) > 1000  # the forgeries, learnt as d0 and ghost
+    checked = replay_topic(kafka_settings, layout.readings, streams={"s"}, enrolment=load_enrolment(tmp_path / "enrolment"))
+    assert checked.ids == ["d0/s", "d1/s"] and [len(s) for s in checked.series] == [30, 30]
+    assert float(np.concatenate(checked.series).mean()) == 275.0
+    assert any(f"'unauthenticated': {len(forged)}" in note for note in checked.report.notes)
+
+
 def test_attack4_heartbeats_count_only_when_signed_by_the_enrolled_device_itself(
         kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout], tiny_models: TinyModels,
         history: tuple[ModelRegistry, list[ModelUpdate]], tmp_path: Path) -> None:
@@ -644,8 +685,10 @@ def test_attack4_heartbeats_count_only_when_signed_by_the_enrolled_device_itself
     keys = {device: enrol(enrolment_file, device) for device in ("c1", "f1")}
     enrolment = load_enrolment(enrolment_file)
 
+    now = time.time()  # heartbeats are judged fresh by their signed ts
+
     def heartbeat(device: str, version: int, mae: float, key: bytes | None, seq: int = 1) -> bytes:
-        body = {"type": "heartbeat", "device_id": device, "model": NAME, "seq": seq, "ts": 1.7e9 + seq,
+        body = {"type": "heartbeat", "device_id": device, "model": NAME, "seq": seq, "ts": now + seq,
                 "version": version, "error": {"mae": mae, "count": 500}}
         return json.dumps(sign_event(body, key) if key is not None else body).encode()
 
@@ -703,6 +746,37 @@ def test_attack4_the_agent_signs_its_heartbeats_with_its_enrolled_key(
     edited["seq"] += 5  # a fresh seq, but not what the device signed
     assert view.observe(json.dumps(edited).encode(), 0.0) is None
     assert view.observe(beats[1], 0.0) is None and view.unauthenticated == 2  # and a replay
+
+
+def test_attack4_a_heartbeat_replayed_after_the_watcher_restarts_is_refused(tmp_path: Path) -> None:
+    from streamedge.contracts.identity import enrol, load_enrolment, sign_event
+
+    key = enrol(tmp_path / "enrolment", "c1")
+    enrolment = load_enrolment(tmp_path / "enrolment")
+    signed_at = 1.8e9
+    beat = json.dumps(sign_event({"type": "heartbeat", "device_id": "c1", "model": NAME, "seq": 7, "ts": signed_at,
+                                  "version": 2, "error": {"mae": 0.5, "count": 500}}, key)).encode()
+    first = FleetView(NAME, 120.0, enrolment=enrolment, wall_clock=lambda: signed_at + 1)
+    assert first.observe(beat, 0.0) is not None
+    assert first.observe(beat, 1.0) is None  # a replay to the same watcher: its seq is used
+    # The watcher restarts (its seq memory is empty) and the captured heartbeat is sent again
+    # later: the signed ts, not the lost seq, refuses it.
+    restarted = FleetView(NAME, 120.0, enrolment=enrolment, wall_clock=lambda: signed_at + 600)
+    assert restarted.observe(beat, 0.0) is None and restarted.unauthenticated == 1
+    ahead = json.dumps(sign_event({**json.loads(beat), "seq": 8, "ts": signed_at + 1200}, key)).encode()
+    assert restarted.observe(ahead, 0.0) is None  # nor a heartbeat signed for the future
+    fresh = json.dumps(sign_event({**json.loads(beat), "seq": 8, "ts": signed_at + 590}, key)).encode()
+    assert restarted.observe(fresh, 0.0) is not None
+
+
+def test_attack4_enrolment_and_key_files_are_left_0600_even_when_they_existed(tmp_path: Path) -> None:
+    enrolment, key = tmp_path / "enrolment", tmp_path / "pump-7.key"
+    for path in (enrolment, key):
+        path.touch(mode=0o644)
+        path.chmod(0o644)  # a copy or a touch: readable by every user of the host
+    assert main(["edge", "enrol", "pump-7", "--enrolment", str(enrolment), "--key-out", str(key)]) == 0
+    assert (enrolment.stat().st_mode & 0o777, key.stat().st_mode & 0o777) == (0o600, 0o600)
+    assert len(key.read_text().strip()) == 64 and "pump-7" in enrolment.read_text()
 
 
 class _Redirect(BaseHTTPRequestHandler):

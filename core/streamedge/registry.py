@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from streamedge.contracts.keys import TrustAnchor
 from streamedge.contracts.manifest import ModelManifest, read_manifest, verify_model_file, write_manifest
 from streamedge.contracts.model_update import INLINE_MAX_BYTES, ModelUpdate
 from streamedge.contracts.promotion import PromotionRecord, UpdateAction, sign_record
@@ -66,11 +67,16 @@ class ModelRegistry:
     Args:
         root: registry folder (created on first ``add``).
         signing_key: signs promotion records when ``promote``/``rollback`` are given none.
+        record_ttl_s: every record issued carries ``expires`` = issue time + this (None: no
+            expiry); :meth:`refresh` re-issues the current record before it runs out, so a
+            subscriber that sees an expired record knows a newer one is withheld from it.
     """
 
-    def __init__(self, root: Path, signing_key: Ed25519PrivateKey | None = None) -> None:
+    def __init__(self, root: Path, signing_key: Ed25519PrivateKey | None = None,
+                 record_ttl_s: float | None = None) -> None:
         self.root = Path(root)
         self.signing_key = signing_key
+        self.record_ttl_s = record_ttl_s
 
     def names(self) -> list[str]:
         """Model names with at least one version, sorted."""
@@ -203,15 +209,18 @@ class ModelRegistry:
                signing_key: Ed25519PrivateKey | None) -> PromotionRecord:
         version = int(data["active"])
         staged = data["canary"]
+        now = round(time.time(), 3)
+        expires = None if self.record_ttl_s is None else round(now + self.record_ttl_s, 3)
         if staged:
             fleet = version
             version = int(staged["version"])
-            record = PromotionRecord(name, version, action, int(data["sequence"]) + 1, round(time.time(), 3),
+            record = PromotionRecord(name, version, action, int(data["sequence"]) + 1, now,
                                      self.manifest(name, version).sha256, target=staged["target"],
-                                     fleet_version=fleet, fleet_sha256=self.manifest(name, fleet).sha256)
+                                     fleet_version=fleet, fleet_sha256=self.manifest(name, fleet).sha256,
+                                     expires=expires)
         else:
-            record = PromotionRecord(name, version, action, int(data["sequence"]) + 1, round(time.time(), 3),
-                                     self.manifest(name, version).sha256)
+            record = PromotionRecord(name, version, action, int(data["sequence"]) + 1, now,
+                                     self.manifest(name, version).sha256, expires=expires)
         key = signing_key or self.signing_key
         if key is not None:
             record = sign_record(record, key)
@@ -275,6 +284,23 @@ class ModelRegistry:
             self._issue(name, data, "promote", signing_key)
         return self.announcement(name, base_url, inline)
 
+    def refresh(self, name: str, signing_key: Ed25519PrivateKey | None = None, *,
+                base_url: str | None = None, inline: bool = True) -> ModelUpdate:
+        """Re-issue the latest record of ``name`` unchanged but for a new sequence, time and expiry.
+
+        Publish the result before the previous record expires: subscribers take it as current
+        news (the version they serve is already installed) and stop reporting expiry.
+
+        Raises:
+            RegistryError: ``name`` was never promoted.
+        """
+        with self._locked(name):
+            data = self._promotions(name)
+            if data["record"] is None:
+                raise RegistryError(f"model {name!r} has no promotion to refresh")
+            self._issue(name, data, PromotionRecord.from_dict(data["record"]).action, signing_key)
+        return self.announcement(name, base_url, inline)
+
     def rollback_canary(self, name: str, signing_key: Ed25519PrivateKey | None = None, *,
                         base_url: str | None = None, inline: bool = True,
                         expect_sequence: int | None = None) -> ModelUpdate:
@@ -322,7 +348,7 @@ class ModelRegistry:
                 self._issue(name, data, "rollback", signing_key)
         return self.announcement(name, base_url, inline)
 
-    def verify(self, name: str, version: int, public_key: Ed25519PublicKey) -> ModelManifest:
+    def verify(self, name: str, version: int, public_key: TrustAnchor) -> ModelManifest:
         """Check one version's manifest, signature and model sha256; raises with the reason."""
         manifest, _ = verify_model_dir(self.path(name, version), public_key)
         if manifest.name != name or manifest.version != version:

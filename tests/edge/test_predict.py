@@ -8,7 +8,9 @@ import math
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import pytest
 
 from streamedge.cli.main import main
 from streamedge.contracts.signing import load_private_key
+from streamedge.contracts.table import SAMPLE_ROWS
 from streamedge.edge.sources import IteratorSource, file_payloads
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
@@ -73,7 +76,7 @@ def test_predict_gives_the_agents_forecasts_and_anomalies_for_the_same_rows(
         assert (row["anomaly"] or None) == (None if agent[at]["anomaly"] is None else str(int(agent[at]["anomaly"])))
         assert (row["model"], int(row["version"])) == (agent[at]["model"], agent[at]["version"])
     spike = scored[("dev-0/csv", 35)]
-    assert spike["anomaly"] == "1" and float(spike["anomaly_score"]) > 4
+    assert spike["anomaly"] == "1" and float(spike["anomaly_score"]) > 1  # smoothed error over its threshold
     assert sum(r["anomaly"] == "1" for r in rows) == sum(bool(r["anomaly"]) for r in agent.values())
     errors = {int(r["line"]) - 2: r["error"] for r in rows if r["error"]}
     assert sorted(errors) == sorted(bad)
@@ -205,3 +208,38 @@ def test_predict_takes_a_bad_line_as_one_bad_row_and_refuses_outputs_that_clash(
     assert main(["predict", str(folder), "--model", str(tiny_models.forecaster), "--out", str(tmp_path / "o"),
                  "--out-format", ".csv"]) == 1
     assert not (tmp_path / "o" / "a.csv").exists()
+
+
+def test_predict_and_the_agent_accept_and_reject_the_same_rows(
+        make_agent: Callable[..., Any], kafka_settings: KafkaSettings, tiny_models: TinyModels, tmp_path: Path) -> None:
+    """Before: predict read CSV by its own row rule (a ``ts`` column in epoch seconds only, blank-cell
+    lines as bad rows), so a table the agent serves (ISO times under ``timestamp``) failed whole."""
+    def at(second: int) -> str:
+        return (datetime(2024, 3, 1, 10, tzinfo=UTC) + timedelta(seconds=second)).isoformat()
+
+    # The hostile rows come after the rows both read to decide the layout.
+    good = SAMPLE_ROWS + 100
+    lines = ["device_id,timestamp,value"]
+    lines += [f"dev-0,{at(i)},{10.0 + 3.0 * math.sin(2 * math.pi * i / 16):.6f}" for i in range(good)]
+    hostile = {5: f"dev-0,{at(4)},hot", 9: ",,", 12: f"dev-0,{at(11)},", 15: "dev-0,not a time,11.0",
+               18: f"dev-0,{at(17)},inf", 21: "dev-0,1,2,3", 30: f"dev-0,{at(29)},\"unterminated"}
+    for offset in sorted(hostile, reverse=True):
+        lines.insert(SAMPLE_ROWS + 20 + offset, hostile[offset])
+    source = tmp_path / "hostile.csv"
+    source.write_bytes("\n".join(lines).encode() + f"\ndev-0,{at(good)},".encode() + b"\xff\xfe\n"
+                      + f"dev-0,{at(good + 1)},".encode() + b"9" * 2_000_000 + b"\n")
+    out = tmp_path / "scored.csv"
+    assert main(["predict", str(source), "--model", str(tiny_models.forecaster), "--out", str(out)]) == 0
+    rows = _read_csv(out)
+    predicted = Counter(r["error"].split(":")[0] for r in rows if r["error"])
+    predicted["accepted"] = sum(not r["error"] for r in rows)
+
+    agent = make_agent(IteratorSource([]), kafka_settings, TopicLayout(prefix="hostile."),
+                       buffer_path=tmp_path / "agent.sqlite")
+    agent.process(list(file_payloads(source)))
+    agent.outbox.close()
+    counted = {s.labels["outcome"]: s.value for m in agent.metrics.registry.collect()
+               if m.name == "streamedge_edge_readings" for s in m.samples if s.name.endswith("_total") and s.value}
+    assert dict(predicted) == counted
+    assert predicted["accepted"] == good and sum(predicted.values()) == len(rows)
+    assert {"wrong_type", "non_finite", "not_utf8", "too_large"} <= predicted.keys()

@@ -11,6 +11,7 @@ from typing import Any
 
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
+from streamedge.services.records import reading_of
 from streamedge.training.tiny import TINY_WINDOW
 from tests.services.helpers import WorkerProcess, produce, reading
 
@@ -68,6 +69,6 @@ def test_exactly_once_has_no_duplicates_after_a_worker_sigkill(
     forecasts = _committed(kafka_settings, layout.forecasts, expected)
     counts = Counter(str(f["idempotency_key"]) for f in forecasts)
     wanted = {f"forecast:tiny-forecaster:k{k}/s:{s}" for k in range(keys) for s in range(TINY_WINDOW - 1, seqs)}
-    named = {key.split("@")[0] for key in counts}  # the reading and model, without the source offset
+    named = {reading_of(key) for key in counts}  # the reading and model, without the source offset
     assert named == wanted and len(named) == len(counts), f"lost: {sorted(wanted - named)[:10]}"
     assert [key for key, n in counts.items() if n > 1] == []

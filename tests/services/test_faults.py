@@ -19,6 +19,7 @@ from streamedge.kafka.model_updates import publish_model_update
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.kafka.topics import TopicLayout
 from streamedge.registry import ModelRegistry
+from streamedge.services.records import reading_of
 from streamedge.training.tiny import TINY_WINDOW, TinyModels
 from tests.services.helpers import WorkerProcess, committed_offsets, consume_until, produce, reading
 
@@ -70,7 +71,7 @@ def test_sigkill_mid_stream_loses_no_reading(kafka_settings: KafkaSettings, make
     counts = Counter(str(f["idempotency_key"]) for f in forecasts)
     wanted = {f"forecast:tiny-forecaster:k{k}/s:{s}" for k in range(keys) for s in range(TINY_WINDOW - 1, seqs)}
     # Every copy of a result comes from the same readings message: one key, one reading identity.
-    named = {key.split("@")[0] for key in counts}
+    named = {reading_of(key) for key in counts}
     assert named == wanted and len(named) == len(counts), f"lost: {sorted(wanted - named)[:10]}"
     duplicates = sum(n - 1 for n in counts.values())
     # Duplicates come only from readings the killed worker answered past its last commit: each
@@ -191,7 +192,7 @@ def test_rebalance_between_live_workers_loses_nothing_and_dead_letters_nothing(
     expected = stream.keys * (seqs - TINY_WINDOW + 1)
     forecasts = _forecast_keys(kafka_settings, layout, expected)
     wanted = {f"forecast:tiny-forecaster:k{k}/s:{s}" for k in range(stream.keys) for s in range(TINY_WINDOW - 1, seqs)}
-    lost = sorted(wanted - {f["idempotency_key"].split("@")[0] for f in forecasts})
+    lost = sorted(wanted - {reading_of(f["idempotency_key"]) for f in forecasts})
     assert not lost, (lost[:20], first.log.read_text()[-3000:], second.log.read_text()[-3000:])
     letters = consume_until(kafka_settings, [layout.dead_letters], lambda ms: False, timeout=3)
     assert letters == []

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from streamedge.contracts.reading import ReadingBlock
+from streamedge.cli.main import main as cli_main
+from streamedge.contracts.reading import Reading, ReadingBlock
 from streamedge.contracts.runner import TFLiteRunner
-from streamedge.contracts.signing import load_public_key
+from streamedge.contracts.signing import load_public_key, verify_model_dir
+from streamedge.edge.predictor import Predictor
+from streamedge.edge.predictor import WindowStore as EdgeWindows
 from streamedge.services.errors import ModelRejectedError
 from streamedge.services.models import load_model
 from streamedge.services.processor import Processor
@@ -348,3 +353,44 @@ def test_item7_a_model_with_a_longer_window_is_counted_and_empties_the_windows_f
     processor.install(load_model(tiny_models.forecaster, load_public_key(tiny_models.public_key)))
     assert value("streamedge_stream_window_rebuilds_total", {"model": "tiny-forecaster"}) == 1
     assert len(processor.store) == 1 and not processor.take_windows_dropped()
+
+
+def test_worker_agent_and_predict_raise_the_same_alarms_on_the_same_rows(
+        make_processor: Callable[..., Processor], tiny_models: TinyModels, tmp_path: Path) -> None:
+    # 400 noisy readings per key, spikes in the warm-up (fixed threshold) and after it (dynamic
+    # threshold), one lasting shift: every part runs contracts/anomaly.py on the same residuals.
+    rng = np.random.default_rng(7)
+    keys, length = ("d0", "d1"), 400
+    values = {d: [sine(s) + float(rng.normal(0, 0.2)) for s in range(length)] for d in keys}
+    for d, at, size, span in (("d0", 50, 30.0, 1), ("d0", 210, 20.0, 1), ("d1", 300, 8.0, 15), ("d1", 160, -25.0, 1)):
+        for s in range(at, at + span):
+            values[d][s] += size
+    rows = [(d, s, values[d][s]) for s in range(length) for d in keys]
+
+    processor = make_processor()
+    outputs = processor.process(_batch([reading(d, s, value=v) for d, s, v in rows]))
+    worker = sorted((a["key"], a["seq"]) for a in _by_topic(outputs, "anomalies"))
+
+    key = load_public_key(tiny_models.public_key)
+    manifest, path = verify_model_dir(tiny_models.forecaster, key)
+    predictor, store = Predictor(manifest, path, anomaly_sigmas=4.0), EdgeWindows(history=TINY_WINDOW, max_keys=10)
+    agent = []
+    for d, s, v in rows:
+        one = Reading(d, "s", 1.7e9 + s, (v,), s)
+        state = store.add(one)
+        assert state is not None
+        body, _ = predictor.step(one, state)
+        if body is not None and body.get("anomaly"):
+            agent.append((one.key, s))
+
+    table = tmp_path / "rows.csv"
+    table.write_text("device_id,stream,seq,ts,value\n" + "".join(f"{d},s,{s},{1.7e9 + s},{v!r}\n" for d, s, v in rows))
+    out = tmp_path / "scored.csv"
+    assert cli_main(["predict", str(table), "--model", str(tiny_models.forecaster), "--out", str(out)]) == 0
+    with out.open(newline="") as handle:
+        scored = list(csv.DictReader(handle))
+    offline = sorted((r["key"], (int(r["line"]) - 2) // 2) for r in scored if r["anomaly"] == "1")
+
+    assert worker == sorted(agent) == offline
+    assert {("d0/s", 50), ("d0/s", 210), ("d1/s", 160)} <= set(worker)
+    assert len([s for k, s in worker if k == "d1/s" and 300 <= s < 315 + 24]) == 1  # one alarm for the shift

@@ -18,11 +18,15 @@ from streamedge.services.records import (
     DEAD_LETTER_MAX_BYTES,
     KEY_KEEP_BYTES,
     PRODUCER_MAX_REQUEST_BYTES,
+    ResultKey,
     Source,
     dead_letter,
     dead_letter_key,
     float32_json,
+    idempotency_key,
     parse_dead_letter,
+    parse_idempotency_key,
+    reading_of,
 )
 from streamedge.services.settings import StreamSettings
 from tests.services.hostile import MAX_SIZE_BYTES, hostile_payloads
@@ -151,3 +155,22 @@ def test_float32_json_is_the_exact_float32_array(array: npt.NDArray[np.float32])
     back = np.array(json.loads(text), dtype=np.float32)
     assert back.size == array.size
     assert np.array_equal(back.reshape(array.shape), array)
+
+
+@given(kind=st.sampled_from(["forecast", "classification_block"]),
+       device=st.from_regex(r"[A-Za-z0-9._:\-]{1,20}", fullmatch=True),
+       seq=st.integers(0, 2**63 - 1), partition=st.integers(0, 10_000), offset=st.integers(0, 2**63 - 1))
+def test_an_idempotency_key_parses_back_to_its_reading_and_source(kind: str, device: str, seq: int, partition: int,
+                                                                  offset: int) -> None:
+    source = Source("r", partition, offset, 1.7e9)
+    key = idempotency_key(kind, "m:1", f"{device}/s", seq, source)
+    assert parse_idempotency_key(key) == ResultKey(f"{kind}:m:1:{device}/s:{seq}", partition, offset)
+    assert reading_of(key) == f"{kind}:m:1:{device}/s:{seq}"
+
+
+@pytest.mark.parametrize("text", ["forecast:m:d/s:3", "forecast:m:d/s:3@", "@0:1", "forecast:m:d/s:3@1",
+                                  "forecast:m:d/s:3@1:", "forecast:m:d/s:3@-1:2", "forecast:m:d/s:3@1:2x",
+                                  "forecast:m:d/s:3@\u0661:2", ""])
+def test_a_key_without_a_source_suffix_is_refused_by_name(text: str) -> None:
+    with pytest.raises(ValueError, match="not a result idempotency key"):
+        parse_idempotency_key(text)

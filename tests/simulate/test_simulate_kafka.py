@@ -6,6 +6,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -76,3 +77,20 @@ def test_cli_refuses_bad_settings_in_one_line(capsys: pytest.CaptureFixture[str]
     assert main(["simulate", "--devices", "0", "--count", "10"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("streamedge: error: invalid simulate settings: devices") and len(err.splitlines()) == 1
+
+
+def test_enrolled_simulated_devices_sign_their_readings_and_the_retrainer_keeps_only_those(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout], tmp_path: Path) -> None:
+    from streamedge.contracts.identity import enrol, load_enrolment
+    from streamedge.training.kafka_source import replay_topic
+
+    layout = make_topics(partitions=1)
+    for device in ("sim-0", "sim-1"):
+        enrol(tmp_path / "enrolment", device)
+    enrolment = load_enrolment(tmp_path / "enrolment")
+    settings = SimulateSettings(devices=3, rate=0.0, count=300, seed=3)  # sim-2 is not enrolled: sent unsigned
+    report = simulate(kafka_settings, layout.readings, settings, device_keys=enrolment.keys)
+    assert report.failed == 0
+    checked = replay_topic(kafka_settings, layout.readings, enrolment=enrolment)
+    assert checked.ids == ["sim-0/signal", "sim-1/signal"] and [len(s) for s in checked.series] == [100, 100]
+    assert any("'unauthenticated': 100" in note for note in checked.report.notes)

@@ -13,7 +13,7 @@ from streamedge.contracts.manifest import read_manifest
 from streamedge.contracts.runner import TFLiteRunner
 from streamedge.training.errors import DataError
 from streamedge.training.forecast import default_config, train_forecaster
-from streamedge.training.forecast_origins import fit_to_history, origin_split
+from streamedge.training.forecast_origins import fit_to_history, origin_split, shortest_fit
 from tests.training.helpers import write_seasonal_csv
 
 
@@ -103,3 +103,35 @@ def test_origin_split_is_origin_major_and_leaves_the_test_out_of_the_history() -
     assert contexts.shape == (4, 5, 1) and actual.shape == (4, 3, 1)
     assert actual[:, :, 0].tolist() == [[24, 25, 26], [119, 120, 121], [27, 28, 29], [122, 123, 124]]
     assert contexts[2, :, 0].tolist() == [22, 23, 24, 25, 26]
+
+
+def test_a_constant_series_trains_and_forecasts_itself(tmp_path: Path) -> None:
+    """Before: the run trained, exported and then failed writing the manifest ("validation_error values
+    must be positive finite numbers, got {'mae': 0.0, 'residual_std': 0.0}")."""
+    data = tmp_path / "flat.csv"
+    data.write_text("value\n" + "5.0\n" * 200)
+    config = default_config(horizon=6, season=12, model="linear", epochs=2, patience=1)
+    metrics = train_forecaster(data, tmp_path / "out", config, progress=False)
+    manifest = read_manifest(tmp_path / "out")
+    assert 0 < manifest.validation_error["residual_std"] <= 1e-5
+    assert np.isfinite(metrics["keras"]["mase"]) and metrics["keras"]["mae"] == pytest.approx(0.0, abs=1e-4)
+    runner = TFLiteRunner(tmp_path / "out" / "model.tflite", manifest)
+    mean, std = np.asarray(manifest.normalisation["mean"]), np.asarray(manifest.normalisation["std"])
+    window = np.full((1, manifest.window, 1), 5.0)
+    out = runner.run(((window - mean) / std).astype(np.float32)) * std + mean
+    np.testing.assert_allclose(out, 5.0, atol=1e-3)
+
+
+@pytest.mark.parametrize(("length", "horizon"), [(20, 12), (30, 12), (40, 6), (47, 12)])
+def test_a_history_too_short_for_any_window_is_refused_with_the_length_it_needs(
+        tmp_path: Path, length: int, horizon: int) -> None:
+    """Before: "series 's': -12 history points cannot give a seasonal-naive scale for season 12" (20
+    points), or a length net of the test origins ("has 28 points" for a file of 40)."""
+    data = _one_feature(tmp_path / "short.csv", length, season=12)
+    config = default_config(horizon=horizon, season=12, model="linear", epochs=1)
+    need = shortest_fit(config)
+    assert length < need and fit_to_history([need], config)[0].origins == 1 and fit_to_history([need - 1], config)[1] == []
+    with pytest.raises(DataError, match=rf"^series 'short' has {length} points; .* no shorter window fits either: "
+                                        rf"horizon {horizon} and season 12 need at least {need} points"):
+        train_forecaster(data, tmp_path / "out", config, columns=["load"], progress=False, fit_window=True)
+    assert not (tmp_path / "out").exists()

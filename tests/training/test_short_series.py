@@ -40,5 +40,5 @@ def test_partition_sorts_series_by_what_their_length_allows() -> None:
 def test_all_series_too_short_is_a_clear_error(tmp_path: Path) -> None:
     data = write_long_csv(tmp_path / "tiny.csv", (15, 20, 22))
     config = ForecasterConfig(window=12, horizon=6, season=1, epochs=1)
-    with pytest.raises(DataError, match="none of the 3 series has the 24 points that window 12 \\+ horizon 6 need"):
+    with pytest.raises(DataError, match="none of the 3 series has 24 points: window 12 \\+ horizon 6 needs at least 24"):
         train_forecaster(data, tmp_path / "out", config, id_column="series", progress=False)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamedge.training.errors import DataError
-from streamedge.training.windowing import Normaliser, count_windows, make_windows, split_series
+from streamedge.training.windowing import Normaliser, count_windows, make_windows
 
 _shapes = st.tuples(
     st.integers(min_value=0, max_value=80),  # length
@@ -65,14 +63,3 @@ def test_constant_feature_gets_unit_std() -> None:
     assert norm.std.tolist() == [1.0, 1.0]
     assert np.all(norm.transform(np.full((2, 2), 3.0)) == 0)
 
-
-def test_split_series_holds_out_last_horizon_points() -> None:
-    series = np.arange(30, dtype=np.float32)
-    history, context = split_series(series, horizon=4, window=6)
-    assert history[:, 0].tolist() == list(range(26))
-    assert context[:, 0].tolist() == list(range(20, 30))
-
-
-def test_split_series_too_short_is_a_clear_error() -> None:
-    with pytest.raises(DataError, match=r"has 9 points; window 6 \+ horizon 2 needs at least 10"):
-        split_series(np.arange(9), horizon=2, window=6, where="series 'a'")

@@ -19,7 +19,14 @@ broker_sigstop     SIGSTOP of a node for longer than the          SIGCONT
 poison             hostile bytes on the readings topic (invalid   (they must be dead-lettered)
                    UTF-8, 100 KB of ``[``, a 400-digit number,
                    wrong types, empty)
+write_refused      the forecasts topic's ``max.message.bytes``    the limit restored once a worker
+                   set to 100: the broker refuses every forecast  retried a refused send (held
+                                                                  batches are then delivered)
 =================  =============================================  ==============================
+
+Not covered (see docs/stream.md, "Refusals"): a missing output topic (the cluster creates topics
+on demand, so it is no refusal here), a denied ACL (the cluster is PLAINTEXT), and compressed
+bombs (the Kafka client decompresses a batch whole before the worker sees it: no bound yet).
 
 The plan is drawn from ``--seed``: the first faults are every kind once in a shuffled order, the
 rest are drawn at random; targets (which worker, which node) come from the same generator, so a
@@ -51,7 +58,10 @@ from streamedge.processes import stop_process
 
 __all__ = ["FAULT_KINDS", "add_arguments", "plan_faults", "run"]
 
-FAULT_KINDS: Final = ("worker_sigkill", "worker_join", "worker_leave", "broker_sigkill", "broker_sigstop", "poison")
+FAULT_KINDS: Final = ("worker_sigkill", "worker_join", "worker_leave", "broker_sigkill", "broker_sigstop", "poison",
+                      "write_refused")
+# The broker's default message.max.bytes, restored on the forecasts topic after write_refused.
+_MAX_MESSAGE_BYTES = 1_048_588
 _MODELS: Final = {"forecast": "tiny-forecaster", "classification": "tiny-classifier"}
 _WINDOW: Final = 8
 _STREAM: Final = "s"
@@ -152,6 +162,20 @@ class _Workers:
                 self.unexpected_exits.append(proc.returncode)
                 self.live.remove((proc, port))
                 self.start()
+
+    def send_retries(self) -> float:
+        """Sends the live workers retried so far (``streamedge_stream_send_retries_total``, summed)."""
+        import urllib.request
+
+        total = 0.0
+        for _, port in self.live:
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:  # a worker starting or stopping: its count is not there to add
+                continue
+            total += sum(float(line.split()[-1]) for line in text.splitlines()
+                         if line.startswith("streamedge_stream_send_retries_total "))
+        return total
 
     def kill(self, index: int) -> None:
         proc, _ = self.live.pop(index % len(self.live))
@@ -288,6 +312,9 @@ class _Run:
                                           value=payload) for payload in _POISON]
             self.poison += [(m.partition, m.offset) for m in (f.get(timeout=120) for f in futures)]
             entry["messages"] = len(_POISON)
+        elif kind == "write_refused":
+            entry["_retries_before"] = self.workers.send_retries()
+            self._forecast_limit(100)
         return entry
 
     def end(self, entry: dict[str, Any]) -> None:
@@ -300,6 +327,26 @@ class _Run:
         elif kind == "broker_sigstop":
             time.sleep(max(0.0, entry.pop("_resume_at") - time.monotonic()))
             self.cluster.resume(entry["node"])
+        elif kind == "write_refused":
+            # Lifted only once a worker saw a refusal (or after 60 s): the fault must have bitten.
+            before, deadline = entry.pop("_retries_before"), time.monotonic() + 60.0
+            while self.workers.send_retries() <= before and time.monotonic() < deadline:
+                time.sleep(0.3)
+            entry["send_retries"] = self.workers.send_retries() - before
+            self._forecast_limit(_MAX_MESSAGE_BYTES)
+
+    def _forecast_limit(self, max_bytes: int) -> None:
+        """Set the forecasts topic's ``max.message.bytes`` (100 refuses every forecast)."""
+        from kafka import KafkaAdminClient
+        from kafka.admin import ConfigResource, ConfigResourceType
+
+        config = {**self.kafka.kafka_python_config(), "bootstrap_servers": self._live_bootstrap().split(",")}
+        admin = KafkaAdminClient(**config)
+        try:
+            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, self.layout.forecasts,
+                                                configs={"max.message.bytes": str(max_bytes)})])
+        finally:
+            admin.close()
 
     def _await_leaders_off(self, node: int, before: dict[int, int], timeout: float = 60.0) -> int:
         """Wait until no readings partition is led by ``node``; returns how many it led before."""
@@ -340,7 +387,7 @@ class _Run:
         dead letters."""
         from kafka import KafkaConsumer
 
-        from streamedge.benchmarks.chaos_check import reading_of
+        from streamedge.services.records import reading_of
 
         def read(topics: list[str], done: Any, timeout: float) -> list[dict[str, Any]]:
             consumer = KafkaConsumer(*topics, **self.kafka.kafka_python_config(), group_id=None,
@@ -366,7 +413,11 @@ class _Run:
 
         def complete(found: list[dict[str, Any]]) -> bool:
             nonlocal counted
-            seen.update(reading_of(str(r.get("idempotency_key"))) for r in found[counted:])
+            for r in found[counted:]:
+                try:
+                    seen.add(reading_of(str(r.get("idempotency_key"))))
+                except ValueError:  # no "@<partition>:<offset>": not a stream worker's result
+                    continue
             counted = len(found)
             return expected <= seen
 

@@ -4,7 +4,7 @@ Pure functions, lists in and figures out, so the rules are tested without Kafka.
 
 - A reading *expects* one forecast and one classification from each model once its key's
   window is full (``seq >= window - 1``); each is named ``<kind>:<model>:<device>/<stream>:<seq>``,
-  the result's idempotency key up to its ``@<partition>:<offset>`` (:func:`reading_of`).
+  the result's idempotency key up to its ``@<partition>:<offset>`` (``services.records.reading_of``).
 - **lost**: readings with at least one expected result missing (``lost_results`` counts the
   results).
 - **duplicates**: extra copies of a result (same reading and model), what a consumer receives
@@ -24,7 +24,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Tally", "expected_keys", "reading_of", "tally"]
+from streamedge.services.records import reading_of
+
+__all__ = ["Tally", "expected_keys", "tally"]
 
 # Fields that say how and when a result was delivered, not what it says.
 _DELIVERY_FIELDS = ("produced_at", "source", "model")
@@ -59,11 +61,6 @@ def expected_keys(devices: Iterable[str], stream: str, seqs: int, window: int,
             for device in devices for seq in range(window - 1, seqs) for kind, model in models.items()}
 
 
-def reading_of(idempotency_key: str) -> str:
-    """The reading and model a result is about: its idempotency key up to the source offset."""
-    return idempotency_key.split("@", 1)[0]
-
-
 def _rounded(value: Any) -> Any:
     # Batches of another size may change the last float32 bits of a model output; that is the
     # same answer, so values compare to 6 significant digits.
@@ -91,7 +88,10 @@ def tally(expected: Mapping[str, tuple[str, int]], results: Iterable[Mapping[str
     by_key: dict[str, set[str]] = {}
     for result in results:
         key = str(result.get("idempotency_key", ""))
-        named = reading_of(key)
+        try:
+            named = reading_of(key)
+        except ValueError:  # no "@<partition>:<offset>": not a stream worker's result
+            continue
         if named in expected:
             content = _content(result)
             copies.setdefault(named, []).append(content)

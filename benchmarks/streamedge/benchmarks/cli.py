@@ -20,7 +20,7 @@ _BENCHMARKS = {
     "models": "classifier candidates over many UCR/UEA data sets: accuracy vs published, int8 size and latency",
     "gan": "conditional GAN: discriminative and predictive scores over several runs, beside TimeGAN's",
     "forecasters": "the default LSTM forecaster vs seasonal naive, AutoETS and AutoTheta: MASE and sMAPE",
-    "anomalies": "the forecast-residual anomaly rule vs a rolling z-score on labelled series: point and event F1",
+    "anomalies": "the shipped anomaly detector vs a rolling z-score on labelled series: point and event F1",
     "forwarding": "the edge forwarder draining a backlog: one message per result vs result blocks",
     "predict": "streamedge predict on a large CSV (default 1,000,000 rows): peak RSS and rows/s",
 }

@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from streamedge.benchmarks import stream_rate
+from streamedge.benchmarks import stream_identity, stream_rate
 from streamedge.cli.common import add_kafka_options, kafka_settings
 from streamedge.cli.options import option
 from streamedge.kafka.cluster import free_ports
@@ -59,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     option(parser, "--work-dir", type=Path, default=user_state_dir() / "bench" / "stream",
            help="scratch folder; default under STREAMEDGE_HOME")
     stream_rate.add_arguments(parser)
+    option(parser, "--identity-only", action="store_true", default=False,
+           help="measure only the reading identity check (worker with --enrolment on vs off, alternated)")
 
 
 def _rss_mb(pid: int) -> float:
@@ -84,6 +86,16 @@ class _Bench:
         from kafka import KafkaProducer
 
         self.producer = KafkaProducer(**self.kafka.kafka_python_config(), linger_ms=2, batch_size=256 * 1024)
+        # device id -> its enrolled key: while set, every reading is sent signed (streamedge-auth header).
+        self.device_keys: dict[str, bytes] | None = None
+
+    def send(self, topic: str, device: str, body: dict[str, Any]) -> None:
+        """One reading of ``device``, signed by its key while :attr:`device_keys` is set."""
+        from streamedge.contracts.identity import sign_message
+
+        value = json.dumps(body).encode()
+        headers = sign_message(value, self.device_keys[device]) if self.device_keys is not None else None
+        self.producer.send(topic, key=f"{device}/s".encode(), value=value, headers=headers)
 
     def layout(self) -> Any:
         from streamedge.kafka.topics import TopicLayout, create_topics
@@ -99,7 +111,7 @@ class _Bench:
                 value = 10.0 + 3.0 * math.sin(2 * math.pi * seq / 16)
                 body = {"device_id": f"dev{k}", "stream": "s", "ts": now - 1000 + seq * 1e-3, "value": value,
                         "seq": seq}
-                self.producer.send(layout.readings, key=f"dev{k}/s".encode(), value=json.dumps(body).encode())
+                self.send(layout.readings, f"dev{k}", body)
         self.producer.flush()
         return keys * per_key
 
@@ -115,7 +127,7 @@ class _Bench:
                     seq += 1
                 body = {"device_id": f"dev{k}", "stream": "s", "ts": time.time(),
                         "value": 10.0 + 3.0 * math.sin(2 * math.pi * seq / 16), "seq": seq}
-                self.producer.send(layout.readings, key=f"dev{k}/s".encode(), value=json.dumps(body).encode())
+                self.send(layout.readings, f"dev{k}", body)
                 sent += 1
             self.producer.flush()
             time.sleep(0.005)
@@ -233,11 +245,13 @@ def run(args: argparse.Namespace) -> int:
     batch_sizes = [int(b) for b in str(args.batch_sizes).split(",")]
     routes = json.dumps({"s": ["tiny-forecaster", "tiny-classifier"]})
 
-    def pipeline(batch: int, stride: int = 1, guarantee: str = "at_least_once") -> Any:
+    def pipeline(batch: int, stride: int = 1, guarantee: str = "at_least_once",
+                 enrolment: Path | None = None) -> Any:
         def _start(layout: Any) -> subprocess.Popen[bytes]:
             # a port free now: a fixed one may be another benchmark's worker, which would answer the readiness probe
             port = free_ports(1)
-            worker_env = {**env, "STREAMEDGE_STREAM_APP_ID": f"{layout.prefix}app",
+            checks = {"STREAMEDGE_STREAM_ENROLMENT": str(enrolment)} if enrolment is not None else {}
+            worker_env = {**env, **checks, "STREAMEDGE_STREAM_APP_ID": f"{layout.prefix}app",
                           "STREAMEDGE_STREAM_DATA_DIR": str(bench.work / "faust"),
                           "STREAMEDGE_STREAM_BATCH_WAIT_S": str(args.batch_wait),
                           "STREAMEDGE_STREAM_CLASSIFY_STRIDE": str(stride),
@@ -266,6 +280,13 @@ def run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"messages": keys * per_key, "keys": keys, "window": _WINDOW,
                               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                                           "platform": platform.platform()}}
+    if args.identity_only:
+        report["identity"] = stream_identity.compare(bench, pipeline, batch_sizes[-1], keys, per_key, expected,
+                                                     args.repeats)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"identity check -> {args.out}")
+        return 0
     report.update(stream_rate.rate_axis(bench, args, pipeline, python, env, logs))
     if args.rate_only:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -313,6 +334,8 @@ def run(args: argparse.Namespace) -> int:
 
     report["naive_keras"] = _median_run(runs["naive_keras"])
     report["active_keys"] = _active_keys(bench, pipeline(batch_sizes[-1]), args.active_keys)
+    report["identity"] = stream_identity.compare(bench, pipeline, batch_sizes[-1], keys, per_key, expected,
+                                                 args.repeats)
     report["ratios"] = {**_ratio("pipeline_over_passthrough", runs["pipeline"], runs["passthrough"]),
                         **_ratio("pipeline_over_naive", runs["pipeline"], runs["naive_keras"])}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
-"""``streamedge models ...``: the model registry (add, list, show, promote, rollback, announce, verify, keygen,
-serve, watch-canary)."""
+"""``streamedge models ...``: the model registry (add, list, show, promote, rollback, refresh, announce, verify,
+keygen, keys, serve, watch-canary)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from streamedge.cli.canary_cmd import register_watch
 from streamedge.cli.common import add_kafka_options, kafka_settings, topic_layout
+from streamedge.cli.keys_cmd import register_keys
 from streamedge.cli.options import option
 from streamedge.paths import user_state_dir
 
@@ -71,12 +72,14 @@ def register(subparsers: Any) -> None:
     verify.add_argument("name")
     _version_arguments(verify, "default: every version")
     _registry_option(verify)
-    option(verify, "--public-key", type=Path, required=True, help="trusted Ed25519 public key (PEM)")
+    option(verify, "--public-key", type=Path, required=True, help="trusted Ed25519 public key (PEM) or trusted-key list")
     verify.set_defaults(handler=_verify)
 
     for name, handler, text in (
         ("promote", _promote, "make a version active and publish it to the model-updates topic"),
         ("rollback", _rollback, "return to the previously promoted version and publish it"),
+        ("refresh", _refresh, "re-issue the current record with a new expiry (before --record-ttl runs out) "
+                              "and publish it"),
     ):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("name")
@@ -93,7 +96,7 @@ def register(subparsers: Any) -> None:
                                      "model and device id falls in 0..PCT-1 of 0..99); the others keep the fleet "
                                      "version [flag only: no env var]")
         _registry_option(sub)
-        option(sub, "--public-key", type=Path, required=True, help="trusted Ed25519 public key (PEM)")
+        option(sub, "--public-key", type=Path, required=True, help="trusted Ed25519 public key (PEM) or trusted-key list")
         option(sub, "--signing-key", type=Path, required=True,
                help="Ed25519 private key (PEM) that signs the promotion record")
         option(sub, "--serve-url", env="STREAMEDGE_MODELS_SERVE_URL", default=None,
@@ -101,6 +104,9 @@ def register(subparsers: Any) -> None:
         option(sub, "--no-inline", action="store_true",
                help="never carry the model inside the message (default: inline when under 512 KiB)")
         option(sub, "--no-publish", action="store_true", help="update the registry only, publish nothing")
+        option(sub, "--record-ttl", type=float, default=None,
+               help="seconds the issued record is valid: a device that sees nothing newer by then reports a "
+                    "withheld update (run 'models refresh' before); default: no expiry")
         add_kafka_options(sub)
         sub.set_defaults(handler=handler)
 
@@ -109,7 +115,7 @@ def register(subparsers: Any) -> None:
     announce = commands.add_parser("announce", help=text, description=text)
     announce.add_argument("name")
     _registry_option(announce)
-    option(announce, "--public-key", type=Path, required=True, help="trusted Ed25519 public key (PEM)")
+    option(announce, "--public-key", type=Path, required=True, help="trusted Ed25519 public key (PEM) or trusted-key list")
     option(announce, "--serve-url", env="STREAMEDGE_MODELS_SERVE_URL", default=None,
            help="base URL of 'streamedge models serve' (e.g. https://registry:8765); default: a file:// URI")
     option(announce, "--no-inline", action="store_true",
@@ -118,6 +124,7 @@ def register(subparsers: Any) -> None:
     announce.set_defaults(handler=_announce, no_publish=False)
 
     register_watch(commands)
+    register_keys(commands)
 
     serve = commands.add_parser("serve", help="serve the registry's artefacts over HTTP(S) (range requests, ETag)")
     _registry_option(serve)
@@ -136,7 +143,7 @@ def register(subparsers: Any) -> None:
 def _registry(args: argparse.Namespace) -> Any:
     from streamedge.registry import ModelRegistry
 
-    return ModelRegistry(args.registry)
+    return ModelRegistry(args.registry, record_ttl_s=getattr(args, "record_ttl", None))
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -250,6 +257,14 @@ def _rollback(args: argparse.Namespace) -> int:
 
     _publish(args, _registry(args).rollback(args.name, load_private_key(args.signing_key),
                                             base_url=args.serve_url, inline=not args.no_inline))
+    return 0
+
+
+def _refresh(args: argparse.Namespace) -> int:
+    from streamedge.contracts.signing import load_private_key
+
+    _publish(args, _registry(args).refresh(args.name, load_private_key(args.signing_key),
+                                           base_url=args.serve_url, inline=not args.no_inline))
     return 0
 
 

@@ -13,8 +13,16 @@ without ``auth``); the canary watcher (:func:`Enrolment.verify_event`) acts only
 the shared Kafka credential cannot speak for another device or invent new ones. The retrainer
 admits readings only of enrolled device ids (:attr:`Enrolment.devices`).
 
-The keys are symmetric: whoever holds the enrolment file (the watcher, the operator) could sign
-for any device; it is the judge already.
+**Readings.** A device signs every message it sends to the readings topic with the same key
+(:func:`sign_message`: HMAC-SHA256 over a domain prefix and the message value, sent as the
+Kafka header :data:`AUTH_HEADER`; the value, the reading contract, is unchanged). A consumer that
+acts on readings checks the header against the enrolled key of the ``device_id`` inside the value
+(:meth:`Enrolment.verify_message`), so a device holding the shared Kafka credential cannot write
+readings under another enrolled device's id. A copy of a device's own signed message is still
+that device's reading (the sequence number dedups it).
+
+The keys are symmetric: whoever holds the enrolment file (the watcher, the retrainer, the
+operator) could sign for any device; they are the judges already.
 """
 
 from __future__ import annotations
@@ -31,9 +39,12 @@ from typing import Any, Final
 from streamedge.contracts.reading import is_valid_id
 from streamedge.errors import ConfigError
 
-__all__ = ["Enrolment", "enrol", "load_device_key", "load_enrolment", "sign_event"]
+__all__ = ["AUTH_HEADER", "Enrolment", "enrol", "load_device_key", "load_enrolment", "message_auth", "sign_event",
+           "sign_message", "write_private"]
 
 _DOMAIN: Final = b"streamedge-telemetry-v1\n"
+_MESSAGE_DOMAIN: Final = b"streamedge-reading-v1\n"
+AUTH_HEADER: Final = "streamedge-auth"
 _KEY_BYTES: Final = 32
 _MAX_FILE_BYTES: Final = 64 * 1024 * 1024
 
@@ -46,6 +57,20 @@ def _payload(event: dict[str, Any]) -> bytes:
 def sign_event(event: dict[str, Any], key: bytes) -> dict[str, Any]:
     """A copy of ``event`` carrying ``auth``: the hex HMAC-SHA256 of its canonical JSON under ``key``."""
     return {**event, "auth": hmac.new(key, _payload(event), hashlib.sha256).hexdigest()}
+
+
+def sign_message(value: bytes, key: bytes) -> list[tuple[str, bytes]]:
+    """The Kafka headers binding ``value`` to the device holding ``key``: ``[(AUTH_HEADER, 32-byte MAC)]``."""
+    return [(AUTH_HEADER, hmac.digest(key, _MESSAGE_DOMAIN + value, "sha256"))]
+
+
+def message_auth(headers: Any) -> bytes | None:
+    """The :data:`AUTH_HEADER` value among a Kafka message's ``(name, value)`` headers, or None."""
+    pairs = headers.items() if isinstance(headers, dict) else headers or ()
+    for name, value in pairs:
+        if name == AUTH_HEADER and isinstance(value, bytes):
+            return value
+    return None
 
 
 @dataclass(frozen=True)
@@ -69,6 +94,14 @@ class Enrolment:
             return False
         expected = hmac.new(key, _payload(event), hashlib.sha256).hexdigest()
         return hmac.compare_digest(expected, auth)
+
+
+    def verify_message(self, value: bytes, device_id: str, auth: bytes | None) -> bool:
+        """Whether ``auth`` is the MAC of ``value`` by the enrolled key of ``device_id`` (the id inside ``value``)."""
+        key = self.keys.get(device_id)
+        if key is None or auth is None:
+            return False
+        return hmac.compare_digest(hmac.digest(key, _MESSAGE_DOMAIN + value, "sha256"), auth)
 
 
 def load_enrolment(path: Path) -> Enrolment:
@@ -106,10 +139,21 @@ def enrol(path: Path, device_id: str) -> bytes:
     if path.exists() and device_id in load_enrolment(path).keys:
         raise ConfigError(f"{device_id} is enrolled already in {path}")
     key = secrets.token_bytes(_KEY_BYTES)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a") as handle:
-        handle.write(f"{device_id} {key.hex()}\n")
+    write_private(path, f"{device_id} {key.hex()}\n", append=True)
     return key
+
+
+def write_private(path: Path, text: str, append: bool = False) -> None:
+    """Write (or append) ``text`` to ``path``, which is left with mode 0600 even if it existed with another.
+
+    ``os.open``'s mode applies only to a file it creates: an existing enrolment or key file
+    keeps whatever mode it had (0644 from a copy or a touch) unless it is set here.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    with os.fdopen(fd, "a" if append else "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # before the secret is written
+        handle.write(text)
 
 
 def load_device_key(path: Path) -> bytes:

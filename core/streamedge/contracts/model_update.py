@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import unquote, urljoin, urlparse
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from streamedge.contracts.download import FetchOptions, download
+from streamedge.contracts.keys import TrustAnchor
 from streamedge.contracts.manifest import ModelManifest, read_verified_model, write_manifest
 from streamedge.contracts.promotion import PromotionRecord, UpdateAction, verify_record
 from streamedge.contracts.signing import verify_manifest_signature, verify_model_dir
@@ -167,7 +166,7 @@ def _parse(payload: bytes, key: bytes | None) -> ModelUpdate:
     return ModelUpdate(manifest.name, manifest.version, body["uri"], manifest, promotion.action, promotion, content)
 
 
-def verify_update(update: ModelUpdate, public_key: Ed25519PublicKey) -> PromotionRecord:
+def verify_update(update: ModelUpdate, public_key: TrustAnchor) -> PromotionRecord:
     """Check both signatures of an update; returns its verified promotion record.
 
     Raises:
@@ -180,7 +179,7 @@ def verify_update(update: ModelUpdate, public_key: Ed25519PublicKey) -> Promotio
     return update.promotion
 
 
-def fetch_model(update: ModelUpdate, dest_dir: Path, public_key: Ed25519PublicKey,
+def fetch_model(update: ModelUpdate, dest_dir: Path, public_key: TrustAnchor,
                 options: FetchOptions | None = None) -> tuple[Path, bool]:
     """Fetch, verify and install the announced model under ``dest_dir/<name>/<version>/``.
 

@@ -28,8 +28,6 @@ file is verified with the registry's key whenever it is read, like any record.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import os
@@ -39,12 +37,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from streamedge.contracts.keys import TrustAnchor, sign_payload, verify_payload
 from streamedge.contracts.rollout import RolloutTarget, parse_target
 from streamedge.contracts.untrusted import load_json
-from streamedge.errors import ManifestError, SignatureError, VerificationError
+from streamedge.errors import ManifestError, VerificationError
 
 __all__ = [
     "LEDGER_FILE",
@@ -67,7 +65,7 @@ _MAX_INT: Final = 1 << 53
 _MAX_NAME: Final = 256
 # Optional fields: left out of the signed payload and the JSON when None, so records issued
 # before staged rollouts keep their signatures and bytes.
-_OPTIONAL: Final = ("target", "fleet_version", "fleet_sha256")
+_OPTIONAL: Final = ("target", "fleet_version", "fleet_sha256", "expires")
 _MAX_LEDGER_BYTES: Final = 64 * 1024
 _log = logging.getLogger(__name__)
 
@@ -91,6 +89,10 @@ class PromotionRecord:
         target: ``"group:<name>"`` or ``"canary:<pct>"`` (or ``"all"``); None: the whole fleet.
         fleet_version: with a partial target, the version devices outside it serve.
         fleet_sha256: that version's model sha256.
+        expires: unix seconds after which a subscriber that has seen nothing newer reports the
+            record as expired (an update may be withheld from it) and keeps serving; None: never.
+            The registry issues records with it when given a ``record_ttl_s`` and re-issues the
+            current one (``models refresh``) before it runs out, TUF's timestamp role reduced.
     """
 
     model: str
@@ -103,6 +105,7 @@ class PromotionRecord:
     target: str | None = None
     fleet_version: int | None = None
     fleet_sha256: str | None = None
+    expires: float | None = None
 
     def __post_init__(self) -> None:
         _check(isinstance(self.model, str) and 0 < len(self.model) <= _MAX_NAME,
@@ -118,7 +121,13 @@ class PromotionRecord:
                and all(c in "0123456789abcdef" for c in self.sha256), "promotion sha256 must be 64 lowercase hex digits")
         _check(self.signature is None or (isinstance(self.signature, str) and len(self.signature) < 256),
                "promotion signature must be a short base64 string or null")
+        _check(self.expires is None or (isinstance(self.expires, int | float) and not isinstance(self.expires, bool)
+                                        and _finite(self.expires)), "promotion expires must be finite unix seconds")
         self._check_target()
+
+    def expired(self, now: float) -> bool:
+        """Whether the record carries an expiry and ``now`` is past it."""
+        return self.expires is not None and now >= self.expires
 
     def _check_target(self) -> None:
         if self.target is None:
@@ -202,20 +211,13 @@ def _finite(value: float) -> bool:
 
 def sign_record(record: PromotionRecord, key: Ed25519PrivateKey) -> PromotionRecord:
     """A copy of ``record`` carrying the registry's signature."""
-    return replace(record, signature=base64.b64encode(key.sign(record.signing_payload())).decode())
+    return replace(record, signature=sign_payload(key, record.signing_payload()))
 
 
-def verify_record(record: PromotionRecord, key: Ed25519PublicKey) -> None:
-    """Raise :class:`SignatureError` unless ``record`` carries a valid signature by ``key``."""
-    label = f"promotion #{record.sequence} of {record.model} v{record.version}"
-    if not record.signature:
-        raise SignatureError(f"{label} is unsigned")
-    try:
-        key.verify(base64.b64decode(record.signature, validate=True), record.signing_payload())
-    except (binascii.Error, ValueError) as exc:
-        raise SignatureError(f"{label} has a malformed signature") from exc
-    except InvalidSignature as exc:
-        raise SignatureError(f"signature of {label} does not match (tampered or wrong key)") from exc
+def verify_record(record: PromotionRecord, key: TrustAnchor) -> None:
+    """Raise :class:`SignatureError` unless ``record`` carries a valid signature by a key ``key`` trusts."""
+    verify_payload(record.signature, record.signing_payload(), key,
+                   f"promotion #{record.sequence} of {record.model} v{record.version}")
 
 
 class PromotionLedger:
@@ -231,10 +233,10 @@ class PromotionLedger:
 
     Args:
         root: the subscriber's model folder.
-        public_key: the registry's key, which every record on disk must be signed with.
+        public_key: the registry's key (or trusted-key list) every record on disk must be signed with.
     """
 
-    def __init__(self, root: Path, public_key: Ed25519PublicKey) -> None:
+    def __init__(self, root: Path, public_key: TrustAnchor) -> None:
         self.root = Path(root)
         self.public_key = public_key
 

@@ -9,17 +9,15 @@ trainer exported.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from streamedge.contracts.keys import TrustAnchor, load_trust_anchor, sign_payload, verify_payload
 from streamedge.contracts.manifest import ModelManifest, read_manifest, read_verified_model, verify_model_file
-from streamedge.errors import ConfigError, SignatureError
+from streamedge.errors import ConfigError
 
 __all__ = [
     "generate_keypair",
@@ -60,39 +58,26 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_public_key(path: Path) -> Ed25519PublicKey:
-    """Load a PEM Ed25519 public key; raises :class:`ConfigError` with the reason."""
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError(f"cannot load trusted public key {path}: {exc}") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"trusted key {path} is not an Ed25519 public key")
-    return key
+def load_public_key(path: Path) -> TrustAnchor:
+    """Load what a subscriber trusts: a PEM Ed25519 public key or a trusted-key list.
+
+    See :func:`streamedge.contracts.keys.load_trust_anchor`; raises :class:`ConfigError` with the reason.
+    """
+    return load_trust_anchor(path)
 
 
 def sign_manifest(manifest: ModelManifest, key: Ed25519PrivateKey) -> ModelManifest:
     """Return a copy of ``manifest`` carrying a signature over its signing payload."""
-    signature = key.sign(manifest.signing_payload())
-    return manifest.replace(signature=base64.b64encode(signature).decode())
+    return manifest.replace(signature=sign_payload(key, manifest.signing_payload()))
 
 
-def verify_manifest_signature(manifest: ModelManifest, key: Ed25519PublicKey) -> None:
-    """Raise :class:`SignatureError` unless ``manifest.signature`` is valid for ``key``."""
-    if not manifest.signature:
-        raise SignatureError(f"manifest {manifest.name} v{manifest.version} is unsigned")
-    try:
-        raw = base64.b64decode(manifest.signature, validate=True)
-        key.verify(raw, manifest.signing_payload())
-    except (binascii.Error, ValueError) as exc:
-        raise SignatureError(f"manifest {manifest.name} v{manifest.version} has a malformed signature") from exc
-    except InvalidSignature as exc:
-        raise SignatureError(
-            f"signature of manifest {manifest.name} v{manifest.version} does not match (tampered or wrong key)"
-        ) from exc
+def verify_manifest_signature(manifest: ModelManifest, key: TrustAnchor) -> None:
+    """Raise :class:`SignatureError` unless ``manifest.signature`` is valid for a key ``key`` trusts."""
+    verify_payload(manifest.signature, manifest.signing_payload(), key,
+                   f"manifest {manifest.name} v{manifest.version}")
 
 
-def verify_model_dir(folder: Path, key: Ed25519PublicKey) -> tuple[ModelManifest, Path]:
+def verify_model_dir(folder: Path, key: TrustAnchor) -> tuple[ModelManifest, Path]:
     """Full check of a model folder: manifest valid, signature valid, model sha256 matches.
 
     Returns:
@@ -106,7 +91,7 @@ def verify_model_dir(folder: Path, key: Ed25519PublicKey) -> tuple[ModelManifest
     return manifest, verify_model_file(manifest, folder)
 
 
-def load_verified_model(folder: Path, key: Ed25519PublicKey) -> tuple[ModelManifest, Path, bytes]:
+def load_verified_model(folder: Path, key: TrustAnchor) -> tuple[ModelManifest, Path, bytes]:
     """Like :func:`verify_model_dir`, but returns the model bytes that were hashed.
 
     Give these bytes to the interpreter (``TFLiteRunner(..., model_content=...)``) so the model

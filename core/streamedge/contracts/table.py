@@ -40,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, Literal, get_args
+from typing import BinaryIO, Final, Literal, get_args
 
 from streamedge.errors import StreamedgeError
 
@@ -52,6 +52,7 @@ _CHUNK: Final = 64 * 1024
 __all__ = [
     "MAX_LINE_BYTES",
     "BadLine",
+    "LongLine",
     "SAMPLE_ROWS",
     "TableError",
     "TableLayout",
@@ -59,6 +60,7 @@ __all__ = [
     "TableRow",
     "TimeUnit",
     "open_table",
+    "read_line",
     "read_table",
 ]
 
@@ -207,6 +209,33 @@ class BadLine:
     detail: str
 
 
+@dataclass(frozen=True)
+class LongLine:
+    """A line longer than the limit, read through and dropped: its size in bytes (line end included)."""
+
+    size: int
+
+
+def read_line(handle: BinaryIO, limit: int = MAX_LINE_BYTES) -> bytes | LongLine | None:
+    """The next line of a binary stream without its line end; None at the end of the stream.
+
+    The one bounded line reader of the project (reading tables, the edge agent's file and stdin
+    sources, ``streamedge predict``): a line with more than ``limit`` bytes before its ``\n`` is
+    read through in chunks of 64 KiB, never held whole, and comes back as a :class:`LongLine`.
+    """
+    raw = handle.readline(limit + 1)
+    if not raw:
+        return None
+    if len(raw) > limit and not raw.endswith(b"\n"):
+        size = len(raw)
+        while more := handle.readline(_CHUNK):
+            size += len(more)
+            if more.endswith(b"\n"):
+                break
+        return LongLine(size)
+    return raw.rstrip(b"\r\n")
+
+
 class _Rows:
     """The data lines of a CSV/TSV file with their line numbers, read lazily as bytes, one line at a
     time and never more than ``max_line_bytes`` of one line held; a bad line is a :class:`BadLine`."""
@@ -231,19 +260,16 @@ class _Rows:
             raise TableError(f"{path}: duplicate column name(s) {duplicates}")
 
     def _next_line(self) -> tuple[int, str | BadLine] | None:
-        raw = self._handle.readline(self._limit + 1)
-        if not raw:
+        raw = read_line(self._handle, self._limit)
+        if raw is None:
             return None
         self._line += 1
-        if len(raw) > self._limit and not raw.endswith(b"\n"):
-            while (more := self._handle.readline(_CHUNK)) and not more.endswith(b"\n"):
-                pass
+        if isinstance(raw, LongLine):
             return self._line, BadLine(self._line, "too_large", f"line longer than {self._limit} bytes")
         try:
-            text = raw.decode("utf-8-sig" if self._line == 1 else "utf-8")
+            return self._line, raw.decode("utf-8-sig" if self._line == 1 else "utf-8")
         except UnicodeDecodeError as exc:
             return self._line, BadLine(self._line, "not_utf8", f"not UTF-8 at byte {exc.start}")
-        return self._line, text.rstrip("\r\n")
 
     def _cells(self, text: str) -> list[str] | None:
         try:
@@ -268,6 +294,10 @@ class _Rows:
                 yield line, BadLine(line, "wrong_type", f"{len(row)} fields, header has {len(self.header)}")
             else:
                 yield line, row
+
+    def tell(self) -> int:
+        """Bytes read so far."""
+        return self._handle.tell()
 
     def close(self) -> None:
         self._handle.close()
@@ -382,6 +412,10 @@ class TableReader:
         handles a bad row itself."""
         yield from self._head
         yield from self._rows
+
+    def bytes_read(self) -> int:
+        """How far into the file reading has got, in bytes (for progress)."""
+        return self._rows.tell()
 
     def cell(self, cells: list[str], column: str | None) -> str | None:
         """The raw text of ``column`` in ``cells`` (None for no column)."""

@@ -10,7 +10,8 @@ someone who may be hostile. :func:`load_json` is the only way they are decoded:
    refused above ``max_depth``, before any recursive code (``dataclasses.asdict``, the signing
    payload's ``json.dumps``) ever sees it;
 4. ``NaN``, ``Infinity`` and ``-Infinity`` are refused: they are not JSON and no signature
-   payload can hold them.
+   payload can hold them; so is a number too large for a float (``1e999``), which Python's
+   decoder would otherwise turn into ``inf``.
 
 :func:`check_depth` applies rule 3 to values built in code (a manifest's free-form fields).
 Every failure is a :class:`~streamedge.errors.ManifestError` naming ``what`` was refused.
@@ -19,6 +20,7 @@ Every failure is a :class:`~streamedge.errors.ManifestError` naming ``what`` was
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Final
 
 from streamedge.errors import ManifestError
@@ -32,6 +34,13 @@ MAX_DEPTH: Final = 32
 
 def _no_constant(name: str) -> Any:
     raise ManifestError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ManifestError(f"number {text[:40]} is too large for a float")
+    return value
 
 
 def depth_of(value: Any, limit: int = MAX_DEPTH) -> int:
@@ -73,7 +82,7 @@ def load_json(payload: bytes | str, what: str, max_bytes: int, max_depth: int = 
     if len(payload) > max_bytes:
         raise ManifestError(f"{what} of {len(payload)} bytes exceeds {max_bytes}")
     try:
-        value = json.loads(payload, parse_constant=_no_constant)
+        value = json.loads(payload, parse_constant=_no_constant, parse_float=_finite_float)
     except ManifestError:
         raise
     except (ValueError, RecursionError, TypeError) as exc:  # invalid UTF-8, over-long integers included

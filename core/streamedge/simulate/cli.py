@@ -41,6 +41,9 @@ def register(subparsers: Any) -> None:
     option(parser, "--start-ts", type=float, default=None, help="event time of the first samples (default: now)")
     option(parser, "--stream", default="signal", help="stream name of every device")
     option(parser, "--out", type=Path, default=None, help="also write the JSON report here")
+    option(parser, "--enrolment", type=Path, default=None,
+           help="enrolment file ('edge enrol'): sign each enrolled device's messages with its key, as the device "
+                "would (streamedge-auth header)")
     add_kafka_options(parser)
     parser.set_defaults(handler=_run)
 
@@ -53,7 +56,10 @@ def _run(args: argparse.Namespace) -> int:
         duration_s=args.duration, block_size=args.block_size, generator=args.generator, replay=args.replay,
         n_features=args.features, drift_at_s=args.drift_at, drift_shift=args.drift_shift, anomalies=args.anomalies,
         garbage=args.garbage, seed=args.seed, start_ts=args.start_ts, stream=args.stream)
-    report = simulate(kafka_settings(args), topic_layout(args).readings, settings)
+    from streamedge.contracts.identity import load_enrolment
+
+    device_keys = load_enrolment(args.enrolment).keys if args.enrolment is not None else None
+    report = simulate(kafka_settings(args), topic_layout(args).readings, settings, device_keys=device_keys)
     line = json.dumps(report.to_dict())
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

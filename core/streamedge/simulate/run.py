@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from streamedge.contracts.identity import sign_message
 from streamedge.contracts.reading import MAX_BLOCK_BYTES, MAX_READING_BYTES
 from streamedge.errors import ConfigError
 from streamedge.kafka.settings import KafkaSettings
@@ -200,8 +201,12 @@ class _Delivery:
 
 
 def simulate(kafka: KafkaSettings, topic: str, settings: SimulateSettings,
-             source: SampleSource | None = None) -> SimulationReport:
+             source: SampleSource | None = None, device_keys: dict[str, bytes] | None = None) -> SimulationReport:
     """Send the readings ``settings`` describe to ``topic``; returns what was sent and delivered.
+
+    With ``device_keys`` (device id -> enrolled key, :mod:`streamedge.contracts.identity`), each
+    message of a device holding a key is signed as that device would sign it (``streamedge-auth``
+    header); messages of other devices go unsigned.
 
     Blocks until every message is acknowledged or has failed (idempotent producer, acks=all).
 
@@ -243,7 +248,9 @@ def simulate(kafka: KafkaSettings, topic: str, settings: SimulateSettings,
                 partition = partition_of.get(key)
                 if partition is None:
                     partition = partition_of[key] = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-                future = producer.send(topic, key=key, value=value, partition=partition)
+                signer = device_keys.get(key.split(b"/", 1)[0].decode()) if device_keys else None
+                headers = sign_message(value, signer) if signer is not None else None
+                future = producer.send(topic, key=key, value=value, partition=partition, headers=headers)
                 future.add_callback(delivery.ok).add_errback(delivery.error)
             per_second[int(time.monotonic() - started)] += sent - before
             if settings.duration_s is not None and time.monotonic() - started >= settings.duration_s:

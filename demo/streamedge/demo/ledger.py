@@ -14,6 +14,7 @@ from typing import Any
 
 from streamedge.contracts.results import ResultFormatError, result_rows
 from streamedge.demo.collect import Arrival
+from streamedge.services.records import reading_of
 
 __all__ = ["Tally", "edge_order", "edge_rows", "latencies", "one_step_errors", "tally"]
 
@@ -46,8 +47,12 @@ def _identity(arrival: Arrival) -> str:
     body = arrival.body
     if isinstance(body, dict) and isinstance(body.get("idempotency_key"), str):
         # A stream worker's key ends in "@<partition>:<offset>" (the source message); the result is
-        # named by the part before it, which the demo knows in advance.
-        return str(body["idempotency_key"]).split("@", 1)[0]
+        # named by the part before it, which the demo knows in advance. An edge result's key has no suffix.
+        key = str(body["idempotency_key"])
+        try:
+            return reading_of(key)
+        except ValueError:
+            return key
     return f"{arrival.topic}:{arrival.partition}:{arrival.offset}"
 
 

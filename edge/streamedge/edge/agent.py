@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import CollectorRegistry
 
 from streamedge.contracts.download import FetchOptions, fetch_options
 from streamedge.contracts.identity import load_device_key, sign_event
+from streamedge.contracts.keys import TrustAnchor
 from streamedge.contracts.manifest import ModelManifest
 from streamedge.contracts.promotion import PromotionLedger, PromotionRecord, StaleUpdateError
 from streamedge.contracts.reading import Reading, ReadingBlock, Rejection, parse_message
@@ -93,7 +93,7 @@ class EdgeAgent:
     """
 
     def __init__(self, settings: EdgeSettings, kafka: KafkaSettings, layout: TopicLayout, source: Source,
-                 public_key: Ed25519PublicKey, registry: CollectorRegistry) -> None:
+                 public_key: TrustAnchor, registry: CollectorRegistry) -> None:
         self.settings = settings
         self.layout = layout
         self.source = source

@@ -176,14 +176,11 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def _enrol(args: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
 
-    from streamedge.contracts.identity import enrol
+    from streamedge.contracts.identity import enrol, write_private
 
     key = enrol(Path(args.enrolment), args.device_id)
-    fd = os.open(args.key_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key.hex() + "\n")
+    write_private(Path(args.key_out), key.hex() + "\n")
     print(f"{args.device_id} enrolled; its key is in {args.key_out}")
     return 0

@@ -12,7 +12,8 @@ Names (all prefixed ``streamedge_edge_``), label values from small fixed sets:
 - ``last_sync_timestamp_seconds``: when the broker last acknowledged a forward.
 - ``model_version{model}``: the active version (0 when none).
 - ``model_updates_total{outcome}``: updates applied or refused, by reason (``malformed``,
-  ``verification``, ``stale``, ``shape``, ``load``, ``smoke_test``, ``not_installed``).
+  ``verification``, ``stale``, ``shape``, ``load``, ``smoke_test``, ``not_installed``), and
+  ``expired``: the accepted record passed its signed expiry with nothing newer (once per record).
 - ``buffer_write_errors_total``: buffer writes that failed (disk full, I/O error).
 - ``intake_paused``: 1 while results wait for a buffer write and no reading is taken.
 - ``thread_restarts_total{thread}``: crashed background loops restarted (``edge-forwarder``, ``edge-updates``).

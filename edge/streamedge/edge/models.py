@@ -19,8 +19,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
+from streamedge.contracts.keys import TrustAnchor
 from streamedge.contracts.manifest import ModelManifest, verify_model_file
 from streamedge.contracts.promotion import PromotionRecord, verify_record
 from streamedge.contracts.signing import load_verified_model, verify_model_dir
@@ -44,7 +43,7 @@ class ModelStore:
         public_key: the trusted key every version is verified with.
     """
 
-    def __init__(self, root: Path, public_key: Ed25519PublicKey) -> None:
+    def __init__(self, root: Path, public_key: TrustAnchor) -> None:
         self.root = Path(root)
         self.public_key = public_key
 
@@ -202,7 +201,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def install_record(manifest: ModelManifest, promotions: Path, public_key: Ed25519PublicKey) -> PromotionRecord:
+def install_record(manifest: ModelManifest, promotions: Path, public_key: TrustAnchor) -> PromotionRecord:
     """The verified whole-fleet promotion record that makes ``manifest``'s version the one to serve.
 
     ``edge install`` seeds the device's ledger with it, so the agent starts from the record of

@@ -1,7 +1,8 @@
 """Offline scoring: a table of readings in, one result row per reading out (``streamedge predict``).
 
 Each input row becomes a wire-format reading by the edge agent's own row rule
-(:func:`streamedge.edge.sources.row_payload`), is validated by ``parse_reading``, windowed by
+(:func:`streamedge.edge.sources.table_payloads` for a CSV, as the agent's file source), is
+validated by ``parse_reading``, windowed by
 :class:`~streamedge.edge.predictor.WindowStore` and scored by
 :meth:`~streamedge.edge.predictor.Predictor.step`: the code the agent serves with, so a file
 scored here gives the agent's results for the same rows (tests/edge/test_predict.py proves it).
@@ -22,15 +23,11 @@ from typing import Any, Final
 from streamedge.contracts.reading import Rejection, parse_reading
 from streamedge.edge.errors import NonFiniteOutputError
 from streamedge.edge.predictor import Predictor, WindowStore
-from streamedge.edge.sources import RowNumbers, row_payload
+from streamedge.edge.sources import Payload
 
-__all__ = ["BAD_LINE", "RESERVED_COLUMNS", "BadRow", "ScoreSummary", "output_columns", "score_rows", "value_columns"]
+__all__ = ["BadRow", "ScoreSummary", "output_columns", "score_rows"]
 
-# Columns of the agent's CSV format that are not values (edge.sources: ts, optional device_id, stream, seq).
-RESERVED_COLUMNS: Final = ("device_id", "stream", "ts", "seq")
 _SEPARATORS: Final = (",", ":")
-# The one field of a row the reader could not read as cells (too long, not UTF-8, another width): its reason.
-BAD_LINE: Final = "\x00bad line"
 
 
 @dataclass(frozen=True)
@@ -52,27 +49,6 @@ class ScoreSummary:
     first_bad: list[BadRow] = field(default_factory=list)
 
 
-def value_columns(header: list[str], features: list[str]) -> list[str]:
-    """The value columns of a table, in the model's feature order.
-
-    The agent's rule (every column but ``device_id``, ``stream``, ``ts`` and ``seq``) when that
-    gives as many columns as the model has features; else the model's feature names, when the
-    header has them all.
-
-    Raises:
-        ValueError: the header has no ``ts`` column, or neither rule finds the model's columns.
-    """
-    if "ts" not in header:
-        raise ValueError(f"the header needs a 'ts' column (seconds since the epoch), got {header}")
-    agent_rule = [c for c in header if c not in RESERVED_COLUMNS]
-    if len(agent_rule) == len(features):
-        return agent_rule
-    if all(f in header for f in features):
-        return list(features)
-    raise ValueError(f"the model takes {len(features)} value(s) {features}; the header's value columns are "
-                     f"{agent_rule}: name them as the model's features or keep only {len(features)}")
-
-
 def output_columns(predictor: Predictor) -> list[str]:
     """The result columns for this model's task, after ``line`` and ``key``."""
     task = ["forecast", "anomaly_score", "anomaly"] if predictor.manifest.task == "forecast" \
@@ -80,17 +56,16 @@ def output_columns(predictor: Predictor) -> list[str]:
     return ["line", "key", *task, "model", "version", "error"]
 
 
-def score_rows(rows: Iterable[tuple[int, dict[str, Any]]], columns: list[str], predictor: Predictor,
-               summary: ScoreSummary, *, device_id: str = "offline", stride: int = 1, max_keys: int = 10_000,
+def score_rows(rows: Iterable[tuple[int, Payload]], predictor: Predictor,
+               summary: ScoreSummary, *, stride: int = 1, max_keys: int = 10_000,
                keep_bad: int = 100, on_row: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
     """Score ``(line number, row)`` pairs in order; yields one output row per input row.
 
     Args:
-        rows: the table's rows (cells as text or numbers) with their 1-based line numbers.
-        columns: the value columns (:func:`value_columns`).
+        rows: the table's rows as the agent's payloads (or rejections) with their 1-based line
+            numbers (:func:`streamedge.edge.offline_io.open_reader`).
         predictor: the loaded model.
         summary: counts and the first bad rows, updated as rows go by.
-        device_id: ``device_id`` of rows that have none (the agent's ``--device-id``).
         stride: results for classifiers every ``stride`` readings per key, as the agent's
             ``--stride`` (a forecaster scores every reading).
         max_keys: keys whose windows are kept (least recently seen evicted beyond).
@@ -99,12 +74,10 @@ def score_rows(rows: Iterable[tuple[int, dict[str, Any]]], columns: list[str], p
     """
     windows = WindowStore(history=predictor.manifest.window, max_keys=max_keys)
     m = predictor.manifest
-    residual_std = m.residual_std()
     base = {"model": m.name, "version": m.version}
-    numbers = RowNumbers()
-    for line, row in rows:
+    for line, payload in rows:
         summary.rows += 1
-        out, error = _score_one(row, columns, device_id, numbers, windows, predictor, stride, residual_std)
+        out, error = _score_one(payload, windows, predictor, stride)
         if error:
             summary.bad += 1
             if len(summary.first_bad) < keep_bad:
@@ -117,12 +90,11 @@ def score_rows(rows: Iterable[tuple[int, dict[str, Any]]], columns: list[str], p
             on_row(summary.rows)
 
 
-def _score_one(row: dict[str, Any], columns: list[str], device_id: str, numbers: RowNumbers, windows: WindowStore,
-               predictor: Predictor, stride: int, residual_std: float | None) -> tuple[dict[str, Any], str]:
+def _score_one(payload: Payload, windows: WindowStore, predictor: Predictor, stride: int) -> tuple[dict[str, Any], str]:
     """One row's result fields and error text (empty when fine)."""
-    if BAD_LINE in row:
-        return {}, str(row[BAD_LINE])
-    parsed = parse_reading(row_payload(row, columns, device_id, numbers))
+    if isinstance(payload, Rejection):
+        return {}, f"{payload.reason}: {payload.detail}"
+    parsed = parse_reading(payload)
     if isinstance(parsed, Rejection):
         return {}, f"{parsed.reason}: {parsed.detail}"
     out: dict[str, Any] = {"key": parsed.key}
@@ -143,7 +115,6 @@ def _score_one(row: dict[str, Any], columns: list[str], device_id: str, numbers:
     out["forecast"] = json.dumps(body["forecast"], separators=_SEPARATORS)
     if body["anomaly"] is not None:
         out["anomaly"] = int(body["anomaly"])
-    residual = body.get("residual")
-    if residual and residual_std:
-        out["anomaly_score"] = round(max(abs(r) for r in residual) / residual_std, 6)
+    if body.get("anomaly_score") is not None:
+        out["anomaly_score"] = body["anomaly_score"]
     return out, ""

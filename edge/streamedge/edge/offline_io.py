@@ -1,9 +1,12 @@
 """Table files for offline scoring: CSV always, Parquet when pyarrow is installed.
 
-Readers stream rows with their line numbers (CSV: the physical line the row ends on, header is
-line 1; Parquet: the 1-based row number plus one, so both count the header the same way) and
-say how far through the file they are; writers take rows one at a time and keep at most one
-batch in memory. pyarrow is imported only for a Parquet file (``pip install 'streamedge-edge[parquet]'``).
+Readers stream each row as the wire-format reading the edge agent would make of it, with its
+line number (CSV: the physical line, header is line 1; Parquet: the 1-based row number plus one,
+so both count the header the same way), and say how far through the file they are; writers take
+rows one at a time and keep at most one batch in memory. A CSV is read by the agent's own code,
+:func:`streamedge.contracts.table.open_table` and :func:`streamedge.edge.sources.table_payloads`,
+so predict accepts and rejects the rows the agent does. pyarrow is imported only for a Parquet
+file (``pip install 'streamedge-edge[parquet]'``).
 """
 
 from __future__ import annotations
@@ -14,23 +17,24 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from streamedge.contracts.reading import MAX_READING_BYTES
-from streamedge.edge.offline import BAD_LINE
+from streamedge.contracts.table import TableError, open_table
+from streamedge.edge.sources import Payload, RowNumbers, row_payload, table_payloads
 
-__all__ = ["SUFFIXES", "TableReader", "TableWriter", "open_reader", "open_writer"]
+__all__ = ["SUFFIXES", "RESERVED_COLUMNS", "TableReader", "TableWriter", "open_reader", "open_writer", "value_columns"]
 
 SUFFIXES: Final = (".csv", ".parquet")
+# Columns of the agent's CSV format that are not values (edge.sources: ts, optional device_id, stream, seq).
+RESERVED_COLUMNS: Final = ("device_id", "stream", "ts", "seq")
 _BATCH_ROWS: Final = 65_536
 # Output column types for Parquet (CSV writes text); any other column is a string.
 _PARQUET_TYPES: Final = {"line": "int64", "anomaly_score": "float64", "anomaly": "int8", "version": "int64"}
 
 
 class TableReader(Protocol):
-    """Rows of one input table."""
+    """Readings of one input table."""
 
-    header: list[str]
-
-    def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """``(line number, {column: cell})`` in file order."""
+    def rows(self) -> Iterator[tuple[int, Payload]]:
+        """``(line number, payload or rejection)`` in file order."""
         ...
 
     def fraction(self) -> float:
@@ -59,84 +63,74 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
+def value_columns(header: list[str], features: list[str]) -> list[str]:
+    """The value columns of a Parquet table, in the model's feature order.
+
+    Every column but ``device_id``, ``stream``, ``ts`` and ``seq`` when that gives as many columns
+    as the model has features; else the model's feature names, when the header has them all.
+
+    Raises:
+        ValueError: the header has no ``ts`` column, or neither rule finds the model's columns.
+    """
+    if "ts" not in header:
+        raise ValueError(f"the header needs a 'ts' column (seconds since the epoch), got {header}")
+    agent_rule = [c for c in header if c not in RESERVED_COLUMNS]
+    if len(agent_rule) == len(features):
+        return agent_rule
+    if all(f in header for f in features):
+        return list(features)
+    raise ValueError(f"the model takes {len(features)} value(s) {features}; the header's value columns are "
+                     f"{agent_rule}: name them as the model's features or keep only {len(features)}")
+
+
 class _CsvReader:
-    """A CSV read as the agent's file source reads it: UTF-8 (a BOM dropped), one row per line, each
-    line at most :data:`~streamedge.contracts.reading.MAX_READING_BYTES`; a line too long, not UTF-8
-    or not CSV of the header's width is one bad row (its reason under ``BAD_LINE``), never fatal."""
+    """A CSV read as the agent's file source reads it (:mod:`streamedge.contracts.table`, lines of
+    at most :data:`~streamedge.contracts.reading.MAX_READING_BYTES`): the same layout rules, the
+    same row rule, the same rejections. The value columns are the table's when it has as many as
+    the model has features, else the model's feature names."""
 
-    def __init__(self, path: Path) -> None:
-        self._handle = path.open("rb")
+    def __init__(self, path: Path, features: list[str], device_id: str) -> None:
         self._size = max(path.stat().st_size, 1)
-        self._read = 0
-        self._line = 0
-        first = self._next()
-        header = None if first is None or not isinstance(first, bytes) else _cells(first, "utf-8-sig")
-        if not header or isinstance(header, str):
-            self._handle.close()
-            raise ValueError(f"{path}: a CSV needs a UTF-8 header row of at most {MAX_READING_BYTES} bytes")
-        self.header = [name.strip() for name in header]
-
-    def _next(self) -> bytes | str | None:
-        """The next line without its end, a bad line's reason, or None at the end."""
-        raw = self._handle.readline(MAX_READING_BYTES + 1)
-        if not raw:
-            return None
-        self._line += 1
-        self._read += len(raw)
-        if len(raw) > MAX_READING_BYTES and not raw.endswith(b"\n"):
-            while (more := self._handle.readline(64 * 1024)) and not more.endswith(b"\n"):
-                self._read += len(more)
-            self._read += len(more)
-            return f"too_large: line longer than {MAX_READING_BYTES} bytes"
-        return raw.rstrip(b"\r\n")
-
-    def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        self._device_id = device_id
         try:
-            while (line := self._next()) is not None:
-                if isinstance(line, str):
-                    yield self._line, {BAD_LINE: line}
-                    continue
-                if not line.strip():
-                    continue
-                cells = _cells(line, "utf-8")
-                if isinstance(cells, str):
-                    yield self._line, {BAD_LINE: cells}
-                elif len(cells) != len(self.header):
-                    yield self._line, {BAD_LINE: f"wrong_type: {len(cells)} fields, header has {len(self.header)}"}
-                else:
-                    yield self._line, dict(zip(self.header, cells, strict=True))
-        finally:
-            self._handle.close()
+            reader = open_table(path, max_line_bytes=MAX_READING_BYTES)
+            if len(reader.layout.features) != len(features) and all(f in reader.layout.header for f in features):
+                reader.close()
+                reader = open_table(path, features=features, max_line_bytes=MAX_READING_BYTES)
+        except TableError as exc:
+            raise ValueError(str(exc)) from exc
+        layout = reader.layout
+        if layout.time_column is None or len(layout.features) != len(features):
+            reader.close()
+            raise ValueError(f"{path}: the model takes {len(features)} value(s) {features} and a time column; "
+                             f"the table reads as {layout.describe()}")
+        self._reader = reader
+
+    def rows(self) -> Iterator[tuple[int, Payload]]:
+        with self._reader:
+            yield from table_payloads(self._reader, self._device_id)
 
     def fraction(self) -> float:
-        return min(self._read / self._size, 1.0)
-
-
-def _cells(line: bytes, encoding: str) -> list[str] | str:
-    """One CSV line's cells, or the reason it has none."""
-    try:
-        text = line.decode(encoding)
-    except UnicodeDecodeError as exc:
-        return f"not_utf8: not UTF-8 at byte {exc.start}"
-    try:
-        return next(csv.reader([text]), [])
-    except csv.Error as exc:
-        return f"wrong_type: not CSV ({exc})"
+        return min(self._reader.bytes_read() / self._size, 1.0)
 
 
 class _ParquetReader:
-    def __init__(self, path: Path) -> None:
+    """A Parquet table: typed columns, ``ts`` in epoch seconds, rows by :func:`~streamedge.edge.sources.row_payload`."""
+
+    def __init__(self, path: Path, features: list[str], device_id: str) -> None:
         pa = _pyarrow()
         self._file = pa.parquet.ParquetFile(path)
-        self.header = list(self._file.schema_arrow.names)
+        self._columns = value_columns(list(self._file.schema_arrow.names), features)
+        self._device_id = device_id
         self._total = max(int(self._file.metadata.num_rows), 1)
         self._done = 0
 
-    def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
+    def rows(self) -> Iterator[tuple[int, Payload]]:
+        numbers = RowNumbers()
         for batch in self._file.iter_batches(batch_size=_BATCH_ROWS):
             for row in batch.to_pylist():
                 self._done += 1
-                yield self._done + 1, row
+                yield self._done + 1, row_payload(row, self._columns, self._device_id, numbers)
 
     def fraction(self) -> float:
         return min(self._done / self._total, 1.0)
@@ -186,9 +180,17 @@ def _format(path: Path) -> str:
     return suffix
 
 
-def open_reader(path: Path) -> TableReader:
-    """A reader for a ``.csv`` or ``.parquet`` file; ValueError for another suffix or an empty CSV."""
-    return _CsvReader(path) if _format(path) == ".csv" else _ParquetReader(path)
+def open_reader(path: Path, features: list[str], device_id: str) -> TableReader:
+    """A reader of a ``.csv`` or ``.parquet`` file for a model of ``features``, rows without a
+    device named ``device_id``.
+
+    Raises:
+        ValueError: another suffix, or a table that cannot feed the model (no header or data row,
+            no time column, not the model's value columns).
+    """
+    if _format(path) == ".csv":
+        return _CsvReader(path, features, device_id)
+    return _ParquetReader(path, features, device_id)
 
 
 def open_writer(path: Path, columns: list[str]) -> TableWriter:

@@ -18,7 +18,7 @@ from typing import Any, Final, Literal, TextIO
 
 from streamedge.contracts.manifest import ModelManifest, read_manifest, read_verified_model
 from streamedge.contracts.runner import Runtime
-from streamedge.edge.offline import ScoreSummary, output_columns, score_rows, value_columns
+from streamedge.edge.offline import ScoreSummary, output_columns, score_rows
 from streamedge.edge.offline_io import SUFFIXES, open_reader, open_writer
 from streamedge.edge.predictor import Predictor
 from streamedge.errors import StreamedgeError
@@ -98,14 +98,13 @@ def predict_file(source: Path, target: Path, predictor: Predictor, options: Pred
     Raises:
         ValueError: the file's header cannot feed the model (no ``ts``, wrong value columns).
     """
-    reader = open_reader(source)
-    columns = value_columns(reader.header, predictor.manifest.features)
+    reader = open_reader(source, predictor.manifest.features, options.device_id)
     progress = _Progress(report, source.name, reader.fraction)
     writer = open_writer(target, output_columns(predictor))
     summary = ScoreSummary()
     try:
-        for row in score_rows(reader.rows(), columns, predictor, summary, device_id=options.device_id,
-                              stride=options.stride, max_keys=options.max_keys, on_row=progress.update):
+        for row in score_rows(reader.rows(), predictor, summary, stride=options.stride, max_keys=options.max_keys,
+                              on_row=progress.update):
             writer.write(row)
     finally:
         writer.close()

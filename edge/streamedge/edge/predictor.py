@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from streamedge.contracts.anomaly import AnomalyDetector, DetectorState
 from streamedge.contracts.manifest import ModelManifest
 from streamedge.contracts.reading import Reading
 from streamedge.contracts.runner import Runtime, TFLiteRunner, runtime_model
@@ -42,6 +43,7 @@ class KeyState:
     next_step: FloatArray | None = None
     forecast_version: int | None = None
     forecast_seq: int | None = None
+    detector: DetectorState | None = None
     last_seq: int = -1
     last_ts: float = float("-inf")
     epoch: int = 0
@@ -175,7 +177,8 @@ class Predictor:
             runtime (:func:`~streamedge.contracts.runner.runtime_model`).
         model_path: its ``.tflite`` file.
         runtime: TFLite runtime for :class:`TFLiteRunner` (``"auto"`` prefers ai-edge-litert).
-        anomaly_sigmas: band half-width in validation residual standard deviations.
+        anomaly_sigmas: the anomaly detector's warm-up threshold in validation residual standard
+            deviations (:mod:`streamedge.contracts.anomaly`).
         content: the verified model bytes to load instead of reading ``model_path`` again.
     """
 
@@ -186,7 +189,7 @@ class Predictor:
         self.runner = TFLiteRunner(model_path, chosen, runtime=resolved, model_content=content)
         self._mean = np.asarray(manifest.normalisation["mean"], dtype=np.float32)
         self._std = np.asarray(manifest.normalisation["std"], dtype=np.float32)
-        self.band = _band(manifest, anomaly_sigmas)
+        self.detector = AnomalyDetector.from_manifest(manifest, anomaly_sigmas)
 
     @property
     def version(self) -> int:
@@ -222,7 +225,12 @@ class Predictor:
             # which no JSON result can carry; both operands are finite, so this one is too.
             residual = np.asarray(reading.values, dtype=np.float64) - state.next_step.astype(np.float64)
             body["residual"] = [round(float(r), 6) for r in residual]
-            body["anomaly"] = bool(self.band is not None and np.any(np.abs(residual) > self.band))
+            body["anomaly"] = None
+            if self.detector is not None:
+                state.detector = self.detector.state_for(state.detector)
+                verdict = self.detector.step(state.detector, residual.tolist())
+                body.update(anomaly=verdict.alarm, anomaly_score=round(verdict.score, 6),
+                            threshold=round(verdict.threshold, 6))
         if len(state.values) < m.window:
             return None, 0.0
         window = np.asarray(list(state.values)[-m.window:], dtype=np.float32)[np.newaxis]
@@ -237,15 +245,9 @@ class Predictor:
             state.next_step, state.forecast_version, state.forecast_seq = steps[0], m.version, reading.seq + 1
             body.update(type="forecast", forecast=[[round(float(v), 6) for v in row] for row in steps])
             body.setdefault("anomaly", None)
-            body["band"] = self.band
         else:
             best = int(np.argmax(out))
             body.update(type="classification", label=m.class_labels[best], probability=round(float(out[best]), 6),
                         probabilities=[round(float(p), 6) for p in out])
         return body, elapsed
 
-
-def _band(manifest: ModelManifest, sigmas: float) -> float | None:
-    """Anomaly band half-width (original units) from the manifest's validation residuals, or None."""
-    std = manifest.residual_std()
-    return None if std is None else round(sigmas * std, 6)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkable
 
 from streamedge.contracts.reading import MAX_BLOCK_BYTES, MAX_READING_BYTES, Rejection
-from streamedge.contracts.table import BadLine, TableError, TableReader, TimeUnit, open_table
+from streamedge.contracts.table import BadLine, LongLine, TableError, TableReader, TimeUnit, open_table, read_line
 from streamedge.edge.errors import SourceError
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ __all__ = [
     "file_payloads",
     "open_source",
     "row_payload",
+    "table_payloads",
     "simulator_payloads",
     "stdin_payloads",
 ]
@@ -64,7 +65,6 @@ _LOG = logging.getLogger(__name__)
 # The longest line a line source reads: a reading block plus its line end. Longer lines are
 # skipped in chunks (never held whole) and handed out as a ``too_large`` rejection.
 MAX_LINE_BYTES: Final = MAX_BLOCK_BYTES + 2
-_CHUNK: Final = 64 * 1024
 
 Payload = bytes | Rejection
 """What a source hands out: raw bytes to validate, or a line already refused."""
@@ -212,26 +212,17 @@ def _size(item: object) -> int:
 
 
 def bounded_lines(handle: Any, limit: int = MAX_LINE_BYTES) -> Iterator[Payload]:
-    """The non-blank lines of a binary stream without their line ends, each at most ``limit`` bytes.
+    """The non-blank lines of a binary stream without their line ends, each at most ``limit`` bytes
+    (:func:`streamedge.contracts.table.read_line`).
 
     A longer line is read through in chunks (never held whole) and yields one ``too_large``
     :class:`~streamedge.contracts.reading.Rejection`.
     """
-    while True:
-        line = handle.readline(limit)
-        if not line:
-            return
-        if len(line) == limit and not line.endswith(b"\n"):
-            skipped = len(line)
-            while True:
-                rest = handle.readline(_CHUNK)
-                skipped += len(rest)
-                if not rest or rest.endswith(b"\n"):
-                    break
-            yield Rejection("too_large", f"input line of {skipped} bytes, at most {limit} read")
-            continue
-        if line.strip():
-            yield bytes(line).rstrip(b"\r\n")
+    while (line := read_line(handle, limit)) is not None:
+        if isinstance(line, LongLine):
+            yield Rejection("too_large", f"input line of {line.size} bytes, at most {limit} read")
+        elif line.strip():
+            yield bytes(line)
 
 
 def _paced(items: Iterable[_T], rate: float) -> Iterator[_T]:
@@ -267,23 +258,36 @@ def _csv_rows(path: Path, device_id: str, table: TableOptions) -> Iterator[Paylo
             raise SourceError(f"{path}: no time column found among {list(layout.header)}; name it with "
                               "--source-time-column (STREAMEDGE_EDGE_SOURCE_TIME_COLUMN)")
         _LOG.info("reading %s", layout.describe())
-        numbers = RowNumbers()
-        for line, cells in reader.raw():
-            if isinstance(cells, BadLine):
-                yield Rejection(cells.reason, f"line {line}: {cells.detail}")
-                continue
-            try:
-                row = reader.parse(line, cells)
-            except TableError:
-                yield _raw_payload(reader, cells, device_id, numbers)
-                continue
-            values: list[float] = list(row.values)
-            device, stream = row.device or device_id, row.stream or "csv"
-            record = {"device_id": device, "stream": stream, "ts": row.ts,
-                      "value": values[0] if len(values) == 1 else values,
-                      "seq": row.seq if row.seq is not None else numbers.seq(device, stream, row.ts)}
-            # NaN cells become the non-standard JSON token, which parse_reading rejects as non_finite.
-            yield json.dumps(record).encode()
+        for _line, payload in table_payloads(reader, device_id):
+            yield payload
+
+
+def table_payloads(reader: TableReader, device_id: str) -> Iterator[tuple[int, Payload]]:
+    """Every data line of an open reading table as the agent reads it: ``(line number, payload)``.
+
+    The agent's row rule, shared with ``streamedge predict``: a line that is no row is a
+    :class:`~streamedge.contracts.reading.Rejection` (``not_utf8``, ``too_large``, ``wrong_type``);
+    a row whose cells do not read still becomes a payload with the cell's text in place, for
+    ``parse_reading`` to reject with its reason; a row without ``seq`` is numbered by
+    :class:`RowNumbers`.
+    """
+    numbers = RowNumbers()
+    for line, cells in reader.raw():
+        if isinstance(cells, BadLine):
+            yield line, Rejection(cells.reason, f"line {line}: {cells.detail}")
+            continue
+        try:
+            row = reader.parse(line, cells)
+        except TableError:
+            yield line, _raw_payload(reader, cells, device_id, numbers)
+            continue
+        values: list[float] = list(row.values)
+        device, stream = row.device or device_id, row.stream or "csv"
+        record = {"device_id": device, "stream": stream, "ts": row.ts,
+                  "value": values[0] if len(values) == 1 else values,
+                  "seq": row.seq if row.seq is not None else numbers.seq(device, stream, row.ts)}
+        # NaN cells become the non-standard JSON token, which parse_reading rejects as non_finite.
+        yield line, json.dumps(record).encode()
 
 
 def _number(text: Any) -> Any:

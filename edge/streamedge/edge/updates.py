@@ -19,6 +19,12 @@ and for each message of its model:
    :class:`~streamedge.contracts.download.FetchRetries`) until it succeeds or a newer record
    supersedes it.
 
+While it follows the topic, the thread also checks the accepted record's signed ``expires``
+(:meth:`UpdateWatcher.check_expiry`, every :data:`EXPIRY_CHECK_S`): past it with nothing newer,
+an update may be withheld from this device (a blocked topic, a stalled broker path); it is logged
+and counted once per record as ``model_updates_total{outcome="expired"}``, and the device keeps
+serving the version it has.
+
 The outcome is handed to the agent's thread, which runs the shape check and the smoke test,
 swaps, and only then accepts the record. A refused message never deletes or changes anything:
 only a version folder this very update installed may be removed when it is refused later.
@@ -35,16 +41,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from streamedge.contracts.download import FetchRetries
+from streamedge.contracts.keys import TrustAnchor
 from streamedge.contracts.model_update import FetchOptions, ModelUpdate, fetch_model, parse_model_update, verify_update
 from streamedge.contracts.promotion import PromotionLedger, StaleUpdateError
 from streamedge.errors import ManifestError, VerificationError
 
-__all__ = ["FetchedUpdate", "UpdateWatcher"]
+__all__ = ["EXPIRY_CHECK_S", "FetchedUpdate", "UpdateWatcher"]
 
 _LOG = logging.getLogger(__name__)
+# A record's ttl is hours to days; a minute's lateness in noticing it is nothing, a file read a poll is waste.
+EXPIRY_CHECK_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -79,12 +86,13 @@ class UpdateWatcher:
         timeout_s: bound on one Kafka call.
         fetch: size cap, bearer token and TLS trust for ``http(s)://`` models.
         on_refused: called with a reason (``malformed``, ``verification``, ``stale``) for each
-            message refused before it reaches the agent.
+            message refused before it reaches the agent, and with ``expired`` once per accepted
+            record found past its expiry.
         device_id, group: this device, for records that target a group or a canary share.
     """
 
     def __init__(self, kafka_config: dict[str, Any], topic: str, model_name: str, models_root: Path,
-                 public_key: Ed25519PublicKey, ledger: PromotionLedger, timeout_s: float = 5.0,
+                 public_key: TrustAnchor, ledger: PromotionLedger, timeout_s: float = 5.0,
                  fetch: FetchOptions | None = None, on_refused: Callable[[str], None] | None = None,
                  device_id: str = "", group: str = "") -> None:
         self._device = device_id
@@ -99,6 +107,7 @@ class UpdateWatcher:
         self._fetch = fetch or FetchOptions()
         self._on_refused = on_refused or (lambda reason: None)
         self._position: int | None = None
+        self._expired_sequence: int | None = None
         self.fetched: queue.Queue[FetchedUpdate] = queue.Queue(maxsize=16)
         self.retries = FetchRetries()
         self.stop_event = threading.Event()
@@ -130,6 +139,7 @@ class UpdateWatcher:
         from kafka.errors import KafkaError
 
         consumer: Any = None
+        next_expiry_check = time.monotonic()
         try:
             while not self.stop_event.is_set():
                 try:
@@ -151,9 +161,27 @@ class UpdateWatcher:
                         self.handle(record.key, record.value)
                 for key, value in self.retries.due(time.monotonic()):
                     self.handle(key, value)
+                if time.monotonic() >= next_expiry_check:
+                    next_expiry_check = time.monotonic() + EXPIRY_CHECK_S
+                    self.check_expiry(time.time())
         finally:
             if consumer is not None:
                 consumer.close(timeout_ms=int(self._timeout_s * 1000))
+
+    def check_expiry(self, now: float) -> bool:
+        """Whether the accepted record of our model is past its signed expiry (reported once per record).
+
+        Nothing else happens: the device keeps serving; a newer record ends the report.
+        """
+        record = self._ledger.get(self._name)
+        if record is None or not record.expired(now):
+            return False
+        if record.sequence != self._expired_sequence:
+            self._expired_sequence = record.sequence
+            self._refuse("expired", f"promotion #{record.sequence} of {self._name} (v{record.version}) expired at "
+                                    f"{record.expires:.0f} and nothing newer arrived: an update may be withheld; "
+                                    f"still serving")
+        return True
 
     def handle(self, key: bytes | None, value: bytes | None) -> None:
         """Judge one message; hand a verified, fresh update of our model to the agent.

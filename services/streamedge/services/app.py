@@ -25,6 +25,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streamedge.contracts.download import fetch_options
+from streamedge.contracts.identity import message_auth
 from streamedge.contracts.signing import load_public_key
 from streamedge.errors import ConfigError
 from streamedge.kafka.settings import KafkaSettings
@@ -55,6 +56,14 @@ _LAG_EVERY_S = 5.0
 # Batches whose results may be awaiting broker acknowledgement at once (bounds memory).
 _MAX_INFLIGHT = 4
 _PRODUCER_BATCH_BYTES = 512 * 1024
+# Longest wait, before a rebalance or a stop, for batches still awaiting the broker's
+# acknowledgement (services.commits): well inside the group's rebalance timeout (60 s) and a
+# container's usual stop grace period (30 s), long enough for a healthy broker's acknowledgement.
+_WAIT_HELD_S = 5.0
+# How long the producer retries one message before failing it to Delivery, which sends it again
+# (Faust's default, 1,200 s, kept a write to a missing topic silent for 20 minutes and bounded a
+# stop by that). 30 s: the producer client's own default order of magnitude.
+_PRODUCER_REQUEST_TIMEOUT_S = 30.0
 # "No periodic commit" for Faust, whose setting has no off value: a year, in seconds.
 _NEVER_S = 365 * 24 * 3600.0
 
@@ -183,6 +192,7 @@ class StreamWorker:
             broker_heartbeat_interval=s.session_timeout_s / 5,
             consumer_metadata_max_age_ms=int(s.metadata_max_age_s * 1000),
             producer_acks=-1,
+            producer_request_timeout=_PRODUCER_REQUEST_TIMEOUT_S,
             topic_replication_factor=self._replicas,
             # A micro-batch produces its results in one burst; 16 KiB batches (the default) made
             # that burst wait on several broker round trips per partition.
@@ -191,7 +201,7 @@ class StreamWorker:
         )
         # At-least-once commits the worker's delivered watermark (services.commits); exactly-once
         # commits each batch in its transaction once every event of it was acked.
-        app = (watermark_app(self.watermarks, s.app_id, **options) if at_least_once
+        app = (watermark_app(self.watermarks, s.app_id, grace_s=_WAIT_HELD_S, **options) if at_least_once
                else faust.App(s.app_id, **options))
         readings = app.topic(self.layout.readings, key_serializer="raw", value_serializer="raw")
 
@@ -376,7 +386,7 @@ class StreamWorker:
                 # from the committed offset, with state rebuilt to match.
                 continue
             batch.append((message.value, Source(message.topic, message.partition, message.offset,
-                                                message.timestamp, message.key)))
+                                                message.timestamp, message.key, message_auth(message.headers))))
         if self.processor.take_windows_dropped():
             # A model with a longer window was installed: every owned partition is rebuilt.
             self._rebuilt.clear()

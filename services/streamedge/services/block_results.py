@@ -78,10 +78,12 @@ def forecast_messages(block: ReadingBlock, source: Source, model: LoadedModel, p
 
 def anomaly_messages(block: ReadingBlock, source: Source, model: LoadedModel, version: int,
                      broke: npt.NDArray[np.intp], predicted: npt.NDArray[np.float64],
-                     residual: npt.NDArray[np.float64], score: npt.NDArray[np.float64], band: float, k: float,
+                     residual: npt.NDArray[np.float64], score: npt.NDArray[np.float64],
+                     threshold: npt.NDArray[np.float64], k: float,
                      now: float, limit: int = RESULT_MAX_BYTES) -> list[Output]:
-    """``anomaly_block`` message(s) for the samples ``broke`` (``predicted``, ``residual``: ``(n,
-    n_features)``, ``score``: ``(n,)`` over the whole block)."""
+    """``anomaly_block`` message(s) for the alarms ``broke`` (``predicted``, ``residual``: ``(n,
+    n_features)``; ``score``, ``threshold``: ``(n,)`` over the whole block, the anomaly detector's
+    verdicts, :mod:`streamedge.contracts.anomaly`)."""
     residual_std = model.residual_std()
 
     def encode(lo: int, hi: int) -> tuple[ReadingBlock, bytes]:
@@ -89,7 +91,7 @@ def anomaly_messages(block: ReadingBlock, source: Source, model: LoadedModel, ve
         rows = broke[lo:hi]
         body = {"sample_indexes": (rows - (part.seq - block.seq)).tolist(), "actual": block.values[rows].tolist(),
                 "forecast": predicted[rows].tolist(), "residual": residual[rows].tolist(),
-                "score": score[rows].tolist(), "threshold": band, "k": k, "residual_std": residual_std,
+                "score": score[rows].tolist(), "threshold": threshold[rows].tolist(), "k": k, "residual_std": residual_std,
                 "features": model.manifest.features}
         return part, block_result("anomaly_block", part, source, model.name, version, body, now)
 

@@ -14,8 +14,9 @@ Once each cohort has ``min_devices`` devices, the canary is judged worse when
 ``median canary MAE > median fleet MAE * (1 + margin)``. The median, not the mean: heartbeats
 are unauthenticated, so one device (or one spoofed heartbeat) with a wild error must not decide
 either way; a cohort's median moves only when half its devices do. An ``error.mae`` that is not
-a finite number >= 0 (``1e999`` parses as inf, a huge integer overflows a float) counts as no
-error (logged at debug, counted in :attr:`FleetView.invalid_errors`).
+a finite number >= 0 (a huge integer overflows a float; ``1e999`` and ``NaN`` are refused with the
+whole heartbeat by the parse rule) counts as no error (logged at debug, counted in
+:attr:`FleetView.invalid_errors`).
 
 On ``rollback`` the watcher issues a signed rollback of exactly the record it judged
 (:meth:`~streamedge.registry.ModelRegistry.rollback_canary` with ``expect_sequence``: a new,
@@ -176,15 +177,18 @@ class FleetView:
             so neither their number nor their device ids (checked like a reading's) may grow
             memory without bound.
         enrolment: when given, only heartbeats of enrolled devices signed with their own key
-            (:mod:`streamedge.contracts.identity`) count, each with a ``seq`` above the device's
+            (:mod:`streamedge.contracts.identity`) count, each with a signed ``ts`` within
+            ``stale_after_s`` of ``wall_clock`` (so a heartbeat replayed after the watcher
+            restarted, its ``seq`` memory empty, is refused) and a ``seq`` above the device's
             last one (a replayed heartbeat is ignored); the others are counted in
             :attr:`unauthenticated`.
     """
 
     def __init__(self, model: str, stale_after_s: float, max_devices: int = 100_000,
-                 enrolment: Enrolment | None = None) -> None:
+                 enrolment: Enrolment | None = None, wall_clock: Callable[[], float] = time.time) -> None:
         self.model = model
         self.enrolment = enrolment
+        self.wall_clock = wall_clock
         self.unauthenticated = 0
         self._last_seq: dict[str, int] = {}
         self.stale_after_s = stale_after_s
@@ -222,9 +226,11 @@ class FleetView:
         return report
 
     def _authentic(self, body: dict[str, Any], device: str) -> bool:
-        """Signed by the enrolled device itself, with a sequence number it has not used before."""
-        seq = body.get("seq")
-        if (self.enrolment is None or not self.enrolment.verify_event(body) or isinstance(seq, bool)
+        """Signed by the enrolled device itself, recently (its signed ``ts``), with a sequence number it has not used."""
+        seq, ts = body.get("seq"), body.get("ts")
+        fresh = (isinstance(ts, int | float) and not isinstance(ts, bool)
+                 and abs(self.wall_clock() - ts) <= self.stale_after_s)
+        if (self.enrolment is None or not self.enrolment.verify_event(body) or not fresh or isinstance(seq, bool)
                 or not isinstance(seq, int) or seq <= self._last_seq.get(device, -1)):
             self.unauthenticated += 1
             return False

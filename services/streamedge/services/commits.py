@@ -16,6 +16,13 @@ delivers the dead letter (faust-streaming issue 606; 0.15.3 has no fix). So the 
   whenever it is above the committed offset, on every commit path Faust has (the periodic
   commit, every ``broker_commit_every`` messages, on a rebalance, on stop). Faust's own lists of
   acked offsets are emptied at each commit and never consulted.
+- Before a rebalance and on stop, Faust waits for every message being processed to be acked,
+  with no time limit (``Consumer.wait_empty``): a batch whose write the broker refuses for good
+  (a missing topic, a denied ACL, a message over the topic's size) kept SIGTERM from stopping the
+  worker and every rebalance from completing. The app's consumer waits at most ``grace_s``
+  seconds, then commits the watermark, which cannot pass the batch, and goes on: a restart or
+  the partition's new owner processes that batch again. Faust's flush of the producer, after
+  that commit, is bounded the same way (a write to a missing topic never leaves its buffer).
 
 Messages of one partition reach the worker in offset order (one agent, one stream); after a
 rebalance Faust re-reads from the committed offset, so a watermark never passes a message that
@@ -24,6 +31,8 @@ was not consumed.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -96,8 +105,9 @@ class Watermarks:
         return iter(list(self._marks))
 
 
-def watermark_app(watermarks: Watermarks, *args: Any, **kwargs: Any) -> Any:
-    """A ``faust.App(*args, **kwargs)`` whose consumer commits ``watermarks`` and nothing else."""
+def watermark_app(watermarks: Watermarks, *args: Any, grace_s: float = 5.0, **kwargs: Any) -> Any:
+    """A ``faust.App(*args, **kwargs)`` whose consumer commits ``watermarks`` and nothing else, and
+    waits at most ``grace_s`` seconds for held messages before a rebalance or a stop."""
     import faust
     from faust.transport.drivers import aiokafka as driver
 
@@ -124,11 +134,33 @@ def watermark_app(watermarks: Watermarks, *args: Any, **kwargs: Any) -> Any:
                     found[tp] = offset
             return found
 
+        async def wait_empty(self) -> None:
+            """Faust's wait for every held message to be acked, for ``grace_s`` seconds at most."""
+            deadline = time.monotonic() + grace_s
+            while not self.should_stop and self._unacked_messages:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.log.warning("%d message(s) still await the broker's acknowledgement after %.1f s; "
+                                     "not waiting longer (the committed offset stays before them)",
+                                     len(self._unacked_messages), grace_s)
+                    break
+                await self.commit()
+                await self._wait_for_ack(timeout=1.0)  # woken by the next ack, else after 1 s
+                self._clean_unacked_messages()
+            await self.commit_and_end_transactions()
+
     class WatermarkTransport(driver.Transport):
         Consumer = WatermarkConsumer
 
     class WatermarkApp(faust.App):
         def _new_transport(self) -> Any:
             return WatermarkTransport(self.conf.broker_consumer, self)
+
+        async def _producer_flush(self, logger: Any) -> None:
+            try:
+                await asyncio.wait_for(super()._producer_flush(logger), timeout=grace_s)
+            except TimeoutError:
+                logger.warning("the producer still holds unacknowledged messages after %.1f s; not waiting "
+                               "longer (nothing they answer was committed)", grace_s)
 
     return WatermarkApp(*args, **kwargs)

@@ -21,7 +21,7 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 # Dead-letter reasons the worker adds to the reading contract's own.
 WORKER_REASONS = ("key_mismatch", "implausible_ts", "implausible_seq",
                   "unknown_device", "unknown_stream", "wrong_feature_count", "duplicate", "out_of_order",
-                  "model_unavailable", "non_finite_output", "inference_error")
+                  "model_unavailable", "non_finite_output", "inference_error", "unauthenticated")
 REBUILD_TRUNCATIONS = ("message_cap", "empty_fetches")
 
 

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from streamedge.contracts.keys import TrustAnchor
 from streamedge.contracts.manifest import ModelManifest
 from streamedge.contracts.promotion import PromotionLedger
 from streamedge.contracts.runner import TFLiteRunner, runtime_model, smoke_failure
@@ -79,7 +79,7 @@ class LoadedModel:
         return std
 
 
-def load_model(folder: Path, public_key: Ed25519PublicKey, runtime: str = "auto") -> LoadedModel:
+def load_model(folder: Path, public_key: TrustAnchor, runtime: str = "auto") -> LoadedModel:
     """Verify and load one model folder, in the variant its manifest names for ``runtime``.
 
     Raises:
@@ -100,7 +100,7 @@ def load_model(folder: Path, public_key: Ed25519PublicKey, runtime: str = "auto"
     return model
 
 
-def active_version_dir(model_dir: Path, name: str, public_key: Ed25519PublicKey) -> Path | None:
+def active_version_dir(model_dir: Path, name: str, public_key: TrustAnchor) -> Path | None:
     """The folder of the version the last accepted promotion record names, or None.
 
     After a rollback that is the rolled-back-to version, not the highest one on disk; under a

@@ -19,10 +19,12 @@ readings-topic messages (in consumption order) :meth:`Processor.process`:
    (:mod:`services.block_results`: forecasts as an array, anomalies as the sample
    indexes and values that broke the band, classifications of the strided samples).
 
-Anomaly rule: sample ``seq`` is anomalous for forecaster ``m`` when ``m`` forecast it from the
-window ending at ``seq - 1`` and ``|actual - forecast| > anomaly_k * residual_std`` for any
-feature, ``residual_std`` being the model's validation residual standard deviation (manifest
-``validation_error``). A gap in ``seq`` skips the scoring (the forecast was for a lost reading).
+Anomaly rule: sample ``seq`` is scored for forecaster ``m`` when ``m`` forecast it from the
+window ending at ``seq - 1``; its residual goes through the key's anomaly detector
+(:mod:`streamedge.contracts.anomaly`, the one the edge agent and ``streamedge predict`` run:
+smoothed per-feature errors against a dynamic threshold, one alarm per event, ``anomaly_k`` its
+warm-up threshold), and an alarm is an anomaly result. A gap in ``seq`` skips the scoring (the
+forecast was for a lost reading). The detector's state lives with the key's window.
 The first ``window - 1`` samples of a key fill its window and produce no result.
 """
 
@@ -37,7 +39,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamedge.contracts.anomaly import AnomalyDetector, DetectorConfig
 from streamedge.contracts.cycles import CycleCutter
+from streamedge.contracts.identity import load_enrolment
 from streamedge.contracts.reading import Reading, Rejection, parse_message
 from streamedge.services.block_results import (
     RESULT_MAX_BYTES,
@@ -98,6 +102,8 @@ class Processor:
         self._routes = {stream: list(names) for stream, names in settings.routes.items()}
         self._default_route = self._routes.get("*", [])
         self._label_cache: dict[str, tuple[Any, Any]] = {}
+        self._enrolment = load_enrolment(settings.enrolment) if settings.enrolment is not None else None
+        self._detectors: dict[tuple[str, int], AnomalyDetector] = {}
         self.shadows: ShadowSet | None = None
         # Largest block result message; a larger one is split (services.block_results).
         self.result_max_bytes = RESULT_MAX_BYTES
@@ -160,6 +166,9 @@ class Processor:
         wanted = parsed.key.encode()
         if source.key != wanted:
             return "key_mismatch", _key_detail(source.key, parsed.key), None
+        if self._enrolment is not None and not self._enrolment.verify_message(
+                payload or b"", parsed.device_id, source.auth):
+            return "unauthenticated", f"not signed by the enrolled key of device {parsed.device_id!r}", None
         if self.settings.devices and not any(fnmatch.fnmatchcase(parsed.device_id, p) for p in self.settings.devices):
             return "unknown_device", f"device {parsed.device_id!r} is not in the allow-list", None
         names = self._routed(parsed.stream)
@@ -295,26 +304,40 @@ class Processor:
     def _score_one(self, job: Job, reading: Reading, model: LoadedModel, monitor: ModelMonitor, now: float,
                    outputs: list[Output], emit: bool) -> None:
         pending = job.ext.state.pending.pop(model.name, None)
-        if pending is None or pending.seq != reading.seq - 1 or not emit:
+        if pending is None or pending.seq != reading.seq - 1:
             return
         actual = reading.values
         residual = [a - f for a, f in zip(actual, pending.values, strict=True)]
-        worst = max(abs(r) for r in residual)
-        residual_std = model.residual_std()
         error = sum(abs(r) for r in residual) / len(residual)
-        score = worst / residual_std
-        if not (math.isfinite(score) and math.isfinite(error)):
+        if not (all(math.isfinite(r) for r in residual) and math.isfinite(error)):
             return  # values near the float limit overflow: nothing to score, nothing JSON could carry
+        # The detector steps in rebuild mode too, so a rebuilt key alarms as the live one would.
+        detector = self._detector(model)
+        state = job.ext.state.detectors[model.name] = detector.state_for(job.ext.state.detectors.get(model.name))
+        verdict = detector.step(state, residual)
+        if not emit:
+            return
         monitor.add_error(error)
-        band = self.settings.anomaly_k * residual_std
-        if worst <= band:
+        if not verdict.alarm:
             return
         self._children(model.name)[1].inc()
-        body = {"actual": list(actual), "forecast": list(pending.values), "residual": residual, "score": score,
-                "threshold": band, "k": self.settings.anomaly_k, "residual_std": residual_std,
+        body = {"actual": list(actual), "forecast": list(pending.values), "residual": residual, "score": verdict.score,
+                "threshold": verdict.threshold, "k": self.settings.anomaly_k, "residual_std": model.residual_std(),
                 "forecast_seq": pending.seq, "features": model.manifest.features}
         value = result("anomaly", reading, job.source, model.name, pending.version, body, now)
         outputs.append(Output("anomalies", reading.key.encode(), value, reading.ts))
+
+    def _detector(self, model: LoadedModel) -> AnomalyDetector:
+        """The anomaly detector of ``model``'s version (built once per version)."""
+        detector = self._detectors.get((model.name, model.version))
+        if detector is None:
+            manifest = model.manifest
+            detector = AnomalyDetector(model.residual_std(), manifest.normalisation["std"],
+                                       int(manifest.hyperparameters.get("season") or 1), model.version,
+                                       DetectorConfig(k=self.settings.anomaly_k))
+            self._detectors = {k: v for k, v in self._detectors.items() if k[0] != model.name}
+            self._detectors[(model.name, model.version)] = detector
+        return detector
 
     def _forecast(self, job: Job, model: LoadedModel, now: float, outputs: list[Output], emit: bool) -> None:
         name, block, state = model.name, job.block, job.ext.state
@@ -324,18 +347,18 @@ class Processor:
         pending = state.pending.pop(name, None)
         if self.shadows is not None and name in self.shadows:
             self._observe_shadow(job, name)
-        if emit:
-            # predicted[i]: the one-step forecast for sample i made at sample i - 1 (NaN: none).
-            predicted = np.full(block.values.shape, np.nan)
-            if pending is not None and pending.seq == block.seq - 1:
-                predicted[0] = pending.values
-            if picks is not None and steps is not None:
-                nxt = picks + 1
-                inside = nxt < n
-                first_steps = np.where(job.ok[name][:, None], steps[:, 0, :], np.nan)
-                predicted[nxt[inside]] = first_steps[inside]
-            version = pending.version if pending is not None and pending.seq == block.seq - 1 else model.version
-            self._score(job, model, version, predicted, now, outputs)
+        # predicted[i]: the one-step forecast for sample i made at sample i - 1 (NaN: none). Scored
+        # in rebuild mode too (the anomaly detector's state), emitting nothing.
+        predicted = np.full(block.values.shape, np.nan)
+        if pending is not None and pending.seq == block.seq - 1:
+            predicted[0] = pending.values
+        if picks is not None and steps is not None:
+            nxt = picks + 1
+            inside = nxt < n
+            first_steps = np.where(job.ok[name][:, None], steps[:, 0, :], np.nan)
+            predicted[nxt[inside]] = first_steps[inside]
+        version = pending.version if pending is not None and pending.seq == block.seq - 1 else model.version
+        self._score(job, model, version, predicted, now, outputs, emit)
         if picks is None or steps is None:
             return
         ok = job.ok[name]
@@ -346,28 +369,34 @@ class Processor:
         outputs += forecast_messages(block, job.source, model, picks, steps, ok, now, self.result_max_bytes)
 
     def _score(self, job: Job, model: LoadedModel, version: int, predicted: npt.NDArray[np.float64], now: float,
-               outputs: list[Output]) -> None:
-        """Score every sample with a one-step forecast; emit the anomalies (array operations)."""
+               outputs: list[Output], emit: bool) -> None:
+        """Score every sample with a one-step forecast; emit the alarms (unless rebuilding)."""
         block = job.block
-        residual_std = model.residual_std()
         with np.errstate(over="ignore", invalid="ignore"):
             residual = block.values - predicted
-            worst = np.abs(residual).max(axis=1)
-            score = worst / residual_std
             errors = np.abs(residual).mean(axis=1)
-        # No forecast, or values near the float limit (a residual, score or error that overflows):
+        # No forecast, or values near the float limit (a residual or error that overflows):
         # nothing to score, and nothing that JSON could carry.
-        scored = np.isfinite(score) & np.isfinite(errors)
+        scored = np.isfinite(residual).all(axis=1) & np.isfinite(errors)
         if not scored.any():
             return
-        monitor = self.monitors[model.name]
-        monitor.add_errors(errors[scored].tolist())
-        band = self.settings.anomaly_k * residual_std
-        broke = np.flatnonzero(scored & (worst > band))
-        if not len(broke):
+        if emit:
+            self.monitors[model.name].add_errors(errors[scored].tolist())
+        detector = self._detector(model)
+        state = job.ext.state.detectors[model.name] = detector.state_for(job.ext.state.detectors.get(model.name))
+        score = np.full(len(block), np.nan)
+        threshold = np.full(len(block), np.nan)
+        alarms = []
+        for index in np.flatnonzero(scored).tolist():
+            verdict = detector.step(state, residual[index].tolist())
+            score[index], threshold[index] = verdict.score, verdict.threshold
+            if verdict.alarm:
+                alarms.append(index)
+        if not (alarms and emit):
             return
+        broke = np.asarray(alarms, dtype=np.intp)
         self._children(model.name)[1].inc(len(broke))
-        outputs += anomaly_messages(block, job.source, model, version, broke, predicted, residual, score, band,
+        outputs += anomaly_messages(block, job.source, model, version, broke, predicted, residual, score, threshold,
                                     self.settings.anomaly_k, now, self.result_max_bytes)
 
     def _observe_shadow(self, job: Job, name: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from streamedge.contracts.identity import message_auth
 from streamedge.kafka.settings import KafkaSettings
 from streamedge.services.records import Source
 
@@ -76,7 +77,8 @@ async def replay_before(kafka: KafkaSettings, topic: str, partition: int, upto: 
         while position < upto and empty < _MAX_EMPTY_FETCHES:
             fetched = await consumer.getmany(tp, timeout_ms=1000, max_records=_CHUNK)
             chunk = [
-                (msg.value, Source(topic, partition, msg.offset, msg.timestamp / 1000.0, msg.key))
+                (msg.value, Source(topic, partition, msg.offset, msg.timestamp / 1000.0, msg.key,
+                                   message_auth(msg.headers)))
                 for msg in fetched.get(tp, [])
                 if msg.offset < upto
             ]

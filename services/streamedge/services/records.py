@@ -33,8 +33,8 @@ import orjson
 from streamedge.contracts.reading import Reading, ReadingBlock
 
 __all__ = ["DEAD_LETTER_LIMIT_BYTES", "DEAD_LETTER_MAX_BYTES", "KEY_KEEP_BYTES", "PRODUCER_MAX_REQUEST_BYTES",
-           "Output", "Source", "block_result", "dead_letter", "dead_letter_key", "float32_json", "idempotency_key",
-           "parse_dead_letter", "result"]
+           "Output", "ResultKey", "Source", "block_result", "dead_letter", "dead_letter_key", "float32_json",
+           "idempotency_key", "parse_dead_letter", "parse_idempotency_key", "reading_of", "result"]
 
 # Below the producer's default request limit (1,000,000 bytes) and the broker's default
 # message.max.bytes (1,048,588), with room for the record batch overhead.
@@ -57,14 +57,16 @@ _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 class Source(NamedTuple):
-    """Where a message came from: topic, partition, offset, Kafka timestamp (seconds), key
-    (a tuple: one is built per message, and a frozen dataclass costs several times as much)."""
+    """Where a message came from: topic, partition, offset, Kafka timestamp (seconds), key and
+    ``streamedge-auth`` header (a tuple: one is built per message, and a frozen dataclass costs
+    several times as much)."""
 
     topic: str
     partition: int
     offset: int
     timestamp: float
     key: bytes | None = None
+    auth: bytes | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
@@ -89,6 +91,37 @@ def idempotency_key(kind: str, model: str, key: str, seq: int, source: Source) -
     the source offset makes the whole key unique per message.
     """
     return f"{kind}:{model}:{key}:{seq}@{source.partition}:{source.offset}"
+
+
+class ResultKey(NamedTuple):
+    """An idempotency key taken apart: ``reading`` (``<kind>:<model>:<key>:<seq>``, what the result is
+    about) and the ``partition`` and ``offset`` of the readings message it came from."""
+
+    reading: str
+    partition: int
+    offset: int
+
+
+def parse_idempotency_key(text: str) -> ResultKey:
+    """Split an :func:`idempotency_key` at its last ``@`` (device ids and stream names hold none).
+
+    Raises:
+        ValueError: ``text`` does not end in ``@<partition>:<offset>`` (two non-negative integers)
+            after a non-empty reading part.
+    """
+    reading, at, suffix = text.rpartition("@")
+    partition, colon, offset = suffix.partition(":")
+    if not (reading and at and colon and partition.isdigit() and offset.isdigit()
+            and partition.isascii() and offset.isascii()):
+        raise ValueError(f"not a result idempotency key (no '@<partition>:<offset>' suffix): {text[:200]!r}")
+    return ResultKey(reading, int(partition), int(offset))
+
+
+def reading_of(text: str) -> str:
+    """What a result is about: its idempotency key without the ``@<partition>:<offset>`` suffix;
+    the same for every copy and every source message of one reading and model (see
+    :func:`parse_idempotency_key`, which raises ValueError on anything else)."""
+    return parse_idempotency_key(text).reading
 
 
 def result(kind: str, reading: Reading, source: Source, model: str, version: int, body: dict[str, Any],

@@ -33,6 +33,9 @@ class StreamSettings(BaseSettings):
             A stream with no route is dead-lettered as ``unknown_stream``.
         devices: allowed device ids as ``fnmatch`` patterns; empty allows every device,
             others are dead-lettered as ``unknown_device``.
+        enrolment: enrolment file (``edge enrol``): a reading counts only when its
+            ``streamedge-auth`` header is signed by the enrolled device it names; others are
+            dead-lettered as ``unauthenticated`` (:mod:`streamedge.contracts.identity`). None: no check.
         batch_size: most windows (and readings) per micro-batch, i.e. per TFLite invoke.
         batch_wait_s: longest wait for a micro-batch to fill, seconds (bounds latency at low rates).
         classify_stride: classify the window ending at reading ``seq`` when ``seq % stride == 0``.
@@ -102,6 +105,7 @@ class StreamSettings(BaseSettings):
     public_key: Path | None = None
     routes: dict[str, list[str]] = Field(default_factory=dict)
     devices: list[str] = Field(default_factory=list)
+    enrolment: Path | None = None
     batch_size: int = Field(default=256, ge=1, le=100_000)
     batch_wait_s: float = Field(default=0.02, gt=0, le=10)
     classify_stride: int = Field(default=1, ge=1)

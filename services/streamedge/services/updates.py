@@ -37,9 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from streamedge.contracts.download import FetchRetries
+from streamedge.contracts.keys import TrustAnchor
 from streamedge.contracts.model_update import FetchOptions, ModelUpdate, fetch_model, parse_model_update, verify_update
 from streamedge.contracts.promotion import PromotionLedger, PromotionRecord
 from streamedge.errors import StreamedgeError
@@ -71,7 +70,7 @@ class ModelFollower:
         fetch: size cap, token and TLS trust for ``http(s)://`` artefacts.
     """
 
-    def __init__(self, processor: Processor, model_dir: Path, public_key: Ed25519PublicKey,
+    def __init__(self, processor: Processor, model_dir: Path, public_key: TrustAnchor,
                  runtime: str = "auto", fetch: FetchOptions | None = None) -> None:
         self.processor = processor
         self.model_dir = model_dir

@@ -39,6 +39,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from streamedge.contracts.anomaly import DetectorState
 from streamedge.contracts.reading import Reading, ReadingBlock
 
 __all__ = ["Extension", "KeyState", "OrderRejection", "PendingForecast", "WindowStore"]
@@ -72,6 +73,8 @@ class KeyState:
     last_ts: float
     last_seen: float
     pending: dict[str, PendingForecast] = field(default_factory=dict)
+    # Per forecaster name: the anomaly detector's state (streamedge.contracts.anomaly).
+    detectors: dict[str, DetectorState] = field(default_factory=dict)
     n_features: int = field(default=0)
     # (last seq, last ts) of the block last refused as implausible_seq, to recognise a real jump.
     jumped: tuple[int, float] | None = field(default=None)

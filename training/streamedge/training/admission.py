@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamedge.contracts.identity import Enrolment
 from streamedge.contracts.manifest import ModelManifest
 from streamedge.training.data import SeriesData
 
@@ -41,11 +42,19 @@ class AdmissionPolicy:
         max_device_share: largest share of the admitted readings one device may hold, in (0, 1].
         outlier_stds: a device whose mean is further than this many training standard
             deviations from the median device is refused.
+        enrolment: the enrolled devices' keys: when given, the replay keeps only readings signed
+            by the device they name (:func:`streamedge.training.kafka_source.replay_topic`), so an
+            enrolled device cannot write readings under another's id.
+        devices: the stream worker's device allow-list (``fnmatch`` patterns; empty allows every
+            device): readings of other devices, which the worker dead-letters as
+            ``unknown_device``, are left out of the replay itself.
     """
 
     enrolled: frozenset[str] | None = None
     max_device_share: float = 0.5
     outlier_stds: float = 4.0
+    enrolment: Enrolment | None = None
+    devices: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 < self.max_device_share <= 1.0 or not self.outlier_stds > 0:

@@ -136,7 +136,11 @@ def _register_watch(commands: Any) -> None:
            help="rollout target of an automatic promotion: canary:<pct>, group:<name> or all (widen a canary "
                 "with 'models promote' once 'models watch-canary' judged it)")
     option(watch, "--enrolment", type=Path, default=None, env="STREAMEDGE_TRAIN_ENROLMENT",
-           help="enrolment file ('edge enrol'): learn only from readings of enrolled devices (default: any device)")
+           help="enrolment file ('edge enrol'): learn only from readings of enrolled devices, each signed by the "
+                "device it names (default: any device, signed or not)")
+    option(watch, "--devices", default="", env="STREAMEDGE_TRAIN_DEVICES",
+           help="the stream worker's device allow-list: comma-separated fnmatch patterns; readings of other "
+                "devices are not learnt from (default: every device)")
     option(watch, "--max-device-share", type=float, default=0.5, env="STREAMEDGE_TRAIN_MAX_DEVICE_SHARE",
            help="largest share of the training readings one device may hold")
     option(watch, "--outlier-stds", type=float, default=4.0, env="STREAMEDGE_TRAIN_OUTLIER_STDS",
@@ -174,9 +178,10 @@ def _watch(args: argparse.Namespace) -> int:
     if not isinstance(routes, dict) or not all(
             isinstance(v, list) and all(isinstance(n, str) for n in v) for v in routes.values()):
         raise ConfigError('--routes must map stream names to lists of model names, e.g. {"s": ["m"]}')
-    enrolled = load_enrolment(args.enrolment).devices if args.enrolment else None
+    enrolment = load_enrolment(args.enrolment) if args.enrolment else None
     try:
-        admission = AdmissionPolicy(enrolled, args.max_device_share, args.outlier_stds)
+        admission = AdmissionPolicy(enrolment.devices if enrolment else None, args.max_device_share,
+                                    args.outlier_stds, enrolment, tuple(_split(args.devices) or ()))
         policy = RetrainPolicy(history=args.history, holdout_fraction=args.holdout_fraction,
                                min_improvement=args.min_improvement, min_interval_s=args.min_interval_s,
                                epochs=args.epochs, admission=admission, promote_to=args.promote_to)

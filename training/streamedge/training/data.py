@@ -43,12 +43,15 @@ class DataReport:
         resampled_series: number of series resampled to a common length (``.ts`` only).
         irregular_steps: number of time steps whose spacing differs from the median step.
         notes: human-readable lines, one per repair.
+        skipped: readings left out by reason (a Kafka replay: ``device_not_allowed``,
+            ``wrong_feature_count``).
     """
 
     missing_filled: int = 0
     resampled_series: int = 0
     irregular_steps: int = 0
     notes: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready copy."""
@@ -57,6 +60,7 @@ class DataReport:
             "resampled_series": self.resampled_series,
             "irregular_steps": self.irregular_steps,
             "notes": list(self.notes),
+            "skipped": dict(self.skipped),
         }
 
 

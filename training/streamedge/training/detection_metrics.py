@@ -6,9 +6,10 @@ found when at least one flag lies inside it (widened by ``tolerance`` readings o
 and a flagged run is a true alarm when it touches a widened true event. Event-wise recall is the
 share of events found, precision the share of flagged runs that are true alarms.
 
-The two detectors the benchmark compares:
-- :func:`residual_flags`: the rule the stream worker and the edge agent apply,
-  ``|actual - one-step forecast| > k * residual_std`` (``services.processor``, ``edge.predictor``);
+Two of the detectors the benchmark compares (the third is the shipped one,
+:mod:`streamedge.contracts.anomaly`):
+- :func:`residual_flags`: the fixed band the stream worker and the edge agent applied before it,
+  ``|actual - one-step forecast| > k * residual_std``;
 - :func:`rolling_zscore_flags`: the usual baseline, ``|x[t] - mean| > k * std`` over the
   ``window`` readings before ``t``.
 """

@@ -35,12 +35,18 @@ from streamedge.training.config import ForecasterConfig
 from streamedge.training.data import SeriesData, load_table
 from streamedge.training.errors import DataError
 from streamedge.training.export import MAX_MAE_GROWTH, error_gate
-from streamedge.training.forecast_origins import fit_to_history, origin_split, per_origin
+from streamedge.training.forecast_origins import (
+    MIN_TRAINING_WINDOWS,
+    fit_to_history,
+    origin_split,
+    per_origin,
+    shortest_fit,
+)
 from streamedge.training.metrics import forecast_metrics, seasonal_naive_forecast, seasonal_naive_scale
 from streamedge.training.models import build_forecaster, fit, scale_correction, seed_everything
 from streamedge.training.report import plot_forecasts, plot_learning_curves, write_index
 from streamedge.training.seasonal_lags import BASE_DIFFS, CORRECTION_SCALES, default_recent
-from streamedge.training.windowing import Normaliser, make_windows, partition_series, split_series
+from streamedge.training.windowing import Normaliser, make_windows, partition_series
 
 # Learned candidates of ``--model auto``, in the order they are trained.
 CANDIDATES: Final = ("lstm", "linear")
@@ -48,7 +54,8 @@ CANDIDATES: Final = ("lstm", "linear")
 DEFAULT_ORIGINS: Final = 3
 
 __all__ = ["CANDIDATES", "DEFAULT_ORIGINS", "MAX_MAE_GROWTH", "MAX_SCALE_SPREAD", "choose_correction_scale",
-           "default_config", "default_recent", "default_window", "seasonal_naive_verdict", "train_forecaster"]
+           "default_config", "default_recent", "default_window", "seasonal_naive_verdict", "train_forecaster",
+           "validation_error"]
 
 _log = logging.getLogger(__name__)
 _REPRESENTATIVE: Final = 200
@@ -57,6 +64,8 @@ _HEADROOM: Final = 0.25
 # Series whose MASE scales differ more than this share one normalisation badly (M1: 10^8): above
 # it a global model scales every window by its own statistics (per-series scaling).
 MAX_SCALE_SPREAD: Final = 100.0
+# Smallest validation error in the manifest, as a share of the mean feature std (see validation_error).
+_MIN_ERROR: Final = 1e-6
 
 
 def default_window(season: int, horizon: int, recent: int = 0) -> int:
@@ -103,9 +112,38 @@ def seasonal_naive_verdict(metrics: dict[str, dict[str, Any]], naive_mase: float
     """
     verdict = {name: bool(m["mase"] < naive_mase) for name, m in metrics.items()}
     warnings = [f"{name} does not beat seasonal naive on the test set: MASE {metrics[name]['mase']:.3f} "
-                f">= {naive_mase:.3f}; seasonal naive is the better forecast here"
+                f">= {naive_mase:.3f}; seasonal naive is at least as good here"
                 for name, beats in verdict.items() if not beats]
     return verdict, warnings
+
+
+def validation_error(residuals: npt.ArrayLike, feature_std: npt.ArrayLike) -> dict[str, float]:
+    """The manifest's ``validation_error`` (original units): ``mae`` and ``residual_std`` of the
+    validation residuals, each at least ``1e-6`` of the mean feature std.
+
+    A constant series forecasts itself exactly (both 0), and the manifest needs positive spreads
+    for the anomaly detector's scales; the floor makes any departure from the constant an alarm.
+    """
+    errors = np.asarray(residuals, dtype=np.float64)
+    floor = _MIN_ERROR * float(np.mean(np.asarray(feature_std, dtype=np.float64)))
+    return {"mae": max(float(np.mean(np.abs(errors))), floor), "residual_std": max(float(np.std(errors)), floor)}
+
+
+def _too_short(data: SeriesData, config: ForecasterConfig, fitted: bool) -> str:
+    """Why no series gives a training window, in the file's own lengths, and what would fit."""
+    w, h, origins = config.window, config.horizon, config.origins
+    need = w + (origins + 1) * h
+    test = f"{h}" if origins == 1 else f"{origins} x {h}"
+    why = f"needs at least {need} (one training window of {w + h} plus {test} held-out test points)"
+    if len(data.series) == 1:
+        text = f"series {data.ids[0]!r} has {len(data.series[0])} points; window {w} + horizon {h} {why}"
+    else:
+        text = f"none of the {len(data.series)} series has {need} points: window {w} + horizon {h} {why}"
+    if fitted:
+        return (f"{text}; no shorter window fits either: horizon {h} and season {config.season} need at least "
+                f"{shortest_fit(config)} points (window {config.season + 1}, one test origin, "
+                f"{MIN_TRAINING_WINDOWS} training windows): pass a shorter --horizon or --season")
+    return f"{text}; use a shorter --window or fewer --origins"
 
 
 def choose_correction_scale(model: Any, scales: tuple[float, ...], x_val: npt.NDArray[np.float32],
@@ -317,14 +355,7 @@ def train_forecaster(
     extra_test = (origins - 1) * h
     trained, test_only, skipped = partition_series([len(s) - extra_test for s in data.series], w, h, season)
     if not trained:
-        first = data.series[0][:max(len(data.series[0]) - extra_test, 0)]
-        if len(data.series) == 1:
-            if len(first) > season + h:
-                split_series(first, h, w, f"series {data.ids[0]!r}")  # raises: names the shortfall
-            raise DataError(f"series {data.ids[0]!r}: {len(first) - h} history points cannot give a "
-                            f"seasonal-naive scale for season {season}")
-        raise DataError(f"none of the {len(data.series)} series has the {w + 2 * h} points that window {w} + "
-                        f"horizon {h} need for a training window and the held-out test")
+        raise DataError(_too_short(data, config, fit_window))
     if skipped:
         warnings.append(f"{len(skipped)} of {len(data.series)} series skipped: fewer than {w + origins * h} points "
                         f"(window {w} + horizon {h}) or a history of at most season {season}")
@@ -415,8 +446,7 @@ def train_forecaster(
             "input_shape": [-1, w, n_feat], "output_shape": [-1, h * n_feat], "window": w, "horizon": h,
             "features": data.features, "normalisation": normaliser.to_manifest(),
             "reference_stats": reference_stats(np.concatenate(histories), data.features),
-            "validation_error": {"mae": float(np.mean(np.abs(val_residuals))),
-                                 "residual_std": float(np.std(val_residuals))},
+            "validation_error": validation_error(val_residuals, normaliser.std),
             # holds the scaling decision, so a retrain or a rebuild of the model makes the same one
             "hyperparameters": config.to_dict(),
         },

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from streamedge.training.config import ForecasterConfig
 from streamedge.training.metrics import forecast_metrics
 
-__all__ = ["MIN_TRAINING_WINDOWS", "fit_to_history", "origin_split", "per_origin", "training_windows"]
+__all__ = ["MIN_TRAINING_WINDOWS", "fit_to_history", "origin_split", "per_origin", "shortest_fit", "training_windows"]
 
 # A shortened default window must still leave the longest series this many training windows.
 MIN_TRAINING_WINDOWS: Final = 16
@@ -102,3 +102,15 @@ def fit_to_history(lengths: list[int], config: ForecasterConfig) -> tuple[Foreca
                                  "for more")
                 return fitted, notes
     return config, []
+
+
+def shortest_fit(config: ForecasterConfig) -> int:
+    """The fewest readings a series needs for :func:`fit_to_history` to fit anything: window
+    ``season + 1``, one test origin and ``MIN_TRAINING_WINDOWS`` training windows."""
+    window = config.season + 1
+    shortest = _shorter(dataclasses.replace(config, origins=1), window)
+    length = window + 2 * config.horizon
+    while training_windows(length - config.horizon, shortest) < MIN_TRAINING_WINDOWS \
+            or length - config.horizon - window <= config.season:
+        length += 1
+    return length

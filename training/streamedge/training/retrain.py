@@ -9,8 +9,10 @@ a request ``{"model", "version", "trigger", "requested_at", ...}`` (see
    a request answered already): skipped;
 2. **needs_labels**: classifiers are not retrained, the stream carries no labels;
 3. **rate_limited**: a model is retrained at most once per ``min_interval_s``;
-4. replay the readings topic, keep the streams routed to the model and the last ``history``
-   readings of each key; admit them by policy (:mod:`training.admission`: enrolled devices only,
+4. replay the readings topic with bounded memory, keep the streams routed to the model, the
+   devices of the worker's allow-list, the readings of the model's feature count (others are
+   skipped and counted) and the last ``history`` readings of each key; admit them by policy
+   (:mod:`training.admission`: enrolled devices only,
    a data check against the current model's training spread, no device above a stated share);
    hold the newest ``holdout_fraction`` of every series out;
 5. train with the active version's hyperparameters (:func:`training.forecast.train_forecaster`,
@@ -50,9 +52,10 @@ from pathlib import Path
 from threading import Event
 from typing import Any, Final, Literal
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry, Counter
 
+from streamedge.contracts.keys import TrustAnchor
 from streamedge.contracts.manifest import ModelManifest, read_manifest, write_manifest
 from streamedge.contracts.rollout import parse_target
 from streamedge.errors import StreamedgeError
@@ -216,7 +219,7 @@ class Retrainer:
         progress: show training progress bars.
     """
 
-    def __init__(self, registry: ModelRegistry, signing_key: Ed25519PrivateKey, public_key: Ed25519PublicKey,
+    def __init__(self, registry: ModelRegistry, signing_key: Ed25519PrivateKey, public_key: TrustAnchor,
                  kafka: KafkaSettings, layout: TopicLayout, routes: dict[str, list[str]], work_dir: Path,
                  policy: RetrainPolicy | None = None, metrics: RetrainMetrics | None = None,
                  clock: Callable[[], float] = time.monotonic, progress: bool = False) -> None:
@@ -303,14 +306,19 @@ class Retrainer:
         return config
 
     def _history(self, champion: ModelManifest, config: ForecasterConfig) -> tuple[SeriesData, int]:
-        from streamedge.training.challenger import holdout_size, tail
+        from streamedge.training.challenger import holdout_size
         from streamedge.training.kafka_source import replay_topic
 
         model = champion.name
         streams = {stream for stream, names in self.routes.items() if model in names}
         if not streams:
             raise RetrainError(f"no stream is routed to {model}")
-        replayed = tail(replay_topic(self.kafka, self.layout.readings, streams=streams), self.policy.history)
+        # Bounded by what is kept (keys * history readings), not by the topic's length.
+        replayed = replay_topic(self.kafka, self.layout.readings, streams=streams,
+                                enrolment=self.policy.admission.enrolment, features=champion.n_features,
+                                devices=self.policy.admission.devices, history=self.policy.history)
+        if replayed.report.skipped:
+            _log.warning("retrain %s: replayed readings left out: %s", model, replayed.report.skipped)
         admission = admit(replayed, champion, self.policy.admission)
         for device, reason in sorted(admission.refused.items()):
             _log.warning("retrain %s: readings of %.80r not admitted: %s", model, device, reason)

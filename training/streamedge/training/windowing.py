@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from streamedge.training.errors import DataError
 
-__all__ = ["Normaliser", "count_windows", "make_windows", "partition_series", "split_series"]
+__all__ = ["Normaliser", "count_windows", "make_windows", "partition_series"]
 
 FloatArray = npt.NDArray[np.float32]
 # A feature whose training std is below this is constant; dividing by it would blow up noise.
@@ -59,34 +59,6 @@ def make_windows(
     x_index = starts[:, None] + np.arange(window)[None, :]
     y_index = starts[:, None] + window + np.arange(horizon)[None, :]
     return arr[x_index], arr[y_index]
-
-
-def split_series(
-    series: npt.ArrayLike, horizon: int, window: int, where: str = "series"
-) -> tuple[FloatArray, FloatArray]:
-    """Split a series into history and test: the test is its last ``horizon`` points.
-
-    The test input is the ``window`` points before them, so the history must hold at least
-    ``window + horizon`` points for one training window.
-
-    Returns:
-        ``(history, test_context)``: ``history`` is ``(T - horizon, F)``, ``test_context``
-        the ``(window + horizon, F)`` tail used for the single test window.
-
-    Raises:
-        DataError: the series is shorter than ``window + 2 * horizon`` (one training window
-            plus the held-out test).
-    """
-    arr = np.asarray(series, dtype=np.float32)
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    needed = window + 2 * horizon
-    if arr.shape[0] < needed:
-        raise DataError(
-            f"{where} has {arr.shape[0]} points; window {window} + horizon {horizon} needs at least "
-            f"{needed} (one training window of {window + horizon} plus {horizon} held-out test points)"
-        )
-    return arr[:-horizon], arr[-(window + horizon):]
 
 
 def partition_series(
