@@ -81,3 +81,21 @@ def test_worker_settings_without_a_flag_come_from_the_stream_table_below_env_and
     assert "mae_window = 500  # default" in out
     assert main(["--config", str(config), "config", "show", "stream", "worker", "--classify-stride", "4"]) == 0
     assert "classify_stride = 4  # flag" in capsys.readouterr().out
+
+
+def test_every_worker_setting_is_a_flag_that_reaches_the_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    from streamedge.services.settings import StreamSettings
+
+    with pytest.raises(SystemExit):
+        main(["stream", "worker", "--help"])
+    text = capsys.readouterr().out
+    spelled = {"batch_wait_s": "--batch-wait"}
+    assert [f for f in StreamSettings.model_fields if spelled.get(f, "--" + f.replace("_", "-")) not in text] == []
+    assert main(["config", "show", "stream", "worker", "--mae-window", "7", "--devices", '["a", "b"]',
+                 "--follow-updates", "false", "--shadow", '{"m": 2}']) == 0
+    out = capsys.readouterr().out
+    for line in ("mae_window = 7  # flag", "devices = ['a', 'b']  # flag", "follow_updates = False  # flag",
+                 "shadow = {'m': 2}  # flag"):
+        assert line in out
+    assert main(["config", "show", "stream", "worker", "--shadow", "{oops"]) == 1
+    assert "--shadow is not JSON" in capsys.readouterr().err
