@@ -226,7 +226,7 @@ _WIDE = "ts," + ",".join(f"c{i}" for i in range(70)) + "\n" + "".join(
 @pytest.mark.parametrize(("text", "flags", "reason"), [
     ("timestamp,device_id,v\n2026-03-01T00:00:00Z,p1,1\n", ["--seq-start", "-5"], "seq -5 is outside"),
     ("timestamp,device_id,v\n2026-03-01T00:00:00Z,p1,1\n", ["--seq-start", "99999999999999999999"], "is outside"),
-    (_WIDE, [], "70 features, at most 64"),
+    (_WIDE, [], "sample has 70 features, 1 to 64 allowed"),
     ("date,v\n19600101,1\n19600102,2\n", [], "ts -315619200.0 is outside"),
 ], ids=["negative-seq", "huge-seq", "70-features", "dates-1960"])
 def test_replay_refuses_what_the_reading_contract_refuses_and_sends_nothing(

@@ -71,23 +71,6 @@ def test_topics_command_creates_layout(kafka_settings: KafkaSettings, capsys: py
         admin.close()
 
 
-def test_topics_command_moves_an_existing_readings_topic_onto_the_brokers_clock(kafka_settings: KafkaSettings) -> None:
-    from kafka.admin import NewTopic
-
-    layout = TopicLayout(prefix=f"ct{uuid.uuid4().hex[:8]}.", partitions=3)
-    admin = KafkaAdminClient(**kafka_settings.kafka_python_config())
-    try:  # as a first producer's auto-create (or an earlier version) left it: CreateTime, retention set by hand
-        admin.create_topics([NewTopic(layout.readings, 3, 1, topic_configs={"retention.ms": "3600000"})])
-        assert main(["kafka", "topics", "--bootstrap-servers", kafka_settings.bootstrap_servers,
-                     "--topic-prefix", layout.prefix]) == 0
-        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, layout.readings)])
-        topic = configs["topic"][layout.readings]
-        assert topic["message.timestamp.type"]["value"] == "LogAppendTime"
-        assert topic["retention.ms"]["value"] == "3600000"  # an incremental change: other settings kept
-    finally:
-        admin.close()
-
-
 def test_kafka_python_round_trip(kafka_settings: KafkaSettings, make_topics: type[TopicLayout]) -> None:
     layout = make_topics()
     started_ms = time.time() * 1000

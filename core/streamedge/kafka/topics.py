@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from streamedge.kafka.settings import KafkaSettings
 
@@ -105,31 +105,8 @@ def default_replication(settings: KafkaSettings) -> int:
     return 3 if brokers >= 3 else 1
 
 
-def _align_timestamp_types(admin: Any, specs: list[TopicSpec]) -> None:
-    """Set ``message.timestamp.type`` on existing topics whose spec names one and that differ.
-
-    The readings topic's record time must be the broker's append time: the worker's end-to-end
-    latency is measured from it. A topic left on the broker default (CreateTime: auto-created by a
-    first producer, or by an earlier version) would measure from the producers' clocks.
-    """
-    from kafka.admin import ConfigResource, ConfigResourceType
-
-    key = "message.timestamp.type"
-    for spec in specs:
-        wanted = spec.configs.get(key)
-        if wanted is None:
-            continue
-        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name)])
-        found = described.get("topic", {}).get(spec.name, {}).get(key)
-        value = found.get("value") if isinstance(found, dict) else found
-        if value != wanted:
-            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, configs={key: wanted})])
-
-
 def create_topics(settings: KafkaSettings, layout: TopicLayout, replication_factor: int = 1) -> list[str]:
-    """Create the layout's missing topics; returns the names created (existing ones are kept, but an
-    existing topic whose ``message.timestamp.type`` differs from the layout's, such as a readings
-    topic on CreateTime, is altered to it: see :func:`_align_timestamp_types`).
+    """Create the layout's missing topics; returns the names created (existing ones are kept).
 
     With 3 replicas or more every topic also gets ``min.insync.replicas=2``: an ``acks=all``
     write (every producer of the project uses it) is then on two brokers before it is
@@ -157,7 +134,6 @@ def create_topics(settings: KafkaSettings, layout: TopicLayout, replication_fact
             created += [topic.name for topic in new if topic.name not in created]
             if new:
                 admin.create_topics(new, wait_for_metadata=True)  # usable as soon as this returns
-            _align_timestamp_types(admin, [spec for spec in layout.specs() if spec.name in existing])
             return created
         except (RetriableError, UnknownBrokerIdError):
             if attempt == _CREATE_ATTEMPTS:
