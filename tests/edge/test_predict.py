@@ -174,6 +174,22 @@ def test_predict_scores_a_folder_of_csv_and_parquet(tiny_models: TinyModels, tmp
     assert [r["forecast"] or None for r in _read_csv(csv_out)] == [r["forecast"] for r in a]
 
 
+def test_predict_reads_an_iso_timestamp_file_like_the_trainer(tiny_models: TinyModels, tmp_path: Path) -> None:
+    """The quickstart's file shape (ISO ``timestamp``, ``device_id``, values) is scored row for row, no errors."""
+    source = tmp_path / "pumps.csv"
+    with source.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["timestamp", "device_id", "value"])
+        for i in range(40):
+            writer.writerow([f"2026-03-01T{i // 60:02d}:{i % 60:02d}:00Z", "pump-1",
+                             f"{10.0 + 3.0 * math.sin(2 * math.pi * i / 16):.6f}"])
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(source), "--model", str(tiny_models.forecaster), "--out", str(out)]) == 0
+    rows = _read_csv(out)
+    assert len(rows) == 40
+    assert [r for r in rows if r.get("error")] == []
+
+
 def test_a_table_without_seq_is_scored_alike_by_predict_and_the_agent_and_its_spike_flagged(
         make_agent: Callable[..., Any], kafka_settings: KafkaSettings, tiny_models: TinyModels, tmp_path: Path) -> None:
     """Before: the agent numbered such rows by their time in microseconds, so no reading followed the

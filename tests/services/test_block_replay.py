@@ -187,3 +187,86 @@ def test_replay_refuses_a_topic_prefix_whose_topics_do_not_exist(
         assert not [t for t in admin.list_topics() if t.startswith(prefix)]
     finally:
         admin.close()
+
+
+def test_replay_keeps_a_files_stream_and_seq_columns(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout], tmp_path: Path) -> None:
+    layout = make_topics(3)
+    path = tmp_path / "two-streams.csv"
+    lines = ["timestamp,device_id,stream,seq,value"]
+    lines += [f"2026-03-01T10:00:{i:02d}Z,pump-1,{stream},{100 + i},{i}.5" for i in range(4)
+              for stream in ("inlet", "outlet")]
+    path.write_text("\n".join(lines) + "\n")
+    common = ["stream", "replay", "--bootstrap-servers", kafka_settings.bootstrap_servers,
+              "--topic-prefix", layout.prefix, "--file", str(path)]
+    assert main([*common, "--seq-start", "5"]) == 2  # the file's seqs are kept: a start would be ignored
+    assert main([*common, "--block-size", "4"]) == 0
+    found = consume_until(kafka_settings, [layout.readings], lambda found: len(found) >= 2)
+    keys: dict[str, list[int]] = {}
+    for message in found:
+        block = parse_message(message.value)
+        assert isinstance(block, ReadingBlock)
+        assert message.key == f"{block.device_id}/{block.stream}".encode()
+        keys.setdefault(f"{block.device_id}/{block.stream}", []).extend(range(block.seq, block.seq + len(block)))
+    assert keys == {"pump-1/inlet": [100, 101, 102, 103], "pump-1/outlet": [100, 101, 102, 103]}
+
+
+def test_a_files_seq_gap_starts_a_new_block(tmp_path: Path) -> None:
+    path = tmp_path / "gap.csv"
+    path.write_text("ts,seq,value\n" + "".join(f"{1.7e9 + s},{s},{s}\n" for s in (0, 1, 2, 7, 8)))
+    series, _ = read_series(path, "d")
+    blocks = [parse_message(value) for _, value in block_payloads(series, "s", 10, 0.0, 1.0)]
+    assert [(b.seq, len(b)) for b in blocks if isinstance(b, ReadingBlock)] == [(0, 3), (7, 2)]
+
+
+_WIDE = "ts," + ",".join(f"c{i}" for i in range(70)) + "\n" + "".join(
+    f"{1772323200 + r}," + ",".join(str(r + i) for i in range(70)) + "\n" for r in range(5))
+
+
+@pytest.mark.parametrize(("text", "flags", "reason"), [
+    ("timestamp,device_id,v\n2026-03-01T00:00:00Z,p1,1\n", ["--seq-start", "-5"], "seq -5 is outside"),
+    ("timestamp,device_id,v\n2026-03-01T00:00:00Z,p1,1\n", ["--seq-start", "99999999999999999999"], "is outside"),
+    (_WIDE, [], "sample has 70 features, 1 to 64 allowed"),
+    ("date,v\n19600101,1\n19600102,2\n", [], "ts -315619200.0 is outside"),
+], ids=["negative-seq", "huge-seq", "70-features", "dates-1960"])
+def test_replay_refuses_what_the_reading_contract_refuses_and_sends_nothing(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], text: str, flags: list[str], reason: str) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    layout = make_topics(1)
+    path = tmp_path / "file.csv"
+    path.write_text(text)
+    assert main(["stream", "replay", "--bootstrap-servers", kafka_settings.bootstrap_servers,
+                 "--topic-prefix", layout.prefix, "--file", str(path), *flags]) == 1
+    err = capsys.readouterr().err
+    assert "the reading contract refuses it" in err and reason in err and "nothing was sent" in err
+    consumer = KafkaConsumer(**kafka_settings.kafka_python_config(), enable_auto_commit=False)
+    try:
+        partition = TopicPartition(layout.readings, 0)
+        assert consumer.end_offsets([partition])[partition] == 0
+    finally:
+        consumer.close()
+
+
+def test_continue_on_a_device_with_no_history_ends_at_the_end_offsets_without_noise(
+        kafka_settings: KafkaSettings, make_topics: Callable[..., TopicLayout], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    layout = make_topics(3)
+    path = tmp_path / "pump.csv"
+    path.write_text("timestamp,device_id,v\n2026-03-01T00:00:00Z,p1,1\n2026-03-01T00:00:01Z,p1,2\n")
+    command = [sys.executable, "-c", "import sys; from streamedge.cli.main import main; sys.exit(main(sys.argv[1:]))",
+               "stream", "replay", "--bootstrap-servers", kafka_settings.bootstrap_servers,
+               "--topic-prefix", layout.prefix, "--file", str(path), "--continue"]
+    started = time.monotonic()
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - started
+    assert first.returncode == 0, first.stderr
+    assert "continuing at seq p1: 0" in first.stdout
+    assert took < 20.0, f"--continue on an empty topic took {took:.1f} s (the consumer's 30 s timeout)"
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "continuing at seq p1: 2" in again.stdout, again.stderr
+    assert "group_id is None" not in first.stderr + again.stderr

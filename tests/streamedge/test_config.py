@@ -81,3 +81,40 @@ def test_worker_settings_without_a_flag_come_from_the_stream_table_below_env_and
     assert "mae_window = 500  # default" in out
     assert main(["--config", str(config), "config", "show", "stream", "worker", "--classify-stride", "4"]) == 0
     assert "classify_stride = 4  # flag" in capsys.readouterr().out
+
+
+def test_every_worker_setting_is_a_flag_that_reaches_the_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    from streamedge.services.settings import StreamSettings
+
+    with pytest.raises(SystemExit):
+        main(["stream", "worker", "--help"])
+    text = capsys.readouterr().out
+    spelled = {"batch_wait_s": "--batch-wait"}
+    assert [f for f in StreamSettings.model_fields if spelled.get(f, "--" + f.replace("_", "-")) not in text] == []
+    assert main(["config", "show", "stream", "worker", "--mae-window", "7", "--devices", '["a", "b"]',
+                 "--follow-updates", "false", "--shadow", '{"m": 2}']) == 0
+    out = capsys.readouterr().out
+    for line in ("mae_window = 7  # flag", "devices = ['a', 'b']  # flag", "follow_updates = False  # flag",
+                 "shadow = {'m': 2}  # flag"):
+        assert line in out
+    assert main(["config", "show", "stream", "worker", "--shadow", "{oops"]) == 1
+    assert "--shadow is not JSON" in capsys.readouterr().err
+
+
+def test_relative_paths_in_a_config_file_are_relative_to_its_folder_from_any_working_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "etc" / "streamedge.toml"
+    config.parent.mkdir()
+    config.write_text('buffer_path = "buf.sqlite"\nmodel_dir = "device-models"\n\n[stream]\ndata_dir = "state"\n')
+    monkeypatch.delenv("STREAMEDGE_EDGE_BUFFER_PATH", raising=False)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        assert main(["--config", str(config), "config", "show", "edge", "run"]) == 0
+        out = capsys.readouterr().out
+        assert f'buffer_path = "{config.parent / "buf.sqlite"}"' in out
+        assert f'model_dir = "{config.parent / "device-models"}"' in out
+        assert main(["--config", str(config), "config", "show", "stream", "worker", "--public-key", "k.pem"]) == 0
+        out = capsys.readouterr().out
+        assert f'data_dir = "{config.parent / "state"}"' in out
+        assert 'public_key = "k.pem"  # flag' in out  # a flag stays relative to the working folder

@@ -52,6 +52,16 @@ def test_a_late_buffered_heartbeat_never_makes_a_device_look_fresher_or_older() 
     assert _registry(state, 110.0).get_sample_value("streamedge_fleet_heartbeat_age_seconds", {"device": "a"}) == 0.0
 
 
+def test_a_future_stamped_heartbeat_does_not_keep_a_silent_device_fresh() -> None:
+    now = [1_800_000_000.0]
+    state = FleetState(clock=lambda: now[0])
+    state.observe(_beat("a", now[0] + 30 * 86400))  # a month ahead (clock not yet synced, or forged)
+    state.observe(_beat("a", now[0]))  # then a truthful one; then the device falls silent
+    now[0] += 3600.0
+    age = _registry(state, now[0]).get_sample_value("streamedge_fleet_heartbeat_age_seconds", {"device": "a"})
+    assert age == 3600.0
+
+
 @pytest.mark.parametrize("value", [b"{oops", b"[]", b"", b'{"type":"heartbeat","device_id":"a b","ts":1}',
                                    b'{"type":"heartbeat","device_id":"a","ts":"soon"}',
                                    b'{"device_id":"a","ts":1}', b'{"type":"heartbeat","device_id":"a","ts":1e999}'])
@@ -113,3 +123,18 @@ def test_a_malformed_target_is_one_clear_error(tmp_path: Path, flags: list[str],
     assert main(["monitor", "config", "--out", str(tmp_path), *flags]) == 1
     assert "is no" in capsys.readouterr().err
     assert not (tmp_path / "prometheus.yml").exists()
+
+
+@pytest.mark.parametrize("interval", ["banana", "15s\nrule_files: []", "", "15"])
+def test_a_scrape_interval_that_is_no_prometheus_duration_is_refused_and_nothing_written(
+        tmp_path: Path, interval: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "monitor"
+    assert main(["monitor", "config", "--out", str(out), "--exporter", "none", "--scrape-interval", interval]) == 1
+    assert "is not a Prometheus duration" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_prometheus_durations_are_accepted() -> None:
+    from streamedge.monitor.recipe import check_duration
+
+    assert [check_duration(d) for d in ("15s", "1m30s", "500ms", "0", "1h")] == ["15s", "1m30s", "500ms", "0", "1h"]

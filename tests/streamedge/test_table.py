@@ -101,6 +101,28 @@ def test_the_time_column_is_never_a_feature_and_text_columns_are_named_as_ignore
     assert layout.time_column == "Date" and layout.features == ("y",) and layout.ignored == ("site",)
 
 
+@pytest.mark.parametrize("name", ["timestamp_ms", "ts_s", "time_utc", "epoch_ms", "Unix_Time"])
+def test_a_time_column_named_with_a_unit_or_zone_suffix_is_the_time_never_a_feature(
+        tmp_path: Path, name: str) -> None:
+    text = f"{name},device_id,vibration\n" + "".join(
+        f"{1772323200000 + i * 3_600_000},pump-1,{0.5 + 0.01 * i:.3f}\n" for i in range(50))
+    layout, rows = read_table(_write(tmp_path, text))
+    assert (layout.time_column, layout.time_unit, layout.features) == (name, "ms", ("vibration",))
+    assert rows[1].ts == 1772323200.0 + 3600
+
+
+def test_a_numeric_column_empty_in_every_sampled_row_is_judged_by_its_later_values(tmp_path: Path) -> None:
+    late = "ts,vibration,temperature\n" + "".join(
+        f"{1772323200 + i * 60},{0.5 + 0.01 * (i % 7):.3f},{'' if i < SAMPLE_ROWS else 40 + i % 3}\n"
+        for i in range(SAMPLE_ROWS + 200))
+    layout, rows = read_table(_write(tmp_path, late))
+    assert layout.features == ("vibration", "temperature") and layout.ignored == ()
+    assert math.isnan(rows[0].values[1]) and rows[SAMPLE_ROWS].values[1] == 40 + SAMPLE_ROWS % 3
+    texty = late.replace(f",{40 + SAMPLE_ROWS % 3}\n", ",north\n", 1)
+    with pytest.raises(TableError, match=r"column 'temperature': 'north' is not a number.*pass the feature columns"):
+        read_table(_write(tmp_path, texty, "t.csv"))
+
+
 @pytest.mark.parametrize(("text", "kwargs", "match"), [
     ("ts,time,v\n1,2,3\n", {}, r"could each be the time column; pass the time column"),
     ("a,b,v\n2026-01-01,2026-01-02,3\n", {}, r"all hold dates; pass the time column"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
@@ -69,9 +70,10 @@ def _kafka_rows(args: argparse.Namespace, sources: dict[str, str]) -> list[tuple
     return rows
 
 
-def effective_settings(config_data: dict[str, Any], command_line: list[str],
+def effective_settings(config_data: dict[str, Any], command_line: list[str], base: Path | None = None,
                        ) -> tuple[list[str], list[tuple[str, list[tuple[str, Any, str]]]]]:
-    """The settings ``streamedge COMMAND ...`` would run with, without running it.
+    """The settings ``streamedge COMMAND ...`` would run with, without running it (``base``: the
+    config file's folder, which its relative paths are relative to).
 
     Returns:
         The command's path (``["stream", "worker"]``) and its sections: ``(title, [(name, value, source)])``
@@ -83,7 +85,7 @@ def effective_settings(config_data: dict[str, Any], command_line: list[str],
     from streamedge.cli.main import build_parser
 
     parser = build_parser()
-    apply_env_and_config(parser, config_data)
+    apply_env_and_config(parser, config_data, base=base)
     leaf, path, flags = _leaf(parser, list(command_line))
     for action in leaf._actions:
         action.required = False
@@ -101,7 +103,8 @@ def effective_settings(config_data: dict[str, Any], command_line: list[str],
 
 
 def _show(args: argparse.Namespace) -> int:
-    path, sections = effective_settings(args.config_data, list(args.command_line))
+    base = args.config_path.absolute().parent if args.config_path else None
+    path, sections = effective_settings(args.config_data, list(args.command_line), base)
     where = f"config file {args.config_path}" if args.config_path else "no config file"
     print(f"# streamedge {' '.join(path) or '(global)'}: {where}; precedence flag > env > file > default")
     for title, rows in sections:

@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config_path = _config_path(args_list)
         config = load_config(config_path)
         parser = build_parser()
-        apply_env_and_config(parser, config)
+        apply_env_and_config(parser, config, base=config_path.absolute().parent if config_path else None)
         args = parser.parse_args(args_list)
         args.config_data, args.config_path = config, config_path
         logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -8,7 +8,8 @@ dest-style (``epochs = 5``, ``port = 39092``), plus tables: ``[kafka]`` with
 and the tables commands declare with :func:`config_table` (``[stream]``: every stream worker
 setting). A table key that a flag also sets (``[kafka] bootstrap_servers`` for
 ``--bootstrap-servers``) is that flag's file value. An unknown key or table is an error naming the
-nearest valid one. :func:`value_sources` says where each value came from (``streamedge config show``).
+nearest valid one. A relative path in the file is relative to the file's folder. :func:`value_sources`
+says where each value came from (``streamedge config show``).
 """
 
 from __future__ import annotations
@@ -138,12 +139,33 @@ def _table_key(env_name: str, tables: Mapping[str, tuple[frozenset[str], str]],
     return None
 
 
+_PATH_SUFFIXES = ("_path", "_dir", "_file", "_cafile", "_cert", "_key")
+
+
+def _is_path(action: argparse.Action) -> bool:
+    """Whether an option names a file or folder: typed ``Path``, or named like one (``buffer_path``,
+    ``model_dir``, ``token_file``, ``public_key``)."""
+    return action.type is Path or action.dest.endswith(_PATH_SUFFIXES)
+
+
+def _from_file(action: argparse.Action, value: Any, base: Path | None) -> Any:
+    """A config-file value; a relative path is taken relative to the config file's folder ``base``."""
+    if base is None or not isinstance(value, str) or not value or not _is_path(action):
+        return value
+    path = Path(value)
+    return value if path.is_absolute() or value.startswith("~") else str(base / path)
+
+
 def apply_env_and_config(
-    parser: argparse.ArgumentParser, config: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    parser: argparse.ArgumentParser, config: Mapping[str, Any], environ: Mapping[str, str] | None = None,
+    base: Path | None = None,
 ) -> None:
     """Check the config, then turn env vars and config values into parser defaults (flags still win).
 
-    Each option remembers where its default came from (see :func:`value_sources`).
+    Each option remembers where its default came from (see :func:`value_sources`). A relative
+    path in the config file (an option typed ``Path`` or named ``*_path``, ``*_dir``, ``*_file``,
+    ``*_key``, ...) is relative to ``base``, the config file's folder, never the working folder;
+    env vars and flags stay relative to the working folder.
 
     Raises:
         ConfigError: an unknown config key or table.
@@ -161,9 +183,10 @@ def apply_env_and_config(
         if env_name in env:
             value, source = env[env_name], f"env {env_name}"
         elif action.dest in config and not isinstance(config[action.dest], dict):
-            value, source = config[action.dest], f"file {action.dest}"
+            value, source = _from_file(action, config[action.dest], base), f"file {action.dest}"
         elif in_table is not None:
-            value, source = config[in_table[0]][in_table[1]], f"file [{in_table[0]}] {in_table[1]}"
+            value = _from_file(action, config[in_table[0]][in_table[1]], base)
+            source = f"file [{in_table[0]}] {in_table[1]}"
         setattr(action, _SOURCE_ATTR, source)
         if value is None:
             continue

@@ -4,7 +4,9 @@ and the edge agent's file source.
 A file is a header row and one row per sample. Its columns play these roles:
 
 - **time** (optional): named by ``time_column``, else the one column called ``ts``, ``time``,
-  ``timestamp``, ``datetime`` or ``date`` (any case), else the one column whose every sampled
+  ``timestamp``, ``datetime``, ``date``, ``epoch`` or ``unix_time`` (any case, with or without a
+  unit or zone suffix such as ``_s``, ``_ms``, ``_us``, ``_ns`` or ``_utc``: ``timestamp_ms`` is a
+  time column, never a feature), else the one column whose every sampled
   value is an ISO 8601 date. Values are ISO 8601 (``2024-03-01T10:00:00Z``, ``2024-03-01 10:00``,
   ``2024-03``; no UTC offset reads as UTC), dates as 8-digit ``YYYYMMDD`` numbers (``20240301``,
   midnight UTC; detected when every sampled value is one) or epoch numbers in seconds,
@@ -18,8 +20,9 @@ A file is a header row and one row per sample. Its columns play these roles:
 - ``seq`` and ``stream``, when present, are carried along and never features.
 - **features**: ``features`` when given (each must exist and be neither the time nor the device
   column), else every other column whose sampled values are at least half numbers (missing
-  tokens ``""``, ``?``, ``nan``, ``NA``, ``null``, ``None`` aside); other text columns are ignored
-  and said so.
+  tokens ``""``, ``?``, ``nan``, ``NA``, ``null``, ``None`` aside) or that is empty in every sampled
+  row (its type is decided by its later, non-empty values: a text cell is then an error naming its
+  line); other text columns are ignored and said so.
 
 The file is UTF-8 (a BOM is dropped), one row per line (no line breaks inside quoted cells), each
 line at most :data:`MAX_LINE_BYTES`. The layout is decided from the header and the first
@@ -67,6 +70,8 @@ __all__ = [
 TimeUnit = Literal["auto", "iso", "yyyymmdd", "s", "ms", "us", "ns"]
 SAMPLE_ROWS: Final = 1000
 _TIME_NAMES: Final = ("ts", "time", "timestamp", "datetime", "date")
+_TIME_SUFFIXES: Final = ("_seconds", "_millis", "_micros", "_nanos", "_secs", "_sec", "_utc", "_ms", "_us", "_ns",
+                         "_s")
 _MISSING: Final = frozenset({"", "?", "nan", "NaN", "NA", "null", "None"})
 _SCALE: Final = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 _UNIT_WORDS: Final = {"iso": "ISO 8601", "yyyymmdd": "dates YYYYMMDD", "s": "epoch seconds", "ms": "epoch milliseconds",
@@ -303,13 +308,24 @@ class _Rows:
         self._handle.close()
 
 
+def _is_time_name(name: str) -> bool:
+    """A common time-column name: ``ts``, ``time``, ... or ``epoch``/``unix_time``, with or without a
+    unit or zone suffix (``timestamp_ms``, ``ts_s``, ``time_utc``)."""
+    words = name.strip().lower().replace("-", "_").replace(" ", "_")
+    for suffix in _TIME_SUFFIXES:
+        if words.endswith(suffix):
+            words = words[: -len(suffix)]
+            break
+    return words in _TIME_NAMES or words in ("epoch", "unix_time", "unixtime", "unix_ts", "event_time")
+
+
 def _pick_time(header: Sequence[str], sample: dict[str, list[str]], time_column: str | None,
                excluded: set[str], path: Path) -> str | None:
     if time_column is not None:
         if time_column not in header:
             raise TableError(f"{path}: no time column {time_column!r}; columns are {list(header)}")
         return time_column
-    named = [h for h in header if h.lower() in _TIME_NAMES and h not in excluded]
+    named = [h for h in header if _is_time_name(h) and h not in excluded]
     if len(named) > 1:
         raise TableError(f"{path}: columns {named} could each be the time column; pass the time column by name")
     if named:
@@ -384,8 +400,10 @@ def _pick_features(header: Sequence[str], sample: dict[str, list[str]], features
             continue
         present = [c for c in sample[name] if not _is_missing(c)]
         # At least half numbers: a numeric column with a stray text cell stays a feature, and that
-        # cell is an error naming its line, not a reason to drop the column silently.
-        if present and 2 * sum(_is_number(c) for c in present) >= len(present):
+        # cell is an error naming its line, not a reason to drop the column silently. A column
+        # empty in every sampled row (a sensor added later) is judged by its later values: a
+        # feature, whose first text cell is such an error.
+        if not present or 2 * sum(_is_number(c) for c in present) >= len(present):
             numeric.append(name)
         else:
             ignored.append(name)
@@ -462,7 +480,8 @@ class TableReader:
             try:
                 value = float(cell)
             except ValueError:
-                raise TableError(f"{self._where(line, name)}: {cell[:40]!r} is not a number") from None
+                raise TableError(f"{self._where(line, name)}: {cell[:40]!r} is not a number (a text column? pass "
+                                 "the feature columns by name)") from None
             if math.isinf(value):
                 raise TableError(f"{self._where(line, name)}: {cell[:40]!r} is not a finite number")
             values.append(value)

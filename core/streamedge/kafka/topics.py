@@ -141,7 +141,7 @@ def create_topics(settings: KafkaSettings, layout: TopicLayout, replication_fact
             ]
             created += [topic.name for topic in new if topic.name not in created]
             if new:
-                admin.create_topics(new)
+                admin.create_topics(new, wait_for_metadata=True)  # usable as soon as this returns
             return created
         except (RetriableError, UnknownBrokerIdError):
             if attempt == _CREATE_ATTEMPTS:

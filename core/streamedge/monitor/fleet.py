@@ -7,8 +7,9 @@ Prometheus at scrape time:
 
 - ``streamedge_fleet_devices``: devices heard from (kept, at most ``max_devices``);
 - ``streamedge_fleet_heartbeat_age_seconds{device}``: now minus the device's newest heartbeat ``ts``
-  (a heartbeat stamped ahead of the exporter's clock counts as now; an older one, forwarded late
-  from the device's buffer, never makes the age smaller);
+  (a heartbeat stamped ahead of the exporter's clock when it is received counts as received then,
+  so one future stamp, a device booting before NTP or a forged message, cannot keep a silent
+  device fresh; an older one, forwarded late from the device's buffer, never makes the age smaller);
 - ``streamedge_fleet_model_version{device, model}``: the version the device serves (no series
   while it serves none);
 - ``streamedge_fleet_heartbeats_total``, ``streamedge_fleet_telemetry_rejected_total``: heartbeats
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -41,7 +43,8 @@ _MAX_HEARTBEAT_BYTES: Final = 64 * 1024
 
 @dataclass(frozen=True)
 class DeviceHeartbeat:
-    """One device's newest heartbeat: its model name and version (None: none served) and send time (epoch s)."""
+    """One device's newest heartbeat: its model name and version (None: none served) and send time (epoch s,
+    at most its receive time)."""
 
     device: str
     model: str | None
@@ -64,12 +67,14 @@ class FleetState:
 
     Args:
         max_devices: devices kept at most (the ``device`` label's cardinality).
+        clock: epoch seconds now (``time.time``); a heartbeat's ``ts`` is capped at its receive time.
     """
 
-    def __init__(self, max_devices: int = 10_000) -> None:
+    def __init__(self, max_devices: int = 10_000, clock: Callable[[], float] = time.time) -> None:
         if max_devices < 1:
             raise ValueError(f"max_devices must be >= 1, not {max_devices}")
         self.max_devices = max_devices
+        self.clock = clock
         self.heartbeats = 0
         self.rejected = 0
         self._latest: dict[str, DeviceHeartbeat] = {}
@@ -92,7 +97,8 @@ class FleetState:
             return None
         model, version = body.get("model"), body.get("version")
         beat = DeviceHeartbeat(str(device), model if isinstance(model, str) and model else None,
-                               version if isinstance(version, int) and not isinstance(version, bool) else None, ts)
+                               version if isinstance(version, int) and not isinstance(version, bool) else None,
+                               min(ts, self.clock()))
         with self._lock:
             self.heartbeats += 1
             previous = self._latest.pop(beat.device, None)

@@ -17,11 +17,13 @@ distribution (``streamedge.monitor.recipes``); they are the files of deploy/ in 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+from typing import Final
 
-__all__ = ["Target", "prometheus_config", "recipe_files", "write_recipe"]
+__all__ = ["Target", "check_duration", "prometheus_config", "recipe_files", "write_recipe"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,21 @@ def _q(text: str) -> str:
     return json.dumps(text)
 
 
+# Prometheus's duration syntax (units largest first, each at most once; "0" alone).
+_DURATION: Final = re.compile(r"(?:[0-9]+y)?(?:[0-9]+w)?(?:[0-9]+d)?(?:[0-9]+h)?(?:[0-9]+m)?(?:[0-9]+s)?(?:[0-9]+ms)?")
+
+
+def check_duration(text: str) -> str:
+    """``text`` if it is a Prometheus duration such as ``15s`` or ``1m30s``.
+
+    Raises:
+        ValueError: it is not (it would be written unquoted into prometheus.yml).
+    """
+    if text != "0" and (not _DURATION.fullmatch(text) or not any(c.isdigit() for c in text)):
+        raise ValueError(f"scrape interval {text[:40]!r} is not a Prometheus duration such as 15s, 1m or 1m30s")
+    return text
+
+
 def _job(name: str, targets: list[Target], interval: str) -> list[str]:
     lines = [f"  - job_name: {name}", "    metrics_path: /metrics", f"    scrape_interval: {interval}", "    static_configs:"]
     if not targets:
@@ -56,6 +73,7 @@ def _job(name: str, targets: list[Target], interval: str) -> list[str]:
 def prometheus_config(workers: list[Target], agents: list[Target], exporter: Target | None, prometheus: Target,
                       scrape_interval: str = "15s") -> str:
     """The ``prometheus.yml`` text for these targets (agents must carry a device id)."""
+    check_duration(scrape_interval)
     if any(agent.device is None for agent in agents):
         raise ValueError("every edge agent target needs its device id")
     lines = ["# Written by `streamedge monitor config` for the stack it found; run it again when the stack changes.",

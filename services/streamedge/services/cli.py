@@ -2,8 +2,9 @@
 replayed as reading blocks, and dead letters.
 
 Light module: Faust, aiokafka and the TFLite runtime are imported only inside handlers.
-Worker settings come from ``STREAMEDGE_STREAM_*`` env vars (see :class:`services.settings.StreamSettings`);
-the flags below override the most used ones.
+Every worker setting (:class:`services.settings.StreamSettings`) is a flag of ``stream worker``, an
+env var ``STREAMEDGE_STREAM_<FIELD>`` and a ``[stream]`` config key: the most used flags are written
+out below, the rest are generated from the settings model (``--<field>``, JSON for lists and maps).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def register(subparsers: Any) -> None:
            help="--cycle period: readings per cycle, aligned on seq")
     option(worker, "--anomaly-k", type=float, default=None, env="STREAMEDGE_STREAM_ANOMALY_K",
            help="anomaly when |actual - forecast| > k x the validation residual std (default 4)")
+    _add_setting_flags(worker)
     config_table(worker, "stream", _stream_fields, "STREAMEDGE_STREAM_")
     worker.set_defaults(handler=_worker, show_settings=_show_stream_settings)
 
@@ -108,6 +110,34 @@ _FLAG_FIELDS = (("model_dir", "model_dir"), ("public_key", "public_key"), ("batc
                 ("topic_prefix", "topic_prefix"))
 
 
+def _generated_fields() -> list[str]:
+    """Worker settings without a hand-written flag above: each gets ``--<field>`` from the settings model."""
+    from streamedge.services.settings import StreamSettings
+
+    named = {field for _, field in _FLAG_FIELDS}
+    return [field for field in StreamSettings.model_fields if field not in named]
+
+
+def _add_setting_flags(worker: argparse.ArgumentParser) -> None:
+    from streamedge.services.settings import StreamSettings
+
+    for field in _generated_fields():
+        info = StreamSettings.model_fields[field]
+        default = info.get_default(call_default_factory=True)
+        shown = f" (default: {json.dumps(default) if isinstance(default, dict | list) else default})"
+        kind = " (JSON)" if _is_json(field) else ""
+        option(worker, f"--{field.replace('_', '-')}", dest=field, default=None, metavar="VALUE",
+               env=f"STREAMEDGE_STREAM_{field.upper()}",
+               help=f"{info.description or 'worker setting ' + field + ', see docs/stream.md'}{kind}{shown}")
+
+
+def _is_json(field: str) -> bool:
+    from streamedge.services.settings import StreamSettings
+
+    default = StreamSettings.model_fields[field].get_default(call_default_factory=True)
+    return isinstance(default, dict | list)
+
+
 def _stream_fields() -> tuple[str, ...]:
     """``[stream]`` config keys: every worker setting but the topic prefix, which is the shared flat key."""
     from streamedge.services.settings import StreamSettings
@@ -122,6 +152,7 @@ def _show_stream_settings(args: argparse.Namespace, sources: dict[str, str]) -> 
     settings = _stream_settings(args)
     table = args.config_data.get("stream", {})
     by_field = {field: sources.get(flag, "default") for flag, field in _FLAG_FIELDS}
+    by_field.update({field: sources.get(field, "default") for field in _generated_fields()})
     rows = []
     for field in type(settings).model_fields:
         env = f"STREAMEDGE_STREAM_{field.upper()}"
@@ -143,6 +174,15 @@ def _stream_settings(args: argparse.Namespace) -> Any:
     for flag, field in _FLAG_FIELDS[:-2]:
         if getattr(args, flag) is not None:
             overrides[field] = getattr(args, flag)
+    for field in _generated_fields():
+        value = getattr(args, field)
+        if value is not None and _is_json(field):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ConfigError(f"--{field.replace('_', '-')} is not JSON: {exc}") from exc
+        if value is not None:
+            overrides[field] = value
     if args.routes is not None:
         try:
             overrides["routes"] = json.loads(args.routes)
@@ -169,7 +209,7 @@ def _replay_file(args: argparse.Namespace) -> int:
 
     from kafka.errors import KafkaError
 
-    from streamedge.services.replay import TableOptions, block_payloads, read_series
+    from streamedge.services.replay import ReplayFileError, TableOptions, block_payloads, check_payload, read_series
     from streamedge.services.replay_topic import last_seqs, require_topic
 
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
@@ -181,14 +221,23 @@ def _replay_file(args: argparse.Namespace) -> int:
     producer = None
     if not args.dry_run or args.continue_seq:
         require_topic(kafka, topic)
-    devices = [s.device_id for s in series]
+    if (args.continue_seq or args.seq_start is not None) and any(s.seq is not None for s in series):
+        print(f"{args.file} has a seq column: its seqs are kept, drop --seq-start/--continue", file=sys.stderr)
+        return 2
+    keys = list(dict.fromkeys(f"{s.device_id}/{s.stream or args.stream_name}" for s in series))
     if args.continue_seq:
-        first_seq = last_seqs(kafka, topic, [f"{d}/{args.stream_name}" for d in devices])
-        first_seq = {d: first_seq.get(f"{d}/{args.stream_name}", 0) for d in devices}
-        print("continuing at seq " + ", ".join(f"{d}: {n}" for d, n in first_seq.items()))
+        found = last_seqs(kafka, topic, keys)
+        first_seq = {k: found.get(k, 0) for k in keys}
+        print("continuing at seq " + ", ".join(f"{k.rsplit('/', 1)[0]}: {n}" for k, n in first_seq.items()))
     else:
-        first_seq = dict.fromkeys(devices, args.seq_start or 0)
-    payloads = block_payloads(series, args.stream_name, args.block_size, start, args.period, first_seq)
+        first_seq = dict.fromkeys(keys, args.seq_start or 0)
+    try:
+        payloads = list(block_payloads(series, args.stream_name, args.block_size, start, args.period, first_seq))
+        for _, value in payloads:
+            check_payload(value)
+    except ReplayFileError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 1
     if not args.dry_run:
         from kafka import KafkaProducer
 

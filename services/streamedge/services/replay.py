@@ -11,11 +11,18 @@ per line: channels separated by ``:``, values by ``,``, and a trailing class lab
 says ``@classLabel true``. Series ``i`` becomes device ``<device>-<i>``, evenly spaced by
 ``period`` from ``start_ts``.
 
-Each series is cut into blocks of ``block_size`` consecutive samples (``seq`` counting from the
-device's first seq, 0 unless given: see :func:`next_seq` to continue a device's numbering); a
-block of one is written as a single reading. Values are not judged here: a missing (``?``) value
-becomes NaN and the worker dead-letters its block with the reason and the sample index, as it
-would for any producer. Text in a value or time cell is an error naming its line.
+A file's ``stream`` column splits a device's rows into one series per stream (keyed
+``device/stream``; rows without one take the ``--stream`` name) and its ``seq`` column is kept as
+written; a series is then cut where its seqs are not consecutive.
+
+Each series is cut into blocks of ``block_size`` consecutive samples (``seq`` from the file, else
+counting from the device's first seq, 0 unless given: see :func:`next_seq` to continue a device's
+numbering); a block of one is written as a single reading. Missing values are not judged here: a
+missing (``?``) value becomes NaN and the worker dead-letters its block with the reason and the
+sample index, as it would for any producer. Everything else is checked against the reading
+contract the worker uses (:func:`check_payload`) before anything is sent: a seq, time or feature
+count the contract refuses is a :class:`ReplayFileError` naming the device, seq and reason. Text in
+a value or time cell is an error naming its line.
 """
 
 from __future__ import annotations
@@ -23,16 +30,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from streamedge.contracts.reading import Rejection, parse_message
 from streamedge.contracts.table import TableError, TableRow, TimeUnit, read_table
 from streamedge.services.errors import ServicesError
 
-__all__ = ["ReplayFileError", "Series", "TableOptions", "block_payloads", "next_seq", "read_series"]
+__all__ = ["ReplayFileError", "Series", "TableOptions", "block_payloads", "check_payload", "next_seq", "read_series"]
 
 
 class ReplayFileError(ServicesError, ValueError):
@@ -41,11 +50,15 @@ class ReplayFileError(ServicesError, ValueError):
 
 @dataclass(frozen=True)
 class Series:
-    """One recorded series: ``values`` ``(n, n_features)`` float64, ``ts`` ``(n,)`` seconds or None."""
+    """One recorded series: ``values`` ``(n, n_features)`` float64, ``ts`` ``(n,)`` seconds or None,
+    ``stream`` the file's stream name (None: the replay's ``--stream``), ``seq`` ``(n,)`` the file's
+    seqs or None."""
 
     device_id: str
     values: npt.NDArray[np.float64]
     ts: npt.NDArray[np.float64] | None = None
+    stream: str | None = None
+    seq: npt.NDArray[np.int64] | None = None
 
 
 def _float(text: str) -> float:
@@ -60,14 +73,20 @@ def _table(path: Path, device_id: str, table: TableOptions) -> tuple[list[Series
         layout, rows = read_table(path, table.time_column, table.id_column, table.features, table.time_unit)
     except TableError as exc:
         raise ReplayFileError(str(exc)) from exc
-    groups: dict[str, list[TableRow]] = {}
+    groups: dict[tuple[str, str | None], list[TableRow]] = {}
     for row in rows:
-        groups.setdefault(row.device or device_id, []).append(row)
+        groups.setdefault((row.device or device_id, row.stream), []).append(row)
     series = []
-    for device, members in groups.items():
+    for (device, stream), members in groups.items():
         values = np.array([r.values for r in members], dtype=np.float64)
         ts = None if layout.time_column is None else np.array([r.ts for r in members], dtype=np.float64)
-        series.append(Series(device, values, ts))
+        seq = None
+        if any(r.seq is not None for r in members):
+            missing = next((r for r in members if r.seq is None), None)
+            if missing is not None:
+                raise ReplayFileError(f"{path}:{missing.line}: column 'seq' is empty (every row needs one, or none)")
+            seq = np.array([r.seq for r in members], dtype=np.int64)
+        series.append(Series(device, values, ts, stream, seq))
     return series, layout.describe()
 
 
@@ -136,6 +155,35 @@ def next_seq(body: bytes) -> int | None:
     return int(obj["seq"]) + (len(values) if isinstance(values, list) else 1)
 
 
+def check_payload(value: bytes) -> None:
+    """Refuse a replay message the worker's reading contract would refuse for anything but a missing value.
+
+    Missing values (NaN) pass: the worker dead-letters them with the sample index, as for any producer.
+
+    Raises:
+        ReplayFileError: the contract's reason and detail, with the message's device, stream and seq.
+    """
+    obj = json.loads(value)
+    where = f"{obj.get('device_id')}/{obj.get('stream')} seq {obj.get('seq')}"
+    if "values" in obj:
+        obj["values"] = np.nan_to_num(np.array(obj["values"], dtype=np.float64), nan=0.0).tolist()
+    elif isinstance(obj.get("value"), (float, list)):
+        obj["value"] = np.nan_to_num(np.array(obj["value"], dtype=np.float64), nan=0.0).tolist()
+    parsed = parse_message(json.dumps(obj).encode())
+    if isinstance(parsed, Rejection):
+        raise ReplayFileError(f"{where}: the reading contract refuses it ({parsed.reason}: {parsed.detail}); "
+                              "nothing was sent")
+
+
+def _runs(one: Series, start_seq: int) -> list[tuple[int, int, int]]:
+    """``(first index, end index, seq of first)`` of the runs of consecutive seqs in a series."""
+    n = len(one.values)
+    if one.seq is None:
+        return [(0, n, start_seq)]
+    cuts = [0, *(int(i) + 1 for i in np.flatnonzero(np.diff(one.seq) != 1)), n]
+    return [(a, b, int(one.seq[a])) for a, b in pairwise(cuts)]
+
+
 def block_payloads(series: list[Series], stream: str, block_size: int, start_ts: float, period: float,
                    first_seq: Mapping[str, int] | None = None) -> Iterator[tuple[bytes, bytes]]:
     """``(key, value)`` of every block of every series, series after series, in sample order.
@@ -145,23 +193,27 @@ def block_payloads(series: list[Series], stream: str, block_size: int, start_ts:
         stream: the stream name of every key.
         block_size: samples per message (>= 1; 1 writes single readings).
         start_ts, period: times of series without their own ``ts``, seconds.
-        first_seq: device id -> ``seq`` of its series' first sample (0 for a device not named).
+        first_seq: ``device/stream`` key or device id -> ``seq`` of its series' first sample (0 for
+            one not named); a series with the file's own seqs keeps them.
     """
     if block_size < 1:
         raise ValueError(f"block size must be >= 1, got {block_size}")
     for one in series:
         n = len(one.values)
         times = one.ts if one.ts is not None else start_ts + period * np.arange(n, dtype=np.float64)
-        key = f"{one.device_id}/{stream}".encode()
-        start_seq = (first_seq or {}).get(one.device_id, 0)
-        for first in range(0, n, block_size):
-            rows = one.values[first : first + block_size]
-            samples: list[Any] = rows[:, 0].tolist() if rows.shape[1] == 1 else rows.tolist()
-            body: dict[str, Any] = {"device_id": one.device_id, "stream": stream, "seq": start_seq + first}
-            if block_size == 1:
-                body.update(ts=float(times[first]), value=samples[0])
-            elif one.ts is None:
-                body.update(ts=float(times[first]), period=period, values=samples)
-            else:
-                body.update(ts=times[first : first + block_size].tolist(), values=samples)
-            yield key, json.dumps(body, separators=(",", ":")).encode()
+        name = one.stream or stream
+        key = f"{one.device_id}/{name}".encode()
+        start_seq = (first_seq or {}).get(key.decode(), (first_seq or {}).get(one.device_id, 0))
+        for begin, end, run_seq in _runs(one, start_seq):
+            for first in range(begin, end, block_size):
+                last = min(first + block_size, end)
+                rows = one.values[first:last]
+                samples: list[Any] = rows[:, 0].tolist() if rows.shape[1] == 1 else rows.tolist()
+                body: dict[str, Any] = {"device_id": one.device_id, "stream": name, "seq": run_seq + first - begin}
+                if block_size == 1:
+                    body.update(ts=float(times[first]), value=samples[0])
+                elif one.ts is None:
+                    body.update(ts=float(times[first]), period=period, values=samples)
+                else:
+                    body.update(ts=times[first:last].tolist(), values=samples)
+                yield key, json.dumps(body, separators=(",", ":")).encode()

@@ -17,6 +17,8 @@ from streamedge.services.replay import next_seq
 
 __all__ = ["last_seqs", "require_topic"]
 
+_NEW_TOPIC_WAIT_S = 5.0
+
 
 def require_topic(kafka: KafkaSettings, topic: str) -> None:
     """Raise unless ``topic`` exists.
@@ -24,11 +26,20 @@ def require_topic(kafka: KafkaSettings, topic: str) -> None:
     Raises:
         ConfigError: it does not; the message names the prefixes that do exist.
     """
+    import time
+
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(**kafka.kafka_python_config())
+    # No group: nothing to commit (auto-commit on would log kafka-python's "group_id is None" WARNING).
+    consumer = KafkaConsumer(**kafka.kafka_python_config(), enable_auto_commit=False)
     try:
+        # A topic created a moment ago (`kafka topics` just before) may not be in every broker's
+        # metadata yet: ask again for a few seconds before calling it missing.
+        deadline = time.monotonic() + _NEW_TOPIC_WAIT_S
         topics = consumer.topics()
+        while topic not in topics and time.monotonic() < deadline:
+            time.sleep(0.2)
+            topics = consumer.topics()
     finally:
         consumer.close()
     if topic in topics:
@@ -61,6 +72,8 @@ def last_seqs(kafka: KafkaSettings, topic: str, keys: Sequence[str], timeout_s: 
         consumer.seek_to_beginning()
         ends = {tp: end for tp, end in consumer.end_offsets(list(wanted)).items() if end > 0}
         found: dict[str, int] = {}
+        if not ends:  # nothing to read: iterating would wait out the consumer timeout
+            return found
         names = set(keys)
         for record in consumer:
             tp = TopicPartition(record.topic, record.partition)
