@@ -97,9 +97,9 @@ def test_a_device_off_during_a_promotion_catches_up_when_it_comes_back(
               60, "the online devices to serve v2")
         assert ModelStore(tmp_path / off / "models", public).versions(NAME) == [1]
         procs[off] = _agent(tmp_path / off, off, kafka_settings, layout, tiny_models.public_key, *source)
-        _wait(lambda: ModelStore(tmp_path / off / "models", public).active_version(NAME) == 2, 60,
-              "the device that was off to catch up")
-        assert ledger(off) == update.promotion
+        # the ledger is written after the activation: wait for both
+        _wait(lambda: ModelStore(tmp_path / off / "models", public).active_version(NAME) == 2
+              and ledger(off) == update.promotion, 60, "the device that was off to catch up")
     finally:
         for proc in procs.values():
             _stop(proc)

@@ -73,7 +73,7 @@ def test_measured_crashes_are_manifest_errors(payload: bytes) -> None:
 def test_huge_number_in_manifest_and_wrong_keys(tiny_models: TinyModels) -> None:
     body = _valid(tiny_models)
     body["manifest"]["normalisation"]["mean"] = [10**400]
-    with pytest.raises(ManifestError, match=r"normalisation\.mean"):
+    with pytest.raises(ManifestError, match=r"normalisation\.mean|integer .* is too large"):
         parse_model_update(json.dumps(body).encode(), b"tiny-forecaster")
     good = json.dumps(_valid(tiny_models)).encode()
     for key in (None, b"\xff\xfe", b"tiny-classifier", b"tiny-forecaster "):

@@ -62,4 +62,4 @@ def test_seasonal_naive_verdict_names_the_losers() -> None:
     verdict, warnings = seasonal_naive_verdict({"keras": {"mase": 0.8}, "int8": {"mase": 1.3}}, naive_mase=1.0)
     assert verdict == {"keras": True, "int8": False}
     assert warnings == ["int8 does not beat seasonal naive on the test set: MASE 1.300 >= 1.000; "
-                        "seasonal naive is the better forecast here"]
+                        "seasonal naive is at least as good here"]

@@ -115,7 +115,7 @@ class StreamSettings(BaseSettings):
     cycle_max_samples: int = Field(default=4096, ge=1, le=1_000_000)
     anomaly_k: float = Field(default=4.0, gt=0)
     idle_ttl_s: float = Field(default=3600.0, gt=0)
-    max_keys: int = Field(default=80_000, ge=1)
+    max_keys: int = Field(default=30_000, ge=1)
     max_future_s: float = Field(default=600.0, ge=0)
     max_seq_jump: int = Field(default=1_000_000, ge=1)
     rebuild_max_messages: int = Field(default=500_000, ge=0)
